@@ -1,0 +1,83 @@
+/**
+ * The sdx HTTP application: feature plugins, the shared error model and the one error handler.
+ * Only api/index.ts listens; tests drive this app through `app.handle` or a loopback server.
+ */
+import { Elysia, type ValidationError } from "elysia";
+import { docsPlugin } from "./docs/index.ts";
+import type { ModelHost } from "./engine/model_host.ts";
+import { ApiError, type ErrorBody, errorModel, type FieldError } from "./errors.ts";
+import { generatePlugin } from "./generate/index.ts";
+import { healthPlugin } from "./health/index.ts";
+import { modelsPlugin } from "./models/index.ts";
+
+interface SchemaLike {
+  enum?: unknown[];
+  anyOf?: { const?: unknown }[];
+}
+
+function allowedValues(schema: SchemaLike | undefined): FieldError["allowed"] {
+  if (!schema) return undefined;
+  if (Array.isArray(schema.enum)) return schema.enum as FieldError["allowed"];
+  if (Array.isArray(schema.anyOf) && schema.anyOf.every((s) => "const" in s)) {
+    return schema.anyOf.map((s) => s.const) as FieldError["allowed"];
+  }
+  return undefined;
+}
+
+/** TypeBox's value errors as one entry per field, named by its path (`width`, `prompt`). */
+export function validationFields(error: Readonly<ValidationError>): FieldError[] {
+  const byField = new Map<string, FieldError>();
+  for (const e of error.all) {
+    if (!("path" in e)) continue;
+    const field = e.path.replace(/^\//, "").replaceAll("/", ".") || error.type;
+    if (byField.has(field)) continue;
+    const allowed = allowedValues(e.schema as SchemaLike);
+    const message = e.message === "Unexpected property" ? "is not a known field" : e.message;
+    byField.set(field, { field, message, ...(allowed ? { allowed } : {}) });
+  }
+  return [...byField.values()];
+}
+
+function errorResponse(body: ErrorBody): Response {
+  return Response.json(body, { status: body.status });
+}
+
+export function createApp(host: ModelHost) {
+  return new Elysia({ name: "sdx", normalize: false })
+    .use(errorModel)
+    .onError(({ code, error, request }) => {
+      if (error instanceof ApiError) return errorResponse(error.toBody());
+      switch (code) {
+        case "VALIDATION": {
+          const fields = validationFields(error);
+          const message = `invalid ${error.type}: ${fields.map((f) => `${f.field} ${f.message}`).join("; ")}`;
+          return errorResponse({ status: 422, code: "validation_failed", message, fields });
+        }
+        case "PARSE":
+          return errorResponse({
+            status: 400,
+            code: "bad_request",
+            message: "the request body could not be parsed; send JSON with Content-Type: application/json",
+          });
+        case "NOT_FOUND": {
+          const path = new URL(request.url).pathname;
+          return errorResponse({
+            status: 404,
+            code: "not_found",
+            message: `no route ${request.method} ${path}`,
+          });
+        }
+        default: {
+          const message = error instanceof Error ? error.message : String(error);
+          console.error(`[sdx] unexpected error on ${request.method} ${request.url}:`, error);
+          return errorResponse({ status: 500, code: "internal", message: `internal error: ${message}` });
+        }
+      }
+    })
+    .use(docsPlugin())
+    .use(healthPlugin(host))
+    .use(modelsPlugin(host))
+    .use(generatePlugin(host));
+}
+
+export type App = ReturnType<typeof createApp>;

@@ -1,0 +1,124 @@
+/**
+ * Finds Stable Diffusion models in a models directory. An ONNX model is a folder in the layout
+ * `optimum-cli export onnx` writes: model_index.json, scheduler/, tokenizer/, text_encoder/model.onnx,
+ * unet/model.onnx, vae_decoder/model.onnx (vae_encoder/ optional).
+ */
+import { readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { ModelFormat, ModelKind } from "./model_kinds.ts";
+
+export interface ModelEntry {
+  /** Folder name inside the models directory; the only handle clients ever use. */
+  name: string;
+  /** Absolute folder path; never sent to clients. */
+  path: string;
+  format: ModelFormat;
+  /** Null when the folder could not be identified. */
+  kind: ModelKind | null;
+  pipelineClass: string | null;
+  sizeBytes: number;
+  /** Why the model cannot be loaded, or null when it can. */
+  problem: string | null;
+  /** The size the model was trained at (unet sample_size × VAE scale factor). */
+  nativeSize: number;
+  /** Width and height must be multiples of this (the traced UNet's downsampling). */
+  sizeMultiple: number;
+}
+
+const REQUIRED_FILES = [
+  "model_index.json",
+  "scheduler/scheduler_config.json",
+  "tokenizer/vocab.json",
+  "tokenizer/merges.txt",
+  "text_encoder/model.onnx",
+  "unet/model.onnx",
+  "vae_decoder/model.onnx",
+] as const;
+
+const DEFAULT_NATIVE_SIZE: Record<ModelKind, number> = { sd1: 512, sd2: 768, sdxl: 1024 };
+
+async function exists(path: string): Promise<boolean> {
+  return Bun.file(path).exists();
+}
+
+async function readJson(path: string): Promise<Record<string, unknown> | null> {
+  try {
+    return (await Bun.file(path).json()) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+}
+
+async function folderSize(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) total += (await stat(join(entry.parentPath, entry.name))).size;
+  }
+  return total;
+}
+
+/** Tells the model family from the pipeline class and the component configs, as diffusers would load it. */
+function detectKind(
+  pipelineClass: string | null,
+  unetConfig: Record<string, unknown> | null,
+  textConfig: Record<string, unknown> | null,
+): ModelKind | null {
+  if (pipelineClass === null) return null;
+  if (/XL/.test(pipelineClass)) return "sdxl";
+  if (!/StableDiffusion/.test(pipelineClass)) return null;
+  // SD 2.x conditions on OpenCLIP ViT-H: 1024-wide text states.
+  if (unetConfig?.cross_attention_dim === 1024 || textConfig?.hidden_size === 1024) return "sd2";
+  return "sd1";
+}
+
+export async function inspectModelFolder(name: string, path: string): Promise<ModelEntry> {
+  const index = await readJson(join(path, "model_index.json"));
+  const pipelineClass = typeof index?._class_name === "string" ? index._class_name : null;
+  const unetConfig = await readJson(join(path, "unet/config.json"));
+  const textConfig = await readJson(join(path, "text_encoder/config.json"));
+  const vaeConfig = await readJson(join(path, "vae_decoder/config.json"));
+  const kind = detectKind(pipelineClass, unetConfig, textConfig);
+
+  const missing: string[] = [];
+  for (const file of REQUIRED_FILES) if (!(await exists(join(path, file)))) missing.push(file);
+  let problem: string | null = null;
+  if (index === null) problem = "model_index.json is missing or not valid JSON";
+  else if (kind === null)
+    problem = `pipeline class ${pipelineClass ?? "(none)"} is not a Stable Diffusion pipeline`;
+  else if (missing.length > 0) problem = `incomplete ONNX export: missing ${missing.join(", ")}`;
+  else if (kind === "sdxl")
+    problem = "SDXL ONNX folders are recognised but not loadable in this version of sdx";
+
+  const vaeBlocks = Array.isArray(vaeConfig?.block_out_channels) ? vaeConfig.block_out_channels.length : 4;
+  const unetBlocks = Array.isArray(unetConfig?.block_out_channels) ? unetConfig.block_out_channels.length : 4;
+  const vaeScale = 2 ** (vaeBlocks - 1);
+  const sampleSize = typeof unetConfig?.sample_size === "number" ? unetConfig.sample_size : null;
+  return {
+    name,
+    path,
+    format: "onnx",
+    kind,
+    pipelineClass,
+    sizeBytes: await folderSize(path),
+    problem,
+    nativeSize: sampleSize !== null ? sampleSize * vaeScale : DEFAULT_NATIVE_SIZE[kind ?? "sd1"],
+    sizeMultiple: vaeScale * 2 ** (unetBlocks - 1),
+  };
+}
+
+/** Every model folder directly inside `modelsDir`, sorted by name. A missing directory holds no models. */
+export async function scanModelsDir(modelsDir: string): Promise<ModelEntry[]> {
+  let entries: import("node:fs").Dirent[];
+  try {
+    entries = await readdir(modelsDir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+  const models: ModelEntry[] = [];
+  for (const entry of entries) {
+    if (!entry.isDirectory() || entry.name.startsWith(".")) continue;
+    const path = join(modelsDir, entry.name);
+    if (await exists(join(path, "model_index.json"))) models.push(await inspectModelFolder(entry.name, path));
+  }
+  return models.sort((a, b) => a.name.localeCompare(b.name));
+}

@@ -1,0 +1,49 @@
+import type { TorchGenerator } from "../rng/torch_generator.ts";
+
+/**
+ * The one contract every sampler implements, after diffusers' SchedulerMixin:
+ * `setTimesteps` once per generation, then for each timestep `scaleModelInput` → UNet → `step`.
+ * Latents are flat Float32Arrays in NCHW order; a scheduler never sees the shape except through its length.
+ */
+export interface Scheduler {
+  /** Timesteps to feed the UNet, in order, after `setTimesteps`. */
+  readonly timesteps: readonly number[];
+  /** Standard deviation of the initial noise: latents = randn · initNoiseSigma. */
+  readonly initNoiseSigma: number;
+  setTimesteps(numInferenceSteps: number): void;
+  scaleModelInput(sample: Float32Array, timestep: number): Float32Array;
+  step(
+    modelOutput: Float32Array,
+    timestep: number,
+    sample: Float32Array,
+    generator?: TorchGenerator,
+  ): StepOutput;
+}
+
+export interface StepOutput {
+  prevSample: Float32Array;
+  /** The model's estimate of the clean sample x₀ when the algorithm computes one. */
+  predOriginalSample?: Float32Array;
+}
+
+/**
+ * `scheduler/scheduler_config.json` as diffusers reads it. Only keys present in the file are set here:
+ * like diffusers' `from_config`, a scheduler class applies its own default for every key the file lacks
+ * (e.g. `timestep_spacing` is "leading" for DDIM but "linspace" for DPM-Solver when the file is silent).
+ */
+export interface SchedulerConfig {
+  num_train_timesteps?: number;
+  beta_start?: number;
+  beta_end?: number;
+  beta_schedule?: "linear" | "scaled_linear" | "squaredcos_cap_v2";
+  trained_betas?: number[] | null;
+  prediction_type?: "epsilon" | "v_prediction" | "sample";
+  timestep_spacing?: "linspace" | "leading" | "trailing";
+  steps_offset?: number;
+  [key: string]: unknown;
+}
+
+/** Per-request choices that override the model's config. */
+export interface SchedulerOptions {
+  karrasSigmas?: boolean;
+}

@@ -1,0 +1,67 @@
+/**
+ * The one error type of the API and its JSON shape. Every failure leaves the server as
+ * `{ status, code, message, fields? }`; the spec documents it as the `Error` model.
+ */
+import { Type } from "@sinclair/typebox";
+import { Elysia, t } from "elysia";
+
+export const ERROR_CODES = [
+  "bad_request",
+  "validation_failed",
+  "not_found",
+  "payload_too_large",
+  "no_model",
+  "model_loading",
+  "model_unavailable",
+  "generation_failed",
+  "cancelled",
+  "internal",
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export const FieldErrorSchema = t.Object({
+  field: t.String({ description: "The request field, as a path (`width`, `params.seed`)." }),
+  message: t.String(),
+  allowed: t.Optional(
+    t.Array(t.Union([t.String(), t.Number(), t.Boolean()]), { description: "Allowed values." }),
+  ),
+});
+
+export const ErrorSchema = t.Object(
+  {
+    status: Type.Integer({ description: "HTTP status, repeated." }),
+    code: t.UnionEnum(ERROR_CODES),
+    message: t.String({ description: "What went wrong and what to do about it." }),
+    fields: t.Optional(
+      t.Array(FieldErrorSchema, { description: "Per-field problems of a rejected request." }),
+    ),
+  },
+  { description: "Every error response." },
+);
+
+export type FieldError = typeof FieldErrorSchema.static;
+export type ErrorBody = typeof ErrorSchema.static;
+
+export class ApiError extends Error {
+  override name = "ApiError";
+  constructor(
+    readonly status: number,
+    readonly code: ErrorCode,
+    message: string,
+    readonly fields?: FieldError[],
+  ) {
+    super(message);
+  }
+
+  toBody(): ErrorBody {
+    return {
+      status: this.status,
+      code: this.code,
+      message: this.message,
+      ...(this.fields ? { fields: this.fields } : {}),
+    };
+  }
+}
+
+/** The `Error` model, registered once; every feature plugin uses it to document its error responses. */
+export const errorModel = new Elysia({ name: "sdx.error-model" }).model({ Error: ErrorSchema });

@@ -1,0 +1,179 @@
+/**
+ * Request and response schemas of POST /v1/generate. The request keeps the seed project's parameter names.
+ * These TypeBox schemas are the single source: Elysia validates with them, the spec is written from them,
+ * the SDK types are generated from the spec and the CLI validates project files against them.
+ */
+import { Type } from "@sinclair/typebox";
+import { t } from "elysia";
+import { MODEL_KINDS } from "../engine/model_kinds.ts";
+import { SCHEDULER_NAMES } from "../engine/schedulers/index.ts";
+
+export const LIMITS = {
+  promptMaxChars: 10_000,
+  sizeMin: 64,
+  sizeMax: 2048,
+  stepsMax: 150,
+  batchMax: 16,
+  guidanceMax: 50,
+  seedMax: 4_294_967_295,
+} as const;
+
+const size = (name: string) =>
+  Type.Integer({
+    minimum: LIMITS.sizeMin,
+    maximum: LIMITS.sizeMax,
+    multipleOf: 8,
+    description: `Image ${name} in pixels, a multiple of 8 (and of the model's own multiple, 64 for SD UNets). Default: the model's native size.`,
+  });
+
+const memorySwitch = (what: string) => t.Optional(t.Boolean({ description: what }));
+
+export const GenerateParamsSchema = t.Object(
+  {
+    negative_prompt: t.Optional(
+      t.String({
+        maxLength: LIMITS.promptMaxChars,
+        description: "What the image should not show. Used with guidance_scale > 1.",
+      }),
+    ),
+    seed: t.Optional(
+      Type.Integer({
+        minimum: -1,
+        maximum: LIMITS.seedMax,
+        description:
+          "Seed of image 0; image i uses seed + i (wrapping at 2³²). Omitted or -1: drawn at random and returned.",
+      }),
+    ),
+    batch_size: t.Optional(
+      Type.Integer({ minimum: 1, maximum: LIMITS.batchMax, default: 1, description: "Images to make." }),
+    ),
+    width: t.Optional(size("width")),
+    height: t.Optional(size("height")),
+    num_steps: t.Optional(
+      Type.Integer({ minimum: 1, maximum: LIMITS.stepsMax, default: 30, description: "Denoising steps." }),
+    ),
+    guidance_scale: t.Optional(
+      t.Number({
+        minimum: 0,
+        maximum: LIMITS.guidanceMax,
+        default: 7.5,
+        description: "Classifier-free guidance scale; 1 or less turns guidance off (one UNet pass per step).",
+      }),
+    ),
+    scheduler_type: t.Optional(
+      t.UnionEnum(SCHEDULER_NAMES, {
+        default: "dpmsolver++",
+        description: "Sampler, named as in the seed project.",
+      }),
+    ),
+    karras_sigmas: t.Optional(
+      t.Boolean({
+        default: false,
+        description: "Use the Karras et al. (2022) noise schedule for the sampler's sigmas.",
+      }),
+    ),
+    scheduler_scale: t.Optional(
+      t.Number({
+        minimum: 0,
+        maximum: 100,
+        description:
+          "Accepted for compatibility with the seed's configs; Stable Diffusion samplers have no such scale, so it is reported in warnings and has no effect.",
+      }),
+    ),
+    clip_skip: t.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 12,
+        default: 1,
+        description:
+          "Text-encoder layer to condition on, counted from the end as in AUTOMATIC1111 (1 = last layer).",
+      }),
+    ),
+    enable_attention_slicing: memorySwitch(
+      "diffusers memory switch; see warnings for what sdx does with it.",
+    ),
+    enable_vae_slicing: memorySwitch(
+      "Decode the batch one image at a time: lower peak memory, identical pixels.",
+    ),
+    enable_vae_tiling: memorySwitch("diffusers memory switch; see warnings for what sdx does with it."),
+    enable_model_cpu_offload: memorySwitch(
+      "diffusers memory switch; see warnings for what sdx does with it.",
+    ),
+    enable_sequential_cpu_offload: memorySwitch(
+      "diffusers memory switch; see warnings for what sdx does with it.",
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const GenerateRequestSchema = t.Composite(
+  [
+    t.Object({
+      prompt: t.String({
+        maxLength: LIMITS.promptMaxChars,
+        description: "What to draw. May be empty (unconditional generation).",
+      }),
+    }),
+    GenerateParamsSchema,
+  ],
+  { additionalProperties: false },
+);
+
+export const AppliedParamsSchema = t.Object(
+  {
+    prompt: t.String(),
+    negative_prompt: t.Union([t.String(), t.Null()]),
+    seed: Type.Integer(),
+    batch_size: Type.Integer(),
+    width: Type.Integer(),
+    height: Type.Integer(),
+    num_steps: Type.Integer(),
+    guidance_scale: t.Number(),
+    scheduler_type: t.UnionEnum(SCHEDULER_NAMES),
+    karras_sigmas: t.Boolean(),
+    scheduler_scale: t.Union([t.Number(), t.Null()]),
+    clip_skip: Type.Integer(),
+    enable_attention_slicing: t.Boolean(),
+    enable_vae_slicing: t.Boolean(),
+    enable_vae_tiling: t.Boolean(),
+    enable_model_cpu_offload: t.Boolean(),
+    enable_sequential_cpu_offload: t.Boolean(),
+  },
+  { description: "Every parameter as the engine applied it, defaults filled in." },
+);
+
+export const GeneratedImageSchema = t.Object({
+  png: t.String({ description: "The PNG file, base64-encoded." }),
+  seed: Type.Integer({ description: "The seed this image was drawn from; send it back to remake it alone." }),
+});
+
+export const GenerateMetadataSchema = t.Object({
+  model: t.Object({ name: t.String(), kind: t.UnionEnum(MODEL_KINDS) }),
+  parameters: AppliedParamsSchema,
+  seeds: t.Array(Type.Integer()),
+  prompt_tokens: Type.Integer({ description: "CLIP tokens in the prompt (without start and end tokens)." }),
+  timesteps: t.Array(t.Number(), { description: "The sampler's timesteps, in order." }),
+  timings: t.Object({
+    queue_ms: t.Number(),
+    encode_ms: t.Number(),
+    denoise_ms: t.Number(),
+    decode_ms: t.Number(),
+    png_ms: t.Number(),
+    total_ms: t.Number(),
+  }),
+  execution_provider: t.String(),
+  sdx_version: t.String(),
+});
+
+export const GenerateResponseSchema = t.Object({
+  images: t.Array(GeneratedImageSchema),
+  metadata: GenerateMetadataSchema,
+  warnings: t.Array(t.String(), {
+    description: "One sentence per parameter that did not change the result, saying why.",
+  }),
+});
+
+export type GenerateRequest = typeof GenerateRequestSchema.static;
+export type GenerateParams = typeof GenerateParamsSchema.static;
+export type AppliedParams = typeof AppliedParamsSchema.static;
+export type GenerateResponse = typeof GenerateResponseSchema.static;

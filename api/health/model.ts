@@ -1,0 +1,19 @@
+import { t } from "elysia";
+import { MODEL_KINDS } from "../engine/model_kinds.ts";
+import { EXECUTION_PROVIDERS } from "../engine/onnx/runtime.ts";
+
+export const HEALTH_STATUSES = ["ok", "loading", "no_model", "error"] as const;
+
+export const HealthSchema = t.Object({
+  status: t.UnionEnum(HEALTH_STATUSES),
+  message: t.String({ description: "A sentence on the state and, when no model is ready, what to do." }),
+  model: t.Union([
+    t.Object({ name: t.String(), kind: t.Union([t.UnionEnum(MODEL_KINDS), t.Null()]) }),
+    t.Null(),
+  ]),
+  execution_provider: t.UnionEnum(EXECUTION_PROVIDERS),
+  version: t.String({ description: "sdx version." }),
+  onnxruntime_version: t.String(),
+});
+
+export type Health = typeof HealthSchema.static;

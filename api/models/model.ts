@@ -1,0 +1,26 @@
+import { Type } from "@sinclair/typebox";
+import { t } from "elysia";
+import { MODEL_FORMATS, MODEL_KINDS } from "../engine/model_kinds.ts";
+
+export const ModelInfoSchema = t.Object({
+  name: t.String({ description: "Folder name in the models directory; the model's only handle." }),
+  format: t.UnionEnum(MODEL_FORMATS),
+  kind: t.Union([t.UnionEnum(MODEL_KINDS), t.Null()], {
+    description: "Null when the folder is not a model sdx recognises.",
+  }),
+  pipeline_class: t.Union([t.String(), t.Null()], { description: "`_class_name` of model_index.json." }),
+  size_bytes: Type.Integer(),
+  native_size: Type.Integer({ description: "Default width and height." }),
+  size_multiple: Type.Integer({ description: "Width and height must be multiples of this." }),
+  loadable: t.Boolean(),
+  problem: t.Union([t.String(), t.Null()], { description: "Why the model cannot be loaded." }),
+  loaded: t.Boolean({ description: "Whether this is the model the server is serving." }),
+});
+
+export const ModelListSchema = t.Object({
+  models_dir: t.String(),
+  models: t.Array(ModelInfoSchema),
+});
+
+export type ModelInfo = typeof ModelInfoSchema.static;
+export type ModelList = typeof ModelListSchema.static;

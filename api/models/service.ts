@@ -1,0 +1,23 @@
+import type { ModelHost } from "../engine/model_host.ts";
+import type { ModelList } from "./model.ts";
+
+export async function listModels(host: ModelHost): Promise<ModelList> {
+  const state = host.state;
+  const served = state.status === "ready" ? state.entry.name : null;
+  const entries = await host.list();
+  return {
+    models_dir: host.options.modelsDir,
+    models: entries.map((e) => ({
+      name: e.name,
+      format: e.format,
+      kind: e.kind,
+      pipeline_class: e.pipelineClass,
+      size_bytes: e.sizeBytes,
+      native_size: e.nativeSize,
+      size_multiple: e.sizeMultiple,
+      loadable: e.problem === null,
+      problem: e.problem,
+      loaded: e.name === served,
+    })),
+  };
+}

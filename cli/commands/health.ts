@@ -1,0 +1,34 @@
+import { Command, Option, UsageError } from "clipanion";
+import { SdxCommand, SdxError } from "../base.ts";
+
+export class HealthCommand extends SdxCommand {
+  static override paths = [["health"]];
+  static override usage = Command.Usage({
+    description: "Show the server's state, model, execution provider and version",
+    examples: [
+      ["Check the server of a project", "sdx health --project example"],
+      ["Check a server by URL", "sdx health --server http://127.0.0.1:8001"],
+    ],
+  });
+
+  projectName = Option.String("--project", { description: "Take server_url from this project" });
+
+  async execute(): Promise<number> {
+    const serverUrl = this.projectName ? (await this.project(this.projectName)).config.server_url : undefined;
+    const client = this.client(serverUrl ?? (this.server ? undefined : "http://127.0.0.1:8001"));
+    try {
+      const health = await client.health();
+      if (this.json) this.printJson(health);
+      else {
+        this.print(
+          `${client.baseUrl}: ${health.status} (sdx ${health.version}, onnxruntime ${health.onnxruntime_version}, ${health.execution_provider})`,
+        );
+        this.print(health.message);
+      }
+      return health.status === "ok" ? 0 : 1;
+    } catch (e) {
+      if (e instanceof SdxError) throw new UsageError(this.describeError(e));
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * The outputs tree: `<output>/<project>/<prompt>/<timestamp>_<model>/{images,metadata}/`. One run folder per
+ * invocation, never reused; every file is written atomically and never replaces an existing one.
+ */
+import { mkdir } from "node:fs/promises";
+import { join, resolve, sep } from "node:path";
+import YAML from "yaml";
+import { FileExistsError, writeFileAtomic } from "../api/fs/atomic.ts";
+import { SAFE_NAME } from "./project.ts";
+
+export class OutputPathError extends Error {
+  override name = "OutputPathError";
+}
+
+/** `20261123_224501_123`: sortable, unique to the millisecond, safe in every file system. */
+export function formatTimestamp(date: Date): string {
+  const p = (n: number, w = 2) => String(n).padStart(w, "0");
+  return `${date.getFullYear()}${p(date.getMonth() + 1)}${p(date.getDate())}_${p(date.getHours())}${p(date.getMinutes())}${p(date.getSeconds())}_${p(date.getMilliseconds(), 3)}`;
+}
+
+/** Hands out timestamps that never repeat within a process, even for images finished in the same millisecond. */
+export class TimestampClock {
+  private last = 0;
+  constructor(private readonly now: () => number = Date.now) {}
+  next(): { date: Date; stamp: string } {
+    const ms = Math.max(this.now(), this.last + 1);
+    this.last = ms;
+    const date = new Date(ms);
+    return { date, stamp: formatTimestamp(date) };
+  }
+}
+
+function checkedName(kind: string, name: string): string {
+  if (!SAFE_NAME.test(name)) {
+    throw new OutputPathError(
+      `${kind} "${name}" is not a safe folder name (letters, digits, '.', '-', '_'; no leading dot)`,
+    );
+  }
+  return name;
+}
+
+/** A path under `root` built from checked names; refuses anything that would resolve outside it. */
+function inside(root: string, ...names: string[]): string {
+  const base = resolve(root);
+  const path = resolve(base, ...names);
+  if (path !== base && !path.startsWith(base + sep)) throw new OutputPathError(`${path} is outside ${base}`);
+  return path;
+}
+
+export interface RunFolder {
+  dir: string;
+  imagesDir: string;
+  metadataDir: string;
+}
+
+/** Creates a fresh `<timestamp>_<model>` folder; an existing one is never reused. */
+export async function createRunFolder(
+  outputRoot: string,
+  project: string,
+  promptSet: string,
+  model: string,
+  clock: TimestampClock,
+): Promise<RunFolder> {
+  const parent = inside(
+    outputRoot,
+    checkedName("project name", project),
+    checkedName("prompt-set name", promptSet),
+  );
+  await mkdir(parent, { recursive: true });
+  const modelPart = checkedName("model name", model);
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const dir = inside(parent, `${clock.next().stamp}_${modelPart}`);
+    try {
+      await mkdir(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EEXIST") continue;
+      throw e;
+    }
+    const imagesDir = join(dir, "images");
+    const metadataDir = join(dir, "metadata");
+    await mkdir(imagesDir);
+    await mkdir(metadataDir);
+    return { dir, imagesDir, metadataDir };
+  }
+  throw new OutputPathError(`could not create a new run folder under ${parent}`);
+}
+
+/** Writes `image_<stamp>.png` and `metadata_<stamp>.yaml`; neither may replace an existing file. */
+export async function writeImageWithMetadata(
+  run: RunFolder,
+  stamp: string,
+  png: Uint8Array,
+  metadata: Record<string, unknown>,
+): Promise<{ image: string; metadata: string }> {
+  const image = join(run.imagesDir, `image_${stamp}.png`);
+  const meta = join(run.metadataDir, `metadata_${stamp}.yaml`);
+  try {
+    await writeFileAtomic(image, png, { createOnly: true });
+    await writeFileAtomic(meta, YAML.stringify(metadata, { lineWidth: 0 }), { createOnly: true });
+  } catch (e) {
+    if (e instanceof FileExistsError) throw new OutputPathError(`${e.message}; nothing was overwritten`);
+    throw e;
+  }
+  return { image, metadata: meta };
+}

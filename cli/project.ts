@@ -1,0 +1,280 @@
+/**
+ * Projects: `<input>/<project>/config.yaml` and `prompts.yaml`, as the seed describes them. Both are parsed
+ * safely (no custom tags, aliases capped) and validated against TypeBox schemas built from the API's own
+ * parameter schema, before anything runs; every problem names the file, the line, the column and the key.
+ */
+import { join, relative } from "node:path";
+import { type TSchema, Type } from "@sinclair/typebox";
+import { Value } from "@sinclair/typebox/value";
+import { type Document, isMap, isScalar, LineCounter, parseDocument } from "yaml";
+import { GenerateParamsSchema } from "../api/generate/model.ts";
+import type { GenerateRequest } from "../sdk/index.ts";
+
+/** Names that become folder names: letters, digits, dot, dash, underscore; no leading dot. */
+export const SAFE_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$/;
+const safeName = (description: string) => Type.String({ pattern: SAFE_NAME.source, description });
+
+export const ProjectConfigSchema = Type.Object(
+  {
+    server_url: Type.String({ format: "uri", pattern: "^https?://", description: "The sdx server." }),
+    name: Type.Optional(safeName("Output folder name of the project; default: the project's folder name.")),
+    default_params: Type.Optional(GenerateParamsSchema),
+    ollama: Type.Optional(
+      Type.Object(
+        {
+          host: Type.Optional(Type.String({ pattern: "^https?://" })),
+          model: Type.Optional(Type.String()),
+          system_prompt: Type.Optional(Type.String()),
+          temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 2 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const PromptSetSchema = Type.Object(
+  {
+    name: safeName("Prompt-set name; also its output folder name."),
+    prompt: Type.String(),
+    negative_prompt: Type.Optional(Type.String()),
+    params: Type.Optional(GenerateParamsSchema),
+  },
+  { additionalProperties: false },
+);
+
+export const PromptsFileSchema = Type.Object(
+  { prompt_sets: Type.Array(PromptSetSchema, { minItems: 1 }) },
+  { additionalProperties: false },
+);
+
+export type ProjectConfig = typeof ProjectConfigSchema.static;
+export type PromptSet = typeof PromptSetSchema.static;
+export type GenerateParams = Omit<GenerateRequest, "prompt">;
+
+export interface Project {
+  /** Folder name under the input directory. */
+  folder: string;
+  /** Output folder name: config `name`, else the folder name. */
+  name: string;
+  dir: string;
+  config: ProjectConfig;
+  promptSets: PromptSet[];
+}
+
+export interface ProjectProblem {
+  file: string;
+  line: number;
+  column: number;
+  key: string;
+  message: string;
+}
+
+export class ProjectError extends Error {
+  override name = "ProjectError";
+  constructor(readonly problems: ProjectProblem[]) {
+    super(
+      problems
+        .map((p) => `${p.file}:${p.line}:${p.column}: ${p.key ? `${p.key}: ` : ""}${p.message}`)
+        .join("\n"),
+    );
+  }
+}
+
+interface ParsedFile {
+  file: string;
+  doc: Document;
+  lines: LineCounter;
+}
+
+function position(parsed: ParsedFile, path: (string | number)[]): { line: number; col: number } {
+  // Walk down to the deepest node that exists, so a missing key points at its parent map.
+  for (let depth = path.length; depth >= 0; depth--) {
+    const node = parsed.doc.getIn(path.slice(0, depth), true) as
+      | { range?: [number, number, number] }
+      | undefined;
+    const range = node && typeof node === "object" && "range" in node ? node.range : undefined;
+    if (range) {
+      // For a map entry, point at the key rather than the value.
+      const parent = depth > 0 ? parsed.doc.getIn(path.slice(0, depth - 1), true) : undefined;
+      if (isMap(parent)) {
+        const pair = parent.items.find((p) => isScalar(p.key) && p.key.value === path[depth - 1]);
+        const keyRange = pair && isScalar(pair.key) ? pair.key.range : undefined;
+        if (keyRange) return parsed.lines.linePos(keyRange[0]);
+      }
+      return parsed.lines.linePos(range[0]);
+    }
+  }
+  return { line: 1, col: 1 };
+}
+
+function parseYamlFile(
+  file: string,
+  text: string,
+): { parsed: ParsedFile; value: unknown; problems: ProjectProblem[] } {
+  const lines = new LineCounter();
+  // Plain YAML 1.2 core schema: no custom tags, and alias expansion capped against "billion laughs".
+  const doc = parseDocument(text, {
+    lineCounter: lines,
+    schema: "core",
+    customTags: [],
+    uniqueKeys: true,
+    prettyErrors: false,
+  });
+  const parsed = { file, doc, lines };
+  const problems: ProjectProblem[] = doc.errors.map((e) => {
+    const pos = lines.linePos(e.pos[0]);
+    return { file, line: pos.line, column: pos.col, key: "", message: e.message.split("\n")[0] ?? e.message };
+  });
+  if (problems.length > 0) return { parsed, value: undefined, problems };
+  try {
+    return { parsed, value: doc.toJS({ maxAliasCount: 100 }), problems };
+  } catch (e) {
+    return {
+      parsed,
+      value: undefined,
+      problems: [{ file, line: 1, column: 1, key: "", message: (e as Error).message }],
+    };
+  }
+}
+
+function allowedOf(schema: TSchema): string | null {
+  const values = Array.isArray(schema.enum) ? schema.enum : null;
+  return values ? ` (allowed: ${values.join(", ")})` : null;
+}
+
+function closest(word: string, candidates: string[]): string | null {
+  const distance = (a: string, b: string) => {
+    const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+    for (let j = 1; j <= b.length; j++) (d[0] as number[])[j] = j;
+    for (let i = 1; i <= a.length; i++) {
+      for (let j = 1; j <= b.length; j++) {
+        const row = d[i] as number[];
+        const prev = d[i - 1] as number[];
+        row[j] = Math.min(
+          (prev[j] as number) + 1,
+          (row[j - 1] as number) + 1,
+          (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1),
+        );
+      }
+    }
+    return (d[a.length] as number[])[b.length] as number;
+  };
+  let best: string | null = null;
+  let bestDistance = Math.max(2, Math.floor(word.length / 3)) + 1;
+  for (const c of candidates) {
+    const dist = distance(word, c);
+    if (dist < bestDistance) {
+      best = c;
+      bestDistance = dist;
+    }
+  }
+  return best;
+}
+
+function schemaProblems(parsed: ParsedFile, schema: TSchema, value: unknown): ProjectProblem[] {
+  const problems: ProjectProblem[] = [];
+  const seen = new Set<string>();
+  for (const error of Value.Errors(schema, value)) {
+    const path = error.path
+      .split("/")
+      .slice(1)
+      .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+    const key = path.join(".");
+    if (seen.has(key)) continue;
+    seen.add(key);
+    let message = error.message;
+    if (message === "Unexpected property") {
+      const parentSchema = path.slice(0, -1).reduce<TSchema | undefined>((s, p) => {
+        if (!s) return undefined;
+        if (typeof p === "number") return s.items as TSchema | undefined;
+        return (s.properties as Record<string, TSchema> | undefined)?.[p];
+      }, schema);
+      const known = Object.keys((parentSchema?.properties as Record<string, unknown> | undefined) ?? {});
+      const suggestion = closest(String(path.at(-1)), known);
+      message = `unknown key${suggestion ? `; did you mean "${suggestion}"?` : ""} (known keys: ${known.join(", ")})`;
+    } else {
+      message += allowedOf(error.schema) ?? "";
+    }
+    const pos = position(parsed, path);
+    problems.push({ file: parsed.file, line: pos.line, column: pos.col, key, message });
+  }
+  return problems;
+}
+
+async function readProjectFile(path: string, display: string): Promise<string> {
+  const file = Bun.file(path);
+  if (!(await file.exists())) {
+    throw new ProjectError([{ file: display, line: 0, column: 0, key: "", message: "file not found" }]);
+  }
+  return file.text();
+}
+
+/** Loads and validates a project; throws ProjectError listing every problem found. */
+export async function loadProject(inputDir: string, folder: string): Promise<Project> {
+  if (!SAFE_NAME.test(folder)) {
+    throw new ProjectError([
+      {
+        file: folder,
+        line: 0,
+        column: 0,
+        key: "",
+        message: "project names are letters, digits, '.', '-' and '_' (no path)",
+      },
+    ]);
+  }
+  const dir = join(inputDir, folder);
+  const display = (name: string) => relative(process.cwd(), join(dir, name)) || join(dir, name);
+  const configFile = display("config.yaml");
+  const promptsFile = display("prompts.yaml");
+  const config = parseYamlFile(configFile, await readProjectFile(join(dir, "config.yaml"), configFile));
+  const prompts = parseYamlFile(promptsFile, await readProjectFile(join(dir, "prompts.yaml"), promptsFile));
+  const problems = [...config.problems, ...prompts.problems];
+  if (config.problems.length === 0)
+    problems.push(...schemaProblems(config.parsed, ProjectConfigSchema, config.value));
+  if (prompts.problems.length === 0) {
+    problems.push(...schemaProblems(prompts.parsed, PromptsFileSchema, prompts.value));
+    const sets = (prompts.value as { prompt_sets?: { name?: unknown }[] } | undefined)?.prompt_sets;
+    const firstIndex = new Map<unknown, number>();
+    sets?.forEach((set, i) => {
+      if (set?.name === undefined) return;
+      const first = firstIndex.get(set.name);
+      if (first === undefined) firstIndex.set(set.name, i);
+      else {
+        const pos = position(prompts.parsed, ["prompt_sets", i, "name"]);
+        problems.push({
+          file: promptsFile,
+          line: pos.line,
+          column: pos.col,
+          key: `prompt_sets.${i}.name`,
+          message: `duplicate prompt-set name "${String(set.name)}" (first used by prompt_sets.${first})`,
+        });
+      }
+    });
+  }
+  if (problems.length > 0) throw new ProjectError(problems);
+  const projectConfig = config.value as ProjectConfig;
+  return {
+    folder,
+    name: projectConfig.name ?? folder,
+    dir,
+    config: projectConfig,
+    promptSets: (prompts.value as { prompt_sets: PromptSet[] }).prompt_sets,
+  };
+}
+
+/** The request for one prompt set: default_params, then the set's params, then command-line overrides. */
+export function effectiveRequest(
+  project: Project,
+  set: PromptSet,
+  overrides: GenerateParams = {},
+): GenerateRequest {
+  return {
+    ...project.config.default_params,
+    ...(set.negative_prompt !== undefined ? { negative_prompt: set.negative_prompt } : {}),
+    ...set.params,
+    ...overrides,
+    prompt: set.prompt,
+  };
+}

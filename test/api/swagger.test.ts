@@ -1,0 +1,61 @@
+/**
+ * Swagger UI renders with no internet: headless Debian Chromium loads /swagger from a real server on loopback
+ * (background networking off, so nothing outside could be reached) and the rendered page must show the
+ * generate operation. The page's assets come from the installed swagger-ui-dist package.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type RunningServer, startServer } from "../helpers/server.ts";
+
+const CHROMIUM = Bun.which("chromium") ?? Bun.which("chromium-browser");
+let server: RunningServer;
+
+beforeAll(async () => {
+  server = await startServer(["--models-dir", await mkdtemp(join(tmpdir(), "sdx-none-"))]);
+});
+afterAll(() => server.stop());
+
+test("the page references no host but the server itself", async () => {
+  const html = await (await fetch(`${server.url}/swagger`)).text();
+  expect(html).toContain("/swagger/assets/swagger-ui-bundle.js");
+  expect(html).not.toMatch(/https?:\/\//);
+  for (const asset of ["swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"]) {
+    const res = await fetch(`${server.url}/swagger/assets/${asset}`);
+    expect(res.status).toBe(200);
+    expect((await res.arrayBuffer()).byteLength).toBeGreaterThan(1000);
+  }
+  expect((await fetch(`${server.url}/swagger/assets/..%2Fpackage.json`)).status).toBe(404);
+});
+
+test("headless Chromium renders the /v1/generate operation", async () => {
+  if (!CHROMIUM) throw new Error("Debian chromium is needed for this test: apt-get install chromium");
+  const profile = await mkdtemp(join(tmpdir(), "sdx-chromium-"));
+  const proc = Bun.spawn(
+    [
+      CHROMIUM,
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-dev-shm-usage",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      `--user-data-dir=${profile}`,
+      "--virtual-time-budget=15000",
+      "--dump-dom",
+      `${server.url}/swagger`,
+    ],
+    { stdout: "pipe", stderr: "pipe" },
+  );
+  const dom = await new Response(proc.stdout).text();
+  await proc.exited;
+  // Rendered operations: Swagger UI writes each path into an .opblock-summary-path element.
+  expect(dom).toContain("opblock-summary-path");
+  expect(dom).toMatch(/data-path="\/v1\/generate"/);
+  expect(dom).toContain("/v1/models");
+  expect(dom).toContain("/health");
+}, 60_000);

@@ -1,0 +1,379 @@
+import { beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { TorchGenerator } from "../../api/engine/rng/torch_generator.ts";
+import { loadSafetensors } from "../../api/engine/safetensors.ts";
+import { alphasCumprod, betasFromConfig, torchLinspaceF32 } from "../../api/engine/schedulers/betas.ts";
+import {
+  DPMSolverMultistepScheduler,
+  resolveDPMSolverMultistepConfig,
+} from "../../api/engine/schedulers/dpmsolver_multistep.ts";
+import { createScheduler, SCHEDULER_NAMES, SCHEDULERS } from "../../api/engine/schedulers/index.ts";
+import { SchedulerConfigError, withOverrides } from "../../api/engine/schedulers/schedule_utils.ts";
+import type { Scheduler, SchedulerConfig } from "../../api/engine/schedulers/scheduler.ts";
+import { expf, logf, tanhf } from "../../api/engine/schedulers/sleef.ts";
+
+const DIR = join(import.meta.dir, "../fixtures/schedulers");
+const f32 = Math.fround;
+
+interface FixtureCase {
+  name: string;
+  class: string;
+  config: SchedulerConfig;
+  from_config_overrides: SchedulerConfig;
+  num_inference_steps: number;
+  seed: number;
+  timesteps: number[];
+  sigmas: number[] | null;
+  init_noise_sigma: number;
+  num_model_evals: number;
+  tensors_file: string;
+}
+
+interface FixtureIndex {
+  base_config: SchedulerConfig;
+  alphas_cumprod_sd15: number[];
+  cases: FixtureCase[];
+}
+
+/** The index is written by Python's json, which spells non-finite floats as bare Infinity / -Infinity / NaN. */
+function parsePythonJson(text: string): unknown {
+  const tag = "\u0000pyfloat:";
+  let out = "";
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i] as string;
+    if (inString) {
+      out += ch;
+      if (ch === "\\") out += text[++i] ?? "";
+      else if (ch === '"') inString = false;
+      continue;
+    }
+    if (ch === '"') inString = true;
+    const token = /^(-?Infinity|NaN)/.exec(text.slice(i, i + 9));
+    if (token) {
+      out += JSON.stringify(tag + token[0]);
+      i += token[0].length - 1;
+      continue;
+    }
+    out += ch;
+  }
+  return JSON.parse(out, (_key, value: unknown) =>
+    typeof value === "string" && value.startsWith(tag) ? Number(value.slice(tag.length)) : value,
+  );
+}
+
+/** The oracle's toy model: eps = 0.3·tanh(x) + 0.05·cos(t/37), tanh and the sum in float32, cos in float64. */
+function toyModel(x: Float32Array, t: number): Float32Array {
+  const c = f32(0.05 * Math.cos(t / 37.0));
+  const k = f32(0.3);
+  return x.map((v) => f32(k * tanhf(v)) + c);
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs((a[i] as number) - (b[i] as number)));
+  return m;
+}
+
+/** base_config + from_config_overrides, i.e. `Class.from_config(base_config, **overrides)` (only present keys). */
+function diffusersConfig(index: FixtureIndex, c: FixtureCase): SchedulerConfig {
+  return withOverrides(index.base_config, c.from_config_overrides);
+}
+
+interface Trajectory {
+  timesteps: readonly number[];
+  noiseErr: number;
+  inputErr: number;
+  outputErr: number;
+  prevErr: number;
+  finalErr: number;
+}
+
+async function runCase(scheduler: Scheduler, c: FixtureCase): Promise<Trajectory> {
+  const tensors = await loadSafetensors(join(DIR, c.tensors_file));
+  const get = (key: string): Float32Array => {
+    const t = tensors.get(key);
+    if (!t) throw new Error(`${c.tensors_file}: no ${key}`);
+    return t.data;
+  };
+  scheduler.setTimesteps(c.num_inference_steps);
+  const g = new TorchGenerator(c.seed, { kernel: "avx2" }); // the oracle ran on an AVX2 CPU
+  const noise = g.randn([1, 4, 8, 8]);
+  const n = noise.length;
+  const refInput = get("model_input");
+  const refOutput = get("model_output");
+  const refPrev = get("prev_sample");
+  let sample: Float32Array = noise.map((v) => v * scheduler.initNoiseSigma);
+  let inputErr = 0;
+  let outputErr = 0;
+  let prevErr = 0;
+  scheduler.timesteps.forEach((t, i) => {
+    const x = scheduler.scaleModelInput(sample, t);
+    inputErr = Math.max(inputErr, maxAbsDiff(x, refInput.subarray(i * n, (i + 1) * n)));
+    const eps = toyModel(x, t);
+    outputErr = Math.max(outputErr, maxAbsDiff(eps, refOutput.subarray(i * n, (i + 1) * n)));
+    sample = scheduler.step(eps, t, sample, g).prevSample;
+    prevErr = Math.max(prevErr, maxAbsDiff(sample, refPrev.subarray(i * n, (i + 1) * n)));
+  });
+  return {
+    timesteps: scheduler.timesteps,
+    noiseErr: maxAbsDiff(noise, get("initial_noise")),
+    inputErr,
+    outputErr,
+    prevErr,
+    finalErr: maxAbsDiff(sample, get("final_sample")),
+  };
+}
+
+let index: FixtureIndex;
+let dpmCases: FixtureCase[] = [];
+
+beforeAll(async () => {
+  index = parsePythonJson(await Bun.file(join(DIR, "schedulers_index.json")).text()) as FixtureIndex;
+  dpmCases = index.cases.filter(
+    (c) => c.class === "DPMSolverMultistepScheduler" && c.config.algorithm_type === "dpmsolver++",
+  );
+});
+
+describe("noise schedule (betas.ts)", () => {
+  test("SD 1.x scaled_linear ᾱ equals diffusers/torch bit for bit", () => {
+    const ac = alphasCumprod(
+      betasFromConfig({
+        num_train_timesteps: 1000,
+        beta_start: 0.00085,
+        beta_end: 0.012,
+        beta_schedule: "scaled_linear",
+        trained_betas: null,
+        rescale_betas_zero_snr: false,
+      }),
+    );
+    expect(Array.from(ac)).toEqual(index.alphas_cumprod_sd15);
+  });
+
+  test("torch.linspace endpoints and symmetry", () => {
+    const l = torchLinspaceF32(0.1, 0.9, 1000);
+    expect(l[0]).toBe(f32(0.1));
+    expect(l[999]).toBe(f32(0.9));
+    expect(Array.from(torchLinspaceF32(0, 1, 5))).toEqual([0, 0.25, 0.5, 0.75, 1]);
+    expect(Array.from(torchLinspaceF32(3, 7, 1))).toEqual([3]);
+  });
+
+  test("other schedules are well formed", () => {
+    const base = { num_train_timesteps: 1000, beta_start: 0.0001, beta_end: 0.02, trained_betas: null };
+    for (const schedule of ["linear", "scaled_linear", "squaredcos_cap_v2"] as const) {
+      const betas = betasFromConfig({ ...base, beta_schedule: schedule, rescale_betas_zero_snr: false });
+      expect(betas.length).toBe(1000);
+      expect(betas.every((b) => b > 0 && b < 1)).toBe(true);
+      const zsnr = alphasCumprod(
+        betasFromConfig({ ...base, beta_schedule: schedule, rescale_betas_zero_snr: true }),
+      );
+      expect(zsnr[999]).toBe(0); // zero terminal SNR
+    }
+    const trained = betasFromConfig({
+      ...base,
+      beta_schedule: "linear",
+      trained_betas: [0.1, 0.2],
+      num_train_timesteps: 2,
+      rescale_betas_zero_snr: false,
+    });
+    expect(Array.from(trained)).toEqual([f32(0.1), f32(0.2)]);
+  });
+});
+
+describe("torch float32 elementwise math (sleef.ts)", () => {
+  test("tanhf reproduces every model_output of the oracle's toy model bit for bit", async () => {
+    let checked = 0;
+    for (const c of index.cases) {
+      if (c.timesteps.length !== c.num_model_evals) continue;
+      const tensors = await loadSafetensors(join(DIR, c.tensors_file));
+      const input = tensors.get("model_input")?.data as Float32Array;
+      const output = tensors.get("model_output")?.data as Float32Array;
+      const n = input.length / c.num_model_evals;
+      c.timesteps.forEach((t, i) => {
+        const eps = toyModel(input.subarray(i * n, (i + 1) * n), t);
+        expect(Array.from(eps)).toEqual(Array.from(output.subarray(i * n, (i + 1) * n)));
+        checked += n;
+      });
+    }
+    expect(checked).toBeGreaterThan(50_000);
+  });
+
+  test("expf / logf / tanhf: within one ulp of the correctly rounded value, IEEE special cases", () => {
+    const ulp = (x: number) => {
+      const a = Math.abs(f32(x));
+      return f32(a * (1 + 2 ** -23)) - a || 2 ** -149;
+    };
+    for (let i = 0; i < 20_000; i++) {
+      const x = f32(Math.exp((i / 20_000) * 40 - 20));
+      expect(Math.abs(logf(x) - Math.log(x))).toBeLessThanOrEqual(ulp(Math.log(x)));
+      const y = f32((i / 20_000) * 40 - 20);
+      expect(Math.abs(expf(y) - Math.exp(y))).toBeLessThanOrEqual(ulp(Math.exp(y)));
+      expect(Math.abs(tanhf(y / 4) - Math.tanh(y / 4))).toBeLessThanOrEqual(ulp(Math.tanh(y / 4)));
+    }
+    expect(logf(0)).toBe(Number.NEGATIVE_INFINITY);
+    expect(logf(1)).toBe(0);
+    expect(logf(-1)).toBeNaN();
+    expect(logf(Number.POSITIVE_INFINITY)).toBe(Number.POSITIVE_INFINITY);
+    expect(logf(1e-40)).toBeCloseTo(Math.log(1e-40), 4);
+    expect(expf(0)).toBe(1);
+    expect(expf(Number.NEGATIVE_INFINITY)).toBe(0);
+    expect(expf(200)).toBe(Number.POSITIVE_INFINITY);
+    expect(tanhf(0)).toBe(0);
+    expect(Object.is(tanhf(-0), -0)).toBe(true);
+    expect(tanhf(20)).toBe(1);
+    expect(tanhf(-20)).toBe(-1);
+  });
+});
+
+describe("DPMSolverMultistepScheduler (dpmsolver++) vs diffusers 0.29.2", () => {
+  test("the fixture has the expected DPM++ 2M cases (SDE variants are filtered out by algorithm_type)", () => {
+    expect(dpmCases.map((c) => c.name).sort()).toEqual(
+      [
+        "dpmpp2m_20",
+        "dpmpp2m_30",
+        "dpmpp2m_4",
+        "dpmpp2m_karras_20",
+        "dpmpp2m_karras_30",
+        "dpmpp2m_karras_vpred_20",
+      ].sort(),
+    );
+  });
+
+  test("every case: timesteps, sigmas, init_noise_sigma and the whole trajectory", async () => {
+    for (const c of dpmCases) {
+      const scheduler = createScheduler("dpmsolver++", diffusersConfig(index, c));
+      expect(scheduler).toBeInstanceOf(DPMSolverMultistepScheduler);
+      const r = await runCase(scheduler, c);
+      expect(r.timesteps).toEqual(c.timesteps);
+      expect(scheduler.initNoiseSigma).toBe(c.init_noise_sigma);
+      const sigmas = (scheduler as DPMSolverMultistepScheduler).sigmas;
+      expect(c.sigmas).not.toBeNull();
+      expect(sigmas.length).toBe((c.sigmas as number[]).length);
+      (c.sigmas as number[]).forEach((s, i) => {
+        expect(Math.abs((sigmas[i] as number) - s)).toBeLessThanOrEqual(1e-6 * Math.abs(s));
+      });
+      expect(r.noiseErr).toBe(0);
+      const report = `${c.name}: input ${r.inputErr}, output ${r.outputErr}, prev ${r.prevErr}, final ${r.finalErr}`;
+      if (r.prevErr > 1e-5 || r.finalErr > 1e-5) throw new Error(report);
+      expect(r.inputErr).toBeLessThanOrEqual(1e-5);
+      expect(r.prevErr).toBeLessThanOrEqual(1e-5);
+      expect(r.finalErr).toBeLessThanOrEqual(1e-5);
+    }
+  });
+
+  test("Karras sigmas from SchedulerOptions equal use_karras_sigmas from the config; the option wins", async () => {
+    for (const c of dpmCases.filter((x) => x.from_config_overrides.use_karras_sigmas === true)) {
+      const { use_karras_sigmas: _, ...overrides } = c.from_config_overrides;
+      const config = withOverrides(index.base_config, overrides);
+      const viaOption = await runCase(createScheduler("dpmsolver++", config, { karrasSigmas: true }), c);
+      expect(viaOption.timesteps).toEqual(c.timesteps);
+      expect(viaOption.finalErr).toBeLessThanOrEqual(1e-5);
+      const overridden = createScheduler("dpmsolver++", diffusersConfig(index, c), { karrasSigmas: false });
+      overridden.setTimesteps(c.num_inference_steps);
+      expect(overridden.timesteps).not.toEqual(c.timesteps);
+    }
+  });
+
+  test("the full resolved config (with _use_default_values) builds the same scheduler as base + overrides", () => {
+    for (const c of dpmCases) {
+      const fromResolved = new DPMSolverMultistepScheduler(c.config);
+      const fromBase = new DPMSolverMultistepScheduler(diffusersConfig(index, c));
+      expect(fromResolved.config).toEqual(fromBase.config);
+      for (const [key, value] of Object.entries(fromResolved.config)) {
+        expect(c.config[key]).toEqual(value); // our resolved config is diffusers' scheduler.config
+      }
+      fromResolved.setTimesteps(c.num_inference_steps);
+      expect(fromResolved.timesteps).toEqual(c.timesteps);
+    }
+  });
+
+  test("class defaults apply to keys the config lacks: timestep_spacing linspace unless the file says leading", () => {
+    const base = index.base_config; // SD 1.5 file: steps_offset 1, no timestep_spacing
+    const linspace = new DPMSolverMultistepScheduler(base);
+    expect(linspace.config.timestep_spacing).toBe("linspace");
+    expect(linspace.config.prediction_type).toBe("epsilon");
+    linspace.setTimesteps(20);
+    expect(linspace.timesteps.slice(0, 4)).toEqual([999, 949, 899, 849]);
+    expect(linspace.timesteps.at(-1)).toBe(50);
+
+    const leading = new DPMSolverMultistepScheduler({ ...base, timestep_spacing: "leading" });
+    leading.setTimesteps(20);
+    // step_ratio = 1000 // 21 = 47, timesteps = 20·47 … 1·47, + steps_offset
+    expect(leading.timesteps).toEqual(Array.from({ length: 20 }, (_, i) => (20 - i) * 47 + 1));
+
+    // A key listed in _use_default_values was not in the original file: the class default wins again.
+    const saved = new DPMSolverMultistepScheduler({
+      ...base,
+      timestep_spacing: "leading",
+      _use_default_values: ["timestep_spacing"],
+    });
+    expect(saved.config.timestep_spacing).toBe("linspace");
+
+    const trailing = new DPMSolverMultistepScheduler({ ...base, timestep_spacing: "trailing" });
+    trailing.setTimesteps(20);
+    expect(trailing.timesteps).toEqual(Array.from({ length: 20 }, (_, i) => 999 - 50 * i));
+  });
+
+  test("first-order steps at the end, step bookkeeping and input validation", () => {
+    const s = new DPMSolverMultistepScheduler(index.base_config);
+    expect(() => s.step(new Float32Array(4), 999, new Float32Array(4))).toThrow();
+    s.setTimesteps(2);
+    const x = new Float32Array([0.5, -1, 2, 0]);
+    const eps = new Float32Array([0.1, 0.2, -0.3, 0]);
+    const out = s.step(eps, s.timesteps[0] as number, x);
+    expect(out.predOriginalSample).toBeDefined();
+    // The last step lands on σ = 0 (final_sigmas_type "zero"): x_0 is the data prediction itself.
+    const last = s.step(eps, s.timesteps[1] as number, out.prevSample);
+    const [alpha, sigma] = [1 / Math.sqrt((s.sigmas[1] as number) ** 2 + 1), 0];
+    expect(sigma).toBe(0);
+    last.prevSample.forEach((v, i) => {
+      expect(v).toBeCloseTo(
+        ((out.prevSample[i] as number) - (s.sigmas[1] as number) * alpha * (eps[i] as number)) / alpha,
+        5,
+      );
+    });
+    expect(() => s.step(eps, 0, x)).toThrow();
+    expect(() => s.step(new Float32Array(3), 0, x)).toThrow(RangeError);
+    expect(s.scaleModelInput(x, 999)).toBe(x);
+  });
+
+  test("unsupported settings are refused with a config error", () => {
+    const refused: Record<string, unknown>[] = [
+      { algorithm_type: "dpmsolver" },
+      { algorithm_type: "bogus" },
+      { thresholding: true },
+      { variance_type: "learned_range" },
+      { prediction_type: "x0" },
+      { solver_order: 4 },
+      { steps_offset: "1" },
+      { beta_schedule: "cosine" },
+    ];
+    for (const extra of refused) {
+      const config = { ...index.base_config, ...extra } as SchedulerConfig;
+      expect(() => new DPMSolverMultistepScheduler(config)).toThrow(SchedulerConfigError);
+    }
+    expect(resolveDPMSolverMultistepConfig({ algorithm_type: "deis", solver_type: "bh2" })).toMatchObject({
+      algorithm_type: "dpmsolver++",
+      solver_type: "midpoint",
+    });
+  });
+});
+
+describe("scheduler table (index.ts)", () => {
+  test("names, A1111 display names and factories", () => {
+    expect(SCHEDULER_NAMES).toEqual(["dpmsolver++"]);
+    expect(SCHEDULERS["dpmsolver++"]).toMatchObject({ displayName: "DPM++ 2M", karras: true });
+    // Whatever the model's file says (SD 1.5 ships PNDM settings), "dpmsolver++" is DPM++ 2M.
+    const s = createScheduler("dpmsolver++", {
+      ...index.base_config,
+      solver_order: 3,
+      algorithm_type: "sde-dpmsolver++",
+    });
+    expect(s).toBeInstanceOf(DPMSolverMultistepScheduler);
+    expect((s as DPMSolverMultistepScheduler).config).toMatchObject({
+      algorithm_type: "dpmsolver++",
+      solver_order: 2,
+    });
+  });
+});
