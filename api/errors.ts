@@ -4,6 +4,7 @@
  */
 import { Type } from "@sinclair/typebox";
 import { Elysia, t } from "elysia";
+import { Enum } from "./schema.ts";
 
 export const ERROR_CODES = [
   "bad_request",
@@ -30,7 +31,7 @@ export const FieldErrorSchema = t.Object({
 export const ErrorSchema = t.Object(
   {
     status: Type.Integer({ description: "HTTP status, repeated." }),
-    code: t.UnionEnum(ERROR_CODES),
+    code: Enum(ERROR_CODES),
     message: t.String({ description: "What went wrong and what to do about it." }),
     fields: t.Optional(
       t.Array(FieldErrorSchema, { description: "Per-field problems of a rejected request." }),

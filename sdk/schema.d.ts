@@ -69,10 +69,7 @@ export interface components {
         Error: {
             /** @description HTTP status, repeated. */
             status: number;
-            /**
-             * @default bad_request
-             * @enum {string}
-             */
+            /** @enum {string} */
             code: "bad_request" | "validation_failed" | "not_found" | "payload_too_large" | "no_model" | "model_loading" | "model_unavailable" | "generation_failed" | "cancelled" | "internal";
             /** @description What went wrong and what to do about it. */
             message: string;
@@ -86,10 +83,7 @@ export interface components {
             }[];
         };
         Health: {
-            /**
-             * @default ok
-             * @enum {string}
-             */
+            /** @enum {string} */
             status: "ok" | "loading" | "no_model" | "error";
             /** @description A sentence on the state and, when no model is ready, what to do. */
             message: string;
@@ -97,10 +91,7 @@ export interface components {
                 name: string;
                 kind: ("sd1" | "sd2" | "sdxl") | null;
             } | null;
-            /**
-             * @default cpu
-             * @enum {string}
-             */
+            /** @enum {string} */
             execution_provider: "cpu" | "cuda";
             /** @description sdx version. */
             version: string;
@@ -111,10 +102,7 @@ export interface components {
             models: {
                 /** @description Folder name in the models directory; the model's only handle. */
                 name: string;
-                /**
-                 * @default onnx
-                 * @enum {string}
-                 */
+                /** @enum {string} */
                 format: "onnx";
                 /** @description Null when the folder is not a model sdx recognises. */
                 kind: ("sd1" | "sd2" | "sdxl") | null;
@@ -197,10 +185,7 @@ export interface components {
             metadata: {
                 model: {
                     name: string;
-                    /**
-                     * @default sd1
-                     * @enum {string}
-                     */
+                    /** @enum {string} */
                     kind: "sd1" | "sd2" | "sdxl";
                 };
                 /** @description Every parameter as the engine applied it, defaults filled in. */
@@ -213,10 +198,7 @@ export interface components {
                     height: number;
                     num_steps: number;
                     guidance_scale: number;
-                    /**
-                     * @default dpmsolver++
-                     * @enum {string}
-                     */
+                    /** @enum {string} */
                     scheduler_type: "dpmsolver++";
                     karras_sigmas: boolean;
                     scheduler_scale: number | null;
@@ -270,8 +252,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Health"];
-                    "multipart/form-data": components["schemas"]["Health"];
-                    "text/plain": components["schemas"]["Health"];
                 };
             };
         };
@@ -291,8 +271,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ModelList"];
-                    "multipart/form-data": components["schemas"]["ModelList"];
-                    "text/plain": components["schemas"]["ModelList"];
                 };
             };
         };
@@ -307,8 +285,6 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["GenerateRequest"];
-                "multipart/form-data": components["schemas"]["GenerateRequest"];
-                "text/plain": components["schemas"]["GenerateRequest"];
             };
         };
         responses: {
@@ -318,8 +294,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["GenerateResponse"];
-                    "multipart/form-data": components["schemas"]["GenerateResponse"];
-                    "text/plain": components["schemas"]["GenerateResponse"];
+                };
+            };
+            /** @description Every error response. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Every error response. */
@@ -329,8 +321,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
-                    "multipart/form-data": components["schemas"]["Error"];
-                    "text/plain": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Every error response. */
@@ -340,8 +339,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
-                    "multipart/form-data": components["schemas"]["Error"];
-                    "text/plain": components["schemas"]["Error"];
                 };
             };
         };

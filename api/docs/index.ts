@@ -47,8 +47,24 @@ const PAGE = `<!DOCTYPE html>
 </body>
 </html>`;
 
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** @elysiajs/swagger marks each response object with the `$id` of its model, which OpenAPI 3.0 does not allow. */
+export function withoutResponseIds(value: Json): Json {
+  if (Array.isArray(value)) return value.map(withoutResponseIds);
+  if (value === null || typeof value !== "object") return value;
+  const out: { [key: string]: Json } = {};
+  for (const [key, v] of Object.entries(value)) if (key !== "$id") out[key] = withoutResponseIds(v);
+  return out;
+}
+
 export const docsPlugin = () =>
   new Elysia({ name: "sdx.docs" })
+    .onAfterHandle(({ request, response }) => {
+      if (request.method === "GET" && new URL(request.url).pathname === SPEC_PATH) {
+        return Response.json(withoutResponseIds(response as Json));
+      }
+    })
     .use(
       swagger({
         path: "/swagger",

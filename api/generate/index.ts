@@ -10,7 +10,15 @@ export const generatePlugin = (host: ModelHost) =>
     .model({ GenerateRequest: GenerateRequestSchema, GenerateResponse: GenerateResponseSchema })
     .post("/v1/generate", ({ body, request }) => generateImages(host, body, request.signal), {
       body: "GenerateRequest",
-      response: { 200: "GenerateResponse", 422: "Error", 503: "Error" },
+      response: {
+        200: "GenerateResponse",
+        400: "Error",
+        413: "Error",
+        422: "Error",
+        500: "Error",
+        503: "Error",
+      },
+      parse: "json",
       detail: {
         tags: ["generate"],
         operationId: "generate",

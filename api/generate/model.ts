@@ -7,6 +7,7 @@ import { Type } from "@sinclair/typebox";
 import { t } from "elysia";
 import { MODEL_KINDS } from "../engine/model_kinds.ts";
 import { SCHEDULER_NAMES } from "../engine/schedulers/index.ts";
+import { Enum } from "../schema.ts";
 
 export const LIMITS = {
   promptMaxChars: 10_000,
@@ -61,7 +62,7 @@ export const GenerateParamsSchema = t.Object(
       }),
     ),
     scheduler_type: t.Optional(
-      t.UnionEnum(SCHEDULER_NAMES, {
+      Enum(SCHEDULER_NAMES, {
         default: "dpmsolver++",
         description: "Sampler, named as in the seed project.",
       }),
@@ -129,7 +130,7 @@ export const AppliedParamsSchema = t.Object(
     height: Type.Integer(),
     num_steps: Type.Integer(),
     guidance_scale: t.Number(),
-    scheduler_type: t.UnionEnum(SCHEDULER_NAMES),
+    scheduler_type: Enum(SCHEDULER_NAMES),
     karras_sigmas: t.Boolean(),
     scheduler_scale: t.Union([t.Number(), t.Null()]),
     clip_skip: Type.Integer(),
@@ -148,7 +149,7 @@ export const GeneratedImageSchema = t.Object({
 });
 
 export const GenerateMetadataSchema = t.Object({
-  model: t.Object({ name: t.String(), kind: t.UnionEnum(MODEL_KINDS) }),
+  model: t.Object({ name: t.String(), kind: Enum(MODEL_KINDS) }),
   parameters: AppliedParamsSchema,
   seeds: t.Array(Type.Integer()),
   prompt_tokens: Type.Integer({ description: "CLIP tokens in the prompt (without start and end tokens)." }),

@@ -10,6 +10,7 @@ export const healthPlugin = (host: ModelHost) =>
     .model({ Health: HealthSchema })
     .get("/health", () => health(host), {
       response: { 200: "Health" },
+      parse: "json",
       detail: {
         tags: ["health"],
         operationId: "health",

@@ -10,6 +10,7 @@ export const modelsPlugin = (host: ModelHost) =>
     .model({ ModelList: ModelListSchema })
     .get("/v1/models", () => listModels(host), {
       response: { 200: "ModelList" },
+      parse: "json",
       detail: {
         tags: ["models"],
         operationId: "listModels",

@@ -1,11 +1,12 @@
 import { Type } from "@sinclair/typebox";
 import { t } from "elysia";
 import { MODEL_FORMATS, MODEL_KINDS } from "../engine/model_kinds.ts";
+import { Enum } from "../schema.ts";
 
 export const ModelInfoSchema = t.Object({
   name: t.String({ description: "Folder name in the models directory; the model's only handle." }),
-  format: t.UnionEnum(MODEL_FORMATS),
-  kind: t.Union([t.UnionEnum(MODEL_KINDS), t.Null()], {
+  format: Enum(MODEL_FORMATS),
+  kind: t.Union([Enum(MODEL_KINDS), t.Null()], {
     description: "Null when the folder is not a model sdx recognises.",
   }),
   pipeline_class: t.Union([t.String(), t.Null()], { description: "`_class_name` of model_index.json." }),

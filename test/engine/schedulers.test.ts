@@ -323,15 +323,16 @@ describe("DPMSolverMultistepScheduler (dpmsolver++) vs diffusers 0.29.2", () => 
     const eps = new Float32Array([0.1, 0.2, -0.3, 0]);
     const out = s.step(eps, s.timesteps[0] as number, x);
     expect(out.predOriginalSample).toBeDefined();
-    // The last step lands on σ = 0 (final_sigmas_type "zero"): x_0 is the data prediction itself.
+    // The last step lands on σ = 0 (final_sigmas_type "zero"): its result is the data prediction x_θ itself,
+    // x_θ = (x − σ_t·ε)/α_t with σ_t/α_t = sigmas[1].
+    expect(s.sigmas[2]).toBe(0);
     const last = s.step(eps, s.timesteps[1] as number, out.prevSample);
-    const [alpha, sigma] = [1 / Math.sqrt((s.sigmas[1] as number) ** 2 + 1), 0];
-    expect(sigma).toBe(0);
+    expect(Array.from(last.prevSample)).toEqual(Array.from(last.predOriginalSample ?? []));
+    const alpha = 1 / Math.sqrt((s.sigmas[1] as number) ** 2 + 1);
     last.prevSample.forEach((v, i) => {
-      expect(v).toBeCloseTo(
-        ((out.prevSample[i] as number) - (s.sigmas[1] as number) * alpha * (eps[i] as number)) / alpha,
-        5,
-      );
+      const expected =
+        ((out.prevSample[i] as number) - (s.sigmas[1] as number) * alpha * (eps[i] as number)) / alpha;
+      expect(v).toBeCloseTo(expected, 5);
     });
     expect(() => s.step(eps, 0, x)).toThrow();
     expect(() => s.step(new Float32Array(3), 0, x)).toThrow(RangeError);

@@ -25,7 +25,10 @@ export interface ReferenceCase {
 export async function referenceCase(name: string): Promise<ReferenceCase & { dir: string }> {
   const dir = join(FIXTURES, "cases", "tiny_sd15", name);
   // Python's json writes -Infinity (e.g. lambda_min_clipped), which JSON.parse rejects.
-  const text = (await Bun.file(join(dir, "case.json")).text()).replace(/(?<=[:\[,]\s*)-?Infinity|NaN/g, "null");
+  const text = (await Bun.file(join(dir, "case.json")).text()).replace(
+    /(?<=[:[,]\s*)-?Infinity|NaN/g,
+    "null",
+  );
   return { ...(JSON.parse(text) as ReferenceCase), dir };
 }
 

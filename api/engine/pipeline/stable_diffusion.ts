@@ -173,8 +173,9 @@ export async function generate(
   const first = schedulers[0] as Scheduler;
   const timesteps = [...first.timesteps];
 
-  // 5. Seeded latents: torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)) · init_noise_sigma.
-  const generators = input.seeds.map((seed) => new TorchGenerator(seed));
+  // 5. Seeded latents: torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)) · init_noise_sigma,
+  // bit for bit as torch draws it on x86 CPUs with AVX2 (the kernel the diffusers references ran on).
+  const generators = input.seeds.map((seed) => new TorchGenerator(seed, { kernel: "avx2" }));
   let latents: Float32Array[] = generators.map((g) => {
     const noise = g.randn(latentShape);
     const sigma = first.initNoiseSigma;

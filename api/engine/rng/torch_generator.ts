@@ -9,8 +9,9 @@
  * elements, the serial `normal_distribution<double>` path otherwise).
  *
  * torch's fill for numel ≥ 16 depends on the CPU kernel torch dispatched to:
- * - "scalar" (the default build: AVX-512 and non-x86 machines, `ATEN_CPU_CAPABILITY=default`): float
- *   `logf/cosf/sinf`, here `Math.*` rounded with `Math.fround`, which agrees to about one float32 ulp;
+ * - "scalar" (every kernel but the AVX2 one: non-x86 CPUs, `ATEN_CPU_CAPABILITY=default`, AVX-512 dispatch):
+ *   float `logf/cosf/sinf` of the C library, here `Math.*` rounded with `Math.fround`, which agrees to about
+ *   one float32 ulp (max |Δ| 2.4e-7 on the oracle fixtures);
  * - "avx2" (x86-64 with AVX2, torch's usual dispatch there): the Cephes polynomials of avx_mathfun.h, ported
  *   operation by operation, bit-exact.
  * The double path (numel < 16) is the same for both and bit-exact.

@@ -301,6 +301,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     return sample;
   }
 
+  /** One solver step from the model output at `timestep`; `generator` will feed the SDE variant's noise. */
   step(
     modelOutput: Float32Array,
     timestep: number,
