@@ -32,11 +32,19 @@ export function validationFields(error: Readonly<ValidationError>): FieldError[]
     const field = e.path.replace(/^\//, "").replaceAll("/", ".") || error.type;
     if (byField.has(field)) continue;
     const allowed = allowedValues(e.schema as SchemaLike);
-    const message = e.message === "Unexpected property" ? "is not a known field" : e.message;
+    const message =
+      e.message === "Unexpected property"
+        ? "is not a known field"
+        : allowed
+          ? `must be one of: ${allowed.join(", ")}`
+          : e.message;
     byField.set(field, { field, message, ...(allowed ? { allowed } : {}) });
   }
   return [...byField.values()];
 }
+
+/** Request bodies larger than this are refused with a 413 before they are read. */
+export const MAX_BODY_BYTES = 1024 * 1024;
 
 function errorResponse(body: ErrorBody): Response {
   return Response.json(body, { status: body.status });
@@ -44,6 +52,16 @@ function errorResponse(body: ErrorBody): Response {
 
 export function createApp(host: ModelHost) {
   return new Elysia({ name: "sdx", normalize: false })
+    .onRequest(({ request }) => {
+      const length = Number(request.headers.get("content-length") ?? 0);
+      if (length > MAX_BODY_BYTES) {
+        return errorResponse({
+          status: 413,
+          code: "payload_too_large",
+          message: `request body is ${length} bytes; the limit is ${MAX_BODY_BYTES}`,
+        });
+      }
+    })
     .use(errorModel)
     .onError(({ code, error, request }) => {
       if (error instanceof ApiError) return errorResponse(error.toBody());

@@ -1,10 +1,8 @@
 /** `bun api/index.ts`: the only place that reads the process's arguments and listens. */
 import { resolve } from "node:path";
-import { createApp } from "./app.ts";
+import { createApp, MAX_BODY_BYTES } from "./app.ts";
 import { ConfigError, readServerConfig, SERVER_USAGE } from "./config.ts";
 import { ModelHost, ModelNotFoundError } from "./engine/model_host.ts";
-
-const MAX_BODY_BYTES = 1024 * 1024;
 
 async function main(): Promise<number | null> {
   let config: ReturnType<typeof readServerConfig>;
@@ -35,7 +33,8 @@ async function main(): Promise<number | null> {
   const app = createApp(host).listen({
     hostname: config.host,
     port: config.port,
-    maxRequestBodySize: MAX_BODY_BYTES,
+    // The app answers oversized bodies with a JSON 413; Bun's own limit stops bodies sent without a length.
+    maxRequestBodySize: 2 * MAX_BODY_BYTES,
     // Generations can take minutes on CPU: Bun's idle timeout must never cut a waiting client.
     idleTimeout: 0,
   });

@@ -139,9 +139,8 @@ function parseYamlFile(
   }
 }
 
-function allowedOf(schema: TSchema): string | null {
-  const values = Array.isArray(schema.enum) ? schema.enum : null;
-  return values ? ` (allowed: ${values.join(", ")})` : null;
+function allowedOf(schema: TSchema): unknown[] | null {
+  return Array.isArray(schema.enum) ? schema.enum : null;
 }
 
 function closest(word: string, candidates: string[]): string | null {
@@ -195,7 +194,8 @@ function schemaProblems(parsed: ParsedFile, schema: TSchema, value: unknown): Pr
       const suggestion = closest(String(path.at(-1)), known);
       message = `unknown key${suggestion ? `; did you mean "${suggestion}"?` : ""} (known keys: ${known.join(", ")})`;
     } else {
-      message += allowedOf(error.schema) ?? "";
+      const allowed = allowedOf(error.schema);
+      if (allowed) message = `must be one of: ${allowed.join(", ")}`;
     }
     const pos = position(parsed, path);
     problems.push({ file: parsed.file, line: pos.line, column: pos.col, key, message });

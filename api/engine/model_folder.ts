@@ -4,7 +4,7 @@
  * unet/model.onnx, vae_decoder/model.onnx (vae_encoder/ optional).
  */
 import { readdir, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import type { ModelFormat, ModelKind } from "./model_kinds.ts";
 
 export interface ModelEntry {
@@ -106,8 +106,14 @@ export async function inspectModelFolder(name: string, path: string): Promise<Mo
   };
 }
 
-/** Every model folder directly inside `modelsDir`, sorted by name. A missing directory holds no models. */
+/**
+ * Every model folder directly inside `modelsDir`, sorted by name; a `modelsDir` that is itself a model folder
+ * holds just that model. A missing directory holds no models.
+ */
 export async function scanModelsDir(modelsDir: string): Promise<ModelEntry[]> {
+  if (await exists(join(modelsDir, "model_index.json"))) {
+    return [await inspectModelFolder(basename(resolve(modelsDir)), modelsDir)];
+  }
   let entries: import("node:fs").Dirent[];
   try {
     entries = await readdir(modelsDir, { withFileTypes: true });

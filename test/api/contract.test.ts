@@ -3,14 +3,14 @@
  * must match the spec's shapes; errors come back as one SdxError naming the field and the allowed values.
  */
 import { beforeAll, describe, expect, test } from "bun:test";
-import { mkdtemp } from "node:fs/promises";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { SCHEDULER_NAMES } from "../../api/engine/schedulers/index.ts";
 import { createSdxClient, SdxError } from "../../sdk/index.ts";
-import { MODELS_DIR } from "../helpers/fixtures.ts";
+import { MODELS_DIR, TINY_SD15 } from "../helpers/fixtures.ts";
 
 function inProcessClient(host: ModelHost) {
   const app = createApp(host);
@@ -112,6 +112,7 @@ describe("with the tiny model", () => {
     expect(e.status).toBe(422);
     const field = e.fields.find((f) => f.field === "scheduler_type");
     expect(field?.allowed).toEqual([...SCHEDULER_NAMES]);
+    expect(field?.message).toBe(`must be one of: ${SCHEDULER_NAMES.join(", ")}`);
   });
 
   test("unknown fields, wrong types and out-of-range values are rejected, not fixed", async () => {
@@ -142,6 +143,33 @@ describe("with the tiny model", () => {
     const missing = await app.handle(new Request("http://localhost/v2/nothing"));
     expect(missing.status).toBe(404);
     expect(await missing.json()).toMatchObject({ status: 404, code: "not_found" });
+  });
+});
+
+describe("models directory", () => {
+  test("a models directory that is itself a model folder holds that model", async () => {
+    const host = new ModelHost({ modelsDir: TINY_SD15, provider: "cpu" });
+    const { client } = inProcessClient(host);
+    const { models } = await client.models();
+    expect(models.map((m) => [m.name, m.loadable])).toEqual([["tiny_sd15", true]]);
+  });
+
+  test("an incomplete export is listed with what is missing, and not loaded", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sdx-models-"));
+    await mkdir(join(dir, "half", "unet"), { recursive: true });
+    await writeFile(
+      join(dir, "half", "model_index.json"),
+      JSON.stringify({ _class_name: "StableDiffusionPipeline" }),
+    );
+    await writeFile(join(dir, "notes.txt"), "not a model");
+    const host = new ModelHost({ modelsDir: dir, provider: "cpu" });
+    await host.start();
+    const { client } = inProcessClient(host);
+    const { models } = await client.models();
+    expect(models).toHaveLength(1);
+    expect(models[0]).toMatchObject({ name: "half", loadable: false, loaded: false });
+    expect(models[0]?.problem).toContain("unet/model.onnx");
+    expect((await client.health()).status).toBe("no_model");
   });
 });
 

@@ -35,6 +35,17 @@ describe("serving the tiny model", () => {
     expect(res.metadata.timesteps).toEqual(ref.timesteps);
   });
 
+  test("a body over 1 MiB is a 413 in the error shape, and the server goes on", async () => {
+    const res = await fetch(`${server.url}/v1/generate`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "a".repeat(1_100_000) }),
+    });
+    expect(res.status).toBe(413);
+    expect(await res.json()).toMatchObject({ status: 413, code: "payload_too_large" });
+    expect((await fetch(`${server.url}/health`)).status).toBe(200);
+  });
+
   test("health names the model, provider and version", async () => {
     const health = await createSdxClient({ baseUrl: server.url }).health();
     expect(health).toMatchObject({

@@ -46,7 +46,20 @@ export class OnnxModel {
       graphOptimizationLevel: "all",
       intraOpNumThreads: options.intraOpThreads ?? 0,
     };
-    const session = await ort.InferenceSession.create(path, sessionOptions);
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(path, sessionOptions);
+    } catch (e) {
+      const message = (e as Error).message;
+      if (options.provider === "cuda" && /shared library|providers_cuda|providers_shared/i.test(message)) {
+        throw new OnnxRunError(
+          `the CUDA execution provider is not available (${message}): onnxruntime-node needs its CUDA 12 provider ` +
+            "libraries (libonnxruntime_providers_cuda.so, libonnxruntime_providers_shared.so) beside its binding and an " +
+            "NVIDIA driver; start with --provider cpu to run on the CPU",
+        );
+      }
+      throw e;
+    }
     return new OnnxModel(
       path,
       options.provider,
