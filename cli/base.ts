@@ -41,11 +41,10 @@ export abstract class SdxCommand extends Command<SdxContext> {
 
   /** A server error as the user should see it: status, message and each rejected field. */
   protected describeError(e: SdxError): string {
-    const fields = e.fields.map(
-      (f: SdxError["fields"][number]) =>
-        `\n  ${f.field}: ${f.message}${f.allowed ? ` (allowed: ${f.allowed.join(", ")})` : ""}`,
-    );
-    return `server error ${e.status || ""} ${e.code}: ${e.message}${fields.join("")}`.replace("  ", " ");
+    // The message already lists allowed values where the server gave them.
+    const fields = e.fields.map((f: SdxError["fields"][number]) => `\n  ${f.field}: ${f.message}`);
+    const status = e.status === 0 ? "" : ` ${e.status}`;
+    return `server error${status} (${e.code}): ${e.message}${fields.join("")}`;
   }
 }
 
