@@ -36,9 +36,13 @@ import {
   logSigmas,
   npArange,
   npLinspace,
+  PREDICTION_TYPES,
+  type PredictionType,
   roundHalfEven,
   SchedulerConfigError,
   sigmaToT,
+  TIMESTEP_SPACINGS,
+  type TimestepSpacing,
   trainingSigmas,
 } from "./schedule_utils.ts";
 import type { Scheduler, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
@@ -48,11 +52,6 @@ export const DPM_ALGORITHM_TYPES = ["dpmsolver++", "sde-dpmsolver++"] as const;
 export type DpmAlgorithmType = (typeof DPM_ALGORITHM_TYPES)[number];
 /** Algorithm types this implementation runs; the rest of `DPM_ALGORITHM_TYPES` is recognised but refused. */
 const IMPLEMENTED_ALGORITHMS: readonly DpmAlgorithmType[] = ["dpmsolver++"];
-
-export const PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"] as const;
-export type PredictionType = (typeof PREDICTION_TYPES)[number];
-export const TIMESTEP_SPACINGS = ["linspace", "leading", "trailing"] as const;
-export type TimestepSpacing = (typeof TIMESTEP_SPACINGS)[number];
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
 export interface DPMSolverMultistepConfig {

@@ -7,6 +7,12 @@
 import { f32 } from "../rng/float32.ts";
 import type { SchedulerConfig } from "./scheduler.ts";
 
+export const PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"] as const;
+export type PredictionType = (typeof PREDICTION_TYPES)[number];
+/** Timestep spacings of Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2. */
+export const TIMESTEP_SPACINGS = ["linspace", "leading", "trailing"] as const;
+export type TimestepSpacing = (typeof TIMESTEP_SPACINGS)[number];
+
 export class SchedulerConfigError extends Error {
   override name = "SchedulerConfigError";
 }

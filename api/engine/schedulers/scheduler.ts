@@ -1,4 +1,5 @@
 import type { TorchGenerator } from "../rng/torch_generator.ts";
+import type { TimestepSpacing } from "./schedule_utils.ts";
 
 /**
  * The one contract every sampler implements, after diffusers' SchedulerMixin:
@@ -45,5 +46,10 @@ export interface SchedulerConfig {
 
 /** Per-request choices that override the model's config. */
 export interface SchedulerOptions {
+  /** Karras et al. (2022) sigmas, for the samplers that offer them (diffusers' `use_karras_sigmas`). */
   karrasSigmas?: boolean;
+  /** Overrides the config's `timestep_spacing` (diffusers' `from_config(config, timestep_spacing=...)`). */
+  timestepSpacing?: TimestepSpacing;
+  /** DDIM's η, diffusers' `step(..., eta=η)`: 0 is deterministic DDIM, 1 adds DDPM-like noise each step. */
+  eta?: number;
 }
