@@ -9,6 +9,8 @@ import { ApiError, type ErrorBody, errorModel, type FieldError } from "./errors.
 import { generatePlugin } from "./generate/index.ts";
 import { healthPlugin } from "./health/index.ts";
 import { modelsPlugin } from "./models/index.ts";
+import { schedulersPlugin } from "./schedulers/index.ts";
+import { tokenizePlugin } from "./tokenize/index.ts";
 
 interface SchemaLike {
   enum?: unknown[];
@@ -95,6 +97,8 @@ export function createApp(host: ModelHost) {
     .use(docsPlugin())
     .use(healthPlugin(host))
     .use(modelsPlugin(host))
+    .use(schedulersPlugin())
+    .use(tokenizePlugin(host))
     .use(generatePlugin(host));
 }
 

@@ -1,13 +1,13 @@
 /** Server options from flags, then SDX_* environment variables, then defaults. */
 import { parseArgs } from "node:util";
-import { EXECUTION_PROVIDERS, type ExecutionProvider } from "./engine/onnx/runtime.ts";
+import { PROVIDER_CHOICES, type ProviderChoice } from "./engine/onnx/runtime.ts";
 
 export interface ServerConfig {
   modelsDir: string;
   model: string | undefined;
   host: string;
   port: number;
-  provider: ExecutionProvider;
+  provider: ProviderChoice;
 }
 
 export class ConfigError extends Error {
@@ -20,7 +20,8 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
   --model NAME       model folder to serve (env SDX_MODEL; default: the only model there)
   --host HOST        address to bind (env SDX_HOST, default 127.0.0.1)
   --port PORT        port (env SDX_PORT, default 8001)
-  --provider NAME    execution provider: ${EXECUTION_PROVIDERS.join(" | ")} (env SDX_PROVIDER, default cpu)
+  --provider NAME    execution provider: ${PROVIDER_CHOICES.join(" | ")} (env SDX_PROVIDER, default auto:
+                     CUDA when an NVIDIA GPU and onnxruntime's CUDA libraries are there, else CPU)
   --help             this text`;
 
 export function readServerConfig(
@@ -41,9 +42,9 @@ export function readServerConfig(
   if (!/^\d+$/.test(portText) || port > 65535) {
     throw new ConfigError(`--port must be an integer from 0 (any free port) to 65535; got "${portText}"`);
   }
-  const provider = values.provider ?? fromEnv("SDX_PROVIDER") ?? "cpu";
-  if (!EXECUTION_PROVIDERS.includes(provider as ExecutionProvider)) {
-    throw new ConfigError(`--provider must be one of ${EXECUTION_PROVIDERS.join(", ")}; got "${provider}"`);
+  const provider = values.provider ?? fromEnv("SDX_PROVIDER") ?? "auto";
+  if (!PROVIDER_CHOICES.includes(provider as ProviderChoice)) {
+    throw new ConfigError(`--provider must be one of ${PROVIDER_CHOICES.join(", ")}; got "${provider}"`);
   }
   const model = values.model ?? fromEnv("SDX_MODEL");
   return {
@@ -51,7 +52,7 @@ export function readServerConfig(
     model,
     host: values.host ?? fromEnv("SDX_HOST") ?? "127.0.0.1",
     port,
-    provider: provider as ExecutionProvider,
+    provider: provider as ProviderChoice,
   };
 }
 

@@ -3,6 +3,7 @@ import { resolve } from "node:path";
 import { createApp, MAX_BODY_BYTES } from "./app.ts";
 import { ConfigError, readServerConfig, SERVER_USAGE } from "./config.ts";
 import { ModelHost, ModelNotFoundError } from "./engine/model_host.ts";
+import { chooseProvider } from "./engine/onnx/runtime.ts";
 
 async function main(): Promise<number | null> {
   let config: ReturnType<typeof readServerConfig>;
@@ -17,11 +18,9 @@ async function main(): Promise<number | null> {
     console.log(SERVER_USAGE);
     return 0;
   }
-  const host = new ModelHost({
-    modelsDir: resolve(config.modelsDir),
-    provider: config.provider,
-    model: config.model,
-  });
+  const { provider, reason } = chooseProvider(config.provider);
+  console.log(`sdx: execution provider ${provider} (${reason})`);
+  const host = new ModelHost({ modelsDir: resolve(config.modelsDir), provider, model: config.model });
   let entry: Awaited<ReturnType<ModelHost["choose"]>>;
   try {
     entry = await host.choose();
@@ -45,7 +44,7 @@ async function main(): Promise<number | null> {
   const state = host.state;
   console.log(
     state.status === "ready"
-      ? `sdx: serving ${state.entry.name} on ${config.provider}`
+      ? `sdx: serving ${state.entry.name} on ${host.provider}`
       : `sdx: ${state.message}`,
   );
   return null;

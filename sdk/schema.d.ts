@@ -147,11 +147,24 @@ export interface components {
              */
             guidance_scale?: number;
             /**
-             * @description Sampler, named as in the seed project.
+             * @description Sampler: an sdx name or an AUTOMATIC1111 display name ("DPM++ 2M Karras" implies karras_sigmas). GET /v1/schedulers lists them.
              * @default dpmsolver++
              * @enum {string}
              */
-            scheduler_type?: "dpmsolver++";
+            scheduler_type?: "ddim" | "pndm" | "dpmsolver++" | "lcm" | "DDIM" | "PLMS" | "LCM" | "DPM++ 2M" | "DPM++ 2M Karras";
+            /**
+             * @description Overrides the model's scheduler_config timestep_spacing (Lin et al. 2024, Table 2).
+             * @enum {string}
+             */
+            timestep_spacing?: "linspace" | "leading" | "trailing";
+            /** @description DDIM's η: 0 is deterministic DDIM, 1 adds DDPM-like noise each step. Only ddim reads it. */
+            eta?: number;
+            /**
+             * @description a1111: (word:1.3) weights, [word], \( escapes, BREAK, prompts over 75 tokens in 75-token chunks. diffusers: the text taken literally and cut at 77 tokens.
+             * @default a1111
+             * @enum {string}
+             */
+            prompt_syntax?: "a1111" | "diffusers";
             /**
              * @description Use the Karras et al. (2022) noise schedule for the sampler's sigmas.
              * @default false
@@ -199,8 +212,13 @@ export interface components {
                     num_steps: number;
                     guidance_scale: number;
                     /** @enum {string} */
-                    scheduler_type: "dpmsolver++";
+                    scheduler_type: "ddim" | "pndm" | "dpmsolver++" | "lcm";
                     karras_sigmas: boolean;
+                    /** @description null: the model's own. */
+                    timestep_spacing: ("linspace" | "leading" | "trailing") | null;
+                    eta: number | null;
+                    /** @enum {string} */
+                    prompt_syntax: "a1111" | "diffusers";
                     scheduler_scale: number | null;
                     clip_skip: number;
                     enable_attention_slicing: boolean;
@@ -212,6 +230,63 @@ export interface components {
                 seeds: number[];
                 /** @description CLIP tokens in the prompt (without start and end tokens). */
                 prompt_tokens: number;
+                prompt: {
+                    /** @description Text tokens, without start, end and padding tokens. */
+                    tokens: number;
+                    /** @description 77-token rows the text encoder read. */
+                    chunks: number;
+                    /** @description Tokens cut off (prompt_syntax diffusers only). */
+                    truncated_tokens: number;
+                };
+                negative_prompt: {
+                    /** @description Text tokens, without start, end and padding tokens. */
+                    tokens: number;
+                    /** @description 77-token rows the text encoder read. */
+                    chunks: number;
+                    /** @description Tokens cut off (prompt_syntax diffusers only). */
+                    truncated_tokens: number;
+                };
+                scheduler: {
+                    /** @enum {string} */
+                    name: "ddim" | "pndm" | "dpmsolver++" | "lcm";
+                    /** @description AUTOMATIC1111's name, with " Karras" when Karras sigmas were used. */
+                    display_name: string;
+                };
+                /** @description What each of diffusers' memory switches did for this generation. */
+                memory: {
+                    attention_slicing: {
+                        requested: boolean;
+                        applied: boolean;
+                        /** @description What the switch did, or why it does not apply. */
+                        note: string;
+                    };
+                    vae_slicing: {
+                        requested: boolean;
+                        applied: boolean;
+                        /** @description What the switch did, or why it does not apply. */
+                        note: string;
+                    };
+                    vae_tiling: {
+                        requested: boolean;
+                        applied: boolean;
+                        /** @description What the switch did, or why it does not apply. */
+                        note: string;
+                    };
+                    model_cpu_offload: {
+                        requested: boolean;
+                        applied: boolean;
+                        /** @description What the switch did, or why it does not apply. */
+                        note: string;
+                    };
+                    sequential_cpu_offload: {
+                        requested: boolean;
+                        applied: boolean;
+                        /** @description What the switch did, or why it does not apply. */
+                        note: string;
+                    };
+                    /** @description The first attempt ran out of memory and the generation was retried with VAE slicing and tiling. */
+                    retried_after_out_of_memory: boolean;
+                };
                 /** @description The sampler's timesteps, in order. */
                 timesteps: number[];
                 timings: {

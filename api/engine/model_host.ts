@@ -1,22 +1,29 @@
 /**
- * Holds the model the server serves: which one was chosen, its loading state, and the loaded pipeline.
- * Generations run one at a time on it; onnxruntime runs them on its own threads, off the HTTP thread.
+ * Holds the model the server serves: which one was chosen, its loading state, and the engine worker that
+ * owns its onnxruntime sessions. Generations run one at a time, on the worker's thread, never on the HTTP one.
  */
+import { join } from "node:path";
 import { type ModelEntry, scanModelsDir } from "./model_folder.ts";
 import type { ExecutionProvider } from "./onnx/runtime.ts";
-import {
-  type GenerateHooks,
-  type GenerateInput,
-  type GenerateOutput,
-  generate,
-  loadOnnxPipeline,
-  type PipelineComponents,
+import type {
+  GenerateHooks,
+  GenerateInput,
+  GenerateOutput,
+  ModelCapabilities,
 } from "./pipeline/stable_diffusion.ts";
+import { ClipTokenizer } from "./tokenizer/clip.ts";
+import { EngineWorker } from "./worker/engine_client.ts";
 
 export type HostState =
   | { status: "no_model"; message: string }
   | { status: "loading"; entry: ModelEntry; message: string }
-  | { status: "ready"; entry: ModelEntry; pipeline: PipelineComponents; loadMs: number }
+  | {
+      status: "ready";
+      entry: ModelEntry;
+      capabilities: ModelCapabilities;
+      tokenizer: ClipTokenizer;
+      loadMs: number;
+    }
   | { status: "error"; entry: ModelEntry; message: string };
 
 export class ModelNotFoundError extends Error {
@@ -33,8 +40,19 @@ export interface ModelHostOptions {
 export class ModelHost {
   private current: HostState = { status: "no_model", message: "sdx is starting." };
   private queue: Promise<unknown> = Promise.resolve();
+  private worker: EngineWorker | null = null;
+  private activeProvider: ExecutionProvider;
+  /** Why the host runs on a different provider than it was given, when it does. */
+  providerNote: string | null = null;
 
-  constructor(readonly options: ModelHostOptions) {}
+  constructor(readonly options: ModelHostOptions) {
+    this.activeProvider = options.provider;
+  }
+
+  /** The execution provider the sessions run on. */
+  get provider(): ExecutionProvider {
+    return this.activeProvider;
+  }
 
   get state(): HostState {
     return this.current;
@@ -88,16 +106,37 @@ export class ModelHost {
       entry,
       message: `Model ${entry.name} is loading; try again in a moment.`,
     };
-    const t0 = performance.now();
     try {
-      const pipeline = await loadOnnxPipeline(entry, this.options.provider);
-      this.current = { status: "ready", entry, pipeline, loadMs: performance.now() - t0 };
+      this.worker ??= new EngineWorker();
+      // The server thread keeps its own tokenizer to check and count prompts without asking the worker.
+      const [{ capabilities, loadMs }, tokenizer] = await Promise.all([
+        this.loadOnWorker(this.worker, entry),
+        ClipTokenizer.fromDir(join(entry.path, "tokenizer")),
+      ]);
+      this.current = { status: "ready", entry, capabilities, tokenizer, loadMs };
     } catch (e) {
       this.current = {
         status: "error",
         entry,
         message: `Model ${entry.name} failed to load: ${(e as Error).message}`,
       };
+    }
+  }
+
+  /** Loads on the active provider; a CUDA provider that cannot start falls back to the CPU, once, saying why. */
+  private async loadOnWorker(worker: EngineWorker, entry: ModelEntry) {
+    try {
+      return await worker.load(entry, this.activeProvider);
+    } catch (e) {
+      if (
+        this.activeProvider !== "cuda" ||
+        !/CUDA execution provider is not available/.test((e as Error).message)
+      )
+        throw e;
+      this.activeProvider = "cpu";
+      this.providerNote = `fell back to the CPU: ${(e as Error).message}`;
+      console.warn(`sdx: execution provider cpu (${this.providerNote})`);
+      return worker.load(entry, this.activeProvider);
     }
   }
 
@@ -109,11 +148,17 @@ export class ModelHost {
     const enqueued = performance.now();
     const job = this.queue.then(async () => {
       const state = this.current;
-      if (state.status !== "ready") throw new Error(`model is not ready (${state.status})`);
+      if (state.status !== "ready" || !this.worker) throw new Error(`model is not ready (${state.status})`);
       hooks.onStart?.(performance.now() - enqueued);
-      return { output: await generate(state.pipeline, input, hooks), entry: state.entry };
+      return { output: await this.worker.generate(input, hooks), entry: state.entry };
     });
     this.queue = job.catch(() => undefined);
     return job;
+  }
+
+  /** Stops the engine worker and with it every onnxruntime session. */
+  close(): void {
+    this.worker?.terminate();
+    this.worker = null;
   }
 }

@@ -3,6 +3,7 @@
  * header length, a JSON header naming each tensor's dtype, shape and byte range, then the raw data.
  * Only the header is read eagerly; tensors are read one at a time with ranged reads.
  */
+import { halfBitsToFloats } from "./half.ts";
 
 export const SAFETENSORS_DTYPES = [
   "F64",
@@ -80,15 +81,6 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
   return { path, tensors, metadata, dataOffset };
 }
 
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f ? Number.NaN : s * Number.POSITIVE_INFINITY;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
-}
-
 /** Reads one tensor and converts it to float32 (F32, F16, BF16, F64 and integer types). */
 export async function readTensorAsFloat32(header: SafetensorsHeader, name: string): Promise<Float32Array> {
   const info = header.tensors.get(name);
@@ -100,11 +92,8 @@ export async function readTensorAsFloat32(header: SafetensorsHeader, name: strin
       return new Float32Array(buf);
     case "F64":
       return Float32Array.from(new Float64Array(buf));
-    case "F16": {
-      const out = new Float32Array(buf.byteLength / 2);
-      for (let i = 0; i < out.length; i++) out[i] = halfToFloat(view.getUint16(i * 2, true));
-      return out;
-    }
+    case "F16":
+      return halfBitsToFloats(new Uint16Array(buf));
     case "BF16": {
       const out = new Float32Array(buf.byteLength / 2);
       const u32 = new Uint32Array(out.buffer);

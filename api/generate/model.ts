@@ -6,7 +6,9 @@
 import { Type } from "@sinclair/typebox";
 import { t } from "elysia";
 import { MODEL_KINDS } from "../engine/model_kinds.ts";
-import { SCHEDULER_NAMES } from "../engine/schedulers/index.ts";
+import { PROMPT_SYNTAXES } from "../engine/prompt/chunks.ts";
+import { SCHEDULER_CHOICES, SCHEDULER_NAMES } from "../engine/schedulers/index.ts";
+import { TIMESTEP_SPACINGS } from "../engine/schedulers/schedule_utils.ts";
 import { Enum } from "../schema.ts";
 
 export const LIMITS = {
@@ -62,9 +64,30 @@ export const GenerateParamsSchema = t.Object(
       }),
     ),
     scheduler_type: t.Optional(
-      Enum(SCHEDULER_NAMES, {
+      Enum(SCHEDULER_CHOICES, {
         default: "dpmsolver++",
-        description: "Sampler, named as in the seed project.",
+        description:
+          'Sampler: an sdx name or an AUTOMATIC1111 display name ("DPM++ 2M Karras" implies karras_sigmas). GET /v1/schedulers lists them.',
+      }),
+    ),
+    timestep_spacing: t.Optional(
+      Enum(TIMESTEP_SPACINGS, {
+        description: "Overrides the model's scheduler_config timestep_spacing (Lin et al. 2024, Table 2).",
+      }),
+    ),
+    eta: t.Optional(
+      t.Number({
+        minimum: 0,
+        maximum: 1,
+        description:
+          "DDIM's η: 0 is deterministic DDIM, 1 adds DDPM-like noise each step. Only ddim reads it.",
+      }),
+    ),
+    prompt_syntax: t.Optional(
+      Enum(PROMPT_SYNTAXES, {
+        default: "a1111",
+        description:
+          "a1111: (word:1.3) weights, [word], \\( escapes, BREAK, prompts over 75 tokens in 75-token chunks. diffusers: the text taken literally and cut at 77 tokens.",
       }),
     ),
     karras_sigmas: t.Optional(
@@ -132,6 +155,9 @@ export const AppliedParamsSchema = t.Object(
     guidance_scale: t.Number(),
     scheduler_type: Enum(SCHEDULER_NAMES),
     karras_sigmas: t.Boolean(),
+    timestep_spacing: t.Union([Enum(TIMESTEP_SPACINGS), t.Null()], { description: "null: the model's own." }),
+    eta: t.Union([t.Number(), t.Null()]),
+    prompt_syntax: Enum(PROMPT_SYNTAXES),
     scheduler_scale: t.Union([t.Number(), t.Null()]),
     clip_skip: Type.Integer(),
     enable_attention_slicing: t.Boolean(),
@@ -141,6 +167,33 @@ export const AppliedParamsSchema = t.Object(
     enable_sequential_cpu_offload: t.Boolean(),
   },
   { description: "Every parameter as the engine applied it, defaults filled in." },
+);
+
+export const PromptReportSchema = t.Object({
+  tokens: Type.Integer({ description: "Text tokens, without start, end and padding tokens." }),
+  chunks: Type.Integer({ description: "77-token rows the text encoder read." }),
+  truncated_tokens: Type.Integer({ description: "Tokens cut off (prompt_syntax diffusers only)." }),
+});
+
+const MemorySwitchReportSchema = t.Object({
+  requested: t.Boolean(),
+  applied: t.Boolean(),
+  note: t.String({ description: "What the switch did, or why it does not apply." }),
+});
+
+export const MemoryReportSchema = t.Object(
+  {
+    attention_slicing: MemorySwitchReportSchema,
+    vae_slicing: MemorySwitchReportSchema,
+    vae_tiling: MemorySwitchReportSchema,
+    model_cpu_offload: MemorySwitchReportSchema,
+    sequential_cpu_offload: MemorySwitchReportSchema,
+    retried_after_out_of_memory: t.Boolean({
+      description:
+        "The first attempt ran out of memory and the generation was retried with VAE slicing and tiling.",
+    }),
+  },
+  { description: "What each of diffusers' memory switches did for this generation." },
 );
 
 export const GeneratedImageSchema = t.Object({
@@ -153,6 +206,15 @@ export const GenerateMetadataSchema = t.Object({
   parameters: AppliedParamsSchema,
   seeds: t.Array(Type.Integer()),
   prompt_tokens: Type.Integer({ description: "CLIP tokens in the prompt (without start and end tokens)." }),
+  prompt: PromptReportSchema,
+  negative_prompt: PromptReportSchema,
+  scheduler: t.Object({
+    name: Enum(SCHEDULER_NAMES),
+    display_name: t.String({
+      description: 'AUTOMATIC1111\'s name, with " Karras" when Karras sigmas were used.',
+    }),
+  }),
+  memory: MemoryReportSchema,
   timesteps: t.Array(t.Number(), { description: "The sampler's timesteps, in order." }),
   timings: t.Object({
     queue_ms: t.Number(),

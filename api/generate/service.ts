@@ -1,40 +1,68 @@
-/** POST /v1/generate logic: resolve parameters, say what will not take effect, run the engine. */
-
+/** POST /v1/generate logic: resolve parameters against the model, say what will not take effect, run the engine. */
 import type { ModelHost } from "../engine/model_host.ts";
-import { GenerationAborted } from "../engine/pipeline/stable_diffusion.ts";
-import { SCHEDULERS } from "../engine/schedulers/index.ts";
+import {
+  type GenerateInput,
+  type GenerateOutput,
+  GenerationAborted,
+  GenerationInvalid,
+  type ModelCapabilities,
+} from "../engine/pipeline/stable_diffusion.ts";
+import { resolveSchedulerChoice, SCHEDULERS } from "../engine/schedulers/index.ts";
 import { ApiError, type FieldError } from "../errors.ts";
+import { requireReady } from "../models/service.ts";
+import { tokenizeField } from "../tokenize/service.ts";
 import { VERSION } from "../version.ts";
 import type { AppliedParams, GenerateRequest, GenerateResponse } from "./model.ts";
 
 const SEED_SPACE = 2 ** 32;
 
-/** The 503 a generation gets while no model is ready, with the sentence /health shows. */
-export function requireReady(host: ModelHost) {
-  const state = host.state;
-  if (state.status === "ready") return state;
-  if (state.status === "loading") throw new ApiError(503, "model_loading", state.message);
-  if (state.status === "error") throw new ApiError(503, "model_unavailable", state.message);
-  throw new ApiError(503, "no_model", state.message);
-}
+type MemoryReport = GenerateResponse["metadata"]["memory"];
 
 function randomSeed(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0] as number;
 }
 
-/** Fills defaults (the model's native size among them) and checks what depends on the model. */
-export function resolveParams(req: GenerateRequest, nativeSize: number, sizeMultiple: number): AppliedParams {
+function rejected(fields: FieldError[]): ApiError {
+  return new ApiError(
+    422,
+    "validation_failed",
+    fields.map((f) => `${f.field}: ${f.message}`).join("; "),
+    fields,
+  );
+}
+
+export interface ModelFacts {
+  name: string;
+  nativeSize: number;
+  sizeMultiple: number;
+  capabilities: ModelCapabilities;
+}
+
+/** Fills defaults (the model's native size among them) and checks everything that depends on the model. */
+export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedParams {
+  const fields: FieldError[] = [];
+  const choice = resolveSchedulerChoice(req.scheduler_type ?? "dpmsolver++");
+  const entry = SCHEDULERS[choice.scheduler];
+  if (choice.karras !== null && req.karras_sigmas === false) {
+    fields.push({
+      field: "karras_sigmas",
+      message: `"${req.scheduler_type}" names the Karras schedule; send karras_sigmas true or leave it out, or use "${choice.scheduler}"`,
+    });
+  }
   const applied: AppliedParams = {
     prompt: req.prompt,
     negative_prompt: req.negative_prompt ?? null,
     seed: req.seed === undefined || req.seed === -1 ? randomSeed() : req.seed,
     batch_size: req.batch_size ?? 1,
-    width: req.width ?? nativeSize,
-    height: req.height ?? nativeSize,
+    width: req.width ?? model.nativeSize,
+    height: req.height ?? model.nativeSize,
     num_steps: req.num_steps ?? 30,
     guidance_scale: req.guidance_scale ?? 7.5,
-    scheduler_type: req.scheduler_type ?? "dpmsolver++",
-    karras_sigmas: req.karras_sigmas ?? false,
+    scheduler_type: choice.scheduler,
+    karras_sigmas: choice.karras ?? req.karras_sigmas ?? false,
+    timestep_spacing: req.timestep_spacing ?? null,
+    eta: req.eta ?? null,
+    prompt_syntax: req.prompt_syntax ?? "a1111",
     scheduler_scale: req.scheduler_scale ?? null,
     clip_skip: req.clip_skip ?? 1,
     enable_attention_slicing: req.enable_attention_slicing ?? false,
@@ -43,78 +71,150 @@ export function resolveParams(req: GenerateRequest, nativeSize: number, sizeMult
     enable_model_cpu_offload: req.enable_model_cpu_offload ?? false,
     enable_sequential_cpu_offload: req.enable_sequential_cpu_offload ?? false,
   };
-  const fields: FieldError[] = [];
   for (const key of ["width", "height"] as const) {
-    if (applied[key] % sizeMultiple !== 0) {
+    if (applied[key] % model.sizeMultiple !== 0) {
       fields.push({
         field: key,
-        message: `must be a multiple of ${sizeMultiple} for this model (its UNet downsamples by that factor); got ${applied[key]}`,
+        message: `must be a multiple of ${model.sizeMultiple} for ${model.name} (its UNet downsamples by that factor); got ${applied[key]}`,
       });
     }
   }
-  if (applied.karras_sigmas && !SCHEDULERS[applied.scheduler_type].karras) {
-    const allowed = Object.entries(SCHEDULERS)
-      .filter(([, s]) => s.karras)
-      .map(([name]) => name);
+  if (applied.karras_sigmas && !entry.karras) {
     fields.push({
       field: "karras_sigmas",
-      message: `${applied.scheduler_type} has no Karras variant`,
-      allowed,
+      message: `${applied.scheduler_type} has no Karras variant in diffusers; samplers with one: ${karrasSchedulers().join(", ")}`,
+      allowed: karrasSchedulers(),
     });
   }
-  if (fields.length > 0) {
-    throw new ApiError(
-      422,
-      "validation_failed",
-      fields.map((f) => `${f.field}: ${f.message}`).join("; "),
-      fields,
-    );
+  const { clipSkipMax, clipSkipUnavailable } = model.capabilities;
+  if (applied.clip_skip > clipSkipMax) {
+    fields.push({
+      field: "clip_skip",
+      message:
+        clipSkipUnavailable !== null
+          ? `${model.name} cannot skip text-encoder layers: ${clipSkipUnavailable}; only clip_skip 1 works`
+          : `${model.name}'s text encoder has ${clipSkipMax} layers; clip_skip must be from 1 to ${clipSkipMax}`,
+      allowed: Array.from({ length: clipSkipMax }, (_, i) => i + 1),
+    });
   }
+  if (fields.length > 0) throw rejected(fields);
   return applied;
 }
 
+function karrasSchedulers(): string[] {
+  return Object.entries(SCHEDULERS)
+    .filter(([, s]) => s.karras)
+    .map(([name]) => name);
+}
+
+/** diffusers' memory switches as they apply to onnxruntime on this execution provider. */
+export function memoryReport(
+  p: AppliedParams,
+  provider: string,
+  tiled: boolean,
+  retried: boolean,
+): MemoryReport {
+  const cpu = provider === "cpu";
+  return {
+    attention_slicing: {
+      requested: p.enable_attention_slicing,
+      applied: false,
+      note: "not applicable: attention runs inside the ONNX UNet graph as onnxruntime's own kernels and cannot be sliced from outside",
+    },
+    vae_slicing: {
+      requested: p.enable_vae_slicing,
+      applied: p.enable_vae_slicing && p.batch_size > 1,
+      note:
+        p.batch_size > 1
+          ? "the batch is decoded one image at a time when requested"
+          : "a batch of one image is decoded alone either way",
+    },
+    vae_tiling: {
+      requested: p.enable_vae_tiling,
+      applied: p.enable_vae_tiling && tiled,
+      note: tiled
+        ? "decoded in overlapping tiles blended as diffusers' tiled_decode does"
+        : "the latents fit in one VAE tile, so nothing is tiled",
+    },
+    model_cpu_offload: {
+      requested: p.enable_model_cpu_offload,
+      applied: false,
+      note: cpu
+        ? "not applicable: the server runs on the CPU provider, so every stage's weights are in system memory already"
+        : "every stage stays resident on the GPU between requests; offloading would reload weights on each request",
+    },
+    sequential_cpu_offload: {
+      requested: p.enable_sequential_cpu_offload,
+      applied: false,
+      note: cpu
+        ? "not applicable: the server runs on the CPU provider already"
+        : "not applied: the model's sessions are created for the GPU; start the server with --provider cpu to run on the CPU",
+    },
+    retried_after_out_of_memory: retried,
+  };
+}
+
 /** One sentence for each accepted parameter that leaves the image as it would be without it. */
-export function warningsFor(p: AppliedParams, promptTokens: number, negativeTokens: number): string[] {
+export function warningsFor(p: AppliedParams, output: GenerateOutput, memory: MemoryReport): string[] {
   const warnings: string[] = [];
   const guided = p.guidance_scale > 1;
+  const entry = SCHEDULERS[p.scheduler_type];
   if (p.negative_prompt !== null && !guided) {
     warnings.push(
       `negative_prompt was ignored: guidance_scale ${p.guidance_scale} ≤ 1 turns classifier-free guidance off, so there is no unconditional pass to steer.`,
     );
   }
-  if (promptTokens > 75) {
+  if (output.prompt.truncatedTokens > 0) {
     warnings.push(
-      `prompt is ${promptTokens} CLIP tokens; the text encoder reads 75, so the rest was cut (as diffusers does).`,
+      `prompt is ${output.prompt.tokens} CLIP tokens; with prompt_syntax "diffusers" the text encoder reads 75, so ${output.prompt.truncatedTokens} were cut (use prompt_syntax "a1111" to encode them in chunks).`,
     );
   }
-  if (guided && negativeTokens > 75) {
-    warnings.push(`negative_prompt is ${negativeTokens} CLIP tokens; only the first 75 were used.`);
+  if (guided && output.negativePrompt.truncatedTokens > 0) {
+    warnings.push(
+      `negative_prompt is ${output.negativePrompt.tokens} CLIP tokens; ${output.negativePrompt.truncatedTokens} were cut.`,
+    );
+  }
+  if (p.eta !== null && !entry.eta)
+    warnings.push(`eta has no effect: only ddim reads it, not ${p.scheduler_type}.`);
+  if (p.timestep_spacing !== null && !entry.timestepSpacing) {
+    warnings.push(
+      `timestep_spacing has no effect: ${p.scheduler_type} has no timestep spacing option in diffusers.`,
+    );
   }
   if (p.scheduler_scale !== null) {
     warnings.push("scheduler_scale has no effect: Stable Diffusion's samplers take no such scale.");
   }
-  if (p.clip_skip > 1) {
-    warnings.push(
-      `clip_skip ${p.clip_skip} was not applied: this version conditions on the text encoder's last layer (clip_skip 1).`,
-    );
-  }
-  if (p.enable_attention_slicing) {
-    warnings.push(
-      "enable_attention_slicing has no effect: onnxruntime's attention kernels manage their own memory; the image is the same either way.",
-    );
-  }
-  if (p.enable_vae_tiling) {
-    warnings.push(
-      "enable_vae_tiling was not applied: the VAE decodes each image in one piece in this version.",
-    );
-  }
-  if (p.enable_model_cpu_offload || p.enable_sequential_cpu_offload) {
-    warnings.push(
-      "CPU offload has no effect: onnxruntime keeps every component resident for its execution provider; the image is the same either way.",
-    );
+  for (const [key, report] of Object.entries(memory)) {
+    if (typeof report === "object" && report.requested && !report.applied) {
+      warnings.push(`enable_${key} did not change anything: ${report.note}.`);
+    }
   }
   return warnings;
 }
+
+/** AUTOMATIC1111's infotext, the `parameters` text of its PNGs, for one image. */
+export function infotext(p: AppliedParams, seed: number, modelName: string): string {
+  const quote = (v: string) => (/[,:"\n]/.test(v) ? JSON.stringify(v) : v);
+  const entry = SCHEDULERS[p.scheduler_type];
+  const fields: [string, string | number][] = [
+    ["Steps", p.num_steps],
+    ["Sampler", entry.displayName],
+    ["Schedule type", p.karras_sigmas ? "Karras" : "Automatic"],
+    ["CFG scale", p.guidance_scale],
+    ["Seed", seed],
+    ["Size", `${p.width}x${p.height}`],
+    ["Model", modelName],
+    ["Clip skip", p.clip_skip],
+  ];
+  if (p.eta !== null && entry.eta) fields.push(["Eta", p.eta]);
+  fields.push(["Version", `sdx ${VERSION}`]);
+  const lines = [p.prompt];
+  if (p.negative_prompt) lines.push(`Negative prompt: ${p.negative_prompt}`);
+  lines.push(fields.map(([k, v]) => `${k}: ${quote(String(v))}`).join(", "));
+  return lines.join("\n");
+}
+
+const OUT_OF_MEMORY = /out of memory|bad_alloc|failed to allocate|cudaErrorMemoryAllocation/i;
 
 function toBase64(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
@@ -126,44 +226,91 @@ export async function generateImages(
   signal?: AbortSignal,
 ): Promise<GenerateResponse> {
   const ready = requireReady(host);
-  const params = resolveParams(req, ready.entry.nativeSize, ready.entry.sizeMultiple);
+  const { entry, capabilities } = ready;
+  const params = resolveParams(req, { ...entry, capabilities });
+  // Prompts are checked here, on the server thread, so a malformed one never reaches the engine.
+  const cond = tokenizeField(ready.tokenizer, "prompt", params.prompt, params.prompt_syntax);
+  const uncond = tokenizeField(
+    ready.tokenizer,
+    "negative_prompt",
+    params.negative_prompt ?? "",
+    params.prompt_syntax,
+  );
+  if (!capabilities.longPrompts && Math.max(cond.chunks.length, uncond.chunks.length) > 1) {
+    const field = cond.chunks.length > 1 ? "prompt" : "negative_prompt";
+    const message = `${entry.name}'s UNet takes exactly 77 text tokens, so this ${cond.chunks.length > 1 ? cond.tokenCount : uncond.tokenCount}-token prompt cannot be encoded in chunks; shorten it or send prompt_syntax "diffusers" to cut it at 75 tokens`;
+    throw rejected([{ field, message }]);
+  }
   const seeds = Array.from({ length: params.batch_size }, (_, i) => (params.seed + i) % SEED_SPACE);
+  const schedulerEntry = SCHEDULERS[params.scheduler_type];
+  const input: GenerateInput = {
+    prompt: params.prompt,
+    negativePrompt: params.negative_prompt,
+    promptSyntax: params.prompt_syntax,
+    seeds,
+    width: params.width,
+    height: params.height,
+    numSteps: params.num_steps,
+    guidanceScale: params.guidance_scale,
+    scheduler: params.scheduler_type,
+    schedulerOptions: {
+      karrasSigmas: params.karras_sigmas,
+      ...(params.timestep_spacing !== null && schedulerEntry.timestepSpacing
+        ? { timestepSpacing: params.timestep_spacing }
+        : {}),
+      ...(params.eta !== null && schedulerEntry.eta ? { eta: params.eta } : {}),
+    },
+    clipSkip: params.clip_skip,
+    vaeSlicing: params.enable_vae_slicing,
+    vaeTiling: params.enable_vae_tiling,
+    pngParameters: seeds.map((seed) => infotext(params, seed, entry.name)),
+  };
   let queueMs = 0;
+  let retried = false;
+  const run = (engineInput: GenerateInput) =>
+    host.run(engineInput, {
+      ...(signal ? { signal } : {}),
+      onStart: (ms) => {
+        queueMs += ms;
+      },
+    });
   let result: Awaited<ReturnType<ModelHost["run"]>>;
   try {
-    result = await host.run(
-      {
-        prompt: params.prompt,
-        negativePrompt: params.negative_prompt,
-        seeds,
-        width: params.width,
-        height: params.height,
-        numSteps: params.num_steps,
-        guidanceScale: params.guidance_scale,
-        scheduler: params.scheduler_type,
-        karrasSigmas: params.karras_sigmas,
-        vaeSlicing: params.enable_vae_slicing,
-      },
-      {
-        ...(signal ? { signal } : {}),
-        onStart: (ms) => {
-          queueMs = ms;
-        },
-      },
-    );
+    try {
+      result = await run(input);
+    } catch (e) {
+      // Out of memory: once more with the VAE decoding in slices and tiles, the diffusers way to fit.
+      if (!(e instanceof Error) || !OUT_OF_MEMORY.test(e.message)) throw e;
+      retried = true;
+      result = await run({ ...input, vaeSlicing: true, vaeTiling: true });
+    }
   } catch (e) {
     if (e instanceof GenerationAborted)
       throw new ApiError(499, "cancelled", "the client went away; generation stopped");
+    if (e instanceof GenerationInvalid) throw new ApiError(422, "validation_failed", e.message);
     throw new ApiError(500, "generation_failed", `generation failed: ${(e as Error).message}`);
   }
-  const { output, entry } = result;
+  const { output } = result;
+  const memory = memoryReport(
+    retried ? { ...params, enable_vae_slicing: true, enable_vae_tiling: true } : params,
+    host.provider,
+    output.vaeTiles > 0,
+    retried,
+  );
   return {
     images: output.images.map((img) => ({ png: toBase64(img.png), seed: img.seed })),
     metadata: {
       model: { name: entry.name, kind: entry.kind ?? "sd1" },
       parameters: params,
       seeds,
-      prompt_tokens: output.promptTokens,
+      prompt_tokens: output.prompt.tokens,
+      prompt: reportOf(output.prompt),
+      negative_prompt: reportOf(output.negativePrompt),
+      scheduler: {
+        name: params.scheduler_type,
+        display_name: `${schedulerEntry.displayName}${params.karras_sigmas ? " Karras" : ""}`,
+      },
+      memory,
       timesteps: output.timesteps,
       timings: {
         queue_ms: queueMs,
@@ -173,9 +320,13 @@ export async function generateImages(
         png_ms: output.timings.pngMs,
         total_ms: queueMs + output.timings.totalMs,
       },
-      execution_provider: host.options.provider,
+      execution_provider: host.provider,
       sdx_version: VERSION,
     },
-    warnings: warningsFor(params, output.promptTokens, output.negativePromptTokens),
+    warnings: warningsFor(params, output, memory),
   };
+}
+
+function reportOf(r: GenerateOutput["prompt"]) {
+  return { tokens: r.tokens, chunks: r.chunks, truncated_tokens: r.truncatedTokens };
 }

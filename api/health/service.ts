@@ -6,7 +6,7 @@ import type { Health } from "./model.ts";
 export function health(host: ModelHost): Health {
   const state = host.state;
   const common = {
-    execution_provider: host.options.provider,
+    execution_provider: host.provider,
     version: VERSION,
     onnxruntime_version: onnxruntimeVersion,
   };

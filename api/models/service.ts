@@ -1,4 +1,5 @@
 import type { ModelHost } from "../engine/model_host.ts";
+import { ApiError } from "../errors.ts";
 import type { ModelList } from "./model.ts";
 
 export async function listModels(host: ModelHost): Promise<ModelList> {
@@ -20,4 +21,13 @@ export async function listModels(host: ModelHost): Promise<ModelList> {
       loaded: e.name === served,
     })),
   };
+}
+
+/** The 503 a request for the model gets while none is ready, with the sentence /health shows. */
+export function requireReady(host: ModelHost) {
+  const state = host.state;
+  if (state.status === "ready") return state;
+  if (state.status === "loading") throw new ApiError(503, "model_loading", state.message);
+  if (state.status === "error") throw new ApiError(503, "model_unavailable", state.message);
+  throw new ApiError(503, "no_model", state.message);
 }

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
-import { SCHEDULER_NAMES } from "../../api/engine/schedulers/index.ts";
+import { SCHEDULER_CHOICES } from "../../api/engine/schedulers/index.ts";
 import { createSdxClient, SdxError } from "../../sdk/index.ts";
 import { MODELS_DIR, TINY_SD15 } from "../helpers/fixtures.ts";
 
@@ -111,8 +111,8 @@ describe("with the tiny model", () => {
     const e = await sdxError(client.generate({ prompt: "x", scheduler_type: "euler_x" as never }));
     expect(e.status).toBe(422);
     const field = e.fields.find((f) => f.field === "scheduler_type");
-    expect(field?.allowed).toEqual([...SCHEDULER_NAMES]);
-    expect(field?.message).toBe(`must be one of: ${SCHEDULER_NAMES.join(", ")}`);
+    expect(field?.allowed).toEqual([...SCHEDULER_CHOICES]);
+    expect(field?.message).toBe(`must be one of: ${SCHEDULER_CHOICES.join(", ")}`);
   });
 
   test("unknown fields, wrong types and out-of-range values are rejected, not fixed", async () => {

@@ -37,9 +37,12 @@ describe("tiny SD 1.x equals diffusers", () => {
         height: ref.height,
         numSteps: ref.num_inference_steps,
         guidanceScale: ref.guidance_scale,
+        promptSyntax: "diffusers",
         scheduler: "dpmsolver++",
-        karrasSigmas: ref.scheduler_from_config_overrides.use_karras_sigmas === true,
+        schedulerOptions: { karrasSigmas: ref.scheduler_from_config_overrides.use_karras_sigmas === true },
+        clipSkip: 1,
         vaeSlicing: false,
+        vaeTiling: false,
       });
       expect(out.timesteps).toEqual(ref.timesteps);
       const diff = await imageDiff((out.images[0] as { png: Uint8Array }).png, join(ref.dir, "image_0.png"));
@@ -58,8 +61,11 @@ describe("batches", () => {
       height: 64,
       numSteps: 4,
       guidanceScale: 5,
+      promptSyntax: "a1111" as const,
       scheduler: "dpmsolver++" as const,
-      karrasSigmas: true,
+      schedulerOptions: { karrasSigmas: true },
+      clipSkip: 1,
+      vaeTiling: false,
     };
     const batch = await generate(pipeline, { ...base, seeds: [7, 8], vaeSlicing: false });
     const sliced = await generate(pipeline, { ...base, seeds: [7, 8], vaeSlicing: true });
@@ -89,9 +95,12 @@ describe("batches", () => {
         height: 64,
         numSteps: 20,
         guidanceScale: 5,
+        promptSyntax: "a1111",
         scheduler: "dpmsolver++",
-        karrasSigmas: false,
+        schedulerOptions: {},
+        clipSkip: 1,
         vaeSlicing: false,
+        vaeTiling: false,
       },
       {
         signal: controller.signal,

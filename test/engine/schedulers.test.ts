@@ -10,7 +10,7 @@ import {
 import { createScheduler, SCHEDULER_NAMES, SCHEDULERS } from "../../api/engine/schedulers/index.ts";
 import { SchedulerConfigError, withOverrides } from "../../api/engine/schedulers/schedule_utils.ts";
 import type { Scheduler, SchedulerConfig } from "../../api/engine/schedulers/scheduler.ts";
-import { expf, logf, tanhf } from "../../api/engine/schedulers/sleef.ts";
+import { expf, expm1f, logf, tanhf } from "../../api/engine/schedulers/sleef.ts";
 
 const DIR = join(import.meta.dir, "../fixtures/schedulers");
 const f32 = Math.fround;
@@ -22,6 +22,7 @@ interface FixtureCase {
   from_config_overrides: SchedulerConfig;
   num_inference_steps: number;
   seed: number;
+  generator_passed_to_step: boolean;
   timesteps: number[];
   sigmas: number[] | null;
   init_noise_sigma: number;
@@ -113,7 +114,8 @@ async function runCase(scheduler: Scheduler, c: FixtureCase): Promise<Trajectory
     inputErr = Math.max(inputErr, maxAbsDiff(x, refInput.subarray(i * n, (i + 1) * n)));
     const eps = toyModel(x, t);
     outputErr = Math.max(outputErr, maxAbsDiff(eps, refOutput.subarray(i * n, (i + 1) * n)));
-    sample = scheduler.step(eps, t, sample, g).prevSample;
+    // Stochastic steps draw their noise from the generator that drew the initial noise (README §3).
+    sample = scheduler.step(eps, t, sample, c.generator_passed_to_step ? g : undefined).prevSample;
     prevErr = Math.max(prevErr, maxAbsDiff(sample, refPrev.subarray(i * n, (i + 1) * n)));
   });
   return {
@@ -128,13 +130,35 @@ async function runCase(scheduler: Scheduler, c: FixtureCase): Promise<Trajectory
 
 let index: FixtureIndex;
 let dpmCases: FixtureCase[] = [];
+let sdeCases: FixtureCase[] = [];
 
 beforeAll(async () => {
   index = parsePythonJson(await Bun.file(join(DIR, "schedulers_index.json")).text()) as FixtureIndex;
-  dpmCases = index.cases.filter(
-    (c) => c.class === "DPMSolverMultistepScheduler" && c.config.algorithm_type === "dpmsolver++",
-  );
+  const multistep = index.cases.filter((c) => c.class === "DPMSolverMultistepScheduler");
+  dpmCases = multistep.filter((c) => c.config.algorithm_type === "dpmsolver++");
+  sdeCases = multistep.filter((c) => c.config.algorithm_type === "sde-dpmsolver++");
 });
+
+/** Timesteps, sigmas, init_noise_sigma and the whole trajectory of one fixture case against diffusers. */
+async function expectCaseMatches(scheduler: Scheduler, c: FixtureCase): Promise<Trajectory> {
+  const r = await runCase(scheduler, c);
+  expect(r.timesteps).toEqual(c.timesteps);
+  expect(scheduler.initNoiseSigma).toBe(c.init_noise_sigma);
+  const sigmas = (scheduler as DPMSolverMultistepScheduler).sigmas;
+  expect(c.sigmas).not.toBeNull();
+  expect(sigmas.length).toBe((c.sigmas as number[]).length);
+  (c.sigmas as number[]).forEach((s, i) => {
+    expect(Math.abs((sigmas[i] as number) - s)).toBeLessThanOrEqual(1e-6 * Math.abs(s));
+  });
+  expect(r.noiseErr).toBe(0);
+  const report = `${c.name}: input ${r.inputErr}, output ${r.outputErr}, prev ${r.prevErr}, final ${r.finalErr}`;
+  if (r.prevErr > 1e-5 || r.finalErr > 1e-5) throw new Error(report);
+  expect(r.inputErr).toBeLessThanOrEqual(1e-5);
+  expect(r.outputErr).toBeLessThanOrEqual(1e-5);
+  expect(r.prevErr).toBeLessThanOrEqual(1e-5);
+  expect(r.finalErr).toBeLessThanOrEqual(1e-5);
+  return r;
+}
 
 describe("noise schedule (betas.ts)", () => {
   test("SD 1.x scaled_linear ᾱ equals diffusers/torch bit for bit", () => {
@@ -224,41 +248,43 @@ describe("torch float32 elementwise math (sleef.ts)", () => {
     expect(tanhf(20)).toBe(1);
     expect(tanhf(-20)).toBe(-1);
   });
+
+  test("expm1f: within one ulp of the correctly rounded value, its own range limits and IEEE special cases", () => {
+    const ulp = (x: number) => {
+      const a = Math.abs(f32(x));
+      return f32(a * (1 + 2 ** -23)) - a || 2 ** -149;
+    };
+    for (let i = 0; i < 20_000; i++) {
+      const y = f32((i / 20_000) * 40 - 20);
+      expect(Math.abs(expm1f(y) - Math.expm1(y))).toBeLessThanOrEqual(ulp(Math.expm1(y)));
+      const tiny = f32(y * 1e-6);
+      expect(Math.abs(expm1f(tiny) - Math.expm1(tiny))).toBeLessThanOrEqual(ulp(Math.expm1(tiny)));
+    }
+    expect(expm1f(0)).toBe(0);
+    expect(Object.is(expm1f(-0), -0)).toBe(true);
+    expect(expm1f(Number.NEGATIVE_INFINITY)).toBe(-1);
+    expect(expm1f(-17)).toBe(-1);
+    expect(expm1f(Number.POSITIVE_INFINITY)).toBe(Number.POSITIVE_INFINITY);
+    expect(expm1f(89)).toBe(Number.POSITIVE_INFINITY);
+    expect(expm1f(Number.NaN)).toBeNaN();
+  });
 });
 
 describe("DPMSolverMultistepScheduler (dpmsolver++) vs diffusers 0.29.2", () => {
-  test("the fixture has the expected DPM++ 2M cases (SDE variants are filtered out by algorithm_type)", () => {
-    expect(dpmCases.map((c) => c.name).sort()).toEqual(
-      [
-        "dpmpp2m_20",
-        "dpmpp2m_30",
-        "dpmpp2m_4",
-        "dpmpp2m_karras_20",
-        "dpmpp2m_karras_30",
-        "dpmpp2m_karras_vpred_20",
-      ].sort(),
-    );
+  test("the fixture has DPM++ 2M cases; every multistep case is covered by the dpmsolver++ or SDE tests", () => {
+    expect(dpmCases.length).toBeGreaterThan(0);
+    const multistep = index.cases.filter((c) => c.class === "DPMSolverMultistepScheduler");
+    expect(dpmCases.length + sdeCases.length).toBe(multistep.length);
   });
 
   test("every case: timesteps, sigmas, init_noise_sigma and the whole trajectory", async () => {
     for (const c of dpmCases) {
-      const scheduler = createScheduler("dpmsolver++", diffusersConfig(index, c));
+      const scheduler =
+        c.config.solver_order === 2
+          ? createScheduler("dpmsolver++", diffusersConfig(index, c))
+          : new DPMSolverMultistepScheduler(diffusersConfig(index, c)); // e.g. DPM++ 3M: not a table entry
       expect(scheduler).toBeInstanceOf(DPMSolverMultistepScheduler);
-      const r = await runCase(scheduler, c);
-      expect(r.timesteps).toEqual(c.timesteps);
-      expect(scheduler.initNoiseSigma).toBe(c.init_noise_sigma);
-      const sigmas = (scheduler as DPMSolverMultistepScheduler).sigmas;
-      expect(c.sigmas).not.toBeNull();
-      expect(sigmas.length).toBe((c.sigmas as number[]).length);
-      (c.sigmas as number[]).forEach((s, i) => {
-        expect(Math.abs((sigmas[i] as number) - s)).toBeLessThanOrEqual(1e-6 * Math.abs(s));
-      });
-      expect(r.noiseErr).toBe(0);
-      const report = `${c.name}: input ${r.inputErr}, output ${r.outputErr}, prev ${r.prevErr}, final ${r.finalErr}`;
-      if (r.prevErr > 1e-5 || r.finalErr > 1e-5) throw new Error(report);
-      expect(r.inputErr).toBeLessThanOrEqual(1e-5);
-      expect(r.prevErr).toBeLessThanOrEqual(1e-5);
-      expect(r.finalErr).toBeLessThanOrEqual(1e-5);
+      await expectCaseMatches(scheduler, c);
     }
   });
 
@@ -315,6 +341,58 @@ describe("DPMSolverMultistepScheduler (dpmsolver++) vs diffusers 0.29.2", () => 
     expect(trailing.timesteps).toEqual(Array.from({ length: 20 }, (_, i) => 999 - 50 * i));
   });
 
+  test('SchedulerOptions.timestepSpacing "trailing" overrides the config: round(arange(T, 0, −T/n)) − 1', () => {
+    // diffusers: np.arange(last_timestep, 0, -num_train_timesteps / n).round().astype(int64) - 1 (numpy values).
+    const expected: Record<number, number[]> = {
+      3: [999, 666, 332],
+      7: [999, 856, 713, 570, 428, 285, 142],
+      20: Array.from({ length: 20 }, (_, i) => 999 - 50 * i),
+      30: [
+        999, 966, 932, 899, 866, 832, 799, 766, 732, 699, 666, 632, 599, 566, 532, 499, 466, 432, 399, 366,
+        332, 299, 266, 232, 199, 166, 132, 99, 66, 32,
+      ],
+    };
+    const ac = alphasCumprod(
+      betasFromConfig({
+        num_train_timesteps: 1000,
+        beta_start: 0.00085,
+        beta_end: 0.012,
+        beta_schedule: "scaled_linear",
+        trained_betas: null,
+        rescale_betas_zero_snr: false,
+      }),
+    );
+    for (const algorithm of ["dpmsolver++", "sde-dpmsolver++"]) {
+      // The file says "leading" (as SDXL's does); the request's spacing wins, like from_config(..., timestep_spacing=).
+      const config: SchedulerConfig = {
+        ...index.base_config,
+        timestep_spacing: "leading",
+        algorithm_type: algorithm,
+      };
+      for (const [n, timesteps] of Object.entries(expected)) {
+        const s = new DPMSolverMultistepScheduler(config, { timestepSpacing: "trailing" });
+        expect(s.config.timestep_spacing).toBe("trailing");
+        s.setTimesteps(Number(n));
+        expect(s.timesteps).toEqual(timesteps);
+        // Sigmas are the training σ/α at those timesteps, plus the zero final sigma.
+        expect(Array.from(s.sigmas)).toEqual([
+          ...timesteps.map((t) => f32(Math.sqrt(f32(f32(1 - (ac[t] as number)) / (ac[t] as number))))),
+          0,
+        ]);
+      }
+    }
+    const viaTable = createScheduler("dpmsolver++", index.base_config, { timestepSpacing: "trailing" });
+    viaTable.setTimesteps(7);
+    expect(viaTable.timesteps).toEqual(expected[7] as number[]);
+    // Without the option the config (or the class default, linspace) decides.
+    const plain = createScheduler("dpmsolver++", index.base_config);
+    plain.setTimesteps(7);
+    expect(plain.timesteps).not.toEqual(expected[7] as number[]);
+    expect(
+      () => new DPMSolverMultistepScheduler(index.base_config, { timestepSpacing: "bogus" as "trailing" }),
+    ).toThrow(SchedulerConfigError);
+  });
+
   test("first-order steps at the end, step bookkeeping and input validation", () => {
     const s = new DPMSolverMultistepScheduler(index.base_config);
     expect(() => s.step(new Float32Array(4), 999, new Float32Array(4))).toThrow();
@@ -342,6 +420,8 @@ describe("DPMSolverMultistepScheduler (dpmsolver++) vs diffusers 0.29.2", () => 
   test("unsupported settings are refused with a config error", () => {
     const refused: Record<string, unknown>[] = [
       { algorithm_type: "dpmsolver" },
+      { algorithm_type: "sde-dpmsolver" },
+      { algorithm_type: "sde-dpmsolver++", solver_order: 3 }, // diffusers has no third-order SDE update
       { algorithm_type: "bogus" },
       { thresholding: true },
       { variance_type: "learned_range" },
@@ -361,9 +441,79 @@ describe("DPMSolverMultistepScheduler (dpmsolver++) vs diffusers 0.29.2", () => 
   });
 });
 
+describe("DPMSolverMultistepScheduler (sde-dpmsolver++, DPM++ 2M SDE) vs diffusers 0.29.2", () => {
+  test("the fixture has SDE cases, all of them stochastic with the generator passed to step", () => {
+    expect(sdeCases.length).toBeGreaterThan(0);
+    for (const c of sdeCases) expect(c.generator_passed_to_step).toBe(true);
+  });
+
+  test("every case: timesteps, sigmas and the whole trajectory, with per-step noise from the same generator", async () => {
+    for (const c of sdeCases) {
+      const scheduler = new DPMSolverMultistepScheduler(diffusersConfig(index, c));
+      expect(scheduler.config.algorithm_type).toBe("sde-dpmsolver++");
+      await expectCaseMatches(scheduler, c);
+    }
+  });
+
+  test("Karras sigmas from SchedulerOptions equal use_karras_sigmas from the config", async () => {
+    for (const c of sdeCases.filter((x) => x.from_config_overrides.use_karras_sigmas === true)) {
+      const { use_karras_sigmas: _, ...overrides } = c.from_config_overrides;
+      const config = withOverrides(index.base_config, overrides);
+      const r = await runCase(new DPMSolverMultistepScheduler(config, { karrasSigmas: true }), c);
+      expect(r.timesteps).toEqual(c.timesteps);
+      expect(r.finalErr).toBeLessThanOrEqual(1e-5);
+    }
+  });
+
+  test("the full resolved config builds the same scheduler as base + overrides", () => {
+    for (const c of sdeCases) {
+      const fromResolved = new DPMSolverMultistepScheduler(c.config);
+      expect(fromResolved.config).toEqual(new DPMSolverMultistepScheduler(diffusersConfig(index, c)).config);
+      for (const [key, value] of Object.entries(fromResolved.config)) expect(c.config[key]).toEqual(value);
+    }
+  });
+
+  test("noise: one randn of the sample's size per step; a missing generator is an error", () => {
+    const s = new DPMSolverMultistepScheduler({ ...index.base_config, algorithm_type: "sde-dpmsolver++" });
+    s.setTimesteps(3);
+    const x = new Float32Array(32).fill(0.25);
+    const eps = new Float32Array(32).fill(0.1);
+    expect(() => s.step(eps, s.timesteps[0] as number, x)).toThrow(/generator/);
+
+    const g = new TorchGenerator(7, { kernel: "avx2" });
+    const mirror = new TorchGenerator(7, { kernel: "avx2" });
+    s.setTimesteps(3);
+    let sample: Float32Array = x;
+    for (const t of s.timesteps) {
+      sample = s.step(eps, t, sample, g).prevSample;
+      mirror.randn([32]);
+    }
+    // Both generators have advanced by exactly three draws of 32 values.
+    expect(Array.from(g.randn([16]))).toEqual(Array.from(mirror.randn([16])));
+    // The last step lands on σ = 0: no noise is added there and the result is the data prediction.
+    const last = new DPMSolverMultistepScheduler({ ...index.base_config, algorithm_type: "sde-dpmsolver++" });
+    last.setTimesteps(1);
+    const out = last.step(eps, last.timesteps[0] as number, x, g);
+    expect(Array.from(out.prevSample)).toEqual(Array.from(out.predOriginalSample ?? []));
+  });
+
+  test("the same seed gives the same trajectory; another seed gives another one", () => {
+    const run = (seed: number): Float32Array => {
+      const s = new DPMSolverMultistepScheduler({ ...index.base_config, algorithm_type: "sde-dpmsolver++" });
+      s.setTimesteps(5);
+      const g = new TorchGenerator(seed, { kernel: "avx2" });
+      let sample = g.randn([64]);
+      for (const t of s.timesteps) sample = s.step(toyModel(sample, t), t, sample, g).prevSample;
+      return sample;
+    };
+    expect(Array.from(run(1))).toEqual(Array.from(run(1)));
+    expect(Array.from(run(1))).not.toEqual(Array.from(run(2)));
+  });
+});
+
 describe("scheduler table (index.ts)", () => {
   test("names, A1111 display names and factories", () => {
-    expect(SCHEDULER_NAMES).toEqual(["dpmsolver++"]);
+    expect(SCHEDULER_NAMES).toContain("dpmsolver++");
     expect(SCHEDULERS["dpmsolver++"]).toMatchObject({ displayName: "DPM++ 2M", karras: true });
     // Whatever the model's file says (SD 1.5 ships PNDM settings), "dpmsolver++" is DPM++ 2M.
     const s = createScheduler("dpmsolver++", {

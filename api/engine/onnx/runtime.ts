@@ -3,7 +3,10 @@
  * input names, element types and ranks are read from the session, never assumed, so the same engine
  * drives graphs from different exporters (optimum 1.22 feeds `timestep` as int64 [1], 1.24 as float32 []).
  */
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
+import { floatsToHalfBits, halfBitsToFloats } from "../half.ts";
 
 export const EXECUTION_PROVIDERS = ["cpu", "cuda"] as const;
 export type ExecutionProvider = (typeof EXECUTION_PROVIDERS)[number];
@@ -71,6 +74,60 @@ export class OnnxModel {
 
   hasInput(name: string): boolean {
     return this.inputs.has(name);
+  }
+
+  /** The size the graph fixes for `axis` of an input or output, or null when that axis is dynamic. */
+  fixedDim(name: string, axis: number): number | null {
+    const dim = (this.inputs.get(name) ?? this.outputs.get(name))?.shape[axis];
+    return typeof dim === "number" && dim > 0 ? dim : null;
+  }
+
+  /**
+   * Runs `rows` items through a graph whose batch axis may be fixed: the `batched` feeds (first axis = rows)
+   * are cut into slices of the size the graph takes, and each output is concatenated along its first axis.
+   */
+  async runBatched(
+    feeds: Record<string, FeedValue>,
+    batched: readonly string[],
+    rows: number,
+    outputNames: readonly string[],
+  ): Promise<Record<string, { data: Float32Array; dims: number[] }>> {
+    const first = batched[0];
+    const slice = (first ? this.fixedDim(first, 0) : null) ?? rows;
+    if (slice >= rows && rows % slice === 0) return this.run(feeds, outputNames);
+    if (rows % slice !== 0) {
+      throw new OnnxRunError(
+        `${this.path}: the graph takes batches of ${slice}; ${rows} rows cannot be split evenly`,
+      );
+    }
+    const parts: Record<string, { data: Float32Array; dims: number[] }>[] = [];
+    for (let start = 0; start < rows; start += slice) {
+      const sliced: Record<string, FeedValue> = { ...feeds };
+      for (const name of batched) {
+        const feed = feeds[name] as FeedValue;
+        const per = feed.data.length / rows;
+        const data = feed.data as Float32Array;
+        sliced[name] = {
+          data: data.subarray(start * per, (start + slice) * per),
+          dims: [slice, ...feed.dims.slice(1)],
+        };
+      }
+      parts.push(await this.run(sliced, outputNames));
+    }
+    const out: Record<string, { data: Float32Array; dims: number[] }> = {};
+    for (const name of outputNames) {
+      const pieces = parts.map((p) => p[name] as { data: Float32Array; dims: number[] });
+      const data = new Float32Array(pieces.reduce((n, p) => n + p.data.length, 0));
+      let offset = 0;
+      for (const p of pieces) {
+        data.set(p.data, offset);
+        offset += p.data.length;
+      }
+      const dims = [...(pieces[0] as { dims: number[] }).dims];
+      dims[0] = rows;
+      out[name] = { data, dims };
+    }
+    return out;
   }
 
   /**
@@ -164,6 +221,9 @@ function toTensor(info: ValueInfo, feed: FeedValue): ort.Tensor {
         Int32Array.from(values as ArrayLike<number>, (v) => Math.trunc(v)),
         dims,
       );
+    case "float16":
+      // fp16 graphs keep fp32 at the JS boundary: values are rounded to half precision here, never assumed.
+      return new ort.Tensor("float16", floatsToHalfBits(values as ArrayLike<number>), dims);
     default:
       throw new OnnxRunError(
         `input "${info.name}" has element type ${info.type}, which sdx does not feed yet`,
@@ -173,15 +233,46 @@ function toTensor(info: ValueInfo, feed: FeedValue): ort.Tensor {
 
 function toFloat32(t: ort.Tensor): Float32Array {
   if (t.type === "float32") return t.data as Float32Array;
-  if (t.type === "float16" || t.type === "float64" || t.type === "int32")
-    return Float32Array.from(t.data as ArrayLike<number>);
+  if (t.type === "float16") {
+    return t.data instanceof Uint16Array
+      ? halfBitsToFloats(t.data)
+      : Float32Array.from(t.data as ArrayLike<number>);
+  }
+  if (t.type === "float64" || t.type === "int32") return Float32Array.from(t.data as ArrayLike<number>);
   throw new OnnxRunError(`output of element type ${t.type} is not supported`);
 }
 
-/** Execution providers this onnxruntime build can use on this machine. */
-export function availableProviders(): ExecutionProvider[] {
-  const names = new Set(ort.listSupportedBackends().map((b) => b.name));
-  return EXECUTION_PROVIDERS.filter((p) => names.has(p));
+/** Where onnxruntime-node's native binding and any provider libraries beside it live. */
+export function bindingDir(): string {
+  const pkg = dirname(Bun.resolveSync("onnxruntime-node/package.json", import.meta.dir));
+  return join(pkg, "bin", "napi-v6", process.platform, process.arch);
+}
+
+export const PROVIDER_CHOICES = ["auto", ...EXECUTION_PROVIDERS] as const;
+export type ProviderChoice = (typeof PROVIDER_CHOICES)[number];
+
+/**
+ * The execution provider to use and why: `auto` takes CUDA when an NVIDIA GPU is visible and onnxruntime-node's
+ * CUDA provider libraries are installed beside its binding, the CPU otherwise. (Whether CUDA really loads is
+ * known only when the first session is created; the model host falls back to the CPU then, saying so.)
+ */
+export function chooseProvider(choice: ProviderChoice): { provider: ExecutionProvider; reason: string } {
+  if (choice === "cpu") return { provider: "cpu", reason: "requested with --provider cpu" };
+  const libs = ["libonnxruntime_providers_cuda.so", "libonnxruntime_providers_shared.so"];
+  const missing = libs.filter((lib) => !existsSync(join(bindingDir(), lib)));
+  const gpu = existsSync("/dev/nvidia0") || existsSync("/proc/driver/nvidia/version");
+  if (choice === "cuda") return { provider: "cuda", reason: "requested with --provider cuda" };
+  if (!gpu) return { provider: "cpu", reason: "no NVIDIA GPU is visible" };
+  if (missing.length > 0) {
+    return {
+      provider: "cpu",
+      reason: `an NVIDIA GPU is visible but onnxruntime-node's CUDA provider libraries are not installed (${missing.join(", ")}; see the README)`,
+    };
+  }
+  return {
+    provider: "cuda",
+    reason: "an NVIDIA GPU is visible and the CUDA provider libraries are installed",
+  };
 }
 
 export const onnxruntimeVersion: string = ort.env.versions.node ?? "unknown";

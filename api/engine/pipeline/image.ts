@@ -34,9 +34,84 @@ export function hasNonFinite(values: Float32Array): boolean {
   return false;
 }
 
-export async function encodePng(rgb: Uint8Array, width: number, height: number): Promise<Uint8Array> {
+/**
+ * RGB pixels to PNG (sharp), with text chunks after IHDR: `tEXt` for Latin-1 text, `iTXt` (UTF-8) otherwise,
+ * as PIL's PngInfo.add_text writes them — the form AUTOMATIC1111 stores its `parameters` infotext in.
+ */
+export async function encodePng(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+  text: Record<string, string> = {},
+): Promise<Uint8Array> {
   const buffer = await sharp(rgb, { raw: { width, height, channels: 3 } })
     .png({ compressionLevel: 6 })
     .toBuffer();
-  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  const png = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  const chunks = Object.entries(text).map(([key, value]) => textChunk(key, value));
+  if (chunks.length === 0) return png;
+  // Signature (8 bytes) + IHDR (4 length + 4 type + 13 data + 4 CRC) = 33 bytes; text chunks go right after.
+  const ihdrEnd = 33;
+  const total = png.length + chunks.reduce((n, c) => n + c.length, 0);
+  const out = new Uint8Array(total);
+  out.set(png.subarray(0, ihdrEnd), 0);
+  let offset = ihdrEnd;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  out.set(png.subarray(ihdrEnd), offset);
+  return out;
+}
+
+const LATIN1 = /^[\u0000-\u00ff]*$/;
+
+function textChunk(key: string, value: string): Uint8Array {
+  const keyword = new TextEncoder().encode(key);
+  let data: Uint8Array;
+  let type: string;
+  if (LATIN1.test(value)) {
+    type = "tEXt";
+    data = new Uint8Array(keyword.length + 1 + value.length);
+    data.set(keyword, 0);
+    for (let i = 0; i < value.length; i++) data[keyword.length + 1 + i] = value.charCodeAt(i);
+  } else {
+    // iTXt: keyword, NUL, compression flag 0, method 0, empty language tag NUL, empty translated keyword NUL, UTF-8.
+    type = "iTXt";
+    const utf8 = new TextEncoder().encode(value);
+    data = new Uint8Array(keyword.length + 5 + utf8.length);
+    data.set(keyword, 0);
+    data.set(utf8, keyword.length + 5);
+  }
+  const chunk = new Uint8Array(12 + data.length);
+  const view = new DataView(chunk.buffer);
+  view.setUint32(0, data.length);
+  const typeAndData = chunk.subarray(4, 8 + data.length);
+  typeAndData.set(new TextEncoder().encode(type), 0);
+  typeAndData.set(data, 4);
+  view.setUint32(8 + data.length, Bun.hash.crc32(typeAndData));
+  return chunk;
+}
+
+/** The text chunks (tEXt and iTXt) of a PNG, by keyword. */
+export function readPngText(png: Uint8Array): Record<string, string> {
+  const out: Record<string, string> = {};
+  const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
+  const latin1 = new TextDecoder("latin1");
+  const utf8 = new TextDecoder();
+  for (let offset = 8; offset + 12 <= png.length; ) {
+    const length = view.getUint32(offset);
+    const type = latin1.decode(png.subarray(offset + 4, offset + 8));
+    const data = png.subarray(offset + 8, offset + 8 + length);
+    const nul = data.indexOf(0);
+    if (type === "tEXt" && nul > 0)
+      out[latin1.decode(data.subarray(0, nul))] = latin1.decode(data.subarray(nul + 1));
+    if (type === "iTXt" && nul > 0 && data[nul + 1] === 0) {
+      let p = data.indexOf(0, nul + 3);
+      p = data.indexOf(0, p + 1);
+      out[latin1.decode(data.subarray(0, nul))] = utf8.decode(data.subarray(p + 1));
+    }
+    offset += 12 + length;
+  }
+  return out;
 }

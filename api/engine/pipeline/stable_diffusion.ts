@@ -1,15 +1,32 @@
 /**
- * Text-to-image for Stable Diffusion 1.x/2.x, step for step as diffusers' StableDiffusionPipeline.__call__.
- * Components are passed in; nothing here reaches for globals.
+ * Text-to-image for Stable Diffusion 1.x/2.x, step for step as diffusers' StableDiffusionPipeline.__call__,
+ * with AUTOMATIC1111's prompt conventions (75-token chunks, attention weights) unless the request asks for
+ * diffusers' literal prompts. Components are passed in; nothing here reaches for globals.
  */
 import { join } from "node:path";
 import type { ModelEntry } from "../model_folder.ts";
+import { type FinalLayerNorm, findFinalLayerNorm, layerNorm } from "../onnx/final_layer_norm.ts";
 import { type ExecutionProvider, OnnxModel } from "../onnx/runtime.ts";
+import { type PromptSyntax, type TokenizedPrompt, tokenizePrompt } from "../prompt/chunks.ts";
+import { encodePrompt } from "../prompt/encode.ts";
 import { TorchGenerator } from "../rng/torch_generator.ts";
 import { createScheduler, type SchedulerName } from "../schedulers/index.ts";
-import type { Scheduler, SchedulerConfig } from "../schedulers/scheduler.ts";
+import type { Scheduler, SchedulerConfig, SchedulerOptions } from "../schedulers/scheduler.ts";
 import { ClipTokenizer } from "../tokenizer/clip.ts";
 import { decodedToRgb, encodePng, hasNonFinite } from "./image.ts";
+import { type Chw, decodeTiled, needsTiling, type TileGeometry } from "./vae_tiling.ts";
+
+/** What a loaded model can do, for checks made before a request reaches the engine. */
+export interface ModelCapabilities {
+  /** Deepest `clip_skip` (A1111 counting) the text encoder allows; 1 when it cannot skip layers. */
+  clipSkipMax: number;
+  /** Why clip skip is unavailable, when it is. */
+  clipSkipUnavailable: string | null;
+  /** Whether the UNet takes conditioning longer than 77 tokens (several prompt chunks). */
+  longPrompts: boolean;
+  /** The UNet's fixed batch size, or null when its batch axis is dynamic. */
+  unetBatch: number | null;
+}
 
 export interface PipelineComponents {
   tokenizer: ClipTokenizer;
@@ -21,12 +38,19 @@ export interface PipelineComponents {
   vaeScalingFactor: number;
   /** Pixels per latent cell (8). */
   vaeScaleFactor: number;
+  tileGeometry: TileGeometry;
+  /** The text encoder's final layer norm, applied to an earlier layer's states for clip skip. */
+  finalLayerNorm: FinalLayerNorm | null;
+  /** Number of transformer layers whose outputs the text encoder exposes (`hidden_states.1…L`). */
+  textEncoderLayers: number;
+  capabilities: ModelCapabilities;
 }
 
 export interface GenerateInput {
   prompt: string;
   /** null: no negative prompt (the unconditional branch encodes ""), as in diffusers. */
   negativePrompt: string | null;
+  promptSyntax: PromptSyntax;
   /** One seed per image; image i is drawn from its own generator seeded with seeds[i]. */
   seeds: readonly number[];
   width: number;
@@ -34,9 +58,15 @@ export interface GenerateInput {
   numSteps: number;
   guidanceScale: number;
   scheduler: SchedulerName;
-  karrasSigmas: boolean;
+  schedulerOptions: SchedulerOptions;
+  /** A1111 counting: 1 = the last layer. */
+  clipSkip: number;
   /** Decode the batch one image at a time (lower peak memory, same pixels). */
   vaeSlicing: boolean;
+  /** Decode in overlapping tiles when the latents exceed one tile (diffusers' enable_vae_tiling). */
+  vaeTiling: boolean;
+  /** Per image: the text stored in its PNG's `parameters` chunk (AUTOMATIC1111 infotext). */
+  pngParameters?: readonly string[];
 }
 
 export interface StepEvent {
@@ -55,14 +85,22 @@ export interface GeneratedImage {
   png: Uint8Array;
 }
 
+export interface PromptReport {
+  /** Text tokens (without start, end and padding tokens). */
+  tokens: number;
+  /** 77-token rows the text encoder read. */
+  chunks: number;
+  /** Tokens cut off (diffusers syntax only). */
+  truncatedTokens: number;
+}
+
 export interface GenerateOutput {
   images: GeneratedImage[];
-  /** Prompt length in CLIP tokens (without BOS/EOS) and whether it was cut to fit the encoder. */
-  promptTokens: number;
-  promptTruncated: boolean;
-  negativePromptTokens: number;
-  negativePromptTruncated: boolean;
+  prompt: PromptReport;
+  negativePrompt: PromptReport;
   timesteps: number[];
+  /** Tiles decoded per image when tiled decoding ran, else 0. */
+  vaeTiles: number;
   timings: { encodeMs: number; denoiseMs: number; decodeMs: number; pngMs: number; totalMs: number };
 }
 
@@ -74,20 +112,28 @@ export class GenerationFailed extends Error {
   override name = "GenerationFailed";
 }
 
+/** The request cannot run on this model (a client error, not an engine failure). */
+export class GenerationInvalid extends Error {
+  override name = "GenerationInvalid";
+}
+
 async function readJsonObject(path: string): Promise<Record<string, unknown>> {
   const file = Bun.file(path);
   return (await file.exists()) ? ((await file.json()) as Record<string, unknown>) : {};
 }
 
-/** Opens the ONNX sessions and reads tokenizer and scheduler configuration of an optimum ONNX folder. */
+const HIDDEN_STATE = /^hidden_states\.(\d+)$/;
+
+/** Opens the ONNX sessions and reads tokenizer, scheduler and VAE configuration of an optimum ONNX folder. */
 export async function loadOnnxPipeline(
   entry: ModelEntry,
   provider: ExecutionProvider,
 ): Promise<PipelineComponents> {
   const dir = entry.path;
+  const textEncoderPath = join(dir, "text_encoder/model.onnx");
   const [tokenizer, textEncoder, unet, vaeDecoder] = await Promise.all([
     ClipTokenizer.fromDir(join(dir, "tokenizer")),
-    OnnxModel.load(join(dir, "text_encoder/model.onnx"), { provider }),
+    OnnxModel.load(textEncoderPath, { provider }),
     OnnxModel.load(join(dir, "unet/model.onnx"), { provider }),
     OnnxModel.load(join(dir, "vae_decoder/model.onnx"), { provider }),
   ]);
@@ -96,6 +142,21 @@ export async function loadOnnxPipeline(
   )) as SchedulerConfig;
   const vaeConfig = await readJsonObject(join(dir, "vae_decoder/config.json"));
   const vaeBlocks = Array.isArray(vaeConfig.block_out_channels) ? vaeConfig.block_out_channels.length : 4;
+  const vaeScaleFactor = 2 ** (vaeBlocks - 1);
+  const sampleTile = typeof vaeConfig.sample_size === "number" ? vaeConfig.sample_size : 512;
+
+  const hiddenIndices = [...textEncoder.outputs.keys()]
+    .map((name) => Number(HIDDEN_STATE.exec(name)?.[1] ?? Number.NaN))
+    .filter((n) => Number.isInteger(n));
+  const textEncoderLayers = hiddenIndices.length > 0 ? Math.max(...hiddenIndices) : 0;
+  const finalLayerNorm = textEncoderLayers > 0 ? await findFinalLayerNorm(textEncoderPath) : null;
+  const clipSkipUnavailable =
+    textEncoderLayers === 0
+      ? "its ONNX text encoder exports no hidden_states.* outputs (re-export with output_hidden_states)"
+      : finalLayerNorm === null
+        ? "the final layer norm of its text encoder could not be found in the graph"
+        : null;
+  const sequence = unet.fixedDim("encoder_hidden_states", 1);
   return {
     tokenizer,
     textEncoder,
@@ -103,7 +164,16 @@ export async function loadOnnxPipeline(
     vaeDecoder,
     schedulerConfig,
     vaeScalingFactor: typeof vaeConfig.scaling_factor === "number" ? vaeConfig.scaling_factor : 0.18215,
-    vaeScaleFactor: 2 ** (vaeBlocks - 1),
+    vaeScaleFactor,
+    tileGeometry: { sampleTile, latentTile: Math.floor(sampleTile / vaeScaleFactor), overlap: 0.25 },
+    finalLayerNorm,
+    textEncoderLayers,
+    capabilities: {
+      clipSkipMax: clipSkipUnavailable === null ? textEncoderLayers : 1,
+      clipSkipUnavailable,
+      longPrompts: sequence === null,
+      unetBatch: unet.fixedDim("sample", 0),
+    },
   };
 }
 
@@ -113,6 +183,40 @@ export async function releasePipeline(components: PipelineComponents): Promise<v
     components.unet.release(),
     components.vaeDecoder.release(),
   ]);
+}
+
+function concat(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}
+
+function report(prompt: TokenizedPrompt): PromptReport {
+  return { tokens: prompt.tokenCount, chunks: prompt.chunks.length, truncatedTokens: prompt.truncatedTokens };
+}
+
+/**
+ * The text encoder as the prompt encoder sees it: 77-token rows in, hidden states out — the last layer after
+ * the final layer norm, or for clip skip k the output of layer L+1−k passed through that same norm
+ * (diffusers: final_layer_norm(hidden_states[-(clip_skip + 1)]) with clip_skip = k − 1).
+ */
+function textEncoderFor(components: PipelineComponents, clipSkip: number) {
+  const { textEncoder, finalLayerNorm, textEncoderLayers } = components;
+  const output = clipSkip > 1 ? `hidden_states.${textEncoderLayers + 1 - clipSkip}` : "last_hidden_state";
+  return async (rows: number[][]): Promise<{ data: Float32Array; dims: [number, number, number] }> => {
+    const seq = rows[0]?.length ?? 77;
+    const result = await textEncoder.runBatched(
+      { input_ids: { data: rows.flat(), dims: [rows.length, seq] } },
+      ["input_ids"],
+      rows.length,
+      [output],
+    );
+    const states = result[output] as { data: Float32Array; dims: number[] };
+    const dims: [number, number, number] = [rows.length, seq, states.dims[2] as number];
+    if (clipSkip > 1 && finalLayerNorm) return { data: layerNorm(states.data, dims, finalLayerNorm), dims };
+    return { data: states.data, dims };
+  };
 }
 
 export async function generate(
@@ -125,90 +229,120 @@ export async function generate(
     if (hooks.signal?.aborted) throw new GenerationAborted("generation cancelled");
   };
 
-  // 1. Validate: the engine trusts the service's checks but never runs on a shape the UNet cannot take.
+  // 1. Validate: the service checks requests against the model; the engine still never runs a shape the
+  //    graphs cannot take.
   const batch = input.seeds.length;
-  const { vaeScaleFactor } = components;
+  const { vaeScaleFactor, capabilities } = components;
   if (batch < 1) throw new GenerationFailed("at least one seed is required");
   if (input.width % vaeScaleFactor !== 0 || input.height % vaeScaleFactor !== 0) {
-    throw new GenerationFailed(`width and height must be multiples of ${vaeScaleFactor}`);
+    throw new GenerationInvalid(`width and height must be multiples of ${vaeScaleFactor}`);
+  }
+  if (input.clipSkip > capabilities.clipSkipMax) {
+    throw new GenerationInvalid(
+      `clip_skip ${input.clipSkip} is not available: ${capabilities.clipSkipUnavailable ?? `the text encoder has ${capabilities.clipSkipMax} layers`}`,
+    );
   }
   const latentH = input.height / vaeScaleFactor;
   const latentW = input.width / vaeScaleFactor;
-  const latentShape = [1, 4, latentH, latentW];
   const latentSize = 4 * latentH * latentW;
   const doCfg = input.guidanceScale > 1;
 
-  // 2. Tokenize: pad to the encoder's 77 positions; longer prompts are cut, as diffusers does.
-  const cond = components.tokenizer.encodePadded(input.prompt);
-  const uncond = components.tokenizer.encodePadded(input.negativePrompt ?? "");
-  const seqLen = cond.ids.length;
-
-  // 3. Encode: one text-encoder call for [uncond, cond] (or cond alone without guidance).
-  const idRows = doCfg ? [uncond.ids, cond.ids] : [cond.ids];
-  const encoded = await components.textEncoder.run(
-    { input_ids: { data: idRows.flat(), dims: [idRows.length, seqLen] } },
-    ["last_hidden_state"],
-  );
-  const hidden = encoded.last_hidden_state as { data: Float32Array; dims: number[] };
-  const width = hidden.dims[2] as number;
-  const rowSize = seqLen * width;
-  // UNet conditioning in diffusers' CFG order: [uncond × batch, cond × batch].
-  const rows = doCfg ? 2 * batch : batch;
-  const encoderHiddenStates = new Float32Array(rows * rowSize);
-  for (let i = 0; i < batch; i++) {
-    if (doCfg) {
-      encoderHiddenStates.set(hidden.data.subarray(0, rowSize), i * rowSize);
-      encoderHiddenStates.set(hidden.data.subarray(rowSize, 2 * rowSize), (batch + i) * rowSize);
-    } else {
-      encoderHiddenStates.set(hidden.data.subarray(0, rowSize), i * rowSize);
-    }
+  // 2. Tokenize: A1111 chunks of 75 tokens with attention weights, or diffusers' literal 77-token cut.
+  const cond = tokenizePrompt(components.tokenizer, input.prompt, input.promptSyntax);
+  const uncond = tokenizePrompt(components.tokenizer, input.negativePrompt ?? "", input.promptSyntax);
+  if (!capabilities.longPrompts && (cond.chunks.length > 1 || (doCfg && uncond.chunks.length > 1))) {
+    throw new GenerationInvalid(
+      'this model\'s UNet takes exactly 77 text tokens, so prompts over 75 tokens or with BREAK cannot be encoded in chunks; shorten the prompt or send prompt_syntax "diffusers" to cut it',
+    );
   }
+
+  // 3. Encode: each chunk through the text encoder, weighted, concatenated along the sequence.
+  const encodeRows = textEncoderFor(components, input.clipSkip);
+  const condEmbeds = await encodePrompt(encodeRows, cond);
+  const uncondEmbeds = doCfg ? await encodePrompt(encodeRows, uncond) : null;
+  const width = condEmbeds.dims[2];
+  // The UNet's text conditioning, one row per image: [cond × batch] and [uncond × batch].
+  const repeat = (embeds: { data: Float32Array; dims: [1, number, number] }) => {
+    const rowSize = embeds.dims[1] * width;
+    const out = new Float32Array(batch * rowSize);
+    for (let i = 0; i < batch; i++) out.set(embeds.data, i * rowSize);
+    return { data: out, seqLen: embeds.dims[1] };
+  };
+  const condStates = repeat(condEmbeds);
+  const uncondStates = uncondEmbeds ? repeat(uncondEmbeds) : null;
   const tEncoded = performance.now();
 
   // 4. Timesteps: one scheduler per image, so stochastic samplers draw each image's noise from its own seed.
   const schedulers: Scheduler[] = input.seeds.map(() =>
-    createScheduler(input.scheduler, components.schedulerConfig, { karrasSigmas: input.karrasSigmas }),
+    createScheduler(input.scheduler, components.schedulerConfig, input.schedulerOptions),
   );
   for (const s of schedulers) s.setTimesteps(input.numSteps);
   const first = schedulers[0] as Scheduler;
   const timesteps = [...first.timesteps];
 
   // 5. Seeded latents: torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)) · init_noise_sigma,
-  // bit for bit as torch draws it on x86 CPUs with AVX2 (the kernel the diffusers references ran on).
+  //    bit for bit as torch draws it on x86 CPUs with AVX2 (the kernel the diffusers references ran on).
   const generators = input.seeds.map((seed) => new TorchGenerator(seed, { kernel: "avx2" }));
   let latents: Float32Array[] = generators.map((g) => {
-    const noise = g.randn(latentShape);
+    const noise = g.randn([1, 4, latentH, latentW]);
     const sigma = first.initNoiseSigma;
     if (sigma !== 1)
       for (let j = 0; j < noise.length; j++) noise[j] = Math.fround((noise[j] as number) * sigma);
     return noise;
   });
 
-  // 6. Denoise with classifier-free guidance: ε = ε_u + s·(ε_c − ε_u) (Ho & Salimans 2022, eq. 6).
-  const unetInput = new Float32Array(rows * latentSize);
+  // 6. Denoise with classifier-free guidance: ε = ε_u + s·(ε_c − ε_u) (Ho & Salimans 2022, eq. 6). The
+  //    unconditional and conditional passes share one UNet call ([uncond × batch, cond × batch], diffusers'
+  //    order) when their conditionings have the same length; prompts of different chunk counts run as two
+  //    calls, as AUTOMATIC1111 does by default rather than padding the shorter one.
+  const together = uncondStates !== null && uncondStates.seqLen === condStates.seqLen;
+  const joint = together ? concat(uncondStates.data, condStates.data) : null;
+  const unet = async (
+    t: number,
+    sample: Float32Array,
+    rows: number,
+    states: Float32Array,
+    seqLen: number,
+  ) => {
+    const out = await components.unet.runBatched(
+      {
+        sample: { data: sample, dims: [rows, 4, latentH, latentW] },
+        timestep: { data: [t], dims: [] },
+        encoder_hidden_states: { data: states, dims: [rows, seqLen, width] },
+      },
+      ["sample", "encoder_hidden_states"],
+      rows,
+      ["out_sample"],
+    );
+    return (out.out_sample as { data: Float32Array }).data;
+  };
+  const batchInput = new Float32Array(batch * latentSize);
   for (let stepIndex = 0; stepIndex < timesteps.length; stepIndex++) {
     checkAborted();
     const t = timesteps[stepIndex] as number;
     for (let i = 0; i < batch; i++) {
-      const scaled = (schedulers[i] as Scheduler).scaleModelInput(latents[i] as Float32Array, t);
-      unetInput.set(scaled, i * latentSize);
-      if (doCfg) unetInput.set(scaled, (batch + i) * latentSize);
+      batchInput.set(
+        (schedulers[i] as Scheduler).scaleModelInput(latents[i] as Float32Array, t),
+        i * latentSize,
+      );
     }
-    const out = await components.unet.run(
-      {
-        sample: { data: unetInput, dims: [rows, 4, latentH, latentW] },
-        timestep: { data: [t], dims: [] },
-        encoder_hidden_states: { data: encoderHiddenStates, dims: [rows, seqLen, width] },
-      },
-      ["out_sample"],
-    );
-    const noisePred = (out.out_sample as { data: Float32Array }).data;
+    let noisePred: Float32Array;
+    if (uncondStates === null) {
+      noisePred = await unet(t, batchInput, batch, condStates.data, condStates.seqLen);
+    } else if (joint) {
+      noisePred = await unet(t, concat(batchInput, batchInput), 2 * batch, joint, condStates.seqLen);
+    } else {
+      const u = await unet(t, batchInput, batch, uncondStates.data, uncondStates.seqLen);
+      const c = await unet(t, batchInput, batch, condStates.data, condStates.seqLen);
+      noisePred = concat(u, c);
+    }
     latents = latents.map((sample, i) => {
       let eps = noisePred.subarray(i * latentSize, (i + 1) * latentSize);
       if (doCfg) {
         const epsCond = noisePred.subarray((batch + i) * latentSize, (batch + i + 1) * latentSize);
-        const guided = new Float32Array(latentSize);
         const s = input.guidanceScale;
+        // A fresh array: multistep samplers keep earlier model outputs.
+        const guided = new Float32Array(latentSize);
         for (let j = 0; j < latentSize; j++) {
           const u = eps[j] as number;
           guided[j] = Math.fround(u + Math.fround(s * Math.fround((epsCond[j] as number) - u)));
@@ -222,41 +356,69 @@ export async function generate(
   checkAborted();
   const tDenoised = performance.now();
 
-  // 7. Decode: x = D(z / scaling_factor).
-  const scaledLatents = latents.map((z) => z.map((v) => Math.fround(v / components.vaeScalingFactor)));
-  const decodedImages: Float32Array[] = [];
-  const chunks = input.vaeSlicing ? scaledLatents.map((z) => [z]) : [scaledLatents];
+  // 7. Decode: x = D(z / scaling_factor), the whole batch at once, one image at a time (VAE slicing), or
+  //    tile by tile (VAE tiling, when the latents exceed one tile).
+  const scaled = latents.map((z) => z.map((v) => Math.fround(v / components.vaeScalingFactor)));
   const imageSize = 3 * input.width * input.height;
-  for (const chunk of chunks) {
-    const data = new Float32Array(chunk.length * latentSize);
-    for (const [i, z] of chunk.entries()) data.set(z, i * latentSize);
-    const out = await components.vaeDecoder.run(
-      { latent_sample: { data, dims: [chunk.length, 4, latentH, latentW] } },
+  const decodeBatch = async (zs: Float32Array[], h: number, w: number): Promise<Float32Array> => {
+    const data = new Float32Array(zs.length * 4 * h * w);
+    for (const [i, z] of zs.entries()) data.set(z, i * 4 * h * w);
+    const out = await components.vaeDecoder.runBatched(
+      { latent_sample: { data, dims: [zs.length, 4, h, w] } },
+      ["latent_sample"],
+      zs.length,
       ["sample"],
     );
-    const sample = (out.sample as { data: Float32Array }).data;
-    for (let i = 0; i < chunk.length; i++)
-      decodedImages.push(sample.slice(i * imageSize, (i + 1) * imageSize));
+    return (out.sample as { data: Float32Array }).data;
+  };
+  const decoded: Float32Array[] = [];
+  let vaeTiles = 0;
+  if (input.vaeTiling && needsTiling(latentH, latentW, components.tileGeometry)) {
+    for (const z of scaled) {
+      const decodeTile = async (tile: Chw): Promise<Chw> => ({
+        data: await decodeBatch([tile.data], tile.h, tile.w),
+        c: 3,
+        h: tile.h * vaeScaleFactor,
+        w: tile.w * vaeScaleFactor,
+      });
+      const { image, tiles } = await decodeTiled(
+        { data: z, c: 4, h: latentH, w: latentW },
+        components.tileGeometry,
+        decodeTile,
+      );
+      decoded.push(image.data);
+      vaeTiles = tiles;
+    }
+  } else {
+    const groups = input.vaeSlicing ? scaled.map((z) => [z]) : [scaled];
+    for (const group of groups) {
+      const sample = await decodeBatch(group, latentH, latentW);
+      for (let i = 0; i < group.length; i++) decoded.push(sample.slice(i * imageSize, (i + 1) * imageSize));
+    }
   }
   const tDecoded = performance.now();
 
   // 8. Encode PNG; a non-finite decode is an error, never a black image.
   const images: GeneratedImage[] = [];
   for (let i = 0; i < batch; i++) {
-    const decoded = decodedImages[i] as Float32Array;
-    if (hasNonFinite(decoded)) throw new GenerationFailed(`image ${i} decoded to NaN or infinite values`);
-    const rgb = decodedToRgb(decoded, 0, input.width, input.height);
-    images.push({ seed: input.seeds[i] as number, png: await encodePng(rgb, input.width, input.height) });
+    const image = decoded[i] as Float32Array;
+    if (hasNonFinite(image)) throw new GenerationFailed(`image ${i} decoded to NaN or infinite values`);
+    const rgb = decodedToRgb(image, 0, input.width, input.height);
+    const parameters = input.pngParameters?.[i];
+    const text: Record<string, string> = parameters === undefined ? {} : { parameters };
+    images.push({
+      seed: input.seeds[i] as number,
+      png: await encodePng(rgb, input.width, input.height, text),
+    });
   }
   const tDone = performance.now();
 
   return {
     images,
-    promptTokens: cond.tokenCount,
-    promptTruncated: cond.truncated,
-    negativePromptTokens: uncond.tokenCount,
-    negativePromptTruncated: uncond.truncated,
+    prompt: report(cond),
+    negativePrompt: report(uncond),
     timesteps,
+    vaeTiles,
     timings: {
       encodeMs: tEncoded - t0,
       denoiseMs: tDenoised - tEncoded,

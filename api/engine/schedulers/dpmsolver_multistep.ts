@@ -1,6 +1,6 @@
 /**
  * DPM-Solver++ multistep, after diffusers 0.29.2 `DPMSolverMultistepScheduler` (A1111's "DPM++ 2M" with
- * `algorithm_type: "dpmsolver++"`, `solver_order: 2`).
+ * `algorithm_type: "dpmsolver++"`, `solver_order: 2`; "DPM++ 2M SDE" with `algorithm_type: "sde-dpmsolver++"`).
  *
  * Papers: Lu et al. 2022a, "DPM-Solver" (arXiv:2206.00927) and Lu et al. 2022b, "DPM-Solver++: Fast Solver for
  * Guided Sampling of Diffusion Probabilistic Models" (arXiv:2211.01095).
@@ -18,6 +18,14 @@
  * and approximates x̂_θ along λ by a polynomial through the last k model evaluations (k = solver order).
  * With h = λ_t − λ_s, a constant x̂_θ gives the first-order step (identical to DDIM):
  *   x_t = (σ_t/σ_s)·x_s − α_t·(e^{−h} − 1)·x_θ(x_s, s)
+ *
+ * "sde-dpmsolver++" solves the reverse-time SDE instead of the probability-flow ODE, in the same data-prediction
+ * form (the stochastic DPM-Solver++ of the authors' reference code, k-diffusion's `sample_dpmpp_2m_sde`). Its
+ * linear part is again solved exactly; with x̂_θ frozen the variation-of-constants solution over [λ_s, λ_t] is
+ *   x_t = (σ_t/σ_s)·e^{−h}·x_s + α_t·(1 − e^{−2h})·x_θ + σ_t·√(1 − e^{−2h})·z,   z ~ N(0, I)
+ * (the DDPM posterior step, DDIM with η = 1; cf. the exact VP solutions of Cui et al. 2023, "Elucidating the
+ * Solution Space of Extended Reverse-Time SDE", arXiv:2309.06169), and the 2M correction of the ODE solver is
+ * carried over with the SDE's weight 1 − e^{−2h} on the backward difference.
  *
  * Numerics: every quantity is rounded to float32 where torch holds it in a float32 tensor (the sigma table,
  * α, σ, λ, h, r and the step coefficients are 0-d float32 tensors in diffusers; every elementwise op is one
@@ -51,7 +59,7 @@ import { expf, logf } from "./sleef.ts";
 export const DPM_ALGORITHM_TYPES = ["dpmsolver++", "sde-dpmsolver++"] as const;
 export type DpmAlgorithmType = (typeof DPM_ALGORITHM_TYPES)[number];
 /** Algorithm types this implementation runs; the rest of `DPM_ALGORITHM_TYPES` is recognised but refused. */
-const IMPLEMENTED_ALGORITHMS: readonly DpmAlgorithmType[] = ["dpmsolver++"];
+const IMPLEMENTED_ALGORITHMS: readonly DpmAlgorithmType[] = ["dpmsolver++", "sde-dpmsolver++"];
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
 export interface DPMSolverMultistepConfig {
@@ -156,10 +164,15 @@ export function resolveDPMSolverMultistepConfig(
     final_sigmas_type: r.oneOf("final_sigmas_type", ["zero", "sigma_min"] as const, d.final_sigmas_type),
     lambda_min_clipped: r.number("lambda_min_clipped", d.lambda_min_clipped),
     variance_type: r.string("variance_type", null),
-    timestep_spacing: r.oneOf("timestep_spacing", TIMESTEP_SPACINGS, d.timestep_spacing),
+    timestep_spacing:
+      timestepSpacingOption(options) ?? r.oneOf("timestep_spacing", TIMESTEP_SPACINGS, d.timestep_spacing),
     steps_offset: r.integer("steps_offset", d.steps_offset),
     rescale_betas_zero_snr: r.boolean("rescale_betas_zero_snr", d.rescale_betas_zero_snr),
   };
+  if (resolved.algorithm_type === "sde-dpmsolver++" && resolved.solver_order === 3) {
+    // diffusers 0.29.2 has no third-order SDE update (its third-order branch leaves x_t unset and fails).
+    throw new SchedulerConfigError('solver_order 3 is not available with algorithm_type "sde-dpmsolver++"');
+  }
   if (resolved.thresholding) {
     // Dynamic thresholding needs the per-image layout (a quantile over C·H·W per batch item) and is meant for
     // pixel-space models only; latent diffusion never enables it.
@@ -173,15 +186,60 @@ export function resolveDPMSolverMultistepConfig(
   return resolved;
 }
 
+/** `SchedulerOptions.timestepSpacing`, checked (it may come from an untyped request). */
+export function timestepSpacingOption(options: SchedulerOptions): TimestepSpacing | undefined {
+  const v = options.timestepSpacing;
+  if (v === undefined) return undefined;
+  if (!(TIMESTEP_SPACINGS as readonly string[]).includes(v)) {
+    throw new SchedulerConfigError(
+      `timestep spacing "${String(v)}" is not supported; choose one of ${TIMESTEP_SPACINGS.join(", ")}`,
+    );
+  }
+  return v;
+}
+
 /** α_t = 1/√(s² + 1), σ_t = s·α_t from the noise-to-signal ratio s, as float32 tensor ops. */
-function alphaSigma(s: number): [alpha: number, sigma: number] {
+export function alphaSigma(s: number): [alpha: number, sigma: number] {
   const alpha = f32(1 / f32(Math.sqrt(f32(f32(s * s) + 1))));
   return [alpha, f32(s * alpha)];
 }
 
 /** λ = log α − log σ (float32; λ = +∞ at σ = 0, the end of a "zero" final sigma). */
-function lambdaOf(alpha: number, sigma: number): number {
+export function lambdaOf(alpha: number, sigma: number): number {
   return f32(logf(alpha) - logf(sigma));
+}
+
+/**
+ * The data prediction x_θ(x_t, t) that DPM-Solver++ (and UniPC with predict_x0) integrates, from whatever the
+ * network predicts, at the point with noise-to-signal ratio `s` = σ_t/α_t:
+ *   ε-prediction: x_θ = (x_t − σ_t·ε_θ)/α_t
+ *   v-prediction (v = α_t·ε − σ_t·x_0, Salimans & Ho 2022): x_θ = α_t·x_t − σ_t·v_θ
+ *   sample:       x_θ is the output itself.
+ */
+export function dataPrediction(
+  predictionType: PredictionType,
+  s: number,
+  modelOutput: Float32Array,
+  sample: Float32Array,
+): Float32Array {
+  const [alpha, sigma] = alphaSigma(s);
+  const out = new Float32Array(sample.length);
+  switch (predictionType) {
+    case "epsilon":
+      for (let k = 0; k < out.length; k++) {
+        out[k] = f32((sample[k] as number) - f32(sigma * (modelOutput[k] as number))) / alpha;
+      }
+      break;
+    case "v_prediction":
+      for (let k = 0; k < out.length; k++) {
+        out[k] = f32(alpha * (sample[k] as number)) - f32(sigma * (modelOutput[k] as number));
+      }
+      break;
+    case "sample":
+      out.set(modelOutput);
+      break;
+  }
+  return out;
 }
 
 export class DPMSolverMultistepScheduler implements Scheduler {
@@ -300,12 +358,15 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     return sample;
   }
 
-  /** One solver step from the model output at `timestep`; `generator` will feed the SDE variant's noise. */
+  /**
+   * One solver step from the model output at `timestep`. The SDE variant draws its noise z from `generator`
+   * (one `randn` of the sample's size per step, as diffusers' `randn_tensor(model_output.shape, generator)`).
+   */
   step(
     modelOutput: Float32Array,
     timestep: number,
     sample: Float32Array,
-    _generator?: TorchGenerator,
+    generator?: TorchGenerator,
   ): StepOutput {
     if (this.numInferenceSteps === null) throw new Error("setTimesteps must be called before step");
     if (modelOutput.length !== sample.length) {
@@ -324,15 +385,23 @@ export class DPMSolverMultistepScheduler implements Scheduler {
       i === n - 1 && (c.euler_at_final || (c.lower_order_final && n < 15) || c.final_sigmas_type === "zero");
     const lowerOrderSecond = i === n - 2 && c.lower_order_final && n < 15;
 
-    const x0 = this.dataPrediction(modelOutput, sample, i);
+    const x0 = dataPrediction(c.prediction_type, this.sigmas[i] as number, modelOutput, sample);
     this.modelOutputs.shift();
     this.modelOutputs.push(x0);
 
+    let noise: Float32Array | null = null;
+    if (c.algorithm_type === "sde-dpmsolver++") {
+      if (!generator) throw new Error('algorithm_type "sde-dpmsolver++" needs a generator for its noise');
+      noise = generator.randn([sample.length]);
+    }
+
     let prevSample: Float32Array;
     if (c.solver_order === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) {
-      prevSample = this.firstOrderUpdate(x0, sample, i);
+      prevSample = noise
+        ? this.sdeFirstOrderUpdate(x0, sample, noise, i)
+        : this.firstOrderUpdate(x0, sample, i);
     } else if (c.solver_order === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) {
-      prevSample = this.secondOrderUpdate(sample, i);
+      prevSample = noise ? this.sdeSecondOrderUpdate(sample, noise, i) : this.secondOrderUpdate(sample, i);
     } else {
       prevSample = this.thirdOrderUpdate(sample, i);
     }
@@ -352,33 +421,6 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     });
     if (hits.length === 0) return this.timesteps.length - 1;
     return (hits.length > 1 ? hits[1] : hits[0]) as number;
-  }
-
-  /**
-   * The data prediction x_θ(x_t, t) that DPM-Solver++ integrates, from whatever the network predicts:
-   *   ε-prediction: x_θ = (x_t − σ_t·ε_θ)/α_t
-   *   v-prediction (v = α_t·ε − σ_t·x_0, Salimans & Ho 2022): x_θ = α_t·x_t − σ_t·v_θ
-   *   sample:       x_θ is the output itself.
-   */
-  private dataPrediction(modelOutput: Float32Array, sample: Float32Array, i: number): Float32Array {
-    const [alpha, sigma] = alphaSigma(this.sigmas[i] as number);
-    const out = new Float32Array(sample.length);
-    switch (this.config.prediction_type) {
-      case "epsilon":
-        for (let k = 0; k < out.length; k++) {
-          out[k] = f32((sample[k] as number) - f32(sigma * (modelOutput[k] as number))) / alpha;
-        }
-        break;
-      case "v_prediction":
-        for (let k = 0; k < out.length; k++) {
-          out[k] = f32(alpha * (sample[k] as number)) - f32(sigma * (modelOutput[k] as number));
-        }
-        break;
-      case "sample":
-        out.set(modelOutput);
-        break;
-    }
-    return out;
   }
 
   /** α, σ, λ at sigma index j (float32). */
@@ -434,6 +476,67 @@ export class DPMSolverMultistepScheduler implements Scheduler {
       const d1 = f32(invR0 * f32(a - (m1[k] as number)));
       const base = f32(f32(sampleCoef * (sample[k] as number)) - f32(d0Coef * a));
       out[k] = midpoint ? base - f32(d1Coef * d1) : base + f32(d1Coef * d1);
+    }
+    return out;
+  }
+
+  /**
+   * SDE-DPM-Solver++(1), the exact solution of the linear part of the reverse SDE with x_θ frozen over the step:
+   *   x_t = (σ_t/σ_s)·e^{−h}·x_s + α_t·(1 − e^{−2h})·x_θ(x_s, s) + σ_t·√(1 − e^{−2h})·z
+   * (DDIM with η = 1). At a zero final sigma, e^{−h} = 0 and σ_t = 0: the result is x_θ itself.
+   */
+  private sdeFirstOrderUpdate(
+    x0: Float32Array,
+    sample: Float32Array,
+    noise: Float32Array,
+    i: number,
+  ): Float32Array {
+    const t = this.point(i + 1);
+    const s = this.point(i);
+    const h = f32(t.lambda - s.lambda);
+    const oneMinusE2h = f32(1 - expf(f32(-2 * h)));
+    const sampleCoef = f32(f32(t.sigma / s.sigma) * expf(-h));
+    const x0Coef = f32(t.alpha * oneMinusE2h);
+    const noiseCoef = f32(t.sigma * f32(Math.sqrt(oneMinusE2h)));
+    const out = new Float32Array(sample.length);
+    for (let k = 0; k < out.length; k++) {
+      const drift = f32(f32(sampleCoef * (sample[k] as number)) + f32(x0Coef * (x0[k] as number)));
+      out[k] = drift + f32(noiseCoef * (noise[k] as number));
+    }
+    return out;
+  }
+
+  /**
+   * SDE-DPM-Solver++(2M): the first-order SDE step plus the backward-difference term D₁ = (x_θ(s0) − x_θ(s1))/r₀
+   * of the 2M update, weighted for the SDE (h = λ_t − λ_{s0}, r₀ = (λ_{s0} − λ_{s1})/h):
+   *   midpoint: … + ½·α_t(1 − e^{−2h})·D₁
+   *   heun:     … + α_t((1 − e^{−2h})/(−2h) + 1)·D₁
+   *     (the exact integral of the linear interpolant against the SDE's kernel 2α_t·e^{−2(λ_t − λ)} dλ)
+   */
+  private sdeSecondOrderUpdate(sample: Float32Array, noise: Float32Array, i: number): Float32Array {
+    const m0 = this.modelOutputs[this.modelOutputs.length - 1] as Float32Array;
+    const m1 = this.modelOutputs[this.modelOutputs.length - 2] as Float32Array;
+    const t = this.point(i + 1);
+    const s0 = this.point(i);
+    const s1 = this.point(i - 1);
+    const h = f32(t.lambda - s0.lambda);
+    const h0 = f32(s0.lambda - s1.lambda);
+    const r0 = f32(h0 / h);
+    const invR0 = f32(1 / r0);
+    const oneMinusE2h = f32(1 - expf(f32(-2 * h)));
+    const sampleCoef = f32(f32(t.sigma / s0.sigma) * expf(-h));
+    const d0Coef = f32(t.alpha * oneMinusE2h);
+    const d1Coef =
+      this.config.solver_type === "midpoint"
+        ? f32(0.5 * d0Coef)
+        : f32(t.alpha * f32(f32(oneMinusE2h / f32(-2 * h)) + 1));
+    const noiseCoef = f32(t.sigma * f32(Math.sqrt(oneMinusE2h)));
+    const out = new Float32Array(sample.length);
+    for (let k = 0; k < out.length; k++) {
+      const a = m0[k] as number;
+      const d1 = f32(invR0 * f32(a - (m1[k] as number)));
+      const x = f32(f32(f32(sampleCoef * (sample[k] as number)) + f32(d0Coef * a)) + f32(d1Coef * d1));
+      out[k] = x + f32(noiseCoef * (noise[k] as number));
     }
     return out;
   }

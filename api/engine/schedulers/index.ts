@@ -1,35 +1,105 @@
 /**
- * The one table of samplers: request names → scheduler implementations. Names and display names follow
- * AUTOMATIC1111 so that users can carry their settings over; `karras` says whether the Karras sigma schedule
- * (Karras et al. 2022) may be requested for that sampler.
+ * The one table of samplers: request names → scheduler implementations, with AUTOMATIC1111's display names
+ * accepted as aliases. This table drives the API's enum, GET /v1/schedulers, the spec, the SDK types and the
+ * CLI's validation.
  */
+import { DDIMScheduler } from "./ddim.ts";
 import { DPMSolverMultistepScheduler } from "./dpmsolver_multistep.ts";
-import { withOverrides } from "./schedule_utils.ts";
+import { LCMScheduler } from "./lcm.ts";
+import { PNDMScheduler } from "./pndm.ts";
+import { SchedulerConfigError, withOverrides } from "./schedule_utils.ts";
 import type { Scheduler, SchedulerConfig, SchedulerOptions } from "./scheduler.ts";
 
-export const SCHEDULER_NAMES = ["dpmsolver++"] as const;
+export const SCHEDULER_NAMES = ["ddim", "pndm", "dpmsolver++", "lcm"] as const;
 export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
 
 export interface SchedulerEntry {
   /** AUTOMATIC1111's sampler name. */
   displayName: string;
-  /** Whether `SchedulerOptions.karrasSigmas` is offered for this sampler. */
+  /** The diffusers class this reproduces (and its from_config overrides). */
+  diffusers: string;
+  /** Whether Karras sigmas may be requested (diffusers' use_karras_sigmas). */
   karras: boolean;
+  /** Whether the class reads timestep_spacing. */
+  timestepSpacing: boolean;
+  /** Whether step() takes eta. */
+  eta: boolean;
+  /** Whether each step draws fresh noise from the seed's generator. */
+  stochastic: boolean;
   /** Builds the sampler from the model's `scheduler_config.json`, like diffusers' `Class.from_config(config, **overrides)`. */
   create(config: SchedulerConfig, options: SchedulerOptions): Scheduler;
 }
 
 export const SCHEDULERS: Record<SchedulerName, SchedulerEntry> = {
+  ddim: {
+    displayName: "DDIM",
+    diffusers: "DDIMScheduler",
+    karras: false,
+    timestepSpacing: true,
+    eta: true,
+    stochastic: false,
+    create: (config, options) => new DDIMScheduler(config, options),
+  },
+  pndm: {
+    displayName: "PLMS",
+    diffusers: "PNDMScheduler",
+    karras: false,
+    timestepSpacing: true,
+    eta: false,
+    stochastic: false,
+    create: (config, options) => new PNDMScheduler(config, options),
+  },
   "dpmsolver++": {
     displayName: "DPM++ 2M",
+    diffusers: 'DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2)',
     karras: true,
+    timestepSpacing: true,
+    eta: false,
+    stochastic: false,
     create: (config, options) =>
       new DPMSolverMultistepScheduler(
         withOverrides(config, { algorithm_type: "dpmsolver++", solver_order: 2 }),
         options,
       ),
   },
+  lcm: {
+    displayName: "LCM",
+    diffusers: "LCMScheduler",
+    karras: false,
+    timestepSpacing: false,
+    eta: false,
+    stochastic: true,
+    create: (config, options) => new LCMScheduler(config, options),
+  },
 };
+
+/** AUTOMATIC1111's names, some of which imply the Karras schedule ("DPM++ 2M Karras"). */
+export const SCHEDULER_ALIASES = {
+  DDIM: { scheduler: "ddim" },
+  PLMS: { scheduler: "pndm" },
+  LCM: { scheduler: "lcm" },
+  "DPM++ 2M": { scheduler: "dpmsolver++" },
+  "DPM++ 2M Karras": { scheduler: "dpmsolver++", karras: true },
+} as const satisfies Record<string, { scheduler: SchedulerName; karras?: true }>;
+export type SchedulerAlias = keyof typeof SCHEDULER_ALIASES;
+
+/** Every accepted `scheduler_type`: the names, then the aliases. */
+export const SCHEDULER_CHOICES = [
+  ...SCHEDULER_NAMES,
+  ...(Object.keys(SCHEDULER_ALIASES) as SchedulerAlias[]),
+] as [SchedulerName | SchedulerAlias, ...(SchedulerName | SchedulerAlias)[]];
+export type SchedulerChoice = SchedulerName | SchedulerAlias;
+
+/** A name or alias as the scheduler it names and whether the alias implies Karras sigmas. */
+export function resolveSchedulerChoice(choice: SchedulerChoice): {
+  scheduler: SchedulerName;
+  karras: boolean | null;
+} {
+  if ((SCHEDULER_NAMES as readonly string[]).includes(choice))
+    return { scheduler: choice as SchedulerName, karras: null };
+  const alias: { scheduler: SchedulerName; karras?: true } = SCHEDULER_ALIASES[choice as SchedulerAlias];
+  return { scheduler: alias.scheduler, karras: alias.karras ?? null };
+}
 
 export function isSchedulerName(name: string): name is SchedulerName {
   return (SCHEDULER_NAMES as readonly string[]).includes(name);
@@ -41,7 +111,8 @@ export function createScheduler(
   options: SchedulerOptions = {},
 ): Scheduler {
   const entry = SCHEDULERS[name];
-  if (options.karrasSigmas && !entry.karras)
-    throw new RangeError(`${entry.displayName} does not offer Karras sigmas`);
+  if (options.karrasSigmas && !entry.karras) {
+    throw new SchedulerConfigError(`${entry.displayName} does not offer Karras sigmas`);
+  }
   return entry.create(config, options);
 }

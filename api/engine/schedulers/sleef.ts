@@ -170,6 +170,20 @@ function expk2f(d: F2): F2 {
   return [ldexp2(t[0], q), ldexp2(t[1], q)];
 }
 
+const EXPM1_OVERFLOW = f32(88.72283172607422);
+const EXPM1_MINUS_ONE = f32(-16.635532333438686);
+
+/** torch.expm1 on a float32 value (SLEEF `xexpm1f`, 1.0 ulp): e^d in double-float, minus 1, then rounded. */
+export function expm1f(x: number): number {
+  const a = f32(x);
+  if (Number.isNaN(a)) return Number.NaN;
+  if (a > EXPM1_OVERFLOW) return Number.POSITIVE_INFINITY;
+  if (a < EXPM1_MINUS_ONE) return -1;
+  if (Object.is(a, -0)) return -0;
+  const d = dfadd2F2F(expk2f([a, 0]), -1);
+  return f32(d[0] + d[1]);
+}
+
 /** torch.tanh on a float32 value (SLEEF `xtanhf`, 1.0 ulp): (e^|x| − e^−|x|)/(e^|x| + e^−|x|) in double-float. */
 export function tanhf(x: number): number {
   const v = f32(x);

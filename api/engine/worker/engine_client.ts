@@ -1,0 +1,94 @@
+/** The server thread's handle on the engine worker: promise-returning calls, step events and cancellation. */
+import type { ModelEntry } from "../model_folder.ts";
+import type { ExecutionProvider } from "../onnx/runtime.ts";
+import {
+  type GenerateHooks,
+  type GenerateInput,
+  type GenerateOutput,
+  GenerationAborted,
+  GenerationFailed,
+  GenerationInvalid,
+  type ModelCapabilities,
+} from "../pipeline/stable_diffusion.ts";
+import type { WorkerReply, WorkerRequest } from "./protocol.ts";
+
+interface Pending {
+  resolve(reply: WorkerReply): void;
+  reject(error: Error): void;
+  onStep?: GenerateHooks["onStep"];
+}
+
+export class EngineWorker {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private crashed: Error | null = null;
+
+  constructor() {
+    this.worker = new Worker(new URL("./engine_worker.ts", import.meta.url).href);
+    this.worker.onmessage = (event: MessageEvent<WorkerReply>) => this.receive(event.data);
+    this.worker.onerror = (event) => {
+      this.crashed = new GenerationFailed(`the engine worker crashed: ${event.message}`);
+      for (const p of this.pending.values()) p.reject(this.crashed);
+      this.pending.clear();
+    };
+  }
+
+  private receive(message: WorkerReply): void {
+    const pending = this.pending.get(message.id);
+    if (!pending) return;
+    if (message.type === "step") {
+      pending.onStep?.(message.event);
+      return;
+    }
+    this.pending.delete(message.id);
+    if (message.type !== "error") {
+      pending.resolve(message);
+      return;
+    }
+    const ErrorType =
+      message.kind === "aborted"
+        ? GenerationAborted
+        : message.kind === "invalid"
+          ? GenerationInvalid
+          : GenerationFailed;
+    pending.reject(new ErrorType(message.message));
+  }
+
+  private call(request: WorkerRequest, onStep?: GenerateHooks["onStep"]): Promise<WorkerReply> {
+    if (this.crashed) return Promise.reject(this.crashed);
+    return new Promise((resolve, reject) => {
+      this.pending.set(request.id, { resolve, reject, ...(onStep ? { onStep } : {}) });
+      this.worker.postMessage(request);
+    });
+  }
+
+  async load(
+    entry: ModelEntry,
+    provider: ExecutionProvider,
+  ): Promise<{ capabilities: ModelCapabilities; loadMs: number }> {
+    const reply = await this.call({ type: "load", id: this.nextId++, entry, provider });
+    if (reply.type !== "loaded") throw new GenerationFailed(`unexpected reply ${reply.type} to load`);
+    return { capabilities: reply.capabilities, loadMs: reply.loadMs };
+  }
+
+  async generate(input: GenerateInput, hooks: GenerateHooks = {}): Promise<GenerateOutput> {
+    const id = this.nextId++;
+    const { signal } = hooks;
+    if (signal?.aborted) throw new GenerationAborted("generation cancelled");
+    const onAbort = () => this.worker.postMessage({ type: "cancel", id } satisfies WorkerRequest);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const reply = await this.call({ type: "generate", id, input }, hooks.onStep);
+      if (reply.type !== "generated")
+        throw new GenerationFailed(`unexpected reply ${reply.type} to generate`);
+      return reply.output;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  terminate(): void {
+    this.worker.terminate();
+  }
+}

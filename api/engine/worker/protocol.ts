@@ -1,0 +1,23 @@
+/** Messages between the server thread and the engine worker that owns the onnxruntime sessions. */
+import type { ModelEntry } from "../model_folder.ts";
+import type { ExecutionProvider } from "../onnx/runtime.ts";
+import type {
+  GenerateInput,
+  GenerateOutput,
+  ModelCapabilities,
+  StepEvent,
+} from "../pipeline/stable_diffusion.ts";
+
+export type WorkerRequest =
+  | { type: "load"; id: number; entry: ModelEntry; provider: ExecutionProvider }
+  | { type: "generate"; id: number; input: GenerateInput }
+  | { type: "cancel"; id: number };
+
+/** Error kinds that keep their meaning across the thread boundary. */
+export type WorkerErrorKind = "aborted" | "failed" | "invalid";
+
+export type WorkerReply =
+  | { type: "loaded"; id: number; capabilities: ModelCapabilities; loadMs: number }
+  | { type: "step"; id: number; event: StepEvent }
+  | { type: "generated"; id: number; output: GenerateOutput }
+  | { type: "error"; id: number; kind: WorkerErrorKind; message: string };
