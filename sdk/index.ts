@@ -15,6 +15,9 @@ export type GenerateResponse = Schemas["GenerateResponse"];
 export type ModelList = Schemas["ModelList"];
 export type ModelInfo = ModelList["models"][number];
 export type Health = Schemas["Health"];
+export type TokenizeRequest = Schemas["TokenizeRequest"];
+export type TokenizeResponse = Schemas["TokenizeResponse"];
+export type SchedulerList = Schemas["SchedulerList"];
 export type ErrorBody = Schemas["Error"];
 export type ErrorCode = ErrorBody["code"] | "unreachable" | "unexpected_response";
 export type SchedulerType = NonNullable<GenerateRequest["scheduler_type"]>;
@@ -85,6 +88,9 @@ export function createSdxClient(options: SdxClientOptions) {
     baseUrl,
     health: (opts: RequestOptions = {}) => call(baseUrl, () => client.GET("/health", { ...opts })),
     models: (opts: RequestOptions = {}) => call(baseUrl, () => client.GET("/v1/models", { ...opts })),
+    schedulers: (opts: RequestOptions = {}) => call(baseUrl, () => client.GET("/v1/schedulers", { ...opts })),
+    tokenize: (params: TokenizeRequest, opts: RequestOptions = {}) =>
+      call(baseUrl, () => client.POST("/v1/tokenize", { body: params, ...opts })),
     generate: (params: GenerateRequest, opts: RequestOptions = {}) =>
       call(baseUrl, () => client.POST("/v1/generate", { body: params, ...opts })),
   };

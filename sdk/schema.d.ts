@@ -41,6 +41,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/schedulers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the samplers, their AUTOMATIC1111 aliases and which accept Karras sigmas */
+        get: operations["listSchedulers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tokenize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Tokenize a prompt as the text encoder will see it
+         * @description The token count, each 77-id chunk exactly as the text encoder receives it (with attention weights) and what would be cut, using the served model's tokenizer and the same prompt_syntax rules as /v1/generate.
+         */
+        post: operations["tokenize"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/generate": {
         parameters: {
             query?: never;
@@ -120,6 +157,66 @@ export interface components {
                 loaded: boolean;
             }[];
         };
+        SchedulerList: {
+            schedulers: {
+                /**
+                 * @description The value for scheduler_type.
+                 * @enum {string}
+                 */
+                name: "ddim" | "pndm" | "lms" | "euler" | "euler_a" | "heun" | "dpm2" | "dpmsolver++" | "dpmsolver++_sde" | "dpmsolver_singlestep" | "unipc" | "lcm";
+                /** @description AUTOMATIC1111's name for this sampler. */
+                display_name: string;
+                /** @description The diffusers scheduler it reproduces. */
+                diffusers: string;
+                /** @description Whether karras_sigmas may be set. */
+                karras: boolean;
+                /** @description Whether timestep_spacing changes it. */
+                timestep_spacing: boolean;
+                /** @description Whether eta changes it. */
+                eta: boolean;
+                /** @description Whether each step draws noise from the seed. */
+                stochastic: boolean;
+                /** @description AUTOMATIC1111 names accepted as scheduler_type for this sampler. */
+                aliases: {
+                    /** @enum {string} */
+                    name: "ddim" | "pndm" | "lms" | "euler" | "euler_a" | "heun" | "dpm2" | "dpmsolver++" | "dpmsolver++_sde" | "dpmsolver_singlestep" | "unipc" | "lcm" | "DDIM" | "PLMS" | "LCM" | "LMS" | "LMS Karras" | "Euler" | "Euler a" | "Heun" | "DPM2" | "DPM2 Karras" | "DPM++ 2M" | "DPM++ 2M Karras" | "DPM++ 2M SDE" | "DPM++ 2M SDE Karras" | "UniPC";
+                    /** @description Whether the alias implies karras_sigmas. */
+                    karras: boolean;
+                }[];
+            }[];
+        };
+        TokenizeRequest: {
+            /** @description The prompt, as it would be sent to /v1/generate. */
+            prompt: string;
+            /**
+             * @description As in /v1/generate.
+             * @default a1111
+             * @enum {string}
+             */
+            prompt_syntax?: "a1111" | "diffusers";
+        };
+        TokenizeResponse: {
+            /** @description The model whose tokenizer was used. */
+            model: string;
+            /** @enum {string} */
+            prompt_syntax: "a1111" | "diffusers";
+            /** @description Text tokens, without start, end and padding tokens. */
+            token_count: number;
+            /** @description Text tokens one chunk holds (75). */
+            chunk_tokens: number;
+            chunks: {
+                /** @description The 77 ids the text encoder receives for this chunk. */
+                input_ids: number[];
+                /** @description Attention weight per position (1 outside weighted text). */
+                weights: number[];
+            }[];
+            truncated: {
+                /** @description Tokens that would be cut off (prompt_syntax diffusers only). */
+                tokens: number;
+                /** @description The text that would be cut off. */
+                text: string | null;
+            };
+        };
         GenerateRequest: {
             /** @description What to draw. May be empty (unconditional generation). */
             prompt: string;
@@ -151,7 +248,7 @@ export interface components {
              * @default dpmsolver++
              * @enum {string}
              */
-            scheduler_type?: "ddim" | "pndm" | "dpmsolver++" | "lcm" | "DDIM" | "PLMS" | "LCM" | "DPM++ 2M" | "DPM++ 2M Karras";
+            scheduler_type?: "ddim" | "pndm" | "lms" | "euler" | "euler_a" | "heun" | "dpm2" | "dpmsolver++" | "dpmsolver++_sde" | "dpmsolver_singlestep" | "unipc" | "lcm" | "DDIM" | "PLMS" | "LCM" | "LMS" | "LMS Karras" | "Euler" | "Euler a" | "Heun" | "DPM2" | "DPM2 Karras" | "DPM++ 2M" | "DPM++ 2M Karras" | "DPM++ 2M SDE" | "DPM++ 2M SDE Karras" | "UniPC";
             /**
              * @description Overrides the model's scheduler_config timestep_spacing (Lin et al. 2024, Table 2).
              * @enum {string}
@@ -165,10 +262,7 @@ export interface components {
              * @enum {string}
              */
             prompt_syntax?: "a1111" | "diffusers";
-            /**
-             * @description Use the Karras et al. (2022) noise schedule for the sampler's sigmas.
-             * @default false
-             */
+            /** @description Use the Karras et al. (2022) noise schedule for the sampler's sigmas. Default: false, or true when scheduler_type is an alias ending in "Karras". */
             karras_sigmas?: boolean;
             /** @description Accepted for compatibility with the seed's configs; Stable Diffusion samplers have no such scale, so it is reported in warnings and has no effect. */
             scheduler_scale?: number;
@@ -212,7 +306,7 @@ export interface components {
                     num_steps: number;
                     guidance_scale: number;
                     /** @enum {string} */
-                    scheduler_type: "ddim" | "pndm" | "dpmsolver++" | "lcm";
+                    scheduler_type: "ddim" | "pndm" | "lms" | "euler" | "euler_a" | "heun" | "dpm2" | "dpmsolver++" | "dpmsolver++_sde" | "dpmsolver_singlestep" | "unipc" | "lcm";
                     karras_sigmas: boolean;
                     /** @description null: the model's own. */
                     timestep_spacing: ("linspace" | "leading" | "trailing") | null;
@@ -248,7 +342,7 @@ export interface components {
                 };
                 scheduler: {
                     /** @enum {string} */
-                    name: "ddim" | "pndm" | "dpmsolver++" | "lcm";
+                    name: "ddim" | "pndm" | "lms" | "euler" | "euler_a" | "heun" | "dpm2" | "dpmsolver++" | "dpmsolver++_sde" | "dpmsolver_singlestep" | "unipc" | "lcm";
                     /** @description AUTOMATIC1111's name, with " Karras" when Karras sigmas were used. */
                     display_name: string;
                 };
@@ -346,6 +440,75 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ModelList"];
+                };
+            };
+        };
+    };
+    listSchedulers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SchedulerList"];
+                };
+            };
+        };
+    };
+    tokenize: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TokenizeRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenizeResponse"];
+                };
+            };
+            /** @description Every error response. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };

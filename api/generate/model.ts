@@ -92,8 +92,8 @@ export const GenerateParamsSchema = t.Object(
     ),
     karras_sigmas: t.Optional(
       t.Boolean({
-        default: false,
-        description: "Use the Karras et al. (2022) noise schedule for the sampler's sigmas.",
+        description:
+          'Use the Karras et al. (2022) noise schedule for the sampler\'s sigmas. Default: false, or true when scheduler_type is an alias ending in "Karras".',
       }),
     ),
     scheduler_scale: t.Optional(

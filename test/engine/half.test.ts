@@ -5,8 +5,8 @@ test("every half value survives half → float → half", () => {
   const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
   const back = floatsToHalfBits(halfBitsToFloats(bits));
   for (let i = 0; i < 65536; i++) {
-    const isNaN = ((i >> 10) & 0x1f) === 31 && (i & 0x3ff) !== 0;
-    if (!isNaN) expect(back[i]).toBe(i);
+    const nan = ((i >> 10) & 0x1f) === 31 && (i & 0x3ff) !== 0;
+    if (!nan) expect(back[i]).toBe(i);
   }
 });
 
@@ -33,6 +33,7 @@ test("float → half rounds to nearest even (checked on hand-picked ties and lim
   const back = halfBitsToFloats(floatsToHalfBits(values));
   for (let i = 0; i < values.length; i++) {
     const v = values[i] as number;
-    if (Math.abs(v) < 65504 && Math.abs(v) > 2 ** -14) expect(Math.abs((back[i] as number) - v)).toBeLessThanOrEqual(Math.abs(v) * 2 ** -11);
+    if (Math.abs(v) < 65504 && Math.abs(v) > 2 ** -14)
+      expect(Math.abs((back[i] as number) - v)).toBeLessThanOrEqual(Math.abs(v) * 2 ** -11);
   }
 });

@@ -42,6 +42,7 @@ interface FixtureCase {
 }
 
 interface FixtureIndex {
+  split: string;
   base_config: SchedulerConfig;
   cases: FixtureCase[];
 }
@@ -188,8 +189,10 @@ describe("k-diffusion samplers vs diffusers 0.29.2 (every fixture case)", () => 
   for (const cls of Object.keys(CLASSES)) {
     test(`${cls}: timesteps, sigmas, init_noise_sigma and the whole trajectory`, async () => {
       const cases = byClass(cls);
-      // The public fixture holds at least these cases; any further (hidden) ones are run the same way.
-      for (const name of expectedCases[cls] ?? []) expect(cases.map((c) => c.name)).toContain(name);
+      // The public split holds at least these cases; any other split's cases of the class are run the same way.
+      if (index.split === "public") {
+        for (const name of expectedCases[cls] ?? []) expect(cases.map((c) => c.name)).toContain(name);
+      }
       const report: string[] = [];
       for (const c of cases) {
         const scheduler = build(c, config(c));
@@ -241,7 +244,9 @@ describe("per-request options", () => {
   });
 
   test("timestepSpacing overrides the config (from_config(..., timestep_spacing=...))", async () => {
-    for (const c of index.cases.filter((x) => x.class in CLASSES && x.from_config_overrides.timestep_spacing)) {
+    for (const c of index.cases.filter(
+      (x) => x.class in CLASSES && x.from_config_overrides.timestep_spacing,
+    )) {
       const { timestep_spacing, ...overrides } = c.from_config_overrides;
       const s = build(c, withOverrides(index.base_config, overrides), {
         timestepSpacing: timestep_spacing as "leading",
@@ -260,9 +265,9 @@ describe("per-request options", () => {
     // A config key it does not know is ignored, as diffusers' from_config ignores unexpected keys.
     const s = new EulerAncestralDiscreteScheduler({ ...index.base_config, use_karras_sigmas: true });
     expect("use_karras_sigmas" in s.config).toBe(false);
-    expect(resolveEulerAncestralDiscreteConfig(index.base_config, { karrasSigmas: false }).timestep_spacing).toBe(
-      "linspace",
-    );
+    expect(
+      resolveEulerAncestralDiscreteConfig(index.base_config, { karrasSigmas: false }).timestep_spacing,
+    ).toBe("linspace");
   });
 });
 
@@ -337,18 +342,26 @@ describe("stepping", () => {
     expect(() => indexForTimestep([999, 500], 3)).toThrow(RangeError);
   });
 
-  test("state across the two stages: the corrector restarts from the stored x_i", () => {
-    for (const s of [new HeunDiscreteScheduler(index.base_config), new KDPM2DiscreteScheduler(index.base_config)]) {
+  test("state across the two stages: the second evaluation restarts from the stored x_i", () => {
+    // With ε-prediction the slope (x − D)/σ is ε itself; a constant ε makes both stages agree, so the full step
+    // is x_i + (σ_{i+1} − σ_i)·ε whatever sample the second evaluation sees.
+    const x = new Float32Array([0.5, -1, 2, 0]);
+    const eps = new Float32Array([0.1, 0.2, -0.3, 0]);
+    for (const s of [
+      new HeunDiscreteScheduler(index.base_config),
+      new KDPM2DiscreteScheduler(index.base_config),
+    ]) {
       s.setTimesteps(2);
       expect(s.stateInFirstOrder).toBe(true);
-      const x = new Float32Array([0.5, -1, 2, 0]);
-      const eps = new Float32Array([0.1, 0.2, -0.3, 0]);
-      s.step(eps, s.timesteps[0] as number, x);
+      const half = s.step(eps, s.timesteps[0] as number, x).prevSample;
       expect(s.stateInFirstOrder).toBe(false);
-      // A zero slope at the second evaluation moves x_i by half (Heun) or none (DPM2) of the first slope.
-      const x2 = s.step(eps.map(() => 0), s.timesteps[1] as number, x).prevSample;
+      const full = s.step(eps, s.timesteps[1] as number, half).prevSample;
       expect(s.stateInFirstOrder).toBe(true);
-      expect(x2.length).toBe(4);
+      const sigma0 = s.sigmas[0] as number;
+      const sigma1 = s.sigmas[1] as number;
+      full.forEach((v, k) => {
+        expect(v).toBeCloseTo((x[k] as number) + (sigma1 - sigma0) * (eps[k] as number), 4);
+      });
     }
   });
 
@@ -380,7 +393,12 @@ describe("stepping", () => {
     const g = new TorchGenerator(1, { kernel: "avx2" });
     const a = churned.step(eps, churned.timesteps[0] as number, x, g).prevSample;
     plain.setTimesteps(4);
-    const b = plain.step(eps, plain.timesteps[0] as number, x, new TorchGenerator(1, { kernel: "avx2" })).prevSample;
+    const b = plain.step(
+      eps,
+      plain.timesteps[0] as number,
+      x,
+      new TorchGenerator(1, { kernel: "avx2" }),
+    ).prevSample;
     expect(Array.from(a)).not.toEqual(Array.from(b));
   });
 
@@ -388,7 +406,7 @@ describe("stepping", () => {
     const s = new LMSDiscreteScheduler(index.base_config);
     s.setTimesteps(6);
     const x = new Float32Array(4);
-    let sample = x;
+    let sample: Float32Array = x;
     s.timesteps.forEach((t) => {
       // A constant slope d = 1 everywhere: then x_{i+1} − x_i = Σ c_j.
       const denoisedIsXMinusSigma = new Float32Array(4).fill(1);
@@ -421,7 +439,7 @@ describe("stepping", () => {
       expect(() => make({ ...index.base_config, ...extra } as SchedulerConfig)).toThrow(SchedulerConfigError);
     }
     // Heun also knows the "exp" β schedule.
-    const heun = new HeunDiscreteScheduler({ beta_schedule: "exp" });
+    const heun = new HeunDiscreteScheduler(Object.fromEntries([["beta_schedule", "exp"]]) as SchedulerConfig);
     heun.setTimesteps(4);
     expect(heun.sigmas.every((v) => Number.isFinite(v))).toBe(true);
   });

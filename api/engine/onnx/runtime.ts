@@ -24,6 +24,9 @@ export interface FeedValue {
   dims: readonly number[];
 }
 
+/** Time spent inside onnxruntime's `run` in this thread, for the engine benchmark's overhead figure. */
+export const runStats = { runs: 0, ms: 0 };
+
 export class OnnxRunError extends Error {
   override name = "OnnxRunError";
 }
@@ -149,8 +152,11 @@ export class OnnxModel {
     }
     const wanted = outputNames ?? [...this.outputs.keys()];
     let result: ort.InferenceSession.OnnxValueMapType;
+    const started = performance.now();
     try {
       result = await this.session.run(tensors, wanted as string[]);
+      runStats.runs++;
+      runStats.ms += performance.now() - started;
     } catch (e) {
       const given = Object.entries(tensors)
         .map(([n, t]) => `${n}: ${t.type}[${t.dims.join(", ")}]`)

@@ -64,13 +64,16 @@ export async function encodePng(
   return out;
 }
 
-const LATIN1 = /^[\u0000-\u00ff]*$/;
+function isLatin1(text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0xff) return false;
+  return true;
+}
 
 function textChunk(key: string, value: string): Uint8Array {
   const keyword = new TextEncoder().encode(key);
   let data: Uint8Array;
   let type: string;
-  if (LATIN1.test(value)) {
+  if (isLatin1(value)) {
     type = "tEXt";
     data = new Uint8Array(keyword.length + 1 + value.length);
     data.set(keyword, 0);

@@ -29,6 +29,9 @@ export interface ModelCapabilities {
 }
 
 export interface PipelineComponents {
+  /** Where each session's graph is, so a released session can be created again. */
+  paths: Record<Stage, string>;
+  provider: ExecutionProvider;
   tokenizer: ClipTokenizer;
   textEncoder: OnnxModel;
   unet: OnnxModel;
@@ -75,9 +78,14 @@ export interface StepEvent {
   timestep: number;
 }
 
+/** The three stages that hold a model component's weights. */
+export type Stage = "text_encoder" | "unet" | "vae_decoder";
+
 export interface GenerateHooks {
   onStep?(event: StepEvent): void;
   signal?: AbortSignal;
+  /** Called before each stage runs, so a caller can move weights (model CPU offload). */
+  enterStage?(stage: Stage): Promise<void>;
 }
 
 export interface GeneratedImage {
@@ -130,12 +138,17 @@ export async function loadOnnxPipeline(
   provider: ExecutionProvider,
 ): Promise<PipelineComponents> {
   const dir = entry.path;
-  const textEncoderPath = join(dir, "text_encoder/model.onnx");
+  const paths: Record<Stage, string> = {
+    text_encoder: join(dir, "text_encoder/model.onnx"),
+    unet: join(dir, "unet/model.onnx"),
+    vae_decoder: join(dir, "vae_decoder/model.onnx"),
+  };
+  const textEncoderPath = paths.text_encoder;
   const [tokenizer, textEncoder, unet, vaeDecoder] = await Promise.all([
     ClipTokenizer.fromDir(join(dir, "tokenizer")),
-    OnnxModel.load(textEncoderPath, { provider }),
-    OnnxModel.load(join(dir, "unet/model.onnx"), { provider }),
-    OnnxModel.load(join(dir, "vae_decoder/model.onnx"), { provider }),
+    OnnxModel.load(paths.text_encoder, { provider }),
+    OnnxModel.load(paths.unet, { provider }),
+    OnnxModel.load(paths.vae_decoder, { provider }),
   ]);
   const schedulerConfig = (await readJsonObject(
     join(dir, "scheduler/scheduler_config.json"),
@@ -158,6 +171,8 @@ export async function loadOnnxPipeline(
         : null;
   const sequence = unet.fixedDim("encoder_hidden_states", 1);
   return {
+    paths,
+    provider,
     tokenizer,
     textEncoder,
     unet,
@@ -257,9 +272,13 @@ export async function generate(
   }
 
   // 3. Encode: each chunk through the text encoder, weighted, concatenated along the sequence.
+  await hooks.enterStage?.("text_encoder");
+  //    Clip skip applies to both prompts in AUTOMATIC1111; diffusers' encode_prompt applies it to the prompt only
+  //    and encodes the negative prompt from the last layer, so the diffusers syntax does the same.
   const encodeRows = textEncoderFor(components, input.clipSkip);
+  const encodeUncondRows = input.promptSyntax === "diffusers" ? textEncoderFor(components, 1) : encodeRows;
   const condEmbeds = await encodePrompt(encodeRows, cond);
-  const uncondEmbeds = doCfg ? await encodePrompt(encodeRows, uncond) : null;
+  const uncondEmbeds = doCfg ? await encodePrompt(encodeUncondRows, uncond) : null;
   const width = condEmbeds.dims[2];
   // The UNet's text conditioning, one row per image: [cond × batch] and [uncond × batch].
   const repeat = (embeds: { data: Float32Array; dims: [1, number, number] }) => {
@@ -317,6 +336,7 @@ export async function generate(
     return (out.out_sample as { data: Float32Array }).data;
   };
   const batchInput = new Float32Array(batch * latentSize);
+  await hooks.enterStage?.("unet");
   for (let stepIndex = 0; stepIndex < timesteps.length; stepIndex++) {
     checkAborted();
     const t = timesteps[stepIndex] as number;
@@ -373,6 +393,7 @@ export async function generate(
   };
   const decoded: Float32Array[] = [];
   let vaeTiles = 0;
+  await hooks.enterStage?.("vae_decoder");
   if (input.vaeTiling && needsTiling(latentH, latentW, components.tileGeometry)) {
     for (const z of scaled) {
       const decodeTile = async (tile: Chw): Promise<Chw> => ({

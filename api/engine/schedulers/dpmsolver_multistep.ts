@@ -20,8 +20,8 @@
  *   x_t = (σ_t/σ_s)·x_s − α_t·(e^{−h} − 1)·x_θ(x_s, s)
  *
  * "sde-dpmsolver++" solves the reverse-time SDE instead of the probability-flow ODE, in the same data-prediction
- * form (the stochastic DPM-Solver++ of the authors' reference code, k-diffusion's `sample_dpmpp_2m_sde`). Its
- * linear part is again solved exactly; with x̂_θ frozen the variation-of-constants solution over [λ_s, λ_t] is
+ * form (SDE-DPM-Solver++(2M), as k-diffusion's `sample_dpmpp_2m_sde` behind A1111's sampler). Its linear part
+ * is again solved exactly; with x̂_θ frozen the variation-of-constants solution over [λ_s, λ_t] is
  *   x_t = (σ_t/σ_s)·e^{−h}·x_s + α_t·(1 − e^{−2h})·x_θ + σ_t·√(1 − e^{−2h})·z,   z ~ N(0, I)
  * (the DDPM posterior step, DDIM with η = 1; cf. the exact VP solutions of Cui et al. 2023, "Elucidating the
  * Solution Space of Extended Reverse-Time SDE", arXiv:2309.06169), and the 2M correction of the ODE solver is

@@ -5,12 +5,32 @@
  */
 import { DDIMScheduler } from "./ddim.ts";
 import { DPMSolverMultistepScheduler } from "./dpmsolver_multistep.ts";
+import { DPMSolverSinglestepScheduler } from "./dpmsolver_singlestep.ts";
+import { EulerDiscreteScheduler } from "./euler.ts";
+import { EulerAncestralDiscreteScheduler } from "./euler_ancestral.ts";
+import { HeunDiscreteScheduler } from "./heun.ts";
+import { KDPM2DiscreteScheduler } from "./kdpm2.ts";
 import { LCMScheduler } from "./lcm.ts";
+import { LMSDiscreteScheduler } from "./lms.ts";
 import { PNDMScheduler } from "./pndm.ts";
 import { SchedulerConfigError, withOverrides } from "./schedule_utils.ts";
 import type { Scheduler, SchedulerConfig, SchedulerOptions } from "./scheduler.ts";
+import { UniPCMultistepScheduler } from "./unipc.ts";
 
-export const SCHEDULER_NAMES = ["ddim", "pndm", "dpmsolver++", "lcm"] as const;
+export const SCHEDULER_NAMES = [
+  "ddim",
+  "pndm",
+  "lms",
+  "euler",
+  "euler_a",
+  "heun",
+  "dpm2",
+  "dpmsolver++",
+  "dpmsolver++_sde",
+  "dpmsolver_singlestep",
+  "unipc",
+  "lcm",
+] as const;
 export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
 
 export interface SchedulerEntry {
@@ -49,6 +69,51 @@ export const SCHEDULERS: Record<SchedulerName, SchedulerEntry> = {
     stochastic: false,
     create: (config, options) => new PNDMScheduler(config, options),
   },
+  lms: {
+    displayName: "LMS",
+    diffusers: "LMSDiscreteScheduler",
+    karras: true,
+    timestepSpacing: true,
+    eta: false,
+    stochastic: false,
+    create: (config, options) => new LMSDiscreteScheduler(config, options),
+  },
+  euler: {
+    displayName: "Euler",
+    diffusers: "EulerDiscreteScheduler",
+    karras: true,
+    timestepSpacing: true,
+    eta: false,
+    stochastic: false,
+    create: (config, options) => new EulerDiscreteScheduler(config, options),
+  },
+  euler_a: {
+    displayName: "Euler a",
+    diffusers: "EulerAncestralDiscreteScheduler",
+    karras: false,
+    timestepSpacing: true,
+    eta: false,
+    stochastic: true,
+    create: (config, options) => new EulerAncestralDiscreteScheduler(config, options),
+  },
+  heun: {
+    displayName: "Heun",
+    diffusers: "HeunDiscreteScheduler",
+    karras: true,
+    timestepSpacing: true,
+    eta: false,
+    stochastic: false,
+    create: (config, options) => new HeunDiscreteScheduler(config, options),
+  },
+  dpm2: {
+    displayName: "DPM2",
+    diffusers: "KDPM2DiscreteScheduler",
+    karras: true,
+    timestepSpacing: true,
+    eta: false,
+    stochastic: false,
+    create: (config, options) => new KDPM2DiscreteScheduler(config, options),
+  },
   "dpmsolver++": {
     displayName: "DPM++ 2M",
     diffusers: 'DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2)',
@@ -61,6 +126,41 @@ export const SCHEDULERS: Record<SchedulerName, SchedulerEntry> = {
         withOverrides(config, { algorithm_type: "dpmsolver++", solver_order: 2 }),
         options,
       ),
+  },
+  "dpmsolver++_sde": {
+    displayName: "DPM++ 2M SDE",
+    diffusers: 'DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_order=2)',
+    karras: true,
+    timestepSpacing: true,
+    eta: false,
+    stochastic: true,
+    create: (config, options) =>
+      new DPMSolverMultistepScheduler(
+        withOverrides(config, { algorithm_type: "sde-dpmsolver++", solver_order: 2 }),
+        options,
+      ),
+  },
+  dpmsolver_singlestep: {
+    displayName: "DPM-Solver singlestep",
+    diffusers: 'DPMSolverSinglestepScheduler(algorithm_type="dpmsolver++", solver_order=2)',
+    karras: true,
+    timestepSpacing: false,
+    eta: false,
+    stochastic: false,
+    create: (config, options) =>
+      new DPMSolverSinglestepScheduler(
+        withOverrides(config, { algorithm_type: "dpmsolver++", solver_order: 2 }),
+        options,
+      ),
+  },
+  unipc: {
+    displayName: "UniPC",
+    diffusers: "UniPCMultistepScheduler",
+    karras: true,
+    timestepSpacing: true,
+    eta: false,
+    stochastic: false,
+    create: (config, options) => new UniPCMultistepScheduler(config, options),
   },
   lcm: {
     displayName: "LCM",
@@ -78,8 +178,18 @@ export const SCHEDULER_ALIASES = {
   DDIM: { scheduler: "ddim" },
   PLMS: { scheduler: "pndm" },
   LCM: { scheduler: "lcm" },
+  LMS: { scheduler: "lms" },
+  "LMS Karras": { scheduler: "lms", karras: true },
+  Euler: { scheduler: "euler" },
+  "Euler a": { scheduler: "euler_a" },
+  Heun: { scheduler: "heun" },
+  DPM2: { scheduler: "dpm2" },
+  "DPM2 Karras": { scheduler: "dpm2", karras: true },
   "DPM++ 2M": { scheduler: "dpmsolver++" },
   "DPM++ 2M Karras": { scheduler: "dpmsolver++", karras: true },
+  "DPM++ 2M SDE": { scheduler: "dpmsolver++_sde" },
+  "DPM++ 2M SDE Karras": { scheduler: "dpmsolver++_sde", karras: true },
+  UniPC: { scheduler: "unipc" },
 } as const satisfies Record<string, { scheduler: SchedulerName; karras?: true }>;
 export type SchedulerAlias = keyof typeof SCHEDULER_ALIASES;
 

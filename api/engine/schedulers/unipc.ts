@@ -8,20 +8,20 @@
  * Notation as in dpmsolver_multistep.ts: α_t = 1/√(s² + 1), σ_t = s·α_t for the noise-to-signal ratio s = σ/α,
  * λ_t = log(α_t/σ_t). With `predict_x0` the solver integrates the data prediction x_θ (the DPM-Solver++ form),
  *   x_t = (σ_t/σ_s)·x_s + σ_t·∫_{λ_s}^{λ_t} e^λ x_θ dλ,
- * otherwise the noise prediction ε_θ (the DPM-Solver form). Write h = λ_t − λ_s, and hh = −h for x_θ (hh = h for
- * ε_θ), so that e^{hh} − 1 = hφ₁(hh) is the first-order weight.
+ * otherwise the noise prediction ε_θ (the DPM-Solver form). Write h = λ_t − λ_s, hh = −h for x_θ (hh = h for
+ * ε_θ), φ₁(x) = (e^x − 1)/x, and hφ₁ = e^{hh} − 1 = hh·φ₁(hh), the first-order weight.
  *
- * UniP-p (the predictor, eq. 8 / Algorithm 2) is the first-order step plus a combination of the divided
- * differences of the last p − 1 model outputs, D_m = (x_θ(s_m) − x_θ(s))/r_m with r_m = (λ_{s_m} − λ_s)/h:
- *   x_t = (σ_t/σ_s)·x_s − α_t·hφ₁(hh)·x_θ(s) − α_t·B(h)·Σ_m ρ_m·D_m
- * UniC-p (the corrector, eq. 9 / Algorithm 1), once the model has been evaluated at the predicted x_t, redoes
- * the same step from s with one more difference, the fresh D_t = x_θ(t) − x_θ(s) (r = 1):
- *   x_t^c = (σ_t/σ_s)·x_s − α_t·hφ₁(hh)·x_θ(s) − α_t·B(h)·(Σ_m ρ^c_m·D_m + ρ^c_t·D_t)
- * which raises the order of accuracy by one at no extra model evaluation (Theorem 3.1). The weights ρ solve the
- * order conditions R·ρ = g (eq. 10 of the paper, "UniPC with B(h)"): R_{ik} = r_k^{i−1}, and
- *   g_i = i!·φ_{i+1}(hh)·hh/B(h)   with φ_{k+1}(x) = (φ_k(x) − 1/k!)/x, hφ₁ as above,
- * B(h) = hh ("bh1") or e^{hh} − 1 ("bh2", the recommended choice for guided sampling). For the smallest systems
- * diffusers uses the constant ρ = ½ instead (UniP-2 and UniC-1).
+ * UniP-p (the predictor) is the first-order step plus a combination of the divided differences of the last
+ * p − 1 model outputs, D_m = (x_θ(s_m) − x_θ(s))/r_m with r_m = (λ_{s_m} − λ_s)/h:
+ *   x_t = (σ_t/σ_s)·x_s − α_t·hφ₁·x_θ(s) − α_t·B(h)·Σ_m ρ_m·D_m
+ * UniC-p (the corrector), once the model has been evaluated at the predicted x_t, redoes the same step from s
+ * with one more difference, the fresh D_t = x_θ(t) − x_θ(s) (r = 1):
+ *   x_t^c = (σ_t/σ_s)·x_s − α_t·hφ₁·x_θ(s) − α_t·B(h)·(Σ_m ρ^c_m·D_m + ρ^c_t·D_t)
+ * which raises the order of accuracy by one at no extra model evaluation. The weights ρ solve the order
+ * conditions R·ρ = g of the paper's B(h) formulation: R_{ik} = r_k^{i−1}, and
+ *   g_i = i!·φ_{i+1}(hh)·hh/B(h)   with φ_{k+1}(x) = (φ_k(x) − 1/k!)/x,
+ * B(h) = hh ("bh1", suggested for unconditional sampling under 10 steps) or e^{hh} − 1 ("bh2", otherwise; the
+ * default). For the smallest systems diffusers uses the constant ρ = ½ instead (UniP-2 and UniC-1).
  *
  * Per step (diffusers' order of operations): the model output at x_t becomes x_θ(t); unless disabled for this step,
  * UniC corrects x_t with it (using the previous step's start point and order); then UniP predicts the next x from
@@ -251,7 +251,7 @@ function powF32(x: number, e: number): number {
 
 /** The B(h) step coefficients shared by UniP and UniC. */
 interface BhCoefficients {
-  /** hφ₁(hh) = e^{hh} − 1. */
+  /** hφ₁ = e^{hh} − 1. */
   hPhi1: number;
   /** B(h): hh ("bh1") or e^{hh} − 1 ("bh2"). */
   bh: number;

@@ -1,0 +1,12 @@
+/** `bun run bench <name> [options]`: the benchmarks, each printing its figures as one table. */
+import { benchEngine } from "./engine.ts";
+
+const BENCHMARKS: Record<string, (argv: string[]) => Promise<void>> = { engine: benchEngine };
+
+const [name, ...rest] = process.argv.slice(2);
+const run = name ? BENCHMARKS[name] : undefined;
+if (!run) {
+  console.error(`usage: bun run bench <${Object.keys(BENCHMARKS).join("|")}> [options]`);
+  process.exit(2);
+}
+await run(rest);
