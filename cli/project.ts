@@ -194,7 +194,8 @@ function schemaProblems(parsed: ParsedFile, schema: TSchema, value: unknown): Pr
       const suggestion = closest(String(path.at(-1)), known);
       message = `unknown key${suggestion ? `; did you mean "${suggestion}"?` : ""} (known keys: ${known.join(", ")})`;
     } else if (error.schema.pattern === SAFE_NAME.source) {
-      message = "must be a safe folder name: letters, digits, '.', '-' and '_', not starting with '.' (no paths)";
+      message =
+        "must be a safe folder name: letters, digits, '.', '-' and '_', not starting with '.' (no paths)";
     } else {
       const allowed = allowedOf(error.schema);
       if (allowed) message = `must be one of: ${allowed.join(", ")}`;

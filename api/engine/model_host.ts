@@ -13,6 +13,7 @@ import type {
 } from "./pipeline/stable_diffusion.ts";
 import { ClipTokenizer } from "./tokenizer/clip.ts";
 import { EngineWorker } from "./worker/engine_client.ts";
+import type { Offload } from "./worker/protocol.ts";
 
 export type HostState =
   | { status: "no_model"; message: string }
@@ -143,14 +144,15 @@ export class ModelHost {
   /** Runs one generation after those already waiting; `onStart` reports how long it waited. */
   run(
     input: GenerateInput,
-    hooks: GenerateHooks & { onStart?(queueMs: number): void } = {},
+    hooks: GenerateHooks & { onStart?(queueMs: number): void; offload?: Offload } = {},
   ): Promise<{ output: GenerateOutput; entry: ModelEntry }> {
     const enqueued = performance.now();
     const job = this.queue.then(async () => {
       const state = this.current;
       if (state.status !== "ready" || !this.worker) throw new Error(`model is not ready (${state.status})`);
       hooks.onStart?.(performance.now() - enqueued);
-      return { output: await this.worker.generate(input, hooks), entry: state.entry };
+      const output = await this.worker.generate(state.entry, input, hooks.offload ?? "none", hooks);
+      return { output, entry: state.entry };
     });
     this.queue = job.catch(() => undefined);
     return job;

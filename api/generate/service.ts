@@ -8,6 +8,7 @@ import {
   type ModelCapabilities,
 } from "../engine/pipeline/stable_diffusion.ts";
 import { resolveSchedulerChoice, SCHEDULERS } from "../engine/schedulers/index.ts";
+import type { Offload } from "../engine/worker/protocol.ts";
 import { ApiError, type FieldError } from "../errors.ts";
 import { requireReady } from "../models/service.ts";
 import { tokenizeField } from "../tokenize/service.ts";
@@ -138,17 +139,19 @@ export function memoryReport(
     },
     model_cpu_offload: {
       requested: p.enable_model_cpu_offload,
-      applied: false,
+      applied: p.enable_model_cpu_offload && !cpu && !p.enable_sequential_cpu_offload,
       note: cpu
         ? "not applicable: the server runs on the CPU provider, so every stage's weights are in system memory already"
-        : "every stage stays resident on the GPU between requests; offloading would reload weights on each request",
+        : p.enable_sequential_cpu_offload
+          ? "superseded by sequential CPU offload: the whole generation ran on the CPU provider"
+          : "only the running stage's session stayed on the GPU; the others were released and are recreated when needed",
     },
     sequential_cpu_offload: {
       requested: p.enable_sequential_cpu_offload,
-      applied: false,
+      applied: p.enable_sequential_cpu_offload && !cpu,
       note: cpu
         ? "not applicable: the server runs on the CPU provider already"
-        : "not applied: the model's sessions are created for the GPU; start the server with --provider cpu to run on the CPU",
+        : "the generation ran on CPU sessions of the model, leaving GPU memory alone",
     },
     retried_after_out_of_memory: retried,
   };
@@ -267,8 +270,16 @@ export async function generateImages(
   };
   let queueMs = 0;
   let retried = false;
+  const onGpu = host.provider !== "cpu";
+  const offload: Offload =
+    onGpu && params.enable_sequential_cpu_offload
+      ? "sequential"
+      : onGpu && params.enable_model_cpu_offload
+        ? "model"
+        : "none";
   const run = (engineInput: GenerateInput) =>
     host.run(engineInput, {
+      offload,
       ...(signal ? { signal } : {}),
       onStart: (ms) => {
         queueMs += ms;

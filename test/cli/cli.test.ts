@@ -201,7 +201,9 @@ default_params:
     const out = res.stdout + res.stderr;
     expect(out).toMatch(/config\.yaml:3:3: default_params\.widht: unknown key; did you mean "width"\?/);
     expect(out).toMatch(/config\.yaml:4:3: default_params\.num_steps: /);
-    expect(out).toMatch(/config\.yaml:5:3: default_params\.scheduler_type: must be one of: ddim, .*dpmsolver\+\+/);
+    expect(out).toMatch(
+      /config\.yaml:5:3: default_params\.scheduler_type: must be one of: ddim, .*dpmsolver\+\+/,
+    );
     expect(out).toMatch(/prompts\.yaml:4:5: prompt_sets\.1\.name: duplicate prompt-set name "a"/);
     expect(out).toMatch(/prompts\.yaml:6:5: prompt_sets\.2\.name: must be a safe folder name/);
   });

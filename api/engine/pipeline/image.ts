@@ -49,7 +49,8 @@ export async function encodePng(
     .toBuffer();
   const png = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
   const chunks = Object.entries(text).map(([key, value]) => textChunk(key, value));
-  if (chunks.length === 0) return png;
+  // A copy owns its memory, so it can be transferred to another thread (sharp's buffer may be pooled).
+  if (chunks.length === 0) return png.slice();
   // Signature (8 bytes) + IHDR (4 length + 4 type + 13 data + 4 CRC) = 33 bytes; text chunks go right after.
   const ihdrEnd = 33;
   const total = png.length + chunks.reduce((n, c) => n + c.length, 0);

@@ -10,7 +10,7 @@ import {
   GenerationInvalid,
   type ModelCapabilities,
 } from "../pipeline/stable_diffusion.ts";
-import type { WorkerReply, WorkerRequest } from "./protocol.ts";
+import type { Offload, WorkerReply, WorkerRequest } from "./protocol.ts";
 
 interface Pending {
   resolve(reply: WorkerReply): void;
@@ -72,14 +72,19 @@ export class EngineWorker {
     return { capabilities: reply.capabilities, loadMs: reply.loadMs };
   }
 
-  async generate(input: GenerateInput, hooks: GenerateHooks = {}): Promise<GenerateOutput> {
+  async generate(
+    entry: ModelEntry,
+    input: GenerateInput,
+    offload: Offload,
+    hooks: GenerateHooks = {},
+  ): Promise<GenerateOutput> {
     const id = this.nextId++;
     const { signal } = hooks;
     if (signal?.aborted) throw new GenerationAborted("generation cancelled");
     const onAbort = () => this.worker.postMessage({ type: "cancel", id } satisfies WorkerRequest);
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      const reply = await this.call({ type: "generate", id, input }, hooks.onStep);
+      const reply = await this.call({ type: "generate", id, input, entry, offload }, hooks.onStep);
       if (reply.type !== "generated")
         throw new GenerationFailed(`unexpected reply ${reply.type} to generate`);
       return reply.output;

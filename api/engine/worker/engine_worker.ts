@@ -2,6 +2,8 @@
  * The engine worker: a long-lived thread that owns the onnxruntime sessions of the loaded model, so the
  * server thread never runs tensor math and stays responsive while a generation runs.
  */
+import type { ExecutionProvider } from "../onnx/runtime.ts";
+import { Residency } from "../pipeline/residency.ts";
 import {
   GenerationAborted,
   GenerationFailed,
@@ -9,15 +11,29 @@ import {
   generate,
   loadOnnxPipeline,
   type PipelineComponents,
-  releasePipeline,
 } from "../pipeline/stable_diffusion.ts";
 import { PromptSyntaxError } from "../prompt/attention.ts";
 import type { WorkerErrorKind, WorkerReply, WorkerRequest } from "./protocol.ts";
 
 declare const self: Worker;
 
-let pipeline: PipelineComponents | null = null;
+interface Loaded {
+  components: PipelineComponents;
+  residency: Residency;
+}
+
+let loaded: Loaded | null = null;
+/** CPU sessions of the same model, created for the first sequential-CPU-offload request on a GPU server. */
+let cpuCopy: Loaded | null = null;
 const running = new Map<number, AbortController>();
+
+async function load(
+  entry: Parameters<typeof loadOnnxPipeline>[0],
+  provider: ExecutionProvider,
+): Promise<Loaded> {
+  const components = await loadOnnxPipeline(entry, provider);
+  return { components, residency: new Residency(components) };
+}
 
 function reply(message: WorkerReply, transfer: ArrayBuffer[] = []): void {
   self.postMessage(message, transfer);
@@ -33,25 +49,32 @@ async function handle(request: WorkerRequest): Promise<void> {
   switch (request.type) {
     case "load": {
       const t0 = performance.now();
-      if (pipeline) await releasePipeline(pipeline);
-      pipeline = null;
-      pipeline = await loadOnnxPipeline(request.entry, request.provider);
+      for (const old of [loaded, cpuCopy]) await old?.residency.releaseAll();
+      loaded = null;
+      cpuCopy = null;
+      loaded = await load(request.entry, request.provider);
       reply({
         type: "loaded",
         id: request.id,
-        capabilities: pipeline.capabilities,
+        capabilities: loaded.components.capabilities,
         loadMs: performance.now() - t0,
       });
       return;
     }
     case "generate": {
-      if (!pipeline) throw new GenerationFailed("no model is loaded");
+      if (!loaded) throw new GenerationFailed("no model is loaded");
       const controller = new AbortController();
       running.set(request.id, controller);
       try {
-        const output = await generate(pipeline, request.input, {
+        let target = loaded;
+        if (request.offload === "sequential" && loaded.components.provider !== "cpu") {
+          cpuCopy ??= await load(request.entry, "cpu");
+          target = cpuCopy;
+        }
+        const output = await generate(target.components, request.input, {
           signal: controller.signal,
           onStep: (event) => reply({ type: "step", id: request.id, event }),
+          enterStage: target.residency.enterStage(request.offload === "model"),
         });
         reply(
           { type: "generated", id: request.id, output },

@@ -10,8 +10,14 @@ import type {
 
 export type WorkerRequest =
   | { type: "load"; id: number; entry: ModelEntry; provider: ExecutionProvider }
-  | { type: "generate"; id: number; input: GenerateInput }
+  | { type: "generate"; id: number; input: GenerateInput; entry: ModelEntry; offload: Offload }
   | { type: "cancel"; id: number };
+
+/**
+ * Where weights live during a generation: "none" keeps every session resident; "model" (diffusers'
+ * enable_model_cpu_offload) keeps only the running stage's; "sequential" runs on CPU sessions.
+ */
+export type Offload = "none" | "model" | "sequential";
 
 /** Error kinds that keep their meaning across the thread boundary. */
 export type WorkerErrorKind = "aborted" | "failed" | "invalid";

@@ -1,0 +1,51 @@
+/**
+ * Which components' onnxruntime sessions are resident. With model CPU offload (diffusers'
+ * enable_model_cpu_offload) only the stage that is running keeps its weights on the device: the others'
+ * sessions are released, and created again when their stage next runs.
+ */
+import { OnnxModel } from "../onnx/runtime.ts";
+import type { PipelineComponents, Stage } from "./stable_diffusion.ts";
+
+const FIELD = { text_encoder: "textEncoder", unet: "unet", vae_decoder: "vaeDecoder" } as const;
+const STAGES = Object.keys(FIELD) as Stage[];
+
+export class Residency {
+  private readonly released = new Set<Stage>();
+  /** Sessions created again after an offload released them, for reports and tests. */
+  reloads = 0;
+
+  constructor(private readonly components: PipelineComponents) {}
+
+  isResident(stage: Stage): boolean {
+    return !this.released.has(stage);
+  }
+
+  /** The hook the pipeline calls before each stage: make it resident, and with offload release the rest. */
+  enterStage(offload: boolean): (stage: Stage) => Promise<void> {
+    return async (stage) => {
+      if (offload) {
+        for (const other of STAGES) if (other !== stage) await this.release(other);
+      }
+      await this.ensure(stage);
+    };
+  }
+
+  private async ensure(stage: Stage): Promise<void> {
+    if (!this.released.has(stage)) return;
+    const { paths, provider } = this.components;
+    this.components[FIELD[stage]] = await OnnxModel.load(paths[stage], { provider });
+    this.released.delete(stage);
+    this.reloads++;
+  }
+
+  private async release(stage: Stage): Promise<void> {
+    if (this.released.has(stage)) return;
+    await this.components[FIELD[stage]].release();
+    this.released.add(stage);
+  }
+
+  /** Releases every resident session (the model is being unloaded). */
+  async releaseAll(): Promise<void> {
+    for (const stage of STAGES) await this.release(stage);
+  }
+}
