@@ -10,6 +10,7 @@ import { generatePlugin } from "./generate/index.ts";
 import { healthPlugin } from "./health/index.ts";
 import { modelsPlugin } from "./models/index.ts";
 import { schedulersPlugin } from "./schedulers/index.ts";
+import { constraintMessage } from "./schema.ts";
 import { tokenizePlugin } from "./tokenize/index.ts";
 
 interface SchemaLike {
@@ -37,9 +38,9 @@ export function validationFields(error: Readonly<ValidationError>): FieldError[]
     const message =
       e.message === "Unexpected property"
         ? "is not a known field"
-        : allowed
-          ? `must be one of: ${allowed.join(", ")}`
-          : e.message;
+        : e.message === "Expected required property"
+          ? "is required"
+          : (constraintMessage(e.schema as Parameters<typeof constraintMessage>[0], e.value) ?? e.message);
     byField.set(field, { field, message, ...(allowed ? { allowed } : {}) });
   }
   return [...byField.values()];

@@ -8,6 +8,7 @@ import { type TSchema, Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 import { type Document, isMap, isScalar, LineCounter, parseDocument } from "yaml";
 import { GenerateParamsSchema } from "../api/generate/model.ts";
+import { constraintMessage } from "../api/schema.ts";
 import type { GenerateRequest } from "../sdk/index.ts";
 
 /** Names that become folder names: letters, digits, dot, dash, underscore; no leading dot. */
@@ -139,10 +140,6 @@ function parseYamlFile(
   }
 }
 
-function allowedOf(schema: TSchema): unknown[] | null {
-  return Array.isArray(schema.enum) ? schema.enum : null;
-}
-
 function closest(word: string, candidates: string[]): string | null {
   const distance = (a: string, b: string) => {
     const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
@@ -197,8 +194,7 @@ function schemaProblems(parsed: ParsedFile, schema: TSchema, value: unknown): Pr
       message =
         "must be a safe folder name: letters, digits, '.', '-' and '_', not starting with '.' (no paths)";
     } else {
-      const allowed = allowedOf(error.schema);
-      if (allowed) message = `must be one of: ${allowed.join(", ")}`;
+      message = constraintMessage(error.schema, error.value) ?? message;
     }
     const pos = position(parsed, path);
     problems.push({ file: parsed.file, line: pos.line, column: pos.col, key, message });

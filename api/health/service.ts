@@ -16,7 +16,7 @@ export function health(host: ModelHost): Health {
   if (state.status === "ready") {
     return {
       status: "ok",
-      message: `Serving ${state.entry.name} (loaded in ${Math.round(state.loadMs)} ms).`,
+      message: `Serving ${state.entry.name} on ${host.provider} (loaded in ${Math.round(state.loadMs)} ms).${host.providerNote ? ` The CUDA provider ${host.providerNote}.` : ""}`,
       model,
       ...common,
     };

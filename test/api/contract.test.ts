@@ -9,6 +9,8 @@ import { join } from "node:path";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { SCHEDULER_CHOICES } from "../../api/engine/schedulers/index.ts";
+import { ApiError } from "../../api/errors.ts";
+import { resolveParams } from "../../api/generate/service.ts";
 import { createSdxClient, SdxError } from "../../sdk/index.ts";
 import { MODELS_DIR, TINY_SD15 } from "../helpers/fixtures.ts";
 
@@ -105,6 +107,11 @@ describe("with the tiny model", () => {
     expect(e.status).toBe(422);
     expect(e.code).toBe("validation_failed");
     expect(e.fields.map((f) => f.field)).toEqual(["width"]);
+    const notEight = await sdxError(client.generate({ prompt: "x", width: 100, num_steps: 1 }));
+    expect(notEight.fields[0]).toMatchObject({
+      field: "width",
+      message: "must be an integer from 64 to 2048, a multiple of 8; got 100",
+    });
   });
 
   test("an unknown scheduler is a 422 listing the allowed values", async () => {
@@ -112,7 +119,7 @@ describe("with the tiny model", () => {
     expect(e.status).toBe(422);
     const field = e.fields.find((f) => f.field === "scheduler_type");
     expect(field?.allowed).toEqual([...SCHEDULER_CHOICES]);
-    expect(field?.message).toBe(`must be one of: ${SCHEDULER_CHOICES.join(", ")}`);
+    expect(field?.message).toBe(`must be one of: ${SCHEDULER_CHOICES.join(", ")}; got "euler_x"`);
   });
 
   test("unknown fields, wrong types and out-of-range values are rejected, not fixed", async () => {
@@ -143,6 +150,29 @@ describe("with the tiny model", () => {
     const missing = await app.handle(new Request("http://localhost/v2/nothing"));
     expect(missing.status).toBe(404);
     expect(await missing.json()).toMatchObject({ status: 404, code: "not_found" });
+  });
+});
+
+describe("model-dependent checks", () => {
+  test("clip_skip on a text encoder without hidden states is a 422 naming the model and why", () => {
+    const capabilities = {
+      clipSkipMax: 1,
+      clipSkipUnavailable:
+        "its ONNX text encoder exports no hidden_states.* outputs (re-export with output_hidden_states)",
+      longPrompts: true,
+      unetBatch: null,
+    };
+    const model = { name: "plain_export", nativeSize: 512, sizeMultiple: 64, capabilities };
+    let error: unknown;
+    try {
+      resolveParams({ prompt: "x", clip_skip: 2 }, model);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ApiError);
+    expect((error as ApiError).status).toBe(422);
+    expect((error as ApiError).fields?.[0]).toMatchObject({ field: "clip_skip", allowed: [1] });
+    expect((error as ApiError).message).toContain("plain_export cannot skip text-encoder layers");
   });
 });
 

@@ -24,6 +24,25 @@ export interface FeedValue {
   dims: readonly number[];
 }
 
+/**
+ * onnxruntime-common decides once, on its first Tensor, whether float16 tensors hold a Float16Array (when the
+ * global exists, as in Bun) or Uint16Array bits — and onnxruntime-node's binding reads a Float16Array as empty
+ * under Bun ("not enough space: expected 6, got 0"). Make that one-time choice with the global hidden, so
+ * fp16 tensors cross the boundary as Uint16Array bits, which the binding reads correctly.
+ */
+function pinFloat16TensorsToUint16(): void {
+  const g = globalThis as { Float16Array?: unknown };
+  const saved = g.Float16Array;
+  if (saved === undefined) return;
+  g.Float16Array = undefined;
+  try {
+    new ort.Tensor("float32", new Float32Array(1), [1]).dispose();
+  } finally {
+    g.Float16Array = saved;
+  }
+}
+pinFloat16TensorsToUint16();
+
 /** Time spent inside onnxruntime's `run` in this thread, for the engine benchmark's overhead figure. */
 export const runStats = { runs: 0, ms: 0 };
 
