@@ -1,11 +1,19 @@
 /**
- * Finds Stable Diffusion models in a models directory. An ONNX model is a folder in the layout
- * `optimum-cli export onnx` writes: model_index.json, scheduler/, tokenizer/, text_encoder/model.onnx,
- * unet/model.onnx, vae_decoder/model.onnx (vae_encoder/ optional).
+ * Finds Stable Diffusion models in a models directory: ONNX folders in the layout `optimum-cli export onnx`
+ * writes (model_index.json, scheduler/, tokenizer/, text_encoder/model.onnx, unet/model.onnx,
+ * vae_decoder/model.onnx, vae_encoder/ optional), and single-file `.safetensors` checkpoints in the original
+ * LDM key layout, each with an optional sidecar `<name>.json`.
  */
 import { readdir, stat } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
+import {
+  detectKind as detectCheckpointKind,
+  detectPredictionType,
+  readSidecar,
+  type Sidecar,
+} from "./checkpoint/detect.ts";
 import type { ModelFormat, ModelKind } from "./model_kinds.ts";
+import { readSafetensorsHeader } from "./safetensors.ts";
 
 export interface ModelEntry {
   /** Folder name inside the models directory; the only handle clients ever use. */
@@ -21,6 +29,8 @@ export interface ModelEntry {
   problem: string | null;
   /** The size the model was trained at (unet sample_size × VAE scale factor). */
   nativeSize: number;
+  /** The checkpoint's sidecar `<name>.json`, when it has one. */
+  sidecar: Sidecar | null;
   /** Width and height must be multiples of this (the traced UNet's downsampling). */
   sizeMultiple: number;
 }
@@ -101,9 +111,48 @@ export async function inspectModelFolder(name: string, path: string): Promise<Mo
     pipelineClass,
     sizeBytes: await folderSize(path),
     problem,
+    sidecar: null,
     nativeSize: sampleSize !== null ? sampleSize * vaeScale : DEFAULT_NATIVE_SIZE[kind ?? "sd1"],
     sizeMultiple: vaeScale * 2 ** (unetBlocks - 1),
   };
+}
+
+/**
+ * A single-file checkpoint: the family from its keys, its sidecar, and why it cannot be loaded (a file that
+ * is not a Stable Diffusion checkpoint, or a truncated or corrupt one) — never an exception.
+ */
+export async function inspectCheckpoint(name: string, path: string): Promise<ModelEntry> {
+  const entry: ModelEntry = {
+    name,
+    path,
+    format: "safetensors",
+    kind: null,
+    pipelineClass: null,
+    sizeBytes: Bun.file(path).size,
+    problem: null,
+    nativeSize: DEFAULT_NATIVE_SIZE.sd1,
+    // The graphs sdx builds upsample to each skip connection's size, so any multiple of 8 works.
+    sizeMultiple: 8,
+    sidecar: null,
+  };
+  try {
+    entry.sidecar = await readSidecar(path.replace(/\.safetensors$/, ".json"));
+  } catch (e) {
+    entry.problem = (e as Error).message;
+  }
+  try {
+    const header = await readSafetensorsHeader(path);
+    const kind = detectCheckpointKind(header);
+    entry.kind = kind;
+    const { predictionType } = await detectPredictionType(header, kind, entry.sidecar);
+    entry.nativeSize = kind === "sd2" && predictionType === "v_prediction" ? 768 : DEFAULT_NATIVE_SIZE[kind];
+    if (kind === "sdxl")
+      entry.problem ??=
+        "SDXL single-file checkpoints are recognised but not yet loadable in this version of sdx";
+  } catch (e) {
+    entry.problem = (e as Error).message;
+  }
+  return entry;
 }
 
 /**
@@ -121,10 +170,18 @@ export async function scanModelsDir(modelsDir: string): Promise<ModelEntry[]> {
     return [];
   }
   const models: ModelEntry[] = [];
+  const folderNames = new Set(entries.filter((e) => e.isDirectory()).map((e) => e.name));
   for (const entry of entries) {
-    if (!entry.isDirectory() || entry.name.startsWith(".")) continue;
+    if (entry.name.startsWith(".")) continue;
     const path = join(modelsDir, entry.name);
-    if (await exists(join(path, "model_index.json"))) models.push(await inspectModelFolder(entry.name, path));
+    if (entry.isDirectory()) {
+      if (await exists(join(path, "model_index.json")))
+        models.push(await inspectModelFolder(entry.name, path));
+    } else if (entry.isFile() && entry.name.endsWith(".safetensors")) {
+      const stem = entry.name.slice(0, -".safetensors".length);
+      // A folder of the same name keeps the short name; the checkpoint is then known by its file name.
+      models.push(await inspectCheckpoint(folderNames.has(stem) ? entry.name : stem, path));
+    }
   }
   return models.sort((a, b) => a.name.localeCompare(b.name));
 }

@@ -2,7 +2,6 @@
  * Holds the model the server serves: which one was chosen, its loading state, and the engine worker that
  * owns its onnxruntime sessions. Generations run one at a time, on the worker's thread, never on the HTTP one.
  */
-import { join } from "node:path";
 import { type ModelEntry, scanModelsDir } from "./model_folder.ts";
 import type { ExecutionProvider } from "./onnx/runtime.ts";
 import type {
@@ -109,11 +108,9 @@ export class ModelHost {
     };
     try {
       this.worker ??= new EngineWorker();
+      const { capabilities, tokenizerDir, loadMs } = await this.loadOnWorker(this.worker, entry);
       // The server thread keeps its own tokenizer to check and count prompts without asking the worker.
-      const [{ capabilities, loadMs }, tokenizer] = await Promise.all([
-        this.loadOnWorker(this.worker, entry),
-        ClipTokenizer.fromDir(join(entry.path, "tokenizer")),
-      ]);
+      const tokenizer = await ClipTokenizer.fromDir(tokenizerDir);
       this.current = { status: "ready", entry, capabilities, tokenizer, loadMs };
     } catch (e) {
       this.current = {

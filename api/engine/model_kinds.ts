@@ -2,5 +2,5 @@
 export const MODEL_KINDS = ["sd1", "sd2", "sdxl"] as const;
 export type ModelKind = (typeof MODEL_KINDS)[number];
 
-export const MODEL_FORMATS = ["onnx"] as const;
+export const MODEL_FORMATS = ["onnx", "safetensors"] as const;
 export type ModelFormat = (typeof MODEL_FORMATS)[number];

@@ -19,6 +19,19 @@ export const SAFETENSORS_DTYPES = [
 ] as const;
 export type SafetensorsDtype = (typeof SAFETENSORS_DTYPES)[number];
 
+const DTYPE_BYTES: Record<SafetensorsDtype, number> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
+
 export interface TensorInfo {
   name: string;
   dtype: SafetensorsDtype;
@@ -54,6 +67,8 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(await file.slice(8, 8 + headerLen).text()) as Record<string, unknown>;
+    if (typeof json !== "object" || json === null || Array.isArray(json))
+      throw new Error("not a JSON object");
   } catch (e) {
     throw new SafetensorsError(`${path}: header is not valid JSON (${(e as Error).message})`);
   }
@@ -71,12 +86,32 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
         `${path}: tensor ${name} has dtype ${String(v.dtype)}; supported: ${SAFETENSORS_DTYPES.join(", ")}`,
       );
     }
-    const offsets = v.data_offsets as [number, number];
-    const begin = dataOffset + offsets[0];
-    const end = dataOffset + offsets[1];
-    if (!(begin <= end && end <= size))
-      throw new SafetensorsError(`${path}: tensor ${name} lies outside the file`);
-    tensors.set(name, { name, dtype: v.dtype as SafetensorsDtype, shape: v.shape as number[], begin, end });
+    const offsets = v.data_offsets;
+    const shape = v.shape;
+    if (
+      !Array.isArray(offsets) ||
+      offsets.length !== 2 ||
+      !offsets.every((o) => Number.isInteger(o) && o >= 0) ||
+      !Array.isArray(shape) ||
+      !shape.every((d) => Number.isInteger(d) && d >= 0)
+    ) {
+      throw new SafetensorsError(`${path}: tensor ${name} has a malformed entry in the header`);
+    }
+    const begin = dataOffset + (offsets[0] as number);
+    const end = dataOffset + (offsets[1] as number);
+    if (!(begin <= end && end <= size)) {
+      throw new SafetensorsError(
+        `${path}: tensor ${name} lies outside the file (bytes ${begin}–${end} of ${size}); the file is truncated or corrupt`,
+      );
+    }
+    const dtype = v.dtype as SafetensorsDtype;
+    const expected = (shape as number[]).reduce((n, d) => n * d, 1) * DTYPE_BYTES[dtype];
+    if (end - begin !== expected) {
+      throw new SafetensorsError(
+        `${path}: tensor ${name} holds ${end - begin} bytes but ${dtype}[${shape.join(", ")}] needs ${expected}; the file is corrupt`,
+      );
+    }
+    tensors.set(name, { name, dtype, shape: shape as number[], begin, end });
   }
   return { path, tensors, metadata, dataOffset };
 }

@@ -16,6 +16,22 @@ export const ModelInfoSchema = t.Object({
   loadable: t.Boolean(),
   problem: t.Union([t.String(), t.Null()], { description: "Why the model cannot be loaded." }),
   loaded: t.Boolean({ description: "Whether this is the model the server is serving." }),
+  sidecar: t.Union(
+    [
+      t.Object(
+        {
+          model_type: t.Optional(t.String({ description: 'The seed\'s "SD" or "SDXL".' })),
+          base_model: t.Optional(t.String()),
+          description: t.Optional(t.String()),
+          merged_from: t.Optional(t.Union([t.Array(t.String()), t.String()])),
+          prediction_type: t.Optional(t.String()),
+        },
+        { additionalProperties: true },
+      ),
+      t.Null(),
+    ],
+    { description: "The checkpoint's sidecar <name>.json, when it has one." },
+  ),
 });
 
 export const ModelListSchema = t.Object({

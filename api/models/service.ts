@@ -19,6 +19,7 @@ export async function listModels(host: ModelHost): Promise<ModelList> {
       loadable: e.problem === null,
       problem: e.problem,
       loaded: e.name === served,
+      sidecar: e.sidecar,
     })),
   };
 }

@@ -4,6 +4,7 @@
  * diffusers' literal prompts. Components are passed in; nothing here reaches for globals.
  */
 import { join } from "node:path";
+import { type PipelineFiles, prepareCheckpoint } from "../checkpoint/build.ts";
 import type { ModelEntry } from "../model_folder.ts";
 import { type FinalLayerNorm, findFinalLayerNorm, layerNorm } from "../onnx/final_layer_norm.ts";
 import { type ExecutionProvider, OnnxModel } from "../onnx/runtime.ts";
@@ -29,6 +30,7 @@ export interface ModelCapabilities {
 }
 
 export interface PipelineComponents {
+  files: PipelineFiles;
   /** Where each session's graph is, so a released session can be created again. */
   paths: Record<Stage, string>;
   provider: ExecutionProvider;
@@ -132,31 +134,52 @@ async function readJsonObject(path: string): Promise<Record<string, unknown>> {
 
 const HIDDEN_STATE = /^hidden_states\.(\d+)$/;
 
-/** Opens the ONNX sessions and reads tokenizer, scheduler and VAE configuration of an optimum ONNX folder. */
+/** The files of an optimum ONNX folder (model_index.json, text_encoder/, unet/, vae_decoder/, …). */
+export async function onnxFolderFiles(dir: string): Promise<PipelineFiles> {
+  const vaeConfig = await readJsonObject(join(dir, "vae_decoder/config.json"));
+  const vaeEncoder = join(dir, "vae_encoder/model.onnx");
+  return {
+    textEncoder: join(dir, "text_encoder/model.onnx"),
+    unet: join(dir, "unet/model.onnx"),
+    vaeDecoder: join(dir, "vae_decoder/model.onnx"),
+    vaeEncoder: (await Bun.file(vaeEncoder).exists()) ? vaeEncoder : null,
+    tokenizerDir: join(dir, "tokenizer"),
+    schedulerConfig: (await readJsonObject(join(dir, "scheduler/scheduler_config.json"))) as SchedulerConfig,
+    vae: {
+      scalingFactor: typeof vaeConfig.scaling_factor === "number" ? vaeConfig.scaling_factor : 0.18215,
+      blocks: Array.isArray(vaeConfig.block_out_channels) ? vaeConfig.block_out_channels.length : 4,
+      sampleSize: typeof vaeConfig.sample_size === "number" ? vaeConfig.sample_size : 512,
+    },
+  };
+}
+
+/**
+ * Opens the ONNX sessions of a model: an optimum ONNX folder as it is, a single-file checkpoint through the
+ * graphs sdx builds for it (cached beside it).
+ */
 export async function loadOnnxPipeline(
   entry: ModelEntry,
   provider: ExecutionProvider,
 ): Promise<PipelineComponents> {
-  const dir = entry.path;
+  const files =
+    entry.format === "safetensors"
+      ? (await prepareCheckpoint(entry.path)).files
+      : await onnxFolderFiles(entry.path);
   const paths: Record<Stage, string> = {
-    text_encoder: join(dir, "text_encoder/model.onnx"),
-    unet: join(dir, "unet/model.onnx"),
-    vae_decoder: join(dir, "vae_decoder/model.onnx"),
+    text_encoder: files.textEncoder,
+    unet: files.unet,
+    vae_decoder: files.vaeDecoder,
   };
   const textEncoderPath = paths.text_encoder;
   const [tokenizer, textEncoder, unet, vaeDecoder] = await Promise.all([
-    ClipTokenizer.fromDir(join(dir, "tokenizer")),
+    ClipTokenizer.fromDir(files.tokenizerDir),
     OnnxModel.load(paths.text_encoder, { provider }),
     OnnxModel.load(paths.unet, { provider }),
     OnnxModel.load(paths.vae_decoder, { provider }),
   ]);
-  const schedulerConfig = (await readJsonObject(
-    join(dir, "scheduler/scheduler_config.json"),
-  )) as SchedulerConfig;
-  const vaeConfig = await readJsonObject(join(dir, "vae_decoder/config.json"));
-  const vaeBlocks = Array.isArray(vaeConfig.block_out_channels) ? vaeConfig.block_out_channels.length : 4;
-  const vaeScaleFactor = 2 ** (vaeBlocks - 1);
-  const sampleTile = typeof vaeConfig.sample_size === "number" ? vaeConfig.sample_size : 512;
+  const schedulerConfig = files.schedulerConfig;
+  const vaeScaleFactor = 2 ** (files.vae.blocks - 1);
+  const sampleTile = files.vae.sampleSize;
 
   const hiddenIndices = [...textEncoder.outputs.keys()]
     .map((name) => Number(HIDDEN_STATE.exec(name)?.[1] ?? Number.NaN))
@@ -171,6 +194,7 @@ export async function loadOnnxPipeline(
         : null;
   const sequence = unet.fixedDim("encoder_hidden_states", 1);
   return {
+    files,
     paths,
     provider,
     tokenizer,
@@ -178,7 +202,7 @@ export async function loadOnnxPipeline(
     unet,
     vaeDecoder,
     schedulerConfig,
-    vaeScalingFactor: typeof vaeConfig.scaling_factor === "number" ? vaeConfig.scaling_factor : 0.18215,
+    vaeScalingFactor: files.vae.scalingFactor,
     vaeScaleFactor,
     tileGeometry: { sampleTile, latentTile: Math.floor(sampleTile / vaeScaleFactor), overlap: 0.25 },
     finalLayerNorm,

@@ -66,10 +66,10 @@ export class EngineWorker {
   async load(
     entry: ModelEntry,
     provider: ExecutionProvider,
-  ): Promise<{ capabilities: ModelCapabilities; loadMs: number }> {
+  ): Promise<{ capabilities: ModelCapabilities; tokenizerDir: string; loadMs: number }> {
     const reply = await this.call({ type: "load", id: this.nextId++, entry, provider });
     if (reply.type !== "loaded") throw new GenerationFailed(`unexpected reply ${reply.type} to load`);
-    return { capabilities: reply.capabilities, loadMs: reply.loadMs };
+    return { capabilities: reply.capabilities, tokenizerDir: reply.tokenizerDir, loadMs: reply.loadMs };
   }
 
   async generate(

@@ -57,6 +57,7 @@ async function handle(request: WorkerRequest): Promise<void> {
         type: "loaded",
         id: request.id,
         capabilities: loaded.components.capabilities,
+        tokenizerDir: loaded.components.files.tokenizerDir,
         loadMs: performance.now() - t0,
       });
       return;

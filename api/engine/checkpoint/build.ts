@@ -1,0 +1,224 @@
+/**
+ * Turns a single-file checkpoint into ONNX graphs onnxruntime can load, once per file version.
+ *
+ * onnxruntime accepts external-data locations only relative to the graph file's own folder (no absolute paths,
+ * no `..`, no symlinks leaving it), so each checkpoint gets a cache folder beside it,
+ * `.sdx-cache/<name>-<key>/`, holding a hard link to the .safetensors file (no copy of the weights) and the
+ * graphs that point into it, plus the tokenizer and scheduler configuration diffusers would use for the family.
+ * The key hashes the file's size, mtime and header, and the graph version: a changed file gets new graphs.
+ * The folder is built under a temporary name and renamed into place, so a half-built cache is never used.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { copyFile, link, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { writeFileAtomic } from "../../fs/atomic.ts";
+import type { ModelKind } from "../model_kinds.ts";
+import type { GraphBuilder } from "../onnx/graph_builder.ts";
+import { readSafetensorsHeader, type SafetensorsHeader } from "../safetensors.ts";
+import type { SchedulerConfig } from "../schedulers/scheduler.ts";
+import { buildClipGraph, detectClip } from "./clip_graph.ts";
+import {
+  type CheckpointPredictionType,
+  detectKind,
+  detectPredictionType,
+  readSidecar,
+  TEXT_ENCODER_PREFIXES,
+  UNET_PREFIX,
+  VAE_PREFIX,
+} from "./detect.ts";
+import { buildUNetGraph, detectUNet } from "./unet_graph.ts";
+import { buildVaeDecoderGraph, buildVaeEncoderGraph, detectVae } from "./vae_graph.ts";
+import { CheckpointWeights } from "./weights.ts";
+
+/** Bump when the graphs sdx writes change, so caches built by older versions are rebuilt. */
+export const GRAPH_VERSION = 1;
+
+const WEIGHTS_FILE = "weights.safetensors";
+const MANIFEST_FILE = "sdx_pipeline.json";
+const BUNDLED_TOKENIZER = join(import.meta.dir, "clip_tokenizer");
+
+/** Everything the pipeline loader needs, for an optimum folder and a built checkpoint alike. */
+export interface PipelineFiles {
+  textEncoder: string;
+  unet: string;
+  vaeDecoder: string;
+  vaeEncoder: string | null;
+  tokenizerDir: string;
+  schedulerConfig: SchedulerConfig;
+  vae: { scalingFactor: number; blocks: number; sampleSize: number };
+}
+
+interface Manifest {
+  graphVersion: number;
+  kind: ModelKind;
+  predictionType: CheckpointPredictionType;
+  files: PipelineFiles;
+  buildMs: number;
+}
+
+/**
+ * The scheduler configuration each family's reference repository ships (the keys of its
+ * scheduler_config.json), which diffusers' single-file loader uses too.
+ */
+function schedulerConfigFor(kind: ModelKind, predictionType: CheckpointPredictionType): SchedulerConfig {
+  const common = {
+    beta_start: 0.00085,
+    beta_end: 0.012,
+    beta_schedule: "scaled_linear",
+    num_train_timesteps: 1000,
+    set_alpha_to_one: false,
+    skip_prk_steps: true,
+    steps_offset: 1,
+    clip_sample: false,
+    trained_betas: null,
+  } as const;
+  if (kind === "sdxl") {
+    return {
+      _class_name: "EulerDiscreteScheduler",
+      ...common,
+      interpolation_type: "linear",
+      prediction_type: predictionType,
+      sample_max_value: 1.0,
+      timestep_spacing: "leading",
+      use_karras_sigmas: false,
+    };
+  }
+  if (kind === "sd2") return { _class_name: "DDIMScheduler", ...common, prediction_type: predictionType };
+  return {
+    _class_name: "PNDMScheduler",
+    ...common,
+    ...(predictionType === "v_prediction" ? { prediction_type: predictionType } : {}),
+  };
+}
+
+/** SD 1.x tokenizers pad with <|endoftext|>; the OpenCLIP encoders (SD 2.x, SDXL's second) with "!" (id 0). */
+async function writeTokenizer(dir: string, pad: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  for (const file of ["vocab.json", "merges.txt"])
+    await copyFile(join(BUNDLED_TOKENIZER, file), join(dir, file));
+  const token = (content: string) => ({
+    content,
+    lstrip: false,
+    rstrip: false,
+    single_word: false,
+    normalized: true,
+  });
+  await writeFileAtomic(
+    join(dir, "special_tokens_map.json"),
+    JSON.stringify({
+      bos_token: token("<|startoftext|>"),
+      eos_token: token("<|endoftext|>"),
+      unk_token: token("<|endoftext|>"),
+      pad_token: pad,
+    }),
+  );
+  await writeFileAtomic(
+    join(dir, "tokenizer_config.json"),
+    JSON.stringify({ model_max_length: 77, do_lower_case: true }),
+  );
+}
+
+async function cacheKey(path: string, header: SafetensorsHeader): Promise<string> {
+  const info = await stat(path);
+  const headerBytes = await Bun.file(path).slice(0, header.dataOffset).arrayBuffer();
+  return createHash("sha256")
+    .update(`${GRAPH_VERSION}:${info.size}:${info.mtimeMs}:`)
+    .update(new Uint8Array(headerBytes))
+    .digest("hex")
+    .slice(0, 16);
+}
+
+/** A hard link keeps one copy of the weights; where the file system refuses one, the file is copied. */
+async function linkWeights(source: string, target: string): Promise<"linked" | "copied"> {
+  try {
+    await link(source, target);
+    return "linked";
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "EXDEV" && code !== "EPERM" && code !== "ENOTSUP" && code !== "EMLINK") throw e;
+    await copyFile(source, target);
+    return "copied";
+  }
+}
+
+async function writeGraph(path: string, graph: GraphBuilder): Promise<void> {
+  await writeFileAtomic(path, graph.toBytes());
+}
+
+/** Builds (or reuses) the cache folder of a checkpoint and returns the files to load. */
+export async function prepareCheckpoint(
+  checkpointPath: string,
+  log: (line: string) => void = () => undefined,
+): Promise<{ files: PipelineFiles; kind: ModelKind; reused: boolean; buildMs: number }> {
+  const header = await readSafetensorsHeader(checkpointPath);
+  const name = basename(checkpointPath).replace(/\.safetensors$/, "");
+  const cacheRoot = join(dirname(checkpointPath), ".sdx-cache");
+  const key = await cacheKey(checkpointPath, header);
+  const dir = join(cacheRoot, `${name}-${key}`);
+  const manifestFile = Bun.file(join(dir, MANIFEST_FILE));
+  if (await manifestFile.exists()) {
+    const manifest = (await manifestFile.json()) as Manifest;
+    if (manifest.graphVersion === GRAPH_VERSION)
+      return { files: manifest.files, kind: manifest.kind, reused: true, buildMs: 0 };
+  }
+
+  const t0 = performance.now();
+  const kind = detectKind(header);
+  if (kind === "sdxl")
+    throw new Error(
+      "SDXL single-file checkpoints are recognised but not yet loadable in this version of sdx",
+    );
+  const sidecar = await readSidecar(checkpointPath.replace(/\.safetensors$/, ".json"));
+  const { predictionType } = await detectPredictionType(header, kind, sidecar);
+
+  await mkdir(cacheRoot, { recursive: true });
+  const tmp = join(cacheRoot, `.tmp-${name}-${randomBytes(4).toString("hex")}`);
+  await mkdir(tmp);
+  try {
+    const how = await linkWeights(checkpointPath, join(tmp, WEIGHTS_FILE));
+    if (how === "copied")
+      log(`sdx: ${checkpointPath}: no hard link possible here, so the weights were copied into the cache`);
+    const weights = new CheckpointWeights(header, WEIGHTS_FILE);
+    const encoder = TEXT_ENCODER_PREFIXES[kind][0];
+    await writeGraph(
+      join(tmp, "text_encoder.onnx"),
+      buildClipGraph(weights, detectClip(weights, encoder.prefix)),
+    );
+    await writeGraph(join(tmp, "unet.onnx"), buildUNetGraph(weights, detectUNet(weights, UNET_PREFIX)));
+    const vae = detectVae(weights, VAE_PREFIX);
+    await writeGraph(join(tmp, "vae_decoder.onnx"), buildVaeDecoderGraph(weights, vae));
+    const hasEncoder = weights.has(`${VAE_PREFIX}encoder.conv_in.weight`);
+    if (hasEncoder) await writeGraph(join(tmp, "vae_encoder.onnx"), buildVaeEncoderGraph(weights, vae));
+    await writeTokenizer(join(tmp, "tokenizer"), kind === "sd1" ? "<|endoftext|>" : "!");
+
+    const files: PipelineFiles = {
+      textEncoder: join(dir, "text_encoder.onnx"),
+      unet: join(dir, "unet.onnx"),
+      vaeDecoder: join(dir, "vae_decoder.onnx"),
+      vaeEncoder: hasEncoder ? join(dir, "vae_encoder.onnx") : null,
+      tokenizerDir: join(dir, "tokenizer"),
+      schedulerConfig: schedulerConfigFor(kind, predictionType),
+      vae: {
+        scalingFactor: 0.18215,
+        blocks: vae.chMult.length,
+        sampleSize: kind === "sd2" && predictionType === "v_prediction" ? 768 : 512,
+      },
+    };
+    const buildMs = performance.now() - t0;
+    const manifest: Manifest = { graphVersion: GRAPH_VERSION, kind, predictionType, files, buildMs };
+    await writeFileAtomic(join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
+    await rm(dir, { recursive: true, force: true });
+    await rename(tmp, dir);
+    // Caches of earlier versions of this file are dead weight (their hard links pin the old file's blocks).
+    const ours = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-[0-9a-f]{16}$`);
+    for (const entry of await readdir(cacheRoot)) {
+      if (ours.test(entry) && entry !== basename(dir)) {
+        await rm(join(cacheRoot, entry), { recursive: true, force: true });
+      }
+    }
+    return { files, kind, reused: false, buildMs };
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * What a single-file checkpoint is, told from its keys and shapes the way ComfyUI's model detection does —
+ * never from the file name — plus the seed's optional sidecar `<name>.json`.
+ */
+import type { ModelKind } from "../model_kinds.ts";
+import { readTensorAsFloat32, type SafetensorsHeader } from "../safetensors.ts";
+
+export const UNET_PREFIX = "model.diffusion_model.";
+export const VAE_PREFIX = "first_stage_model.";
+
+/** The text encoders of each family, by key prefix and layout. */
+export const TEXT_ENCODER_PREFIXES = {
+  sd1: [{ prefix: "cond_stage_model.transformer.text_model.", layout: "hf" }],
+  sd2: [{ prefix: "cond_stage_model.model.", layout: "openclip" }],
+  sdxl: [
+    { prefix: "conditioner.embedders.0.transformer.text_model.", layout: "hf" },
+    { prefix: "conditioner.embedders.1.model.", layout: "openclip" },
+  ],
+} as const satisfies Record<ModelKind, readonly { prefix: string; layout: "hf" | "openclip" }[]>;
+
+export const PREDICTION_TYPES = ["epsilon", "v_prediction"] as const;
+export type CheckpointPredictionType = (typeof PREDICTION_TYPES)[number];
+
+export interface CheckpointDetection {
+  kind: ModelKind;
+  /** How the prediction type was decided (sidecar, weights heuristic, or family default). */
+  predictionType: CheckpointPredictionType;
+  predictionTypeSource: "sidecar" | "weights" | "default";
+}
+
+export class NotACheckpointError extends Error {
+  override name = "NotACheckpointError";
+}
+
+const hasPrefix = (header: SafetensorsHeader, prefix: string) => {
+  for (const key of header.tensors.keys()) if (key.startsWith(prefix)) return true;
+  return false;
+};
+
+/** The family from the keys: SDXL has two text encoders and label_emb, SD 2.x an OpenCLIP encoder, SD 1.x CLIP-L. */
+export function detectKind(header: SafetensorsHeader): ModelKind {
+  if (!header.tensors.has(`${UNET_PREFIX}input_blocks.0.0.weight`)) {
+    throw new NotACheckpointError(
+      `not a Stable Diffusion checkpoint: no ${UNET_PREFIX}input_blocks.0.0.weight (UNet) among its ${header.tensors.size} tensors`,
+    );
+  }
+  if (!hasPrefix(header, `${VAE_PREFIX}decoder.`)) {
+    throw new NotACheckpointError(
+      `the checkpoint has a UNet but no VAE (${VAE_PREFIX}decoder.*): a UNet-only file cannot generate images alone`,
+    );
+  }
+  if (
+    header.tensors.has(`${UNET_PREFIX}label_emb.0.0.weight`) &&
+    hasPrefix(header, "conditioner.embedders.1.")
+  ) {
+    return "sdxl";
+  }
+  if (hasPrefix(header, TEXT_ENCODER_PREFIXES.sd2[0].prefix)) return "sd2";
+  if (hasPrefix(header, TEXT_ENCODER_PREFIXES.sd1[0].prefix)) return "sd1";
+  throw new NotACheckpointError(
+    "the checkpoint has a UNet and a VAE but no text encoder sdx knows (CLIP-L cond_stage_model.transformer.*, OpenCLIP cond_stage_model.model.*, or SDXL's conditioner.embedders.*)",
+  );
+}
+
+/** The seed's sidecar `<name>.json`: all keys optional; unknown keys are kept for display. */
+export interface Sidecar {
+  model_type?: string;
+  base_model?: string;
+  description?: string;
+  merged_from?: string[] | string;
+  prediction_type?: CheckpointPredictionType;
+  [key: string]: unknown;
+}
+
+export class SidecarError extends Error {
+  override name = "SidecarError";
+}
+
+export async function readSidecar(path: string): Promise<Sidecar | null> {
+  const file = Bun.file(path);
+  if (!(await file.exists())) return null;
+  let value: unknown;
+  try {
+    value = JSON.parse(await file.text());
+  } catch (e) {
+    throw new SidecarError(`${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new SidecarError(`${path} must hold a JSON object`);
+  }
+  const sidecar = value as Sidecar;
+  for (const key of ["model_type", "base_model", "description"] as const) {
+    if (sidecar[key] !== undefined && typeof sidecar[key] !== "string")
+      throw new SidecarError(`${path}: ${key} must be a string`);
+  }
+  if (
+    sidecar.prediction_type !== undefined &&
+    !PREDICTION_TYPES.includes(sidecar.prediction_type as CheckpointPredictionType)
+  ) {
+    throw new SidecarError(`${path}: prediction_type must be one of ${PREDICTION_TYPES.join(", ")}`);
+  }
+  return sidecar;
+}
+
+/**
+ * The prediction type: the sidecar's word if it has one; for SD 2.x, ComfyUI's weight heuristic (768-v models
+ * have a wider spread in the last transformer block's norm1 bias: std > 0.09); epsilon otherwise.
+ */
+export async function detectPredictionType(
+  header: SafetensorsHeader,
+  kind: ModelKind,
+  sidecar: Sidecar | null,
+): Promise<Pick<CheckpointDetection, "predictionType" | "predictionTypeSource">> {
+  if (sidecar?.prediction_type)
+    return { predictionType: sidecar.prediction_type, predictionTypeSource: "sidecar" };
+  const probe = `${UNET_PREFIX}output_blocks.11.1.transformer_blocks.0.norm1.bias`;
+  const inChannels = header.tensors.get(`${UNET_PREFIX}input_blocks.0.0.weight`)?.shape[1];
+  if (kind === "sd2" && inChannels === 4 && header.tensors.has(probe)) {
+    const bias = await readTensorAsFloat32(header, probe);
+    let mean = 0;
+    for (const v of bias) mean += v;
+    mean /= bias.length;
+    let variance = 0;
+    for (const v of bias) variance += (v - mean) ** 2;
+    const std = Math.sqrt(variance / bias.length);
+    if (std > 0.09) return { predictionType: "v_prediction", predictionTypeSource: "weights" };
+  }
+  return { predictionType: "epsilon", predictionTypeSource: "default" };
+}

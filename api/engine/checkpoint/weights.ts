@@ -1,0 +1,85 @@
+/**
+ * A single-file checkpoint's tensors as graph initializers: each weight becomes an ONNX external-data reference
+ * into the .safetensors file (no copy), cast in the graph when the file stores another precision than the
+ * graph computes in (onnxruntime folds such casts of constants at load).
+ */
+import type { ElemType, GraphBuilder } from "../onnx/graph_builder.ts";
+import type { SafetensorsDtype, SafetensorsHeader, TensorInfo } from "../safetensors.ts";
+
+export const COMPUTE_PRECISIONS = ["float32", "float16"] as const;
+export type ComputePrecision = (typeof COMPUTE_PRECISIONS)[number];
+
+const STORED: Partial<Record<SafetensorsDtype, ElemType>> = {
+  F32: "float32",
+  F16: "float16",
+  BF16: "bfloat16",
+};
+
+export class CheckpointError extends Error {
+  override name = "CheckpointError";
+}
+
+export class CheckpointWeights {
+  /** Each key's initializer in the graph being built, so a weight used twice is declared once. */
+  private readonly declared = new Map<GraphBuilder, Map<string, string>>();
+
+  constructor(
+    readonly header: SafetensorsHeader,
+    /** The checkpoint's file name as the graphs refer to it (relative to the graph's folder). */
+    readonly location: string,
+    /** The precision graphs compute in: weights stored otherwise are cast. */
+    readonly precision: ComputePrecision = "float32",
+  ) {}
+
+  has(key: string): boolean {
+    return this.header.tensors.has(key);
+  }
+
+  keys(): IterableIterator<string> {
+    return this.header.tensors.keys();
+  }
+
+  info(key: string): TensorInfo {
+    const info = this.header.tensors.get(key);
+    if (!info) throw new CheckpointError(`${this.header.path}: the checkpoint has no tensor ${key}`);
+    return info;
+  }
+
+  shape(key: string): number[] {
+    return this.info(key).shape;
+  }
+
+  /** The weight `key` as a graph value in the compute precision, optionally reshaped. */
+  weight(g: GraphBuilder, key: string, reshape?: readonly number[]): string {
+    let byGraph = this.declared.get(g);
+    if (!byGraph) {
+      byGraph = new Map();
+      this.declared.set(g, byGraph);
+    }
+    const cacheKey = reshape ? `${key}@${reshape.join(",")}` : key;
+    const known = byGraph.get(cacheKey);
+    if (known) return known;
+    const info = this.info(key);
+    const stored = STORED[info.dtype];
+    if (!stored) {
+      throw new CheckpointError(
+        `${this.header.path}: tensor ${key} is ${info.dtype}; sdx reads F32, F16 and BF16 weights`,
+      );
+    }
+    let value = g.external(
+      {
+        location: this.location,
+        offset: info.begin,
+        length: info.end - info.begin,
+        type: stored,
+        dims: info.shape,
+      },
+      key,
+    );
+    if (stored !== this.precision)
+      value = g.node("Cast", [value], { to: this.precision === "float16" ? 10 : 1 });
+    if (reshape) value = g.node("Reshape", [value, g.constant(reshape, [reshape.length], "int64")]);
+    byGraph.set(cacheKey, value);
+    return value;
+  }
+}
