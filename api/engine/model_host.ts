@@ -108,7 +108,17 @@ export class ModelHost {
     };
     try {
       this.worker ??= new EngineWorker();
-      const { capabilities, tokenizerDir, loadMs } = await this.loadOnWorker(this.worker, entry);
+      const { capabilities, tokenizerDir, loadMs, checkpointGraphs } = await this.loadOnWorker(
+        this.worker,
+        entry,
+      );
+      if (checkpointGraphs) {
+        console.log(
+          checkpointGraphs.reused
+            ? `sdx: ${entry.name}: reused cached graphs`
+            : `sdx: ${entry.name}: built ONNX graphs from the checkpoint in ${Math.round(checkpointGraphs.buildMs)} ms`,
+        );
+      }
       // The server thread keeps its own tokenizer to check and count prompts without asking the worker.
       const tokenizer = await ClipTokenizer.fromDir(tokenizerDir);
       this.current = { status: "ready", entry, capabilities, tokenizer, loadMs };

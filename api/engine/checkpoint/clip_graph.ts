@@ -12,15 +12,15 @@
  * `last_hidden_state`, `pooler_output`, `text_embeds` (when the checkpoint has a projection) and every
  * `hidden_states.N`, so that clip skip can pick any layer.
  */
-import type { GraphBuilder as GraphBuilderType } from "../onnx/graph_builder.ts";
 import { GraphBuilder } from "../onnx/graph_builder.ts";
 import { CheckpointError, type CheckpointWeights } from "./weights.ts";
 
 export interface ClipConfig {
   layout: "hf" | "openclip";
   /**
-   * hf: the key prefix holding `text_model.` (e.g. "cond_stage_model.transformer."); openclip: the prefix holding
-   * `token_embedding.weight` (e.g. "conditioner.embedders.1.model.").
+   * hf: the key prefix holding `text_model.` (e.g. "cond_stage_model.transformer."; the prefix including
+   * "text_model." is accepted too); openclip: the prefix holding `token_embedding.weight`
+   * (e.g. "conditioner.embedders.1.model.").
    */
   prefix: string;
   width: number;
@@ -70,6 +70,13 @@ function hfRoot(weights: CheckpointWeights, prefix: string): string | null {
   return null;
 }
 
+/** HF CLIPTextModelWithProjection's `text_projection.weight` [proj, width], beside `text_model.`. */
+function hfProjection(weights: CheckpointWeights, prefix: string): string | null {
+  const outer = prefix.endsWith("text_model.") ? prefix.slice(0, -"text_model.".length) : prefix;
+  const key = `${outer}text_projection.weight`;
+  return weights.has(key) ? key : null;
+}
+
 function countLayers(weights: CheckpointWeights, key: (i: number) => string): number {
   let n = 0;
   while (weights.has(key(n))) n++;
@@ -78,7 +85,8 @@ function countLayers(weights: CheckpointWeights, key: (i: number) => string): nu
 
 function dim(shape: readonly number[], axis: number, key: string): number {
   const d = shape[axis];
-  if (d === undefined) throw new CheckpointError(`tensor ${key} has no axis ${axis} (shape [${shape.join(", ")}])`);
+  if (d === undefined)
+    throw new CheckpointError(`tensor ${key} has no axis ${axis} (shape [${shape.join(", ")}])`);
   return d;
 }
 
@@ -95,7 +103,7 @@ export function detectClip(
     const positions = `${root}embeddings.position_embedding.weight`;
     const fc1 = `${root}encoder.layers.0.mlp.fc1.weight`;
     const width = dim(weights.shape(tokens), 1, tokens);
-    const projection = `${prefix}text_projection.weight`;
+    const projection = hfProjection(weights, prefix);
     return {
       layout: "hf",
       prefix,
@@ -106,7 +114,7 @@ export function detectClip(
       vocab: dim(weights.shape(tokens), 0, tokens),
       maxPositions: dim(weights.shape(positions), 0, positions),
       activation: "quick_gelu",
-      projectionDim: weights.has(projection) ? dim(weights.shape(projection), 0, projection) : null,
+      projectionDim: projection ? dim(weights.shape(projection), 0, projection) : null,
       eps: 1e-5,
     };
   }
@@ -170,7 +178,7 @@ interface LayerWeights {
 const lin = (key: string): LinearKeys => ({ weight: `${key}.weight`, bias: `${key}.bias` });
 
 class ClipGraph {
-  readonly g: GraphBuilderType;
+  readonly g: GraphBuilder;
   private readonly elem: 1 | 10;
 
   constructor(
@@ -306,7 +314,7 @@ class ClipGraph {
     return g.node("Add", [attended, mlp]);
   }
 
-  build(): GraphBuilderType {
+  build(): GraphBuilder {
     const { g, c } = this;
     const root = c.layout === "hf" ? (hfRoot(this.w, c.prefix) ?? `${c.prefix}text_model.`) : c.prefix;
     const keys =
@@ -334,7 +342,12 @@ class ClipGraph {
     const maskValues = new Float32Array(m * m);
     for (let r = 0; r < m; r++) for (let col = r + 1; col < m; col++) maskValues[r * m + col] = F32_MIN;
     const square = g.node("Concat", [seq, seq], { axis: 0 });
-    const mask = g.node("Slice", [g.constant(maskValues, [m, m]), this.ints([0, 0]), square, this.ints([0, 1])]);
+    const mask = g.node("Slice", [
+      g.constant(maskValues, [m, m]),
+      this.ints([0, 0]),
+      square,
+      this.ints([0, 1]),
+    ]);
 
     // CLIPEncoder: hidden_states.0 = embeddings, hidden_states.i = output of layer i (before the final norm).
     const hidden: string[] = [x];
@@ -347,7 +360,7 @@ class ClipGraph {
     // CLIPTextTransformer pooling (legacy eos_token_id == 2 path, also open_clip's text_global_pool "argmax"):
     // the final-norm state at the first position of the largest token id.
     const eos = g.node("ArgMax", [g.node("Cast", [ids], { to: 6 })], { axis: -1, keepdims: 1 });
-    const pooled = g.node("GatherND", [last, g.node("Cast", [eos], { to: 7 })], { batch_dims: 1 });
+    const pooled = g.node("GatherND", [last, eos], { batch_dims: 1 });
 
     const dims = ["batch_size", "sequence_length", c.width];
     g.output(this.toFloat32(last), "last_hidden_state", "float32", dims);
@@ -356,7 +369,9 @@ class ClipGraph {
       // CLIPTextModelWithProjection.text_projection (Linear, no bias) / open_clip `x @ text_projection`.
       let projected: string;
       if (c.layout === "hf") {
-        projected = this.linear(pooled, this.param(`${c.prefix}text_projection.weight`), null);
+        const projection = hfProjection(this.w, c.prefix);
+        if (!projection) throw new CheckpointError(`no text_projection.weight beside ${c.prefix}`);
+        projected = this.linear(pooled, this.param(projection), null);
       } else {
         const projection = openClipProjection(this.w, c.prefix);
         if (!projection) throw new CheckpointError(`no text projection under ${c.prefix}`);
@@ -376,6 +391,8 @@ class ClipGraph {
 /** The text encoder described by `config` as an ONNX graph over the checkpoint's tensors. */
 export function buildClipGraph(weights: CheckpointWeights, config: ClipConfig): GraphBuilder {
   if (config.width % config.heads !== 0)
-    throw new CheckpointError(`CLIP text encoder: ${config.heads} heads do not divide the width ${config.width}`);
+    throw new CheckpointError(
+      `CLIP text encoder: ${config.heads} heads do not divide the width ${config.width}`,
+    );
   return new ClipGraph(weights, config).build();
 }

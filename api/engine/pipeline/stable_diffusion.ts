@@ -31,6 +31,8 @@ export interface ModelCapabilities {
 
 export interface PipelineComponents {
   files: PipelineFiles;
+  /** For a single-file checkpoint: whether its graphs were built now or reused from the cache. */
+  checkpointGraphs: { reused: boolean; buildMs: number } | null;
   /** Where each session's graph is, so a released session can be created again. */
   paths: Record<Stage, string>;
   provider: ExecutionProvider;
@@ -161,10 +163,8 @@ export async function loadOnnxPipeline(
   entry: ModelEntry,
   provider: ExecutionProvider,
 ): Promise<PipelineComponents> {
-  const files =
-    entry.format === "safetensors"
-      ? (await prepareCheckpoint(entry.path)).files
-      : await onnxFolderFiles(entry.path);
+  const built = entry.format === "safetensors" ? await prepareCheckpoint(entry.path) : null;
+  const files = built ? built.files : await onnxFolderFiles(entry.path);
   const paths: Record<Stage, string> = {
     text_encoder: files.textEncoder,
     unet: files.unet,
@@ -195,6 +195,7 @@ export async function loadOnnxPipeline(
   const sequence = unet.fixedDim("encoder_hidden_states", 1);
   return {
     files,
+    checkpointGraphs: built ? { reused: built.reused, buildMs: built.buildMs } : null,
     paths,
     provider,
     tokenizer,

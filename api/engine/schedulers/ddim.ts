@@ -20,19 +20,26 @@
 
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { alphasCumprod, BETA_SCHEDULES, type BetaSchedule, betasFromConfig } from "./betas.ts";
+import {
+  alphaProds,
+  checkInferenceSteps,
+  clampInPlace,
+  ddpmTimesteps,
+  finalAlphaCumprod,
+  predictOriginal,
+  refuseKarras,
+} from "./alpha_indexed.ts";
+import { alphasCumprod, type BetaSchedule, betasFromConfig, readBetaConfig } from "./betas.ts";
 import {
   ConfigReader,
-  npArange,
-  npLinspace,
   PREDICTION_TYPES,
   type PredictionType,
-  roundHalfEven,
+  refuseThresholding,
   SchedulerConfigError,
-  TIMESTEP_SPACINGS,
   type TimestepSpacing,
 } from "./schedule_utils.ts";
 import type { Scheduler, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { checkStepInputs } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
 export interface DDIMConfig {
@@ -78,11 +85,7 @@ export function resolveDDIMConfig(config: SchedulerConfig, options: SchedulerOpt
   const r = new ConfigReader(config);
   const d = DDIM_DEFAULTS;
   const resolved: DDIMConfig = {
-    num_train_timesteps: r.integer("num_train_timesteps", d.num_train_timesteps),
-    beta_start: r.number("beta_start", d.beta_start),
-    beta_end: r.number("beta_end", d.beta_end),
-    beta_schedule: r.oneOf("beta_schedule", BETA_SCHEDULES, d.beta_schedule),
-    trained_betas: r.numberArray("trained_betas"),
+    ...readBetaConfig(r, d),
     clip_sample: r.boolean("clip_sample", d.clip_sample),
     set_alpha_to_one: r.boolean("set_alpha_to_one", d.set_alpha_to_one),
     steps_offset: r.integer("steps_offset", d.steps_offset),
@@ -91,140 +94,12 @@ export function resolveDDIMConfig(config: SchedulerConfig, options: SchedulerOpt
     dynamic_thresholding_ratio: r.number("dynamic_thresholding_ratio", d.dynamic_thresholding_ratio),
     clip_sample_range: r.number("clip_sample_range", d.clip_sample_range),
     sample_max_value: r.number("sample_max_value", d.sample_max_value),
-    timestep_spacing:
-      options.timestepSpacing ?? r.oneOf("timestep_spacing", TIMESTEP_SPACINGS, d.timestep_spacing),
+    timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     rescale_betas_zero_snr: r.boolean("rescale_betas_zero_snr", d.rescale_betas_zero_snr),
   };
   refuseThresholding(resolved.thresholding);
   return resolved;
 }
-
-// ---------------------------------------------------------------------------------------------------------------
-// Pieces shared with the other ᾱ-indexed schedulers (PNDM, LCM)
-
-/** diffusers offers no Karras sigmas for the ᾱ-indexed schedulers (they have no σ schedule to reshape). */
-export function refuseKarras(displayName: string, options: SchedulerOptions): void {
-  if (options.karrasSigmas) throw new SchedulerConfigError(`${displayName} does not offer Karras sigmas`);
-}
-
-/** Dynamic thresholding needs the per-image layout (a quantile over C·H·W) and is for pixel-space models only. */
-export function refuseThresholding(thresholding: boolean): void {
-  if (thresholding) {
-    throw new SchedulerConfigError("thresholding is not supported (it is for pixel-space models)");
-  }
-}
-
-/**
- * `alphas_cumprod[t]` for an integer timestep as torch indexes a 1-d tensor with an int64 tensor: a negative t
- * counts from the end (diffusers' "trailing" spacing can produce t = −1 when T/n is inexact), anything outside
- * [−T, T) is an error.
- */
-export function cumprodAt(alphasCumprod: Float32Array, t: number): number {
-  const n = alphasCumprod.length;
-  if (!Number.isInteger(t) || t < -n || t >= n) {
-    throw new RangeError(`timestep ${t} is outside the ${n} training timesteps`);
-  }
-  return alphasCumprod[t < 0 ? t + n : t] as number;
-}
-
-/**
- * The inference timesteps of DDIM / PNDM, largest first, for the three spacings of Lin et al. 2024, "Common
- * Diffusion Noise Schedules and Sample Steps are Flawed" (arXiv:2305.08891), Table 2:
- *   linspace: round(linspace(0, T−1, n)), reversed
- *   leading:  (n−1…0)·⌊T/n⌋ + steps_offset
- *   trailing: round(arange(T, 0, −T/n)) − 1 (numpy's float arange, which yields n + 1 values when T/n is inexact)
- */
-export function ddpmTimesteps(
-  spacing: TimestepSpacing,
-  numTrainTimesteps: number,
-  numInferenceSteps: number,
-  stepsOffset: number,
-): number[] {
-  const T = numTrainTimesteps;
-  const n = numInferenceSteps;
-  if (spacing === "linspace")
-    return npLinspace(0, T - 1, n)
-      .map(roundHalfEven)
-      .reverse();
-  if (spacing === "leading") {
-    const ratio = Math.floor(T / n);
-    const out: number[] = [];
-    for (let i = n - 1; i >= 0; i--) out.push(i * ratio + stepsOffset);
-    return out;
-  }
-  return npArange(T, 0, -T / n).map((t) => roundHalfEven(t) - 1);
-}
-
-/** Checks the step count the way diffusers' `set_timesteps` does (1 ≤ n ≤ T). */
-export function checkInferenceSteps(numInferenceSteps: number, numTrainTimesteps: number): void {
-  if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-    throw new RangeError(`numInferenceSteps must be a positive integer, got ${numInferenceSteps}`);
-  }
-  if (numInferenceSteps > numTrainTimesteps) {
-    throw new RangeError(
-      `numInferenceSteps ${numInferenceSteps} exceeds the ${numTrainTimesteps} training timesteps`,
-    );
-  }
-}
-
-/** `torch.clamp(x, −r, r)` with the bound rounded to float32 like torch's scalar bounds. */
-export function clampInPlace(x: Float32Array, range: number): void {
-  const r = f32(range);
-  for (let k = 0; k < x.length; k++) x[k] = Math.min(Math.max(x[k] as number, -r), r);
-}
-
-/**
- * x̂_0 and ε̂ from the network output at ᾱ_t (float32, diffusers' operation order):
- *   ε-prediction:  x̂_0 = (x_t − √(1−ᾱ_t)·ε_θ)/√ᾱ_t,  ε̂ = ε_θ
- *   v-prediction (v = √ᾱ·ε − √(1−ᾱ)·x_0, Salimans & Ho 2022, "Progressive Distillation", §4):
- *                  x̂_0 = √ᾱ_t·x_t − √(1−ᾱ_t)·v_θ,  ε̂ = √ᾱ_t·v_θ + √(1−ᾱ_t)·x_t
- *   sample:        x̂_0 = output,  ε̂ = (x_t − √ᾱ_t·x̂_0)/√(1−ᾱ_t)
- * `withEpsilon` false skips ε̂ (LCM needs only x̂_0).
- */
-export function predictOriginal(
-  predictionType: PredictionType,
-  modelOutput: Float32Array,
-  sample: Float32Array,
-  alphaProd: number,
-  withEpsilon: boolean,
-): { x0: Float32Array; eps: Float32Array | null } {
-  const sa = f32(Math.sqrt(alphaProd));
-  const sb = f32(Math.sqrt(f32(1 - alphaProd)));
-  const len = sample.length;
-  const x0 = new Float32Array(len);
-  let eps: Float32Array | null = null;
-  switch (predictionType) {
-    case "epsilon":
-      for (let k = 0; k < len; k++) {
-        x0[k] = f32((sample[k] as number) - f32(sb * (modelOutput[k] as number))) / sa;
-      }
-      if (withEpsilon) eps = modelOutput;
-      break;
-    case "v_prediction":
-      for (let k = 0; k < len; k++) {
-        x0[k] = f32(sa * (sample[k] as number)) - f32(sb * (modelOutput[k] as number));
-      }
-      if (withEpsilon) {
-        eps = new Float32Array(len);
-        for (let k = 0; k < len; k++) {
-          eps[k] = f32(sa * (modelOutput[k] as number)) + f32(sb * (sample[k] as number));
-        }
-      }
-      break;
-    case "sample":
-      x0.set(modelOutput);
-      if (withEpsilon) {
-        eps = new Float32Array(len);
-        for (let k = 0; k < len; k++) {
-          eps[k] = f32((sample[k] as number) - f32(sa * (x0[k] as number))) / sb;
-        }
-      }
-      break;
-  }
-  return { x0, eps };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 
 export class DDIMScheduler implements Scheduler {
   readonly config: Readonly<DDIMConfig>;
@@ -244,7 +119,7 @@ export class DDIMScheduler implements Scheduler {
     if (!Number.isFinite(eta) || eta < 0) throw new SchedulerConfigError(`eta must be ≥ 0, got ${eta}`);
     this.eta = eta;
     this.alphasCumprod = alphasCumprod(betasFromConfig(this.config));
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : (this.alphasCumprod[0] as number);
+    this.finalAlphaCumprod = finalAlphaCumprod(this.config.set_alpha_to_one, this.alphasCumprod);
   }
 
   /** Timesteps fed to the UNet (integers, as diffusers' int64 schedule), after `setTimesteps`. */
@@ -285,15 +160,15 @@ export class DDIMScheduler implements Scheduler {
     generator?: TorchGenerator,
   ): StepOutput {
     const n = this.numSteps;
-    if (n === null) throw new Error("setTimesteps must be called before step");
-    if (modelOutput.length !== sample.length) {
-      throw new RangeError(`model output has ${modelOutput.length} values, sample has ${sample.length}`);
-    }
+    checkStepInputs(n, modelOutput, sample);
     const c = this.config;
     const prevTimestep = timestep - Math.floor(c.num_train_timesteps / n);
-    const alphaProd = cumprodAt(this.alphasCumprod, timestep);
-    const alphaProdPrev =
-      prevTimestep >= 0 ? cumprodAt(this.alphasCumprod, prevTimestep) : this.finalAlphaCumprod;
+    const [alphaProd, alphaProdPrev] = alphaProds(
+      this.alphasCumprod,
+      timestep,
+      prevTimestep,
+      this.finalAlphaCumprod,
+    );
 
     // x̂_0 and ε̂ of eq. 12 (the "predicted x_0" and the noise it implies), then the optional clip of x̂_0.
     const { x0, eps } = predictOriginal(c.prediction_type, modelOutput, sample, alphaProd, true);

@@ -9,22 +9,25 @@
  */
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { BETA_SCHEDULES, type BetaSchedule, torchLinspaceF32 } from "./betas.ts";
+import { type BetaSchedule, readBetaConfig, torchLinspaceF32 } from "./betas.ts";
 import {
+  checkStepCount,
   ConfigReader,
+  type FinalSigmasType,
+  finalSigma,
   PREDICTION_TYPES,
   type PredictionType,
-  TIMESTEP_SPACINGS,
   type TimestepSpacing,
 } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import {
   denoise,
+  eulerUpdate,
   interpSigmas,
-  karrasFromSchedule,
+  karrasSchedule,
   npLogF32,
+  odeDerivative,
   SigmaScheduler,
-  sigmaToTimestep,
   spacedTimesteps,
 } from "./sigma_schedule.ts";
 import { expf, logf } from "./sleef.ts";
@@ -45,7 +48,7 @@ export interface EulerDiscreteConfig {
   timestep_type: "discrete" | "continuous";
   steps_offset: number;
   rescale_betas_zero_snr: boolean;
-  final_sigmas_type: "zero" | "sigma_min";
+  final_sigmas_type: FinalSigmasType;
 }
 
 /** `EulerDiscreteScheduler.__init__` defaults in diffusers 0.29.2. */
@@ -76,26 +79,21 @@ export function resolveEulerDiscreteConfig(
   const d = EULER_DISCRETE_DEFAULTS;
   const optionalNumber = (key: string): number | null => (r.present.has(key) ? r.number(key, 0) : null);
   return {
-    num_train_timesteps: r.integer("num_train_timesteps", d.num_train_timesteps),
-    beta_start: r.number("beta_start", d.beta_start),
-    beta_end: r.number("beta_end", d.beta_end),
-    beta_schedule: r.oneOf("beta_schedule", BETA_SCHEDULES, d.beta_schedule),
-    trained_betas: r.numberArray("trained_betas"),
+    ...readBetaConfig(r, d),
     prediction_type: r.oneOf("prediction_type", PREDICTION_TYPES, d.prediction_type),
     interpolation_type: r.oneOf(
       "interpolation_type",
       ["linear", "log_linear"] as const,
       d.interpolation_type,
     ),
-    use_karras_sigmas: options.karrasSigmas ?? r.boolean("use_karras_sigmas", d.use_karras_sigmas),
+    use_karras_sigmas: r.karrasSigmas(options.karrasSigmas, d.use_karras_sigmas),
     sigma_min: optionalNumber("sigma_min"),
     sigma_max: optionalNumber("sigma_max"),
-    timestep_spacing:
-      options.timestepSpacing ?? r.oneOf("timestep_spacing", TIMESTEP_SPACINGS, d.timestep_spacing),
+    timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     timestep_type: r.oneOf("timestep_type", ["discrete", "continuous"] as const, d.timestep_type),
     steps_offset: r.integer("steps_offset", d.steps_offset),
     rescale_betas_zero_snr: r.boolean("rescale_betas_zero_snr", d.rescale_betas_zero_snr),
-    final_sigmas_type: r.oneOf("final_sigmas_type", ["zero", "sigma_min"] as const, d.final_sigmas_type),
+    final_sigmas_type: r.finalSigmasType(d.final_sigmas_type),
   };
 }
 
@@ -131,9 +129,7 @@ export class EulerDiscreteScheduler extends SigmaScheduler {
 
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-      throw new RangeError(`numInferenceSteps must be a positive integer, got ${numInferenceSteps}`);
-    }
+    checkStepCount(numInferenceSteps);
     const n = numInferenceSteps;
     const table = this.trainSigmas;
     let timesteps = spacedTimesteps(c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset);
@@ -149,11 +145,11 @@ export class EulerDiscreteScheduler extends SigmaScheduler {
       sigmas = Array.from(torchLinspaceF32(hi, lo, n + 1), expf);
     }
     if (c.use_karras_sigmas) {
-      sigmas = karrasFromSchedule(sigmas, n, c.sigma_min, c.sigma_max);
-      timesteps = sigmas.map((s) => f32(sigmaToTimestep(s, this.trainLogSigmas)));
+      const karras = karrasSchedule(sigmas, n, this.trainLogSigmas, c.sigma_min, c.sigma_max);
+      sigmas = karras.sigmas;
+      timesteps = karras.timesteps.map(f32);
     }
-    const a0 = this.alphasCumprod[0] as number;
-    sigmas.push(c.final_sigmas_type === "sigma_min" ? Math.sqrt(f32(f32(1 - a0) / a0)) : 0);
+    sigmas.push(finalSigma(c.final_sigmas_type, this.alphasCumprod));
     const sigmas32 = Float32Array.from(sigmas);
 
     if (c.timestep_type === "continuous" && c.prediction_type === "v_prediction") {
@@ -196,13 +192,8 @@ export class EulerDiscreteScheduler extends SigmaScheduler {
     const type = this.config.prediction_type;
     const denoised = denoise(type, modelOutput, x, type === "epsilon" ? sigmaHat : sigma);
     const dt = f32((this.sigmas[i + 1] as number) - sigmaHat);
-    const prevSample = new Float32Array(x.length);
-    for (let k = 0; k < x.length; k++) {
-      const xk = x[k] as number;
-      const derivative = f32(f32(xk - (denoised[k] as number)) / sigmaHat);
-      prevSample[k] = xk + f32(derivative * dt);
-    }
-    this.stepIndex = i + 1;
+    const prevSample = eulerUpdate(x, odeDerivative(x, denoised, sigmaHat), dt);
+    this.steps.advance();
     return { prevSample, predOriginalSample: denoised };
   }
 }

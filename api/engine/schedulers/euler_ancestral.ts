@@ -10,15 +10,16 @@
  */
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { BETA_SCHEDULES, type BetaSchedule } from "./betas.ts";
-import {
-  ConfigReader,
-  SchedulerConfigError,
-  TIMESTEP_SPACINGS,
-  type TimestepSpacing,
-} from "./schedule_utils.ts";
+import { type BetaSchedule, readBetaConfig } from "./betas.ts";
+import { checkStepCount, ConfigReader, SchedulerConfigError, type TimestepSpacing } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import { denoise, interpSigmas, SigmaScheduler, spacedTimesteps } from "./sigma_schedule.ts";
+import {
+  denoise,
+  eulerUpdate,
+  interpolatedSchedule,
+  odeDerivative,
+  SigmaScheduler,
+} from "./sigma_schedule.ts";
 
 /** The resolved configuration, with diffusers' key names. */
 export interface EulerAncestralDiscreteConfig {
@@ -58,14 +59,9 @@ export function resolveEulerAncestralDiscreteConfig(
   const r = new ConfigReader(config);
   const d = EULER_ANCESTRAL_DISCRETE_DEFAULTS;
   return {
-    num_train_timesteps: r.integer("num_train_timesteps", d.num_train_timesteps),
-    beta_start: r.number("beta_start", d.beta_start),
-    beta_end: r.number("beta_end", d.beta_end),
-    beta_schedule: r.oneOf("beta_schedule", BETA_SCHEDULES, d.beta_schedule),
-    trained_betas: r.numberArray("trained_betas"),
+    ...readBetaConfig(r, d),
     prediction_type: r.oneOf("prediction_type", ["epsilon", "v_prediction"] as const, d.prediction_type),
-    timestep_spacing:
-      options.timestepSpacing ?? r.oneOf("timestep_spacing", TIMESTEP_SPACINGS, d.timestep_spacing),
+    timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     steps_offset: r.integer("steps_offset", d.steps_offset),
     rescale_betas_zero_snr: r.boolean("rescale_betas_zero_snr", d.rescale_betas_zero_snr),
   };
@@ -81,17 +77,8 @@ export class EulerAncestralDiscreteScheduler extends SigmaScheduler {
   }
 
   setTimesteps(numInferenceSteps: number): void {
-    const c = this.config;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-      throw new RangeError(`numInferenceSteps must be a positive integer, got ${numInferenceSteps}`);
-    }
-    const timesteps = spacedTimesteps(
-      c.timestep_spacing,
-      c.num_train_timesteps,
-      numInferenceSteps,
-      c.steps_offset,
-    );
-    const sigmas = interpSigmas(timesteps, this.trainSigmas);
+    checkStepCount(numInferenceSteps);
+    const { timesteps, sigmas } = interpolatedSchedule(this.config, numInferenceSteps, this.trainSigmas);
     sigmas.push(0);
     this.resetSteps(timesteps, Float32Array.from(sigmas));
   }
@@ -115,17 +102,12 @@ export class EulerAncestralDiscreteScheduler extends SigmaScheduler {
     const sigmaDown = f32(Math.sqrt(f32(toSq - f32(sigmaUp * sigmaUp))));
     const dt = f32(sigmaDown - sigmaFrom);
 
-    const prevSample = new Float32Array(sample.length);
-    for (let k = 0; k < sample.length; k++) {
-      const x = sample[k] as number;
-      const derivative = f32(f32(x - (denoised[k] as number)) / sigmaFrom);
-      prevSample[k] = x + f32(derivative * dt);
-    }
+    const prevSample = eulerUpdate(sample, odeDerivative(sample, denoised, sigmaFrom), dt);
     const noise = generator.randn([sample.length]);
     for (let k = 0; k < sample.length; k++) {
       prevSample[k] = (prevSample[k] as number) + f32((noise[k] as number) * sigmaUp);
     }
-    this.stepIndex = i + 1;
+    this.steps.advance();
     return { prevSample, predOriginalSample: denoised };
   }
 }

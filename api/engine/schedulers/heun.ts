@@ -10,24 +10,22 @@
  */
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { BETA_SCHEDULES, type BetaSchedule } from "./betas.ts";
+import { BETA_SCHEDULES, type BetaSchedule, readBetaConfig } from "./betas.ts";
 import {
+  checkStepCount,
   ConfigReader,
   PREDICTION_TYPES,
   type PredictionType,
-  TIMESTEP_SPACINGS,
   type TimestepSpacing,
 } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import {
   denoise,
   eulerUpdate,
-  interpSigmas,
-  karrasFromSchedule,
+  interpolatedSchedule,
+  karrasSchedule,
   odeDerivative,
   SigmaScheduler,
-  sigmaToTimestep,
-  spacedTimesteps,
 } from "./sigma_schedule.ts";
 
 /** The resolved configuration, with diffusers' key names. */
@@ -68,17 +66,12 @@ export function resolveHeunDiscreteConfig(
   const r = new ConfigReader(config);
   const d = HEUN_DISCRETE_DEFAULTS;
   return {
-    num_train_timesteps: r.integer("num_train_timesteps", d.num_train_timesteps),
-    beta_start: r.number("beta_start", d.beta_start),
-    beta_end: r.number("beta_end", d.beta_end),
-    beta_schedule: r.oneOf("beta_schedule", [...BETA_SCHEDULES, "exp"] as const, d.beta_schedule),
-    trained_betas: r.numberArray("trained_betas"),
+    ...readBetaConfig(r, d, [...BETA_SCHEDULES, "exp"] as const),
     prediction_type: r.oneOf("prediction_type", PREDICTION_TYPES, d.prediction_type),
-    use_karras_sigmas: options.karrasSigmas ?? r.boolean("use_karras_sigmas", d.use_karras_sigmas),
+    use_karras_sigmas: r.karrasSigmas(options.karrasSigmas, d.use_karras_sigmas),
     clip_sample: r.boolean("clip_sample", d.clip_sample),
     clip_sample_range: r.number("clip_sample_range", d.clip_sample_range),
-    timestep_spacing:
-      options.timestepSpacing ?? r.oneOf("timestep_spacing", TIMESTEP_SPACINGS, d.timestep_spacing),
+    timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     steps_offset: r.integer("steps_offset", d.steps_offset),
   };
 }
@@ -112,16 +105,10 @@ export class HeunDiscreteScheduler extends SigmaScheduler {
    */
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-      throw new RangeError(`numInferenceSteps must be a positive integer, got ${numInferenceSteps}`);
-    }
+    checkStepCount(numInferenceSteps);
     const n = numInferenceSteps;
-    let timesteps = spacedTimesteps(c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset);
-    let sigmas = interpSigmas(timesteps, this.trainSigmas);
-    if (c.use_karras_sigmas) {
-      sigmas = karrasFromSchedule(sigmas, n);
-      timesteps = sigmas.map((s) => sigmaToTimestep(s, this.trainLogSigmas));
-    }
+    let { timesteps, sigmas } = interpolatedSchedule(c, n, this.trainSigmas);
+    if (c.use_karras_sigmas) ({ timesteps, sigmas } = karrasSchedule(sigmas, n, this.trainLogSigmas));
     const inner = Array.from(Float32Array.from(sigmas));
     const table = [...interleaveTail(inner), 0];
     this.resetSteps(interleaveTail(timesteps), Float32Array.from(table));
@@ -160,7 +147,7 @@ export class HeunDiscreteScheduler extends SigmaScheduler {
       this.pending = null;
       prevSample = eulerUpdate(pending.sample, mean, pending.dt);
     }
-    this.stepIndex = i + 1;
+    this.steps.advance();
     return { prevSample };
   }
 }

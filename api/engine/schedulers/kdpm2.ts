@@ -11,19 +11,17 @@
  */
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { BETA_SCHEDULES, type BetaSchedule } from "./betas.ts";
-import { ConfigReader, roundHalfEven, TIMESTEP_SPACINGS, type TimestepSpacing } from "./schedule_utils.ts";
+import { type BetaSchedule, readBetaConfig } from "./betas.ts";
+import { checkStepCount, ConfigReader, roundHalfEven, type TimestepSpacing } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import {
   denoise,
   eulerUpdate,
-  interpSigmas,
-  karrasFromSchedule,
+  interpolatedSchedule,
+  karrasSchedule,
   odeDerivative,
   SigmaScheduler,
-  sigmaToTimestep,
   sigmaToTimestepF32,
-  spacedTimesteps,
 } from "./sigma_schedule.ts";
 import { expf, logf } from "./sleef.ts";
 
@@ -62,15 +60,10 @@ export function resolveKDPM2DiscreteConfig(
   const r = new ConfigReader(config);
   const d = KDPM2_DISCRETE_DEFAULTS;
   return {
-    num_train_timesteps: r.integer("num_train_timesteps", d.num_train_timesteps),
-    beta_start: r.number("beta_start", d.beta_start),
-    beta_end: r.number("beta_end", d.beta_end),
-    beta_schedule: r.oneOf("beta_schedule", BETA_SCHEDULES, d.beta_schedule),
-    trained_betas: r.numberArray("trained_betas"),
-    use_karras_sigmas: options.karrasSigmas ?? r.boolean("use_karras_sigmas", d.use_karras_sigmas),
+    ...readBetaConfig(r, d),
+    use_karras_sigmas: r.karrasSigmas(options.karrasSigmas, d.use_karras_sigmas),
     prediction_type: r.oneOf("prediction_type", ["epsilon", "v_prediction"] as const, d.prediction_type),
-    timestep_spacing:
-      options.timestepSpacing ?? r.oneOf("timestep_spacing", TIMESTEP_SPACINGS, d.timestep_spacing),
+    timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     steps_offset: r.integer("steps_offset", d.steps_offset),
   };
 }
@@ -108,16 +101,13 @@ export class KDPM2DiscreteScheduler extends SigmaScheduler {
 
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-      throw new RangeError(`numInferenceSteps must be a positive integer, got ${numInferenceSteps}`);
-    }
+    checkStepCount(numInferenceSteps);
     const n = numInferenceSteps;
-    let timesteps = spacedTimesteps(c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset);
-    let sigmas = interpSigmas(timesteps, this.trainSigmas);
+    let { timesteps, sigmas } = interpolatedSchedule(c, n, this.trainSigmas);
     if (c.use_karras_sigmas) {
-      sigmas = karrasFromSchedule(sigmas, n);
-      // float64, rounded to whole timesteps (np.round, half to even)
-      timesteps = sigmas.map((s) => roundHalfEven(sigmaToTimestep(s, this.trainLogSigmas)));
+      const karras = karrasSchedule(sigmas, n, this.trainLogSigmas);
+      sigmas = karras.sigmas;
+      timesteps = karras.timesteps.map(roundHalfEven); // float64, rounded to whole timesteps (np.round, half to even)
     }
     sigmas.push(0);
     const s32 = Float32Array.from(sigmas);
@@ -168,7 +158,7 @@ export class KDPM2DiscreteScheduler extends SigmaScheduler {
       this.pendingSample = null;
       prevSample = eulerUpdate(pending, derivative, f32(sigmaNext - sigma));
     }
-    this.stepIndex = i + 1;
+    this.steps.advance();
     return { prevSample };
   }
 }

@@ -25,24 +25,25 @@
 
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { alphasCumprod, BETA_SCHEDULES, type BetaSchedule, betasFromConfig } from "./betas.ts";
 import {
+  alphaProds,
   checkInferenceSteps,
   clampInPlace,
-  cumprodAt,
+  finalAlphaCumprod,
   predictOriginal,
   refuseKarras,
-  refuseThresholding,
-} from "./ddim.ts";
+} from "./alpha_indexed.ts";
+import { alphasCumprod, type BetaSchedule, betasFromConfig, readBetaConfig } from "./betas.ts";
 import {
   ConfigReader,
   PREDICTION_TYPES,
   type PredictionType,
+  refuseThresholding,
   SchedulerConfigError,
-  TIMESTEP_SPACINGS,
   type TimestepSpacing,
 } from "./schedule_utils.ts";
 import type { Scheduler, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { checkStepInputs, StepIndex } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
 export interface LCMConfig {
@@ -95,11 +96,7 @@ export function resolveLCMConfig(config: SchedulerConfig, options: SchedulerOpti
   const r = new ConfigReader(config);
   const d = LCM_DEFAULTS;
   const resolved: LCMConfig = {
-    num_train_timesteps: r.integer("num_train_timesteps", d.num_train_timesteps),
-    beta_start: r.number("beta_start", d.beta_start),
-    beta_end: r.number("beta_end", d.beta_end),
-    beta_schedule: r.oneOf("beta_schedule", BETA_SCHEDULES, d.beta_schedule),
-    trained_betas: r.numberArray("trained_betas"),
+    ...readBetaConfig(r, d),
     original_inference_steps: r.integer("original_inference_steps", d.original_inference_steps),
     clip_sample: r.boolean("clip_sample", d.clip_sample),
     clip_sample_range: r.number("clip_sample_range", d.clip_sample_range),
@@ -109,8 +106,7 @@ export function resolveLCMConfig(config: SchedulerConfig, options: SchedulerOpti
     thresholding: r.boolean("thresholding", d.thresholding),
     dynamic_thresholding_ratio: r.number("dynamic_thresholding_ratio", d.dynamic_thresholding_ratio),
     sample_max_value: r.number("sample_max_value", d.sample_max_value),
-    timestep_spacing:
-      options.timestepSpacing ?? r.oneOf("timestep_spacing", TIMESTEP_SPACINGS, d.timestep_spacing),
+    timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     timestep_scaling: r.number("timestep_scaling", d.timestep_scaling),
     rescale_betas_zero_snr: r.boolean("rescale_betas_zero_snr", d.rescale_betas_zero_snr),
   };
@@ -132,13 +128,15 @@ export class LCMScheduler implements Scheduler {
   /** ᾱ for a previous timestep below 0: 1 with `set_alpha_to_one`, else ᾱ_0 (unreachable with LCM's own schedule). */
   readonly finalAlphaCumprod: number;
   private timestepSchedule: number[] = [];
-  private stepIndex: number | null = null;
-  private beginIndex: number | null = null;
+  /** Unlike diffusers, which fails on it, an unknown first timestep is an error with a message. */
+  private readonly steps = new StepIndex((_, timestep) => {
+    throw new RangeError(`timestep ${timestep} is not in the LCM schedule`);
+  });
 
   constructor(config: SchedulerConfig, options: SchedulerOptions = {}) {
     this.config = Object.freeze(resolveLCMConfig(config, options));
     this.alphasCumprod = alphasCumprod(betasFromConfig(this.config));
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : (this.alphasCumprod[0] as number);
+    this.finalAlphaCumprod = finalAlphaCumprod(this.config.set_alpha_to_one, this.alphasCumprod);
   }
 
   /** Timesteps fed to the UNet (integers), after `setTimesteps`. */
@@ -152,7 +150,7 @@ export class LCMScheduler implements Scheduler {
 
   /** For img2img: the first `step` call uses this index instead of looking its timestep up. */
   setBeginIndex(beginIndex: number): void {
-    this.beginIndex = beginIndex;
+    this.steps.setBegin(beginIndex);
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -172,8 +170,7 @@ export class LCMScheduler implements Scheduler {
     for (let i = original; i >= 1; i--) origin.push(i * k - 1);
     const step = origin.length / n;
     this.timestepSchedule = Array.from({ length: n }, (_, j) => origin[Math.floor(j * step)] as number);
-    this.stepIndex = null;
-    this.beginIndex = null;
+    this.steps.reset();
   }
 
   /** LCM needs no input scaling: the UNet sees x_t as is. */
@@ -193,19 +190,17 @@ export class LCMScheduler implements Scheduler {
     generator?: TorchGenerator,
   ): StepOutput {
     const n = this.numInferenceSteps;
-    if (n === null) throw new Error("setTimesteps must be called before step");
-    if (modelOutput.length !== sample.length) {
-      throw new RangeError(`model output has ${modelOutput.length} values, sample has ${sample.length}`);
-    }
-    if (this.stepIndex === null) this.stepIndex = this.beginIndex ?? this.indexForTimestep(timestep);
-    const i = this.stepIndex;
-    if (i >= n) throw new Error(`step called ${i + 1} times for ${n} timesteps`);
+    checkStepInputs(n, modelOutput, sample);
+    const i = this.steps.forStep(this.timestepSchedule, timestep);
     const c = this.config;
 
     const prevTimestep = i + 1 < n ? (this.timestepSchedule[i + 1] as number) : timestep;
-    const alphaProd = cumprodAt(this.alphasCumprod, timestep);
-    const alphaProdPrev =
-      prevTimestep >= 0 ? cumprodAt(this.alphasCumprod, prevTimestep) : this.finalAlphaCumprod;
+    const [alphaProd, alphaProdPrev] = alphaProds(
+      this.alphasCumprod,
+      timestep,
+      prevTimestep,
+      this.finalAlphaCumprod,
+    );
 
     // Boundary-condition scalings at s = t·timestep_scaling (float32: the int64 timestep times a python float).
     // σ_data²/(…) is python's float / tensor, which torch evaluates as reciprocal(…)·σ_data².
@@ -236,20 +231,7 @@ export class LCMScheduler implements Scheduler {
     } else {
       prevSample = denoised.slice();
     }
-    this.stepIndex = i + 1;
+    this.steps.advance();
     return { prevSample, predOriginalSample: denoised };
-  }
-
-  /**
-   * `index_for_timestep`: the position of `timestep` in the schedule; when it occurs twice the second one is
-   * taken, and (unlike diffusers, which fails) an unknown timestep is an error with a message.
-   */
-  private indexForTimestep(timestep: number): number {
-    const hits: number[] = [];
-    this.timestepSchedule.forEach((t, k) => {
-      if (t === timestep) hits.push(k);
-    });
-    if (hits.length === 0) throw new RangeError(`timestep ${timestep} is not in the LCM schedule`);
-    return (hits.length > 1 ? hits[1] : hits[0]) as number;
   }
 }

@@ -23,10 +23,18 @@
 
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { alphasCumprod, BETA_SCHEDULES, type BetaSchedule, betasFromConfig } from "./betas.ts";
-import { checkInferenceSteps, cumprodAt, ddpmTimesteps, refuseKarras } from "./ddim.ts";
-import { ConfigReader, TIMESTEP_SPACINGS, type TimestepSpacing } from "./schedule_utils.ts";
+import {
+  alphaProds,
+  checkInferenceSteps,
+  ddpmTimesteps,
+  finalAlphaCumprod,
+  refuseKarras,
+  vToEpsilon,
+} from "./alpha_indexed.ts";
+import { alphasCumprod, type BetaSchedule, betasFromConfig, readBetaConfig } from "./betas.ts";
+import { ConfigReader, type TimestepSpacing } from "./schedule_utils.ts";
 import type { Scheduler, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { checkStepInputs } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
 export interface PNDMConfig {
@@ -65,17 +73,12 @@ export function resolvePNDMConfig(config: SchedulerConfig, options: SchedulerOpt
   const r = new ConfigReader(config);
   const d = PNDM_DEFAULTS;
   return {
-    num_train_timesteps: r.integer("num_train_timesteps", d.num_train_timesteps),
-    beta_start: r.number("beta_start", d.beta_start),
-    beta_end: r.number("beta_end", d.beta_end),
-    beta_schedule: r.oneOf("beta_schedule", BETA_SCHEDULES, d.beta_schedule),
-    trained_betas: r.numberArray("trained_betas"),
+    ...readBetaConfig(r, d),
     skip_prk_steps: r.boolean("skip_prk_steps", d.skip_prk_steps),
     set_alpha_to_one: r.boolean("set_alpha_to_one", d.set_alpha_to_one),
     // diffusers' PNDM step raises for "sample"; refused here when the config is read.
     prediction_type: r.oneOf("prediction_type", ["epsilon", "v_prediction"] as const, d.prediction_type),
-    timestep_spacing:
-      options.timestepSpacing ?? r.oneOf("timestep_spacing", TIMESTEP_SPACINGS, d.timestep_spacing),
+    timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     steps_offset: r.integer("steps_offset", d.steps_offset),
   };
 }
@@ -105,7 +108,7 @@ export class PNDMScheduler implements Scheduler {
     this.config = Object.freeze(resolvePNDMConfig(config, options));
     // PNDM has no zero-terminal-SNR option in diffusers 0.29.2 (the key is ignored by from_config).
     this.alphasCumprod = alphasCumprod(betasFromConfig({ ...this.config, rescale_betas_zero_snr: false }));
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : (this.alphasCumprod[0] as number);
+    this.finalAlphaCumprod = finalAlphaCumprod(this.config.set_alpha_to_one, this.alphasCumprod);
   }
 
   /** Timesteps fed to the UNet (integers), PRK ones first, after `setTimesteps`. */
@@ -164,10 +167,7 @@ export class PNDMScheduler implements Scheduler {
     sample: Float32Array,
     _generator?: TorchGenerator,
   ): StepOutput {
-    if (this.numSteps === null) throw new Error("setTimesteps must be called before step");
-    if (modelOutput.length !== sample.length) {
-      throw new RangeError(`model output has ${modelOutput.length} values, sample has ${sample.length}`);
-    }
+    checkStepInputs(this.numSteps, modelOutput, sample);
     const prevSample =
       this.counter < this.prkTimesteps.length && !this.config.skip_prk_steps
         ? this.stepPrk(modelOutput, timestep, sample)
@@ -271,22 +271,17 @@ export class PNDMScheduler implements Scheduler {
     prevTimestep: number,
     modelOutput: Float32Array,
   ): Float32Array {
-    const alphaProd = cumprodAt(this.alphasCumprod, timestep);
-    const alphaProdPrev =
-      prevTimestep >= 0 ? cumprodAt(this.alphasCumprod, prevTimestep) : this.finalAlphaCumprod;
+    const [alphaProd, alphaProdPrev] = alphaProds(
+      this.alphasCumprod,
+      timestep,
+      prevTimestep,
+      this.finalAlphaCumprod,
+    );
     const betaProd = f32(1 - alphaProd);
     const betaProdPrev = f32(1 - alphaProdPrev);
     const len = sample.length;
-
-    let eps = modelOutput;
-    if (this.config.prediction_type === "v_prediction") {
-      const sa = f32(Math.sqrt(alphaProd));
-      const sb = f32(Math.sqrt(betaProd));
-      eps = new Float32Array(len);
-      for (let k = 0; k < len; k++) {
-        eps[k] = f32(sa * (modelOutput[k] as number)) + f32(sb * (sample[k] as number));
-      }
-    }
+    const eps =
+      this.config.prediction_type === "v_prediction" ? vToEpsilon(modelOutput, sample, alphaProd) : modelOutput;
 
     // √(ᾱ_{t−δ}/ᾱ_t), and the ε' denominator ᾱ_t·√(1 − ᾱ_{t−δ}) + √(ᾱ_t(1 − ᾱ_t)ᾱ_{t−δ}).
     const sampleCoef = f32(Math.sqrt(f32(alphaProdPrev / alphaProd)));

@@ -5,13 +5,15 @@
  * Everything reproduces the exact float64 / float32 operation order of diffusers 0.29.2 on numpy 1.x and torch.
  */
 import { f32 } from "../rng/float32.ts";
-import type { SchedulerConfig } from "./scheduler.ts";
+import type { SchedulerConfig, SchedulerOptions } from "./scheduler.ts";
 
 export const PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"] as const;
 export type PredictionType = (typeof PREDICTION_TYPES)[number];
 /** Timestep spacings of Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2. */
 export const TIMESTEP_SPACINGS = ["linspace", "leading", "trailing"] as const;
 export type TimestepSpacing = (typeof TIMESTEP_SPACINGS)[number];
+export const FINAL_SIGMAS_TYPES = ["zero", "sigma_min"] as const;
+export type FinalSigmasType = (typeof FINAL_SIGMAS_TYPES)[number];
 
 export class SchedulerConfigError extends Error {
   override name = "SchedulerConfigError";
@@ -101,6 +103,53 @@ export class ConfigReader {
     }
     return v as number[];
   }
+
+  /**
+   * `timestep_spacing`, unless the request overrides it (`from_config(config, timestep_spacing=...)`): with an
+   * override the file's value is not even read.
+   */
+  timestepSpacing(override: TimestepSpacing | undefined, fallback: TimestepSpacing): TimestepSpacing {
+    return override ?? this.oneOf("timestep_spacing", TIMESTEP_SPACINGS, fallback);
+  }
+
+  /** `use_karras_sigmas`, unless the request overrides it (`SchedulerOptions.karrasSigmas`). */
+  karrasSigmas(override: boolean | undefined, fallback: boolean): boolean {
+    return override ?? this.boolean("use_karras_sigmas", fallback);
+  }
+
+  /** `final_sigmas_type`: the σ after the last step, 0 ("zero") or σ at t = 0 ("sigma_min"). */
+  finalSigmasType(fallback: FinalSigmasType): FinalSigmasType {
+    return this.oneOf("final_sigmas_type", FINAL_SIGMAS_TYPES, fallback);
+  }
+}
+
+/**
+ * `SchedulerOptions.timestepSpacing`, checked (it may come from an untyped request). Only the DPM-Solver and
+ * UniPC classes check it; the others pass an unknown spacing through unchecked, as they always have.
+ */
+export function timestepSpacingOption(options: SchedulerOptions): TimestepSpacing | undefined {
+  const v = options.timestepSpacing;
+  if (v === undefined) return undefined;
+  if (!(TIMESTEP_SPACINGS as readonly string[]).includes(v)) {
+    throw new SchedulerConfigError(
+      `timestep spacing "${String(v)}" is not supported; choose one of ${TIMESTEP_SPACINGS.join(", ")}`,
+    );
+  }
+  return v;
+}
+
+/** Dynamic thresholding needs the per-image layout (a quantile over C·H·W) and is for pixel-space models only. */
+export function refuseThresholding(thresholding: boolean): void {
+  if (thresholding) {
+    throw new SchedulerConfigError("thresholding is not supported (it is for pixel-space models)");
+  }
+}
+
+/** The check at the top of every `setTimesteps`: a whole number of steps, at least one. */
+export function checkStepCount(numInferenceSteps: number): void {
+  if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
+    throw new RangeError(`numInferenceSteps must be a positive integer, got ${numInferenceSteps}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -155,6 +204,15 @@ export function trainingSigmas(alphasCumprod: Float32Array): Float32Array {
     out[i] = Math.sqrt(f32(f32(1 - a) / a));
   }
   return out;
+}
+
+/**
+ * The σ appended after the last inference step: 0 for "zero", or σ at t = 0 for "sigma_min", computed as diffusers
+ * does, `((1 − ᾱ_0)/ᾱ_0) ** 0.5` in numpy float64 over the float32 ratio.
+ */
+export function finalSigma(type: FinalSigmasType, alphasCumprod: Float32Array): number {
+  const a0 = alphasCumprod[0] as number;
+  return type === "sigma_min" ? Math.sqrt(f32(f32(1 - a0) / a0)) : 0;
 }
 
 /** `np.log` of the float32 training sigmas (a float32 array). */

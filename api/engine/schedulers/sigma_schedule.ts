@@ -27,6 +27,7 @@ import {
   trainingSigmas,
 } from "./schedule_utils.ts";
 import type { Scheduler, StepOutput } from "./scheduler.ts";
+import { checkSameLength, findTimestepIndex, StepIndex } from "./step_index.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // numpy float32 log
@@ -85,8 +86,9 @@ export interface TrainingScheduleConfig {
 }
 
 /**
- * ᾱ_t (float32) as the k-diffusion samplers build it. "exp" is `betas_for_alpha_bar(alpha_transform_type="exp")`
- * (Heun only). With a zero terminal SNR, ᾱ_{T−1} = 0 would make σ infinite: diffusers pins it to 2⁻²⁴.
+ * ᾱ_t (float32) as the σ-parameterised samplers build it (the k-diffusion ones here, and DPM-Solver / UniPC).
+ * "exp" is `betas_for_alpha_bar(alpha_transform_type="exp")` (Heun only). With a zero terminal SNR, ᾱ_{T−1} = 0
+ * would make σ infinite: diffusers pins it to 2⁻²⁴.
  */
 export function kAlphasCumprod(c: TrainingScheduleConfig): Float32Array {
   const rescale = c.rescale_betas_zero_snr ?? false;
@@ -141,6 +143,34 @@ export function spacedTimesteps(
     return out;
   }
   return npArange(T, 0, -T / n).map((t) => f32(f32(roundHalfEven(t)) - 1));
+}
+
+/**
+ * The start of `set_timesteps` the k-diffusion samplers share: the spaced timesteps and σ interpolated at them
+ * (`interpSigmas`), both largest first.
+ */
+export function interpolatedSchedule(
+  c: { timestep_spacing: TimestepSpacing; num_train_timesteps: number; steps_offset: number },
+  n: number,
+  table: Float32Array,
+): { timesteps: number[]; sigmas: number[] } {
+  const timesteps = spacedTimesteps(c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset);
+  return { timesteps, sigmas: interpSigmas(timesteps, table) };
+}
+
+/**
+ * `use_karras_sigmas`: the schedule's σ replaced by Karras σ (`karrasFromSchedule`), and each timestep by the
+ * fractional training step of its σ (`sigmaToTimestep`, float64; the classes cast or round it as diffusers does).
+ */
+export function karrasSchedule(
+  sigmas: readonly number[],
+  n: number,
+  logTable: Float32Array,
+  sigmaMin: number | null = null,
+  sigmaMax: number | null = null,
+): { timesteps: number[]; sigmas: number[] } {
+  const karras = karrasFromSchedule(sigmas, n, sigmaMin, sigmaMax);
+  return { timesteps: karras.map((s) => sigmaToTimestep(s, logTable)), sigmas: karras };
 }
 
 /**
@@ -246,11 +276,7 @@ export function sigmaToTimestepF32(sigma: number, logTable: Float32Array): numbe
  * occurrence is taken, so that a run started mid-schedule (img2img) does not skip a σ.
  */
 export function indexForTimestep(timesteps: readonly number[], timestep: number): number {
-  const hits: number[] = [];
-  timesteps.forEach((t, k) => {
-    if (t === timestep) hits.push(k);
-  });
-  const hit = hits.length > 1 ? hits[1] : hits[0];
+  const hit = findTimestepIndex(timesteps, timestep);
   if (hit === undefined) throw new RangeError(`timestep ${timestep} is not in the schedule`);
   return hit;
 }
@@ -328,8 +354,8 @@ export abstract class SigmaScheduler implements Scheduler {
   protected readonly trainLogSigmas: Float32Array;
   protected timestepSchedule: number[] = [];
   protected sigmaSchedule: Float32Array = new Float32Array(0);
-  protected stepIndex: number | null = null;
-  protected beginIndex: number | null = null;
+  /** Subclasses call `steps.advance()` at the end of `step`. */
+  protected readonly steps = new StepIndex(indexForTimestep);
   private readonly spacing: TimestepSpacing;
 
   protected constructor(training: TrainingScheduleConfig, spacing: TimestepSpacing) {
@@ -375,7 +401,7 @@ export abstract class SigmaScheduler implements Scheduler {
 
   /** For img2img: the first call uses this index instead of looking its timestep up. */
   setBeginIndex(beginIndex: number): void {
-    this.beginIndex = beginIndex;
+    this.steps.setBegin(beginIndex);
   }
 
   scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
@@ -391,26 +417,19 @@ export abstract class SigmaScheduler implements Scheduler {
   protected resetSteps(timesteps: number[], sigmas: Float32Array): void {
     this.timestepSchedule = timesteps;
     this.sigmaSchedule = sigmas;
-    this.stepIndex = null;
-    this.beginIndex = null;
+    this.steps.reset();
   }
 
   /** The step index, initialised on first use (`_init_step_index`). */
   protected currentIndex(timestep: number): number {
     if (this.timestepSchedule.length === 0) throw new Error("setTimesteps must be called first");
-    if (this.stepIndex === null)
-      this.stepIndex = this.beginIndex ?? indexForTimestep(this.timesteps, timestep);
-    return this.stepIndex;
+    return this.steps.current(this.timesteps, timestep);
   }
 
   /** Validates a `step` call and returns the current step index. */
   protected beginStep(modelOutput: Float32Array, timestep: number, sample: Float32Array): number {
-    if (modelOutput.length !== sample.length) {
-      throw new RangeError(`model output has ${modelOutput.length} values, sample has ${sample.length}`);
-    }
-    const i = this.currentIndex(timestep);
-    const n = this.timestepSchedule.length;
-    if (i >= n) throw new Error(`step called ${i + 1} times for ${n} timesteps`);
-    return i;
+    checkSameLength(modelOutput, sample); // before the schedule check here, unlike `checkStepInputs`
+    this.currentIndex(timestep);
+    return this.steps.forStep(this.timesteps, timestep);
   }
 }

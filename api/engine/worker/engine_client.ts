@@ -66,10 +66,11 @@ export class EngineWorker {
   async load(
     entry: ModelEntry,
     provider: ExecutionProvider,
-  ): Promise<{ capabilities: ModelCapabilities; tokenizerDir: string; loadMs: number }> {
+  ): Promise<Omit<Extract<WorkerReply, { type: "loaded" }>, "type" | "id">> {
     const reply = await this.call({ type: "load", id: this.nextId++, entry, provider });
     if (reply.type !== "loaded") throw new GenerationFailed(`unexpected reply ${reply.type} to load`);
-    return { capabilities: reply.capabilities, tokenizerDir: reply.tokenizerDir, loadMs: reply.loadMs };
+    const { type: _type, id: _id, ...loaded } = reply;
+    return loaded;
   }
 
   async generate(

@@ -58,6 +58,7 @@ async function handle(request: WorkerRequest): Promise<void> {
         id: request.id,
         capabilities: loaded.components.capabilities,
         tokenizerDir: loaded.components.files.tokenizerDir,
+        checkpointGraphs: loaded.components.checkpointGraphs,
         loadMs: performance.now() - t0,
       });
       return;

@@ -23,7 +23,14 @@ export type Offload = "none" | "model" | "sequential";
 export type WorkerErrorKind = "aborted" | "failed" | "invalid";
 
 export type WorkerReply =
-  | { type: "loaded"; id: number; capabilities: ModelCapabilities; tokenizerDir: string; loadMs: number }
+  | {
+      type: "loaded";
+      id: number;
+      capabilities: ModelCapabilities;
+      tokenizerDir: string;
+      checkpointGraphs: { reused: boolean; buildMs: number } | null;
+      loadMs: number;
+    }
   | { type: "step"; id: number; event: StepEvent }
   | { type: "generated"; id: number; output: GenerateOutput }
   | { type: "error"; id: number; kind: WorkerErrorKind; message: string };
