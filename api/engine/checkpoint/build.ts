@@ -28,7 +28,7 @@ import {
 } from "./detect.ts";
 import { buildUNetGraph, detectUNet } from "./unet_graph.ts";
 import { buildVaeDecoderGraph, buildVaeEncoderGraph, detectVae } from "./vae_graph.ts";
-import { CheckpointWeights } from "./weights.ts";
+import { CheckpointWeights, type ComputePrecision } from "./weights.ts";
 
 /** Bump when the graphs sdx writes change, so caches built by older versions are rebuilt. */
 export const GRAPH_VERSION = 1;
@@ -118,11 +118,15 @@ async function writeTokenizer(dir: string, pad: string): Promise<void> {
   );
 }
 
-async function cacheKey(path: string, header: SafetensorsHeader): Promise<string> {
+async function cacheKey(
+  path: string,
+  header: SafetensorsHeader,
+  precision: ComputePrecision,
+): Promise<string> {
   const info = await stat(path);
   const headerBytes = await Bun.file(path).slice(0, header.dataOffset).arrayBuffer();
   return createHash("sha256")
-    .update(`${GRAPH_VERSION}:${info.size}:${info.mtimeMs}:`)
+    .update(`${GRAPH_VERSION}:${precision}:${info.size}:${info.mtimeMs}:`)
     .update(new Uint8Array(headerBytes))
     .digest("hex")
     .slice(0, 16);
@@ -145,16 +149,23 @@ async function writeGraph(path: string, graph: GraphBuilder): Promise<void> {
   await writeFileAtomic(path, graph.toBytes());
 }
 
-/** Builds (or reuses) the cache folder of a checkpoint and returns the files to load. */
+/**
+ * Builds (or reuses) the cache folder of a checkpoint and returns the files to load. `precision` is what the
+ * text encoder and UNet compute in (float16 for CUDA: softmax and group-norm statistics stay float32 inside
+ * the graphs); the VAE always computes in float32, since SD VAEs can overflow float16.
+ */
 export async function prepareCheckpoint(
   checkpointPath: string,
-  log: (line: string) => void = () => undefined,
+  options: { precision?: ComputePrecision; log?: (line: string) => void } = {},
 ): Promise<{ files: PipelineFiles; kind: ModelKind; reused: boolean; buildMs: number }> {
+  const precision = options.precision ?? "float32";
+  const log = options.log ?? (() => undefined);
   const header = await readSafetensorsHeader(checkpointPath);
   const name = basename(checkpointPath).replace(/\.safetensors$/, "");
   const cacheRoot = join(dirname(checkpointPath), ".sdx-cache");
-  const key = await cacheKey(checkpointPath, header);
-  const dir = join(cacheRoot, `${name}-${key}`);
+  const key = await cacheKey(checkpointPath, header, precision);
+  const tag = precision === "float16" ? "fp16" : "fp32";
+  const dir = join(cacheRoot, `${name}-${tag}-${key}`);
   const manifestFile = Bun.file(join(dir, MANIFEST_FILE));
   if (await manifestFile.exists()) {
     const manifest = (await manifestFile.json()) as Manifest;
@@ -210,7 +221,7 @@ export async function prepareCheckpoint(
     await rm(dir, { recursive: true, force: true });
     await rename(tmp, dir);
     // Caches of earlier versions of this file are dead weight (their hard links pin the old file's blocks).
-    const ours = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-[0-9a-f]{16}$`);
+    const ours = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-${tag}-[0-9a-f]{16}$`);
     for (const entry of await readdir(cacheRoot)) {
       if (ours.test(entry) && entry !== basename(dir)) {
         await rm(join(cacheRoot, entry), { recursive: true, force: true });

@@ -163,7 +163,9 @@ export async function loadOnnxPipeline(
   entry: ModelEntry,
   provider: ExecutionProvider,
 ): Promise<PipelineComponents> {
-  const built = entry.format === "safetensors" ? await prepareCheckpoint(entry.path) : null;
+  // On CUDA the checkpoint's text encoder and UNet compute in float16, as diffusers runs SD on GPUs.
+  const precision = provider === "cuda" ? "float16" : "float32";
+  const built = entry.format === "safetensors" ? await prepareCheckpoint(entry.path, { precision }) : null;
   const files = built ? built.files : await onnxFolderFiles(entry.path);
   const paths: Record<Stage, string> = {
     text_encoder: files.textEncoder,

@@ -75,7 +75,9 @@ export function readDpmSolverOrder(r: ConfigReader, fallback: 1 | 2 | 3): 1 | 2 
 /** "learned" / "learned_range" variance means a 6-channel UNet output (mean and variance), which is not supported. */
 export function refuseLearnedVariance(varianceType: string | null): void {
   if (varianceType === "learned" || varianceType === "learned_range") {
-    throw new SchedulerConfigError(`variance_type "${varianceType}" (a 6-channel UNet output) is not supported`);
+    throw new SchedulerConfigError(
+      `variance_type "${varianceType}" (a 6-channel UNet output) is not supported`,
+    );
   }
 }
 

@@ -37,24 +37,38 @@
 
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { alphasCumprod, BETA_SCHEDULES, type BetaSchedule, betasFromConfig } from "./betas.ts";
+import type { BetaSchedule } from "./betas.ts";
 import {
+  dataPrediction,
+  dpmSigmas,
+  dpmSolverFirstOrderUpdate,
+  dpmTimesteps,
+  type LambdaPoint,
+  lambdaPoint,
+  lastIndexForUnknown,
+  readDpmConfigHead,
+  readDpmSolverOrder,
+  readDpmSolverType,
+  refuseLearnedVariance,
+  trainingLambdas,
+  unclippedTimesteps,
+} from "./dpm_common.ts";
+import {
+  checkStepCount,
   ConfigReader,
-  karrasSigmas,
-  logSigmas,
-  npArange,
-  npLinspace,
-  PREDICTION_TYPES,
+  type FinalSigmasType,
+  finalSigma,
   type PredictionType,
-  roundHalfEven,
+  refuseThresholding,
   SchedulerConfigError,
-  sigmaToT,
-  TIMESTEP_SPACINGS,
   type TimestepSpacing,
+  timestepSpacingOption,
   trainingSigmas,
 } from "./schedule_utils.ts";
 import type { Scheduler, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import { expf, logf } from "./sleef.ts";
+import { kAlphasCumprod } from "./sigma_schedule.ts";
+import { expf } from "./sleef.ts";
+import { checkStepInputs, StepIndex } from "./step_index.ts";
 
 export const DPM_ALGORITHM_TYPES = ["dpmsolver++", "sde-dpmsolver++"] as const;
 export type DpmAlgorithmType = (typeof DPM_ALGORITHM_TYPES)[number];
@@ -79,7 +93,7 @@ export interface DPMSolverMultistepConfig {
   euler_at_final: boolean;
   use_karras_sigmas: boolean;
   use_lu_lambdas: boolean;
-  final_sigmas_type: "zero" | "sigma_min";
+  final_sigmas_type: FinalSigmasType;
   lambda_min_clipped: number;
   variance_type: string | null;
   timestep_spacing: TimestepSpacing;
@@ -135,37 +149,21 @@ export function resolveDPMSolverMultistepConfig(
       `algorithm_type "${algorithm}" is ${known ? "not implemented yet" : "unknown"}; supported: ${IMPLEMENTED_ALGORITHMS.join(", ")}`,
     );
   }
-  let solverType = r.string("solver_type", d.solver_type);
-  if (solverType === "logrho" || solverType === "bh1" || solverType === "bh2") solverType = "midpoint";
-  if (solverType !== "midpoint" && solverType !== "heun") {
-    throw new SchedulerConfigError(`solver_type "${solverType}" is not supported; choose midpoint or heun`);
-  }
-  const order = r.integer("solver_order", d.solver_order);
-  if (order !== 1 && order !== 2 && order !== 3)
-    throw new SchedulerConfigError(`solver_order must be 1, 2 or 3, got ${order}`);
+  const solverType = readDpmSolverType(r, d.solver_type);
+  const order = readDpmSolverOrder(r, d.solver_order);
 
   const resolved: DPMSolverMultistepConfig = {
-    num_train_timesteps: r.integer("num_train_timesteps", d.num_train_timesteps),
-    beta_start: r.number("beta_start", d.beta_start),
-    beta_end: r.number("beta_end", d.beta_end),
-    beta_schedule: r.oneOf("beta_schedule", BETA_SCHEDULES, d.beta_schedule),
-    trained_betas: r.numberArray("trained_betas"),
-    solver_order: order,
-    prediction_type: r.oneOf("prediction_type", PREDICTION_TYPES, d.prediction_type),
-    thresholding: r.boolean("thresholding", d.thresholding),
-    dynamic_thresholding_ratio: r.number("dynamic_thresholding_ratio", d.dynamic_thresholding_ratio),
-    sample_max_value: r.number("sample_max_value", d.sample_max_value),
+    ...readDpmConfigHead(r, d, order),
     algorithm_type: algorithm as DpmAlgorithmType,
     solver_type: solverType,
     lower_order_final: r.boolean("lower_order_final", d.lower_order_final),
     euler_at_final: r.boolean("euler_at_final", d.euler_at_final),
-    use_karras_sigmas: options.karrasSigmas ?? r.boolean("use_karras_sigmas", d.use_karras_sigmas),
+    use_karras_sigmas: r.karrasSigmas(options.karrasSigmas, d.use_karras_sigmas),
     use_lu_lambdas: r.boolean("use_lu_lambdas", d.use_lu_lambdas),
-    final_sigmas_type: r.oneOf("final_sigmas_type", ["zero", "sigma_min"] as const, d.final_sigmas_type),
+    final_sigmas_type: r.finalSigmasType(d.final_sigmas_type),
     lambda_min_clipped: r.number("lambda_min_clipped", d.lambda_min_clipped),
     variance_type: r.string("variance_type", null),
-    timestep_spacing:
-      timestepSpacingOption(options) ?? r.oneOf("timestep_spacing", TIMESTEP_SPACINGS, d.timestep_spacing),
+    timestep_spacing: r.timestepSpacing(timestepSpacingOption(options), d.timestep_spacing),
     steps_offset: r.integer("steps_offset", d.steps_offset),
     rescale_betas_zero_snr: r.boolean("rescale_betas_zero_snr", d.rescale_betas_zero_snr),
   };
@@ -173,73 +171,11 @@ export function resolveDPMSolverMultistepConfig(
     // diffusers 0.29.2 has no third-order SDE update (its third-order branch leaves x_t unset and fails).
     throw new SchedulerConfigError('solver_order 3 is not available with algorithm_type "sde-dpmsolver++"');
   }
-  if (resolved.thresholding) {
-    // Dynamic thresholding needs the per-image layout (a quantile over C·H·W per batch item) and is meant for
-    // pixel-space models only; latent diffusion never enables it.
-    throw new SchedulerConfigError("thresholding is not supported (it is for pixel-space models)");
-  }
-  if (resolved.variance_type === "learned" || resolved.variance_type === "learned_range") {
-    throw new SchedulerConfigError(
-      `variance_type "${resolved.variance_type}" (a 6-channel UNet output) is not supported`,
-    );
-  }
+  // Dynamic thresholding needs the per-image layout (a quantile over C·H·W per batch item) and is meant for
+  // pixel-space models only; latent diffusion never enables it.
+  refuseThresholding(resolved.thresholding);
+  refuseLearnedVariance(resolved.variance_type);
   return resolved;
-}
-
-/** `SchedulerOptions.timestepSpacing`, checked (it may come from an untyped request). */
-export function timestepSpacingOption(options: SchedulerOptions): TimestepSpacing | undefined {
-  const v = options.timestepSpacing;
-  if (v === undefined) return undefined;
-  if (!(TIMESTEP_SPACINGS as readonly string[]).includes(v)) {
-    throw new SchedulerConfigError(
-      `timestep spacing "${String(v)}" is not supported; choose one of ${TIMESTEP_SPACINGS.join(", ")}`,
-    );
-  }
-  return v;
-}
-
-/** α_t = 1/√(s² + 1), σ_t = s·α_t from the noise-to-signal ratio s, as float32 tensor ops. */
-export function alphaSigma(s: number): [alpha: number, sigma: number] {
-  const alpha = f32(1 / f32(Math.sqrt(f32(f32(s * s) + 1))));
-  return [alpha, f32(s * alpha)];
-}
-
-/** λ = log α − log σ (float32; λ = +∞ at σ = 0, the end of a "zero" final sigma). */
-export function lambdaOf(alpha: number, sigma: number): number {
-  return f32(logf(alpha) - logf(sigma));
-}
-
-/**
- * The data prediction x_θ(x_t, t) that DPM-Solver++ (and UniPC with predict_x0) integrates, from whatever the
- * network predicts, at the point with noise-to-signal ratio `s` = σ_t/α_t:
- *   ε-prediction: x_θ = (x_t − σ_t·ε_θ)/α_t
- *   v-prediction (v = α_t·ε − σ_t·x_0, Salimans & Ho 2022): x_θ = α_t·x_t − σ_t·v_θ
- *   sample:       x_θ is the output itself.
- */
-export function dataPrediction(
-  predictionType: PredictionType,
-  s: number,
-  modelOutput: Float32Array,
-  sample: Float32Array,
-): Float32Array {
-  const [alpha, sigma] = alphaSigma(s);
-  const out = new Float32Array(sample.length);
-  switch (predictionType) {
-    case "epsilon":
-      for (let k = 0; k < out.length; k++) {
-        out[k] = f32((sample[k] as number) - f32(sigma * (modelOutput[k] as number))) / alpha;
-      }
-      break;
-    case "v_prediction":
-      for (let k = 0; k < out.length; k++) {
-        out[k] = f32(alpha * (sample[k] as number)) - f32(sigma * (modelOutput[k] as number));
-      }
-      break;
-    case "sample":
-      out.set(modelOutput);
-      break;
-  }
-  return out;
 }
 
 export class DPMSolverMultistepScheduler implements Scheduler {
@@ -255,22 +191,16 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   /** x_θ of the last `solver_order` steps, oldest first. */
   private modelOutputs: (Float32Array | null)[];
   private lowerOrderNums = 0;
-  private stepIndex: number | null = null;
-  private beginIndex: number | null = null;
+  private readonly steps = new StepIndex(lastIndexForUnknown);
 
   constructor(config: SchedulerConfig, options: SchedulerOptions = {}) {
     this.config = Object.freeze(resolveDPMSolverMultistepConfig(config, options));
     const c = this.config;
-    const ac = alphasCumprod(betasFromConfig(c));
-    // With a zero terminal SNR, ᾱ_{T−1} = 0 would make σ/α infinite: diffusers pins it to 2⁻²⁴.
-    if (c.rescale_betas_zero_snr) ac[ac.length - 1] = 2 ** -24;
+    // With a zero terminal SNR, ᾱ_{T−1} = 0 would make σ/α infinite: diffusers pins it to 2⁻²⁴ (kAlphasCumprod).
+    const ac = kAlphasCumprod(c);
     this.alphasCumprod = ac;
     this.trainSigmas = trainingSigmas(ac);
-    this.trainLambdas = ac.map((a) => {
-      const alpha = f32(Math.sqrt(a));
-      const sigma = f32(Math.sqrt(f32(1 - a)));
-      return lambdaOf(alpha, sigma);
-    });
+    this.trainLambdas = trainingLambdas(ac);
     this.modelOutputs = new Array<Float32Array | null>(c.solver_order).fill(null);
   }
 
@@ -290,67 +220,27 @@ export class DPMSolverMultistepScheduler implements Scheduler {
 
   /** For img2img: the first `step` call uses this index instead of looking its timestep up. */
   setBeginIndex(beginIndex: number): void {
-    this.beginIndex = beginIndex;
+    this.steps.setBegin(beginIndex);
   }
 
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-      throw new RangeError(`numInferenceSteps must be a positive integer, got ${numInferenceSteps}`);
-    }
+    checkStepCount(numInferenceSteps);
     const n = numInferenceSteps;
-    const T = c.num_train_timesteps;
-
-    // Clip the schedule where λ falls below lambda_min_clipped (needed by the cosine schedule, whose λ → −∞):
-    // searchsorted over λ in increasing order, with the threshold rounded to float32 like the table.
-    const threshold = f32(c.lambda_min_clipped);
-    let clippedIdx = 0;
-    for (let i = this.trainLambdas.length - 1; i >= 0 && (this.trainLambdas[i] as number) < threshold; i--)
-      clippedIdx++;
-    const lastTimestep = T - clippedIdx;
-
-    // Timestep spacings of Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2.
-    let timesteps: number[];
-    if (c.timestep_spacing === "linspace") {
-      timesteps = npLinspace(0, lastTimestep - 1, n + 1)
-        .map(roundHalfEven)
-        .reverse()
-        .slice(0, -1);
-    } else if (c.timestep_spacing === "leading") {
-      const ratio = Math.floor(lastTimestep / (n + 1));
-      timesteps = [];
-      for (let i = n; i >= 1; i--) timesteps.push(i * ratio + c.steps_offset);
-    } else {
-      timesteps = npArange(lastTimestep, 0, -T / n).map((t) => roundHalfEven(t) - 1);
-    }
-
-    const table = this.trainSigmas;
-    const logTable = logSigmas(table);
-    let sigmas: number[];
-    if (c.use_karras_sigmas) {
-      // Karras et al. 2022, eq. 5 (ρ = 7) between the extreme training sigmas; timesteps follow the sigmas.
-      sigmas = karrasSigmas(table[0] as number, table[table.length - 1] as number, n);
-      timesteps = sigmas.map((s) => roundHalfEven(sigmaToT(s, logTable)));
-    } else if (c.use_lu_lambdas) {
-      // Uniform steps in log σ (= −λ) between the extremes, the "logSNR" spacing of DPM-Solver.
-      const hi = logTable[logTable.length - 1] as number;
-      const lo = logTable[0] as number;
-      sigmas = npLinspace(0, 1, n).map((r) => Math.exp(hi + r * (lo - hi)));
-      timesteps = sigmas.map((s) => roundHalfEven(sigmaToT(s, logTable)));
-    } else {
-      // np.interp at integer timesteps: the table entry itself, clamped to the table's ends.
-      sigmas = timesteps.map((t) => table[Math.min(Math.max(t, 0), table.length - 1)] as number);
-    }
-    const a0 = this.alphasCumprod[0] as number;
-    const sigmaLast = c.final_sigmas_type === "sigma_min" ? Math.sqrt(f32(f32(1 - a0) / a0)) : 0;
-    sigmas.push(sigmaLast);
+    const lastTimestep = unclippedTimesteps(this.trainLambdas, c.lambda_min_clipped);
+    const { timesteps, sigmas } = dpmSigmas(
+      dpmTimesteps(c.timestep_spacing, c.num_train_timesteps, lastTimestep, n, c.steps_offset),
+      this.trainSigmas,
+      n,
+      { karras: c.use_karras_sigmas, luLambdas: c.use_lu_lambdas },
+    );
+    sigmas.push(finalSigma(c.final_sigmas_type, this.alphasCumprod));
 
     this.sigmaSchedule = Float32Array.from(sigmas);
     this.timestepSchedule = timesteps;
     this.modelOutputs = new Array<Float32Array | null>(c.solver_order).fill(null);
     this.lowerOrderNums = 0;
-    this.stepIndex = null;
-    this.beginIndex = null;
+    this.steps.reset();
   }
 
   /** DPM-Solver needs no input scaling: the UNet sees x_t as is. */
@@ -368,15 +258,10 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     sample: Float32Array,
     generator?: TorchGenerator,
   ): StepOutput {
-    if (this.numInferenceSteps === null) throw new Error("setTimesteps must be called before step");
-    if (modelOutput.length !== sample.length) {
-      throw new RangeError(`model output has ${modelOutput.length} values, sample has ${sample.length}`);
-    }
-    if (this.stepIndex === null) this.stepIndex = this.beginIndex ?? this.indexForTimestep(timestep);
+    checkStepInputs(this.numInferenceSteps, modelOutput, sample);
+    const i = this.steps.forStep(this.timestepSchedule, timestep);
     const c = this.config;
-    const i = this.stepIndex;
     const n = this.timestepSchedule.length;
-    if (i >= n) throw new Error(`step called ${i + 1} times for ${n} timesteps`);
 
     // Algorithm 2 starts with a first-order step (no history yet). diffusers also lowers the order of the last
     // steps when there are fewer than 15 (stability), and with a zero final sigma the last step is always first
@@ -399,50 +284,43 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     if (c.solver_order === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) {
       prevSample = noise
         ? this.sdeFirstOrderUpdate(x0, sample, noise, i)
-        : this.firstOrderUpdate(x0, sample, i);
+        : dpmSolverFirstOrderUpdate(x0, sample, this.point(i + 1), this.point(i));
     } else if (c.solver_order === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) {
       prevSample = noise ? this.sdeSecondOrderUpdate(sample, noise, i) : this.secondOrderUpdate(sample, i);
     } else {
       prevSample = this.thirdOrderUpdate(sample, i);
     }
     if (this.lowerOrderNums < c.solver_order) this.lowerOrderNums++;
-    this.stepIndex = i + 1;
+    this.steps.advance();
     return { prevSample, predOriginalSample: x0.slice() };
   }
 
-  /**
-   * `index_for_timestep`: the position of `timestep` in the schedule; when it occurs twice the second one is
-   * taken (so that a run started mid-schedule does not skip a sigma), and an unknown timestep maps to the end.
-   */
-  private indexForTimestep(timestep: number): number {
-    const hits: number[] = [];
-    this.timesteps.forEach((t, k) => {
-      if (t === timestep) hits.push(k);
-    });
-    if (hits.length === 0) return this.timesteps.length - 1;
-    return (hits.length > 1 ? hits[1] : hits[0]) as number;
-  }
-
   /** α, σ, λ at sigma index j (float32). */
-  private point(j: number): { alpha: number; sigma: number; lambda: number } {
-    const [alpha, sigma] = alphaSigma(this.sigmas[j] as number);
-    return { alpha, sigma, lambda: lambdaOf(alpha, sigma) };
+  private point(j: number): LambdaPoint {
+    return lambdaPoint(this.sigmas[j] as number);
   }
 
   /**
-   * DPM-Solver++(1), equivalent to DDIM (η = 0): x_t = (σ_t/σ_s)·x_s − α_t·(e^{−h} − 1)·x_θ(x_s, s), h = λ_t − λ_s.
+   * What a 2M update at step i needs: the last two x_θ (m0 newest), the points t = i + 1 and s0 = i,
+   * h = λ_t − λ_{s0} and 1/r₀, r₀ = h₀/h with h₀ = λ_{s0} − λ_{s1}.
    */
-  private firstOrderUpdate(x0: Float32Array, sample: Float32Array, i: number): Float32Array {
+  private secondOrderTerms(i: number): {
+    m0: Float32Array;
+    m1: Float32Array;
+    t: LambdaPoint;
+    s0: LambdaPoint;
+    h: number;
+    invR0: number;
+  } {
+    const m0 = this.modelOutputs[this.modelOutputs.length - 1] as Float32Array;
+    const m1 = this.modelOutputs[this.modelOutputs.length - 2] as Float32Array;
     const t = this.point(i + 1);
-    const s = this.point(i);
-    const h = f32(t.lambda - s.lambda);
-    const sampleCoef = f32(t.sigma / s.sigma);
-    const x0Coef = f32(t.alpha * f32(expf(-h) - 1));
-    const out = new Float32Array(sample.length);
-    for (let k = 0; k < out.length; k++) {
-      out[k] = f32(sampleCoef * (sample[k] as number)) - f32(x0Coef * (x0[k] as number));
-    }
-    return out;
+    const s0 = this.point(i);
+    const s1 = this.point(i - 1);
+    const h = f32(t.lambda - s0.lambda);
+    const h0 = f32(s0.lambda - s1.lambda);
+    const r0 = f32(h0 / h);
+    return { m0, m1, t, s0, h, invR0: f32(1 / r0) };
   }
 
   /**
@@ -455,15 +333,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
    *     (the exact integral of the linear interpolant, as in DPM-Solver's second-order Taylor term)
    */
   private secondOrderUpdate(sample: Float32Array, i: number): Float32Array {
-    const m0 = this.modelOutputs[this.modelOutputs.length - 1] as Float32Array;
-    const m1 = this.modelOutputs[this.modelOutputs.length - 2] as Float32Array;
-    const t = this.point(i + 1);
-    const s0 = this.point(i);
-    const s1 = this.point(i - 1);
-    const h = f32(t.lambda - s0.lambda);
-    const h0 = f32(s0.lambda - s1.lambda);
-    const r0 = f32(h0 / h);
-    const invR0 = f32(1 / r0);
+    const { m0, m1, t, s0, h, invR0 } = this.secondOrderTerms(i);
     const sampleCoef = f32(t.sigma / s0.sigma);
     const expm1 = f32(expf(-h) - 1);
     const d0Coef = f32(t.alpha * expm1);
@@ -514,15 +384,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
    *     (the exact integral of the linear interpolant against the SDE's kernel 2α_t·e^{−2(λ_t − λ)} dλ)
    */
   private sdeSecondOrderUpdate(sample: Float32Array, noise: Float32Array, i: number): Float32Array {
-    const m0 = this.modelOutputs[this.modelOutputs.length - 1] as Float32Array;
-    const m1 = this.modelOutputs[this.modelOutputs.length - 2] as Float32Array;
-    const t = this.point(i + 1);
-    const s0 = this.point(i);
-    const s1 = this.point(i - 1);
-    const h = f32(t.lambda - s0.lambda);
-    const h0 = f32(s0.lambda - s1.lambda);
-    const r0 = f32(h0 / h);
-    const invR0 = f32(1 / r0);
+    const { m0, m1, t, s0, h, invR0 } = this.secondOrderTerms(i);
     const oneMinusE2h = f32(1 - expf(f32(-2 * h)));
     const sampleCoef = f32(f32(t.sigma / s0.sigma) * expf(-h));
     const d0Coef = f32(t.alpha * oneMinusE2h);

@@ -11,8 +11,8 @@ import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { type BetaSchedule, readBetaConfig, torchLinspaceF32 } from "./betas.ts";
 import {
-  checkStepCount,
   ConfigReader,
+  checkStepCount,
   type FinalSigmasType,
   finalSigma,
   PREDICTION_TYPES,

@@ -12,8 +12,8 @@ import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { BETA_SCHEDULES, type BetaSchedule, readBetaConfig } from "./betas.ts";
 import {
-  checkStepCount,
   ConfigReader,
+  checkStepCount,
   PREDICTION_TYPES,
   type PredictionType,
   type TimestepSpacing,

@@ -12,7 +12,7 @@
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import { checkStepCount, ConfigReader, roundHalfEven, type TimestepSpacing } from "./schedule_utils.ts";
+import { ConfigReader, checkStepCount, roundHalfEven, type TimestepSpacing } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import {
   denoise,

@@ -281,7 +281,9 @@ export class PNDMScheduler implements Scheduler {
     const betaProdPrev = f32(1 - alphaProdPrev);
     const len = sample.length;
     const eps =
-      this.config.prediction_type === "v_prediction" ? vToEpsilon(modelOutput, sample, alphaProd) : modelOutput;
+      this.config.prediction_type === "v_prediction"
+        ? vToEpsilon(modelOutput, sample, alphaProd)
+        : modelOutput;
 
     // √(ᾱ_{t−δ}/ᾱ_t), and the ε' denominator ᾱ_t·√(1 − ᾱ_{t−δ}) + √(ᾱ_t(1 − ᾱ_t)ᾱ_{t−δ}).
     const sampleCoef = f32(Math.sqrt(f32(alphaProdPrev / alphaProd)));
