@@ -1,7 +1,11 @@
 /** `bun run bench <name> [options]`: the benchmarks, each printing its figures as one table. */
 import { benchEngine } from "./engine.ts";
+import { benchLoad } from "./load.ts";
 
-const BENCHMARKS: Record<string, (argv: string[]) => Promise<void>> = { engine: benchEngine };
+const BENCHMARKS: Record<string, (argv: string[]) => Promise<void>> = {
+  engine: benchEngine,
+  load: benchLoad,
+};
 
 const [name, ...rest] = process.argv.slice(2);
 const run = name ? BENCHMARKS[name] : undefined;
