@@ -140,7 +140,7 @@ export interface components {
                 /** @description Folder name in the models directory; the model's only handle. */
                 name: string;
                 /** @enum {string} */
-                format: "onnx";
+                format: "onnx" | "safetensors";
                 /** @description Null when the folder is not a model sdx recognises. */
                 kind: ("sd1" | "sd2" | "sdxl") | null;
                 /** @description `_class_name` of model_index.json. */
@@ -155,6 +155,17 @@ export interface components {
                 problem: string | null;
                 /** @description Whether this is the model the server is serving. */
                 loaded: boolean;
+                /** @description The checkpoint's sidecar <name>.json, when it has one. */
+                sidecar: ({
+                    /** @description The seed's "SD" or "SDXL". */
+                    model_type?: string;
+                    base_model?: string;
+                    description?: string;
+                    merged_from?: string[] | string;
+                    prediction_type?: string;
+                } & {
+                    [key: string]: unknown;
+                }) | null;
             }[];
         };
         SchedulerList: {

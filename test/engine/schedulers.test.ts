@@ -8,170 +8,48 @@ import {
   resolveDPMSolverMultistepConfig,
 } from "../../api/engine/schedulers/dpmsolver_multistep.ts";
 import { createScheduler, SCHEDULER_NAMES, SCHEDULERS } from "../../api/engine/schedulers/index.ts";
-import { SchedulerConfigError, withOverrides } from "../../api/engine/schedulers/schedule_utils.ts";
-import type { Scheduler, SchedulerConfig } from "../../api/engine/schedulers/scheduler.ts";
+import { SchedulerConfigError } from "../../api/engine/schedulers/schedule_utils.ts";
+import type { SchedulerConfig } from "../../api/engine/schedulers/scheduler.ts";
 import { expf, expm1f, logf, tanhf } from "../../api/engine/schedulers/sleef.ts";
+import {
+  diffusersConfig,
+  diffusersConfigWithout,
+  expectFixtureCase,
+  expectResolvedConfig,
+  loadSchedulerFixtures,
+  runFixtureTrajectory,
+  SCHEDULER_FIXTURES,
+  type SchedulerFixtureCase,
+  type SchedulerFixtureIndex,
+  toyModel,
+} from "../helpers/scheduler_fixtures.ts";
 
-const DIR = join(import.meta.dir, "../fixtures/schedulers");
 const f32 = Math.fround;
 
-interface FixtureCase {
-  name: string;
-  class: string;
-  config: SchedulerConfig;
-  from_config_overrides: SchedulerConfig;
-  num_inference_steps: number;
-  seed: number;
-  generator_passed_to_step: boolean;
-  timesteps: number[];
-  sigmas: number[] | null;
-  init_noise_sigma: number;
-  num_model_evals: number;
-  tensors_file: string;
-}
+/** SD 1.x's training schedule. */
+const SD15_BETAS = {
+  num_train_timesteps: 1000,
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  beta_schedule: "scaled_linear",
+  trained_betas: null,
+  rescale_betas_zero_snr: false,
+} as const;
 
-interface FixtureIndex {
-  base_config: SchedulerConfig;
-  alphas_cumprod_sd15: number[];
-  cases: FixtureCase[];
-}
-
-/** The index is written by Python's json, which spells non-finite floats as bare Infinity / -Infinity / NaN. */
-function parsePythonJson(text: string): unknown {
-  const tag = "\u0000pyfloat:";
-  let out = "";
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i] as string;
-    if (inString) {
-      out += ch;
-      if (ch === "\\") out += text[++i] ?? "";
-      else if (ch === '"') inString = false;
-      continue;
-    }
-    if (ch === '"') inString = true;
-    const token = /^(-?Infinity|NaN)/.exec(text.slice(i, i + 9));
-    if (token) {
-      out += JSON.stringify(tag + token[0]);
-      i += token[0].length - 1;
-      continue;
-    }
-    out += ch;
-  }
-  return JSON.parse(out, (_key, value: unknown) =>
-    typeof value === "string" && value.startsWith(tag) ? Number(value.slice(tag.length)) : value,
-  );
-}
-
-/** The oracle's toy model: eps = 0.3·tanh(x) + 0.05·cos(t/37), tanh and the sum in float32, cos in float64. */
-function toyModel(x: Float32Array, t: number): Float32Array {
-  const c = f32(0.05 * Math.cos(t / 37.0));
-  const k = f32(0.3);
-  return x.map((v) => f32(k * tanhf(v)) + c);
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs((a[i] as number) - (b[i] as number)));
-  return m;
-}
-
-/** base_config + from_config_overrides, i.e. `Class.from_config(base_config, **overrides)` (only present keys). */
-function diffusersConfig(index: FixtureIndex, c: FixtureCase): SchedulerConfig {
-  return withOverrides(index.base_config, c.from_config_overrides);
-}
-
-interface Trajectory {
-  timesteps: readonly number[];
-  noiseErr: number;
-  inputErr: number;
-  outputErr: number;
-  prevErr: number;
-  finalErr: number;
-}
-
-async function runCase(scheduler: Scheduler, c: FixtureCase): Promise<Trajectory> {
-  const tensors = await loadSafetensors(join(DIR, c.tensors_file));
-  const get = (key: string): Float32Array => {
-    const t = tensors.get(key);
-    if (!t) throw new Error(`${c.tensors_file}: no ${key}`);
-    return t.data;
-  };
-  scheduler.setTimesteps(c.num_inference_steps);
-  const g = new TorchGenerator(c.seed, { kernel: "avx2" }); // the oracle ran on an AVX2 CPU
-  const noise = g.randn([1, 4, 8, 8]);
-  const n = noise.length;
-  const refInput = get("model_input");
-  const refOutput = get("model_output");
-  const refPrev = get("prev_sample");
-  let sample: Float32Array = noise.map((v) => v * scheduler.initNoiseSigma);
-  let inputErr = 0;
-  let outputErr = 0;
-  let prevErr = 0;
-  scheduler.timesteps.forEach((t, i) => {
-    const x = scheduler.scaleModelInput(sample, t);
-    inputErr = Math.max(inputErr, maxAbsDiff(x, refInput.subarray(i * n, (i + 1) * n)));
-    const eps = toyModel(x, t);
-    outputErr = Math.max(outputErr, maxAbsDiff(eps, refOutput.subarray(i * n, (i + 1) * n)));
-    // Stochastic steps draw their noise from the generator that drew the initial noise (README §3).
-    sample = scheduler.step(eps, t, sample, c.generator_passed_to_step ? g : undefined).prevSample;
-    prevErr = Math.max(prevErr, maxAbsDiff(sample, refPrev.subarray(i * n, (i + 1) * n)));
-  });
-  return {
-    timesteps: scheduler.timesteps,
-    noiseErr: maxAbsDiff(noise, get("initial_noise")),
-    inputErr,
-    outputErr,
-    prevErr,
-    finalErr: maxAbsDiff(sample, get("final_sample")),
-  };
-}
-
-let index: FixtureIndex;
-let dpmCases: FixtureCase[] = [];
-let sdeCases: FixtureCase[] = [];
+let index: SchedulerFixtureIndex;
+let dpmCases: SchedulerFixtureCase[] = [];
+let sdeCases: SchedulerFixtureCase[] = [];
 
 beforeAll(async () => {
-  index = parsePythonJson(await Bun.file(join(DIR, "schedulers_index.json")).text()) as FixtureIndex;
+  index = await loadSchedulerFixtures();
   const multistep = index.cases.filter((c) => c.class === "DPMSolverMultistepScheduler");
   dpmCases = multistep.filter((c) => c.config.algorithm_type === "dpmsolver++");
   sdeCases = multistep.filter((c) => c.config.algorithm_type === "sde-dpmsolver++");
 });
 
-/** Timesteps, sigmas, init_noise_sigma and the whole trajectory of one fixture case against diffusers. */
-async function expectCaseMatches(scheduler: Scheduler, c: FixtureCase): Promise<Trajectory> {
-  const r = await runCase(scheduler, c);
-  expect(r.timesteps).toEqual(c.timesteps);
-  expect(scheduler.initNoiseSigma).toBe(c.init_noise_sigma);
-  const sigmas = (scheduler as DPMSolverMultistepScheduler).sigmas;
-  expect(c.sigmas).not.toBeNull();
-  expect(sigmas.length).toBe((c.sigmas as number[]).length);
-  (c.sigmas as number[]).forEach((s, i) => {
-    expect(Math.abs((sigmas[i] as number) - s)).toBeLessThanOrEqual(1e-6 * Math.abs(s));
-  });
-  expect(r.noiseErr).toBe(0);
-  const report = `${c.name}: input ${r.inputErr}, output ${r.outputErr}, prev ${r.prevErr}, final ${r.finalErr}`;
-  if (r.prevErr > 1e-5 || r.finalErr > 1e-5) throw new Error(report);
-  expect(r.inputErr).toBeLessThanOrEqual(1e-5);
-  expect(r.outputErr).toBeLessThanOrEqual(1e-5);
-  expect(r.prevErr).toBeLessThanOrEqual(1e-5);
-  expect(r.finalErr).toBeLessThanOrEqual(1e-5);
-  return r;
-}
-
 describe("noise schedule (betas.ts)", () => {
   test("SD 1.x scaled_linear ᾱ equals diffusers/torch bit for bit", () => {
-    const ac = alphasCumprod(
-      betasFromConfig({
-        num_train_timesteps: 1000,
-        beta_start: 0.00085,
-        beta_end: 0.012,
-        beta_schedule: "scaled_linear",
-        trained_betas: null,
-        rescale_betas_zero_snr: false,
-      }),
-    );
+    const ac = alphasCumprod(betasFromConfig(SD15_BETAS));
     expect(Array.from(ac)).toEqual(index.alphas_cumprod_sd15);
   });
 
@@ -210,7 +88,7 @@ describe("torch float32 elementwise math (sleef.ts)", () => {
     let checked = 0;
     for (const c of index.cases) {
       if (c.timesteps.length !== c.num_model_evals) continue;
-      const tensors = await loadSafetensors(join(DIR, c.tensors_file));
+      const tensors = await loadSafetensors(join(SCHEDULER_FIXTURES, c.tensors_file));
       const input = tensors.get("model_input")?.data as Float32Array;
       const output = tensors.get("model_output")?.data as Float32Array;
       const n = input.length / c.num_model_evals;
@@ -284,15 +162,17 @@ describe("DPMSolverMultistepScheduler (dpmsolver++) vs diffusers 0.29.2", () => 
           ? createScheduler("dpmsolver++", diffusersConfig(index, c))
           : new DPMSolverMultistepScheduler(diffusersConfig(index, c)); // e.g. DPM++ 3M: not a table entry
       expect(scheduler).toBeInstanceOf(DPMSolverMultistepScheduler);
-      await expectCaseMatches(scheduler, c);
+      await expectFixtureCase(scheduler, c);
     }
   });
 
   test("Karras sigmas from SchedulerOptions equal use_karras_sigmas from the config; the option wins", async () => {
     for (const c of dpmCases.filter((x) => x.from_config_overrides.use_karras_sigmas === true)) {
-      const { use_karras_sigmas: _, ...overrides } = c.from_config_overrides;
-      const config = withOverrides(index.base_config, overrides);
-      const viaOption = await runCase(createScheduler("dpmsolver++", config, { karrasSigmas: true }), c);
+      const config = diffusersConfigWithout(index, c, "use_karras_sigmas");
+      const viaOption = await runFixtureTrajectory(
+        createScheduler("dpmsolver++", config, { karrasSigmas: true }),
+        c,
+      );
       expect(viaOption.timesteps).toEqual(c.timesteps);
       expect(viaOption.finalErr).toBeLessThanOrEqual(1e-5);
       const overridden = createScheduler("dpmsolver++", diffusersConfig(index, c), { karrasSigmas: false });
@@ -305,10 +185,7 @@ describe("DPMSolverMultistepScheduler (dpmsolver++) vs diffusers 0.29.2", () => 
     for (const c of dpmCases) {
       const fromResolved = new DPMSolverMultistepScheduler(c.config);
       const fromBase = new DPMSolverMultistepScheduler(diffusersConfig(index, c));
-      expect(fromResolved.config).toEqual(fromBase.config);
-      for (const [key, value] of Object.entries(fromResolved.config)) {
-        expect(c.config[key]).toEqual(value); // our resolved config is diffusers' scheduler.config
-      }
+      expectResolvedConfig(c, fromResolved.config, fromBase.config);
       fromResolved.setTimesteps(c.num_inference_steps);
       expect(fromResolved.timesteps).toEqual(c.timesteps);
     }
@@ -352,16 +229,7 @@ describe("DPMSolverMultistepScheduler (dpmsolver++) vs diffusers 0.29.2", () => 
         332, 299, 266, 232, 199, 166, 132, 99, 66, 32,
       ],
     };
-    const ac = alphasCumprod(
-      betasFromConfig({
-        num_train_timesteps: 1000,
-        beta_start: 0.00085,
-        beta_end: 0.012,
-        beta_schedule: "scaled_linear",
-        trained_betas: null,
-        rescale_betas_zero_snr: false,
-      }),
-    );
+    const ac = alphasCumprod(betasFromConfig(SD15_BETAS));
     for (const algorithm of ["dpmsolver++", "sde-dpmsolver++"]) {
       // The file says "leading" (as SDXL's does); the request's spacing wins, like from_config(..., timestep_spacing=).
       const config: SchedulerConfig = {
@@ -451,15 +319,17 @@ describe("DPMSolverMultistepScheduler (sde-dpmsolver++, DPM++ 2M SDE) vs diffuse
     for (const c of sdeCases) {
       const scheduler = new DPMSolverMultistepScheduler(diffusersConfig(index, c));
       expect(scheduler.config.algorithm_type).toBe("sde-dpmsolver++");
-      await expectCaseMatches(scheduler, c);
+      await expectFixtureCase(scheduler, c);
     }
   });
 
   test("Karras sigmas from SchedulerOptions equal use_karras_sigmas from the config", async () => {
     for (const c of sdeCases.filter((x) => x.from_config_overrides.use_karras_sigmas === true)) {
-      const { use_karras_sigmas: _, ...overrides } = c.from_config_overrides;
-      const config = withOverrides(index.base_config, overrides);
-      const r = await runCase(new DPMSolverMultistepScheduler(config, { karrasSigmas: true }), c);
+      const config = diffusersConfigWithout(index, c, "use_karras_sigmas");
+      const r = await runFixtureTrajectory(
+        new DPMSolverMultistepScheduler(config, { karrasSigmas: true }),
+        c,
+      );
       expect(r.timesteps).toEqual(c.timesteps);
       expect(r.finalErr).toBeLessThanOrEqual(1e-5);
     }
@@ -467,9 +337,8 @@ describe("DPMSolverMultistepScheduler (sde-dpmsolver++, DPM++ 2M SDE) vs diffuse
 
   test("the full resolved config builds the same scheduler as base + overrides", () => {
     for (const c of sdeCases) {
-      const fromResolved = new DPMSolverMultistepScheduler(c.config);
-      expect(fromResolved.config).toEqual(new DPMSolverMultistepScheduler(diffusersConfig(index, c)).config);
-      for (const [key, value] of Object.entries(fromResolved.config)) expect(c.config[key]).toEqual(value);
+      const fromBase = new DPMSolverMultistepScheduler(diffusersConfig(index, c));
+      expectResolvedConfig(c, new DPMSolverMultistepScheduler(c.config).config, fromBase.config);
     }
   });
 

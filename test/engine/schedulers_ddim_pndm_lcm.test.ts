@@ -1,193 +1,51 @@
 import { beforeAll, describe, expect, test } from "bun:test";
-import { join } from "node:path";
 import { TorchGenerator } from "../../api/engine/rng/torch_generator.ts";
-import { loadSafetensors } from "../../api/engine/safetensors.ts";
 import { DDIMScheduler, resolveDDIMConfig } from "../../api/engine/schedulers/ddim.ts";
 import { LCMScheduler } from "../../api/engine/schedulers/lcm.ts";
 import { PNDMScheduler } from "../../api/engine/schedulers/pndm.ts";
-import { SchedulerConfigError, withOverrides } from "../../api/engine/schedulers/schedule_utils.ts";
-import type { Scheduler, SchedulerConfig, SchedulerOptions } from "../../api/engine/schedulers/scheduler.ts";
-import { tanhf } from "../../api/engine/schedulers/sleef.ts";
+import { SchedulerConfigError } from "../../api/engine/schedulers/schedule_utils.ts";
+import type { SchedulerConfig, SchedulerOptions } from "../../api/engine/schedulers/scheduler.ts";
+import {
+  casesOf,
+  diffusersConfig,
+  expectFixtureCase,
+  expectResolvedConfig,
+  loadSchedulerFixtures,
+  maxAbsDiff,
+  type SchedulerFixtureIndex,
+  toyModel,
+} from "../helpers/scheduler_fixtures.ts";
 
-const DIR = join(import.meta.dir, "../fixtures/schedulers");
 const f32 = Math.fround;
 
-interface FixtureCase {
-  name: string;
-  class: string;
-  config: SchedulerConfig;
-  from_config_overrides: SchedulerConfig;
-  num_inference_steps: number;
-  seed: number;
-  step_kwargs: Record<string, unknown>;
-  generator_passed_to_step: boolean;
-  timesteps: number[];
-  sigmas: number[] | null;
-  init_noise_sigma: number;
-  num_model_evals: number;
-  tensors_file: string;
-  aux_output: string | null;
-}
-
-interface FixtureIndex {
-  base_config: SchedulerConfig;
-  cases: FixtureCase[];
-}
-
-/** The index is written by Python's json, which spells non-finite floats as bare Infinity / -Infinity / NaN. */
-function parsePythonJson(text: string): unknown {
-  const tag = "\u0000pyfloat:";
-  let out = "";
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i] as string;
-    if (inString) {
-      out += ch;
-      if (ch === "\\") out += text[++i] ?? "";
-      else if (ch === '"') inString = false;
-      continue;
-    }
-    if (ch === '"') inString = true;
-    const token = /^(-?Infinity|NaN)/.exec(text.slice(i, i + 9));
-    if (token) {
-      out += JSON.stringify(tag + token[0]);
-      i += token[0].length - 1;
-      continue;
-    }
-    out += ch;
-  }
-  return JSON.parse(out, (_key, value: unknown) =>
-    typeof value === "string" && value.startsWith(tag) ? Number(value.slice(tag.length)) : value,
-  );
-}
-
-/** The oracle's toy model: eps = 0.3·tanh(x) + 0.05·cos(t/37), tanh and the sum in float32, cos in float64. */
-function toyModel(x: Float32Array, t: number): Float32Array {
-  const c = f32(0.05 * Math.cos(t / 37.0));
-  const k = f32(0.3);
-  return x.map((v) => f32(k * tanhf(v)) + c);
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs((a[i] as number) - (b[i] as number));
-    m = Number.isNaN(d) ? Number.POSITIVE_INFINITY : Math.max(m, d);
-  }
-  return m;
-}
-
-interface Trajectory {
-  timesteps: readonly number[];
-  noiseErr: number;
-  inputErr: number;
-  outputErr: number;
-  prevErr: number;
-  auxErr: number;
-  finalErr: number;
-}
-
-/** The fixture procedure (README §3): initial noise, then scale → toy model → step over every timestep. */
-async function runCase(scheduler: Scheduler, c: FixtureCase): Promise<Trajectory> {
-  const tensors = await loadSafetensors(join(DIR, c.tensors_file));
-  const get = (key: string): Float32Array => {
-    const t = tensors.get(key);
-    if (!t) throw new Error(`${c.tensors_file}: no ${key}`);
-    return t.data;
-  };
-  scheduler.setTimesteps(c.num_inference_steps);
-  const g = new TorchGenerator(c.seed, { kernel: "avx2" }); // the oracle ran on an AVX2 CPU
-  const noise = g.randn([1, 4, 8, 8]);
-  const n = noise.length;
-  const refInput = get("model_input");
-  const refOutput = get("model_output");
-  const refPrev = get("prev_sample");
-  const refAux = c.aux_output === null ? null : get(c.aux_output);
-  let sample: Float32Array = noise.map((v) => v * scheduler.initNoiseSigma);
-  let inputErr = 0;
-  let outputErr = 0;
-  let prevErr = 0;
-  let auxErr = 0;
-  scheduler.timesteps.forEach((t, i) => {
-    const ref = (a: Float32Array) => a.subarray(i * n, (i + 1) * n);
-    const x = scheduler.scaleModelInput(sample, t);
-    inputErr = Math.max(inputErr, maxAbsDiff(x, ref(refInput)));
-    const eps = toyModel(x, t);
-    outputErr = Math.max(outputErr, maxAbsDiff(eps, ref(refOutput)));
-    const out = scheduler.step(eps, t, sample, c.generator_passed_to_step ? g : undefined);
-    sample = out.prevSample;
-    prevErr = Math.max(prevErr, maxAbsDiff(sample, ref(refPrev)));
-    if (refAux) {
-      expect(out.predOriginalSample).toBeDefined();
-      auxErr = Math.max(auxErr, maxAbsDiff(out.predOriginalSample as Float32Array, ref(refAux)));
-    }
-  });
-  return {
-    timesteps: scheduler.timesteps,
-    noiseErr: maxAbsDiff(noise, get("initial_noise")),
-    inputErr,
-    outputErr,
-    prevErr,
-    auxErr,
-    finalErr: maxAbsDiff(sample, get("final_sample")),
-  };
-}
-
-function expectTrajectory(c: FixtureCase, scheduler: Scheduler, r: Trajectory): void {
-  expect(r.timesteps).toEqual(c.timesteps);
-  expect(r.timesteps.length).toBe(c.num_model_evals);
-  expect(scheduler.initNoiseSigma).toBe(c.init_noise_sigma);
-  expect(c.sigmas).toBeNull(); // none of these classes has a σ schedule
-  expect(r.noiseErr).toBe(0);
-  const report = `${c.name}: input ${r.inputErr}, output ${r.outputErr}, prev ${r.prevErr}, aux ${r.auxErr}, final ${r.finalErr}`;
-  if (r.prevErr > 1e-5 || r.finalErr > 1e-5 || r.auxErr > 1e-5) throw new Error(report);
-  expect(r.inputErr).toBeLessThanOrEqual(1e-5);
-  expect(r.outputErr).toBeLessThanOrEqual(1e-5);
-  expect(r.prevErr).toBeLessThanOrEqual(1e-5);
-  expect(r.auxErr).toBeLessThanOrEqual(1e-5);
-  expect(r.finalErr).toBeLessThanOrEqual(1e-5);
-}
-
-let index: FixtureIndex;
-const casesOf = (cls: string) => index.cases.filter((c) => c.class === cls);
-/** base_config + from_config_overrides, i.e. `Class.from_config(base_config, **overrides)` (only present keys). */
-const diffusersConfig = (c: FixtureCase): SchedulerConfig =>
-  withOverrides(index.base_config, c.from_config_overrides);
+let index: SchedulerFixtureIndex;
 
 beforeAll(async () => {
-  index = parsePythonJson(await Bun.file(join(DIR, "schedulers_index.json")).text()) as FixtureIndex;
+  index = await loadSchedulerFixtures();
 });
-
-/** Resolved config keys agree with diffusers' `scheduler.config`, and the full saved config rebuilds the same. */
-function expectResolvedConfig(c: FixtureCase, resolved: object, fromSaved: object): void {
-  expect(fromSaved).toEqual(resolved);
-  for (const [key, value] of Object.entries(resolved)) expect(c.config[key]).toEqual(value);
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 
 describe("DDIMScheduler vs diffusers 0.29.2", () => {
   test("the public DDIM cases are present (v-prediction and eta = 1 included)", () => {
-    const names = casesOf("DDIMScheduler").map((c) => c.name);
+    const names = casesOf(index, "DDIMScheduler").map((c) => c.name);
     for (const name of ["ddim_1", "ddim_4", "ddim_20", "ddim_50", "ddim_vpred_20", "ddim_eta1_10"]) {
       expect(names).toContain(name);
     }
   });
 
   test("every case: timesteps, init_noise_sigma, every prev_sample / pred_original_sample, final sample", async () => {
-    for (const c of casesOf("DDIMScheduler")) {
+    for (const c of casesOf(index, "DDIMScheduler")) {
       const eta = c.step_kwargs.eta;
       const options: SchedulerOptions = typeof eta === "number" ? { eta } : {};
-      const scheduler = new DDIMScheduler(diffusersConfig(c), options);
-      expectTrajectory(c, scheduler, await runCase(scheduler, c));
+      await expectFixtureCase(new DDIMScheduler(diffusersConfig(index, c), options), c);
     }
   });
 
   test("the resolved config is diffusers' scheduler.config", () => {
-    for (const c of casesOf("DDIMScheduler")) {
-      const s = new DDIMScheduler(diffusersConfig(c));
-      expectResolvedConfig(c, s.config, new DDIMScheduler(c.config).config);
+    for (const c of casesOf(index, "DDIMScheduler")) {
+      const s = new DDIMScheduler(diffusersConfig(index, c));
+      expectResolvedConfig(c, new DDIMScheduler(c.config).config, s.config);
     }
   });
 
@@ -337,21 +195,20 @@ describe("DDIMScheduler vs diffusers 0.29.2", () => {
 
 describe("PNDMScheduler vs diffusers 0.29.2", () => {
   test("the public PNDM cases are present", () => {
-    const names = casesOf("PNDMScheduler").map((c) => c.name);
+    const names = casesOf(index, "PNDMScheduler").map((c) => c.name);
     for (const name of ["pndm_4", "pndm_20", "pndm_50"]) expect(names).toContain(name);
   });
 
   test("every case: n + 1 timesteps (duplicated second one), every prev_sample, final sample", async () => {
-    for (const c of casesOf("PNDMScheduler")) {
-      const scheduler = new PNDMScheduler(diffusersConfig(c));
-      expectTrajectory(c, scheduler, await runCase(scheduler, c));
+    for (const c of casesOf(index, "PNDMScheduler")) {
+      await expectFixtureCase(new PNDMScheduler(diffusersConfig(index, c)), c);
     }
   });
 
   test("the resolved config is diffusers' scheduler.config", () => {
-    for (const c of casesOf("PNDMScheduler")) {
-      const s = new PNDMScheduler(diffusersConfig(c));
-      expectResolvedConfig(c, s.config, new PNDMScheduler(c.config).config);
+    for (const c of casesOf(index, "PNDMScheduler")) {
+      const s = new PNDMScheduler(diffusersConfig(index, c));
+      expectResolvedConfig(c, new PNDMScheduler(c.config).config, s.config);
     }
   });
 
@@ -444,21 +301,20 @@ describe("PNDMScheduler vs diffusers 0.29.2", () => {
 
 describe("LCMScheduler vs diffusers 0.29.2", () => {
   test("the public LCM cases are present", () => {
-    const names = casesOf("LCMScheduler").map((c) => c.name);
+    const names = casesOf(index, "LCMScheduler").map((c) => c.name);
     for (const name of ["lcm_1", "lcm_4", "lcm_8"]) expect(names).toContain(name);
   });
 
   test("every case: timesteps, every prev_sample and denoised (noise between steps), final sample", async () => {
-    for (const c of casesOf("LCMScheduler")) {
-      const scheduler = new LCMScheduler(diffusersConfig(c));
-      expectTrajectory(c, scheduler, await runCase(scheduler, c));
+    for (const c of casesOf(index, "LCMScheduler")) {
+      await expectFixtureCase(new LCMScheduler(diffusersConfig(index, c)), c);
     }
   });
 
   test("the resolved config is diffusers' scheduler.config", () => {
-    for (const c of casesOf("LCMScheduler")) {
-      const s = new LCMScheduler(diffusersConfig(c));
-      expectResolvedConfig(c, s.config, new LCMScheduler(c.config).config);
+    for (const c of casesOf(index, "LCMScheduler")) {
+      const s = new LCMScheduler(diffusersConfig(index, c));
+      expectResolvedConfig(c, new LCMScheduler(c.config).config, s.config);
     }
   });
 

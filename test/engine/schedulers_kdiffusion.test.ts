@@ -1,7 +1,5 @@
 import { beforeAll, describe, expect, test } from "bun:test";
-import { join } from "node:path";
 import { TorchGenerator } from "../../api/engine/rng/torch_generator.ts";
-import { loadSafetensors } from "../../api/engine/safetensors.ts";
 import { EulerDiscreteScheduler, resolveEulerDiscreteConfig } from "../../api/engine/schedulers/euler.ts";
 import {
   EulerAncestralDiscreteScheduler,
@@ -10,8 +8,8 @@ import {
 import { HeunDiscreteScheduler } from "../../api/engine/schedulers/heun.ts";
 import { KDPM2DiscreteScheduler } from "../../api/engine/schedulers/kdpm2.ts";
 import { LMSDiscreteScheduler } from "../../api/engine/schedulers/lms.ts";
-import { SchedulerConfigError, withOverrides } from "../../api/engine/schedulers/schedule_utils.ts";
-import type { Scheduler, SchedulerConfig, SchedulerOptions } from "../../api/engine/schedulers/scheduler.ts";
+import { SchedulerConfigError } from "../../api/engine/schedulers/schedule_utils.ts";
+import type { SchedulerConfig, SchedulerOptions } from "../../api/engine/schedulers/scheduler.ts";
 import {
   indexForTimestep,
   interpSigmas,
@@ -20,32 +18,19 @@ import {
   type SigmaScheduler,
   spacedTimesteps,
 } from "../../api/engine/schedulers/sigma_schedule.ts";
-import { tanhf } from "../../api/engine/schedulers/sleef.ts";
+import {
+  casesOf,
+  diffusersConfig,
+  diffusersConfigWithout,
+  expectFixtureCase,
+  expectResolvedConfig,
+  loadSchedulerFixtures,
+  runFixtureTrajectory,
+  type SchedulerFixtureCase,
+  type SchedulerFixtureIndex,
+} from "../helpers/scheduler_fixtures.ts";
 
-const DIR = join(import.meta.dir, "../fixtures/schedulers");
 const f32 = Math.fround;
-
-interface FixtureCase {
-  name: string;
-  class: string;
-  config: SchedulerConfig;
-  from_config_overrides: SchedulerConfig;
-  num_inference_steps: number;
-  seed: number;
-  generator_passed_to_step: boolean;
-  timesteps: number[];
-  sigmas: number[] | null;
-  init_noise_sigma: number;
-  num_model_evals: number;
-  tensors_file: string;
-  aux_output: string | null;
-}
-
-interface FixtureIndex {
-  split: string;
-  base_config: SchedulerConfig;
-  cases: FixtureCase[];
-}
 
 type KScheduler = SigmaScheduler & { readonly config: Readonly<Record<string, unknown>> };
 
@@ -58,115 +43,17 @@ const CLASSES: Record<string, (config: SchedulerConfig, options?: SchedulerOptio
   KDPM2DiscreteScheduler: (config, options) => new KDPM2DiscreteScheduler(config, options),
 };
 
-function build(c: FixtureCase, config: SchedulerConfig, options?: SchedulerOptions): KScheduler {
+function build(c: SchedulerFixtureCase, config: SchedulerConfig, options?: SchedulerOptions): KScheduler {
   const make = CLASSES[c.class];
   if (!make) throw new Error(`no class ${c.class}`);
   return make(config, options);
 }
 
-/** The index is written by Python's json, which spells non-finite floats as bare Infinity / -Infinity / NaN. */
-function parsePythonJson(text: string): unknown {
-  const tag = "\u0000pyfloat:";
-  let out = "";
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i] as string;
-    if (inString) {
-      out += ch;
-      if (ch === "\\") out += text[++i] ?? "";
-      else if (ch === '"') inString = false;
-      continue;
-    }
-    if (ch === '"') inString = true;
-    const token = /^(-?Infinity|NaN)/.exec(text.slice(i, i + 9));
-    if (token) {
-      out += JSON.stringify(tag + token[0]);
-      i += token[0].length - 1;
-      continue;
-    }
-    out += ch;
-  }
-  return JSON.parse(out, (_key, value: unknown) =>
-    typeof value === "string" && value.startsWith(tag) ? Number(value.slice(tag.length)) : value,
-  );
-}
-
-/** The oracle's toy model: eps = 0.3·tanh(x) + 0.05·cos(t/37), tanh and the sum in float32, cos in float64. */
-function toyModel(x: Float32Array, t: number): Float32Array {
-  const c = f32(0.05 * Math.cos(t / 37.0));
-  const k = f32(0.3);
-  return x.map((v) => f32(k * tanhf(v)) + c);
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs((a[i] as number) - (b[i] as number));
-    m = Number.isNaN(d) ? Number.POSITIVE_INFINITY : Math.max(m, d);
-  }
-  return m;
-}
-
-interface Trajectory {
-  noiseErr: number;
-  inputErr: number;
-  outputErr: number;
-  prevErr: number;
-  predErr: number;
-  finalErr: number;
-}
-
-/** The fixture procedure (README §3), comparing every intermediate tensor with diffusers'. */
-async function runCase(scheduler: Scheduler, c: FixtureCase): Promise<Trajectory> {
-  const tensors = await loadSafetensors(join(DIR, c.tensors_file));
-  const get = (key: string): Float32Array => {
-    const t = tensors.get(key);
-    if (!t) throw new Error(`${c.tensors_file}: no ${key}`);
-    return t.data;
-  };
-  scheduler.setTimesteps(c.num_inference_steps);
-  const g = new TorchGenerator(c.seed, { kernel: "avx2" }); // the oracle ran on an AVX2 CPU
-  const noise = g.randn([1, 4, 8, 8]);
-  const n = noise.length;
-  const refInput = get("model_input");
-  const refOutput = get("model_output");
-  const refPrev = get("prev_sample");
-  const refPred = c.aux_output === "pred_original_sample" ? get("pred_original_sample") : null;
-  let sample: Float32Array = noise.map((v) => v * scheduler.initNoiseSigma);
-  const r: Trajectory = { noiseErr: 0, inputErr: 0, outputErr: 0, prevErr: 0, predErr: 0, finalErr: 0 };
-  expect(scheduler.timesteps.length).toBe(c.num_model_evals);
-  scheduler.timesteps.forEach((t, i) => {
-    const slice = (ref: Float32Array) => ref.subarray(i * n, (i + 1) * n);
-    const x = scheduler.scaleModelInput(sample, t);
-    r.inputErr = Math.max(r.inputErr, maxAbsDiff(x, slice(refInput)));
-    const eps = toyModel(x, t);
-    r.outputErr = Math.max(r.outputErr, maxAbsDiff(eps, slice(refOutput)));
-    const out = scheduler.step(eps, t, sample, c.generator_passed_to_step ? g : undefined);
-    sample = out.prevSample;
-    r.prevErr = Math.max(r.prevErr, maxAbsDiff(sample, slice(refPrev)));
-    if (refPred) r.predErr = Math.max(r.predErr, maxAbsDiff(out.predOriginalSample ?? [], slice(refPred)));
-  });
-  r.noiseErr = maxAbsDiff(noise, get("initial_noise"));
-  r.finalErr = maxAbsDiff(sample, get("final_sample"));
-  return r;
-}
-
-function expectSigmas(actual: Float32Array, expected: number[] | null): void {
-  expect(expected).not.toBeNull();
-  const ref = expected as number[];
-  expect(actual.length).toBe(ref.length);
-  ref.forEach((s, i) => {
-    expect(Math.abs((actual[i] as number) - s)).toBeLessThanOrEqual(1e-6 * Math.abs(s));
-  });
-}
-
-let index: FixtureIndex;
-const byClass = (cls: string): FixtureCase[] => index.cases.filter((c) => c.class === cls);
-const config = (c: FixtureCase): SchedulerConfig => withOverrides(index.base_config, c.from_config_overrides);
+let index: SchedulerFixtureIndex;
+const config = (c: SchedulerFixtureCase): SchedulerConfig => diffusersConfig(index, c);
 
 beforeAll(async () => {
-  index = parsePythonJson(await Bun.file(join(DIR, "schedulers_index.json")).text()) as FixtureIndex;
+  index = await loadSchedulerFixtures();
 });
 
 describe("k-diffusion samplers vs diffusers 0.29.2 (every fixture case)", () => {
@@ -188,38 +75,19 @@ describe("k-diffusion samplers vs diffusers 0.29.2 (every fixture case)", () => 
 
   for (const cls of Object.keys(CLASSES)) {
     test(`${cls}: timesteps, sigmas, init_noise_sigma and the whole trajectory`, async () => {
-      const cases = byClass(cls);
+      const cases = casesOf(index, cls);
       // The public split holds at least these cases; any other split's cases of the class are run the same way.
       if (index.split === "public") {
         for (const name of expectedCases[cls] ?? []) expect(cases.map((c) => c.name)).toContain(name);
       }
-      const report: string[] = [];
-      for (const c of cases) {
-        const scheduler = build(c, config(c));
-        const r = await runCase(scheduler, c);
-        expect(scheduler.timesteps).toEqual(c.timesteps);
-        expectSigmas(scheduler.sigmas, c.sigmas);
-        expect(scheduler.initNoiseSigma).toBe(c.init_noise_sigma);
-        expect(r.noiseErr).toBe(0);
-        report.push(`${c.name}: in ${r.inputErr} out ${r.outputErr} prev ${r.prevErr} final ${r.finalErr}`);
-        if (r.prevErr > 1e-5 || r.finalErr > 1e-5) throw new Error(report.join("\n"));
-        expect(r.inputErr).toBeLessThanOrEqual(1e-5);
-        expect(r.outputErr).toBeLessThanOrEqual(1e-5);
-        expect(r.prevErr).toBeLessThanOrEqual(1e-5);
-        expect(r.predErr).toBeLessThanOrEqual(1e-5);
-        expect(r.finalErr).toBeLessThanOrEqual(1e-5);
-      }
+      for (const c of cases) await expectFixtureCase(build(c, config(c)), c);
     });
   }
 
   test("the full resolved config (with _use_default_values) builds the same scheduler as base + overrides", () => {
     for (const c of index.cases.filter((x) => x.class in CLASSES)) {
       const fromResolved = build(c, c.config);
-      const fromBase = build(c, config(c));
-      expect(fromResolved.config).toEqual(fromBase.config);
-      for (const [key, value] of Object.entries(fromResolved.config)) {
-        expect(c.config[key]).toEqual(value); // our resolved config is diffusers' scheduler.config
-      }
+      expectResolvedConfig(c, fromResolved.config, build(c, config(c)).config);
       fromResolved.setTimesteps(c.num_inference_steps);
       expect(fromResolved.timesteps).toEqual(c.timesteps);
     }
@@ -231,10 +99,9 @@ describe("per-request options", () => {
     const karras = index.cases.filter((c) => c.class in CLASSES && c.from_config_overrides.use_karras_sigmas);
     expect(karras.length).toBeGreaterThan(0);
     for (const c of karras) {
-      const { use_karras_sigmas: _, ...overrides } = c.from_config_overrides;
-      const plain = withOverrides(index.base_config, overrides);
+      const plain = diffusersConfigWithout(index, c, "use_karras_sigmas");
       const viaOption = build(c, plain, { karrasSigmas: true });
-      const r = await runCase(viaOption, c);
+      const r = await runFixtureTrajectory(viaOption, c);
       expect(viaOption.timesteps).toEqual(c.timesteps);
       expect(r.finalErr).toBeLessThanOrEqual(1e-5);
       const off = build(c, config(c), { karrasSigmas: false });
@@ -247,11 +114,10 @@ describe("per-request options", () => {
     for (const c of index.cases.filter(
       (x) => x.class in CLASSES && x.from_config_overrides.timestep_spacing,
     )) {
-      const { timestep_spacing, ...overrides } = c.from_config_overrides;
-      const s = build(c, withOverrides(index.base_config, overrides), {
-        timestepSpacing: timestep_spacing as "leading",
+      const s = build(c, diffusersConfigWithout(index, c, "timestep_spacing"), {
+        timestepSpacing: c.from_config_overrides.timestep_spacing as "leading",
       });
-      const r = await runCase(s, c);
+      const r = await runFixtureTrajectory(s, c);
       expect(s.timesteps).toEqual(c.timesteps);
       expect(s.initNoiseSigma).toBe(c.init_noise_sigma);
       expect(r.finalErr).toBeLessThanOrEqual(1e-5);

@@ -1,146 +1,46 @@
 import { beforeAll, describe, expect, test } from "bun:test";
-import { join } from "node:path";
 import { TorchGenerator } from "../../api/engine/rng/torch_generator.ts";
-import { loadSafetensors } from "../../api/engine/safetensors.ts";
 import { DPMSolverMultistepScheduler } from "../../api/engine/schedulers/dpmsolver_multistep.ts";
 import {
   DPMSolverSinglestepScheduler,
   dpmSinglestepOrderList,
   resolveDPMSolverSinglestepConfig,
 } from "../../api/engine/schedulers/dpmsolver_singlestep.ts";
-import { SchedulerConfigError, withOverrides } from "../../api/engine/schedulers/schedule_utils.ts";
+import { SchedulerConfigError } from "../../api/engine/schedulers/schedule_utils.ts";
 import type { Scheduler, SchedulerConfig } from "../../api/engine/schedulers/scheduler.ts";
-import { tanhf } from "../../api/engine/schedulers/sleef.ts";
 import {
   resolveUniPCMultistepConfig,
   torchSolve,
   UniPCMultistepScheduler,
 } from "../../api/engine/schedulers/unipc.ts";
+import {
+  diffusersConfig,
+  diffusersConfigWithout,
+  expectFixtureCase,
+  expectResolvedConfig,
+  loadSchedulerFixtures,
+  runToy,
+  type SchedulerFixtureCase,
+  type SchedulerFixtureIndex,
+  toyModel,
+} from "../helpers/scheduler_fixtures.ts";
 
-const DIR = join(import.meta.dir, "../fixtures/schedulers");
 const f32 = Math.fround;
 
-interface FixtureCase {
-  name: string;
-  class: string;
-  config: SchedulerConfig;
-  from_config_overrides: SchedulerConfig;
-  num_inference_steps: number;
-  seed: number;
-  generator_passed_to_step: boolean;
-  timesteps: number[];
-  sigmas: number[] | null;
-  init_noise_sigma: number;
-  tensors_file: string;
+/** The README §3 procedure for one case, asserting every tensor; returns the worst prev_sample / final deviation. */
+async function expectCaseMatches(scheduler: Scheduler, c: SchedulerFixtureCase): Promise<number> {
+  const r = await expectFixtureCase(scheduler, c);
+  return Math.max(r.prevErr, r.finalErr);
 }
 
-interface FixtureIndex {
-  base_config: SchedulerConfig;
-  cases: FixtureCase[];
-}
-
-/** The index is written by Python's json, which spells non-finite floats as bare Infinity / -Infinity / NaN. */
-function parsePythonJson(text: string): unknown {
-  const tag = "\u0000pyfloat:";
-  let out = "";
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i] as string;
-    if (inString) {
-      out += ch;
-      if (ch === "\\") out += text[++i] ?? "";
-      else if (ch === '"') inString = false;
-      continue;
-    }
-    if (ch === '"') inString = true;
-    const token = /^(-?Infinity|NaN)/.exec(text.slice(i, i + 9));
-    if (token) {
-      out += JSON.stringify(tag + token[0]);
-      i += token[0].length - 1;
-      continue;
-    }
-    out += ch;
-  }
-  return JSON.parse(out, (_key, value: unknown) =>
-    typeof value === "string" && value.startsWith(tag) ? Number(value.slice(tag.length)) : value,
-  );
-}
-
-/** The oracle's toy model: eps = 0.3·tanh(x) + 0.05·cos(t/37), tanh and the sum in float32, cos in float64. */
-function toyModel(x: Float32Array, t: number): Float32Array {
-  const c = f32(0.05 * Math.cos(t / 37.0));
-  const k = f32(0.3);
-  return x.map((v) => f32(k * tanhf(v)) + c);
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs((a[i] as number) - (b[i] as number)));
-  return m;
-}
-
-type SigmaScheduler = Scheduler & { readonly sigmas: Float32Array };
-
-/** The README §3 procedure for one case; asserts timesteps, sigmas, init_noise_sigma and every tensor. */
-async function expectCaseMatches(scheduler: SigmaScheduler, c: FixtureCase): Promise<number> {
-  const tensors = await loadSafetensors(join(DIR, c.tensors_file));
-  const get = (key: string): Float32Array => {
-    const t = tensors.get(key);
-    if (!t) throw new Error(`${c.tensors_file}: no ${key}`);
-    return t.data;
-  };
-  scheduler.setTimesteps(c.num_inference_steps);
-  expect(scheduler.timesteps).toEqual(c.timesteps);
-  expect(scheduler.initNoiseSigma).toBe(c.init_noise_sigma);
-  expect(c.sigmas).not.toBeNull();
-  const refSigmas = c.sigmas as number[];
-  expect(scheduler.sigmas.length).toBe(refSigmas.length);
-  refSigmas.forEach((s, i) => {
-    expect(Math.abs((scheduler.sigmas[i] as number) - s)).toBeLessThanOrEqual(1e-6 * Math.abs(s));
-  });
-
-  const g = new TorchGenerator(c.seed, { kernel: "avx2" }); // the oracle ran on an AVX2 CPU
-  const noise = g.randn([1, 4, 8, 8]);
-  expect(maxAbsDiff(noise, get("initial_noise"))).toBe(0);
-  const n = noise.length;
-  const refInput = get("model_input");
-  const refOutput = get("model_output");
-  const refPrev = get("prev_sample");
-  let sample: Float32Array = noise.map((v) => v * scheduler.initNoiseSigma);
-  expect(maxAbsDiff(sample, get("initial_sample"))).toBe(0);
-  let worst = 0;
-  scheduler.timesteps.forEach((t, i) => {
-    const x = scheduler.scaleModelInput(sample, t);
-    expect(maxAbsDiff(x, refInput.subarray(i * n, (i + 1) * n))).toBeLessThanOrEqual(1e-5);
-    const eps = toyModel(x, t);
-    expect(maxAbsDiff(eps, refOutput.subarray(i * n, (i + 1) * n))).toBeLessThanOrEqual(1e-5);
-    sample = scheduler.step(eps, t, sample, c.generator_passed_to_step ? g : undefined).prevSample;
-    const err = maxAbsDiff(sample, refPrev.subarray(i * n, (i + 1) * n));
-    if (err > 1e-5) throw new Error(`${c.name}: step ${i} (t = ${t}) prev_sample off by ${err}`);
-    worst = Math.max(worst, err);
-  });
-  const finalErr = maxAbsDiff(sample, get("final_sample"));
-  expect(finalErr).toBeLessThanOrEqual(1e-5);
-  return Math.max(worst, finalErr);
-}
-
-/** Runs a scheduler on the toy model from a fixed start; returns the final sample. */
-function runToy(s: Scheduler, n: number, seed = 3): Float32Array {
-  s.setTimesteps(n);
-  let x = new TorchGenerator(seed, { kernel: "avx2" }).randn([64]);
-  for (const t of s.timesteps) x = s.step(toyModel(x, t), t, x).prevSample;
-  return x;
-}
-
-let index: FixtureIndex;
-let singleCases: FixtureCase[] = [];
-let unipcCases: FixtureCase[] = [];
+let index: SchedulerFixtureIndex;
+let singleCases: SchedulerFixtureCase[] = [];
+let unipcCases: SchedulerFixtureCase[] = [];
 /** DPM++ 2M Karras cases: the same Karras timesteps / sigmas formula as the two classes here. */
-let karrasReference: FixtureCase[] = [];
+let karrasReference: SchedulerFixtureCase[] = [];
 
 beforeAll(async () => {
-  index = parsePythonJson(await Bun.file(join(DIR, "schedulers_index.json")).text()) as FixtureIndex;
+  index = await loadSchedulerFixtures();
   singleCases = index.cases.filter((c) => c.class === "DPMSolverSinglestepScheduler");
   unipcCases = index.cases.filter((c) => c.class === "UniPCMultistepScheduler");
   karrasReference = index.cases.filter(
@@ -157,7 +57,7 @@ describe("DPMSolverSinglestepScheduler vs diffusers 0.29.2", () => {
   test("every fixture case: timesteps, sigmas, init_noise_sigma and the whole trajectory", async () => {
     expect(singleCases.length).toBeGreaterThan(0);
     for (const c of singleCases) {
-      const s = new DPMSolverSinglestepScheduler(withOverrides(index.base_config, c.from_config_overrides));
+      const s = new DPMSolverSinglestepScheduler(diffusersConfig(index, c));
       expect(await expectCaseMatches(s, c)).toBeLessThanOrEqual(1e-5);
       // diffusers' set_timesteps switched lower_order_final on (zero final sigma); the fixture recorded it.
       expect(s.lowerOrderFinal).toBe(c.config.lower_order_final as boolean);
@@ -167,8 +67,7 @@ describe("DPMSolverSinglestepScheduler vs diffusers 0.29.2", () => {
 
   test("Karras sigmas from SchedulerOptions equal use_karras_sigmas from the config", async () => {
     for (const c of singleCases.filter((x) => x.from_config_overrides.use_karras_sigmas === true)) {
-      const { use_karras_sigmas: _, ...overrides } = c.from_config_overrides;
-      const s = new DPMSolverSinglestepScheduler(withOverrides(index.base_config, overrides), {
+      const s = new DPMSolverSinglestepScheduler(diffusersConfigWithout(index, c, "use_karras_sigmas"), {
         karrasSigmas: true,
       });
       await expectCaseMatches(s, c);
@@ -191,9 +90,7 @@ describe("DPMSolverSinglestepScheduler vs diffusers 0.29.2", () => {
   test("the full resolved config (with _use_default_values) builds the same scheduler as base + overrides", () => {
     for (const c of singleCases) {
       const fromResolved = new DPMSolverSinglestepScheduler(c.config);
-      const fromBase = new DPMSolverSinglestepScheduler(
-        withOverrides(index.base_config, c.from_config_overrides),
-      );
+      const fromBase = new DPMSolverSinglestepScheduler(diffusersConfig(index, c));
       expect(fromResolved.config).toEqual(fromBase.config);
       fromResolved.setTimesteps(c.num_inference_steps);
       expect(fromResolved.timesteps).toEqual(c.timesteps);
@@ -354,15 +251,14 @@ describe("UniPCMultistepScheduler vs diffusers 0.29.2", () => {
   test("every fixture case: timesteps, sigmas, init_noise_sigma and the whole trajectory", async () => {
     expect(unipcCases.length).toBeGreaterThan(0);
     for (const c of unipcCases) {
-      const s = new UniPCMultistepScheduler(withOverrides(index.base_config, c.from_config_overrides));
+      const s = new UniPCMultistepScheduler(diffusersConfig(index, c));
       expect(await expectCaseMatches(s, c)).toBeLessThanOrEqual(1e-5);
     }
   });
 
   test("Karras sigmas from SchedulerOptions equal use_karras_sigmas from the config", async () => {
     for (const c of unipcCases.filter((x) => x.from_config_overrides.use_karras_sigmas === true)) {
-      const { use_karras_sigmas: _, ...overrides } = c.from_config_overrides;
-      const s = new UniPCMultistepScheduler(withOverrides(index.base_config, overrides), {
+      const s = new UniPCMultistepScheduler(diffusersConfigWithout(index, c, "use_karras_sigmas"), {
         karrasSigmas: true,
       });
       await expectCaseMatches(s, c);
@@ -386,9 +282,11 @@ describe("UniPCMultistepScheduler vs diffusers 0.29.2", () => {
   test("the full resolved config (with _use_default_values) builds the same scheduler as base + overrides", () => {
     for (const c of unipcCases) {
       const fromResolved = new UniPCMultistepScheduler(c.config);
-      const fromBase = new UniPCMultistepScheduler(withOverrides(index.base_config, c.from_config_overrides));
-      expect(fromResolved.config).toEqual(fromBase.config);
-      for (const [key, value] of Object.entries(fromResolved.config)) expect(c.config[key]).toEqual(value);
+      expectResolvedConfig(
+        c,
+        fromResolved.config,
+        new UniPCMultistepScheduler(diffusersConfig(index, c)).config,
+      );
       fromResolved.setTimesteps(c.num_inference_steps);
       expect(fromResolved.timesteps).toEqual(c.timesteps);
     }

@@ -1,8 +1,11 @@
 /**
  * Pieces shared by the ᾱ-indexed schedulers (DDIM, PNDM, LCM): they step between integer training timesteps and
- * read ᾱ_t there, with no σ schedule. Everything is float32 in diffusers' operation order.
+ * read ᾱ_t there, with no σ schedule. Everything is float32 in diffusers' operation order. `AlphaIndexedScheduler`
+ * holds their common state, as `SigmaScheduler` does for the k-diffusion samplers; the algorithms stay in their files.
  */
 import { f32 } from "../rng/float32.ts";
+import type { TorchGenerator } from "../rng/torch_generator.ts";
+import { alphasCumprod, type BetaScheduleConfig, betasFromConfig } from "./betas.ts";
 import {
   checkStepCount,
   npArange,
@@ -12,16 +15,12 @@ import {
   SchedulerConfigError,
   type TimestepSpacing,
 } from "./schedule_utils.ts";
-import type { SchedulerOptions } from "./scheduler.ts";
+import type { Scheduler, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { checkStepInputs } from "./step_index.ts";
 
 /** diffusers offers no Karras sigmas for the ᾱ-indexed schedulers (they have no σ schedule to reshape). */
 export function refuseKarras(displayName: string, options: SchedulerOptions): void {
   if (options.karrasSigmas) throw new SchedulerConfigError(`${displayName} does not offer Karras sigmas`);
-}
-
-/** ᾱ used when the previous timestep is below 0: 1 with `set_alpha_to_one`, else ᾱ_0. */
-export function finalAlphaCumprod(setAlphaToOne: boolean, alphasCumprod: Float32Array): number {
-  return setAlphaToOne ? 1 : (alphasCumprod[0] as number);
 }
 
 /**
@@ -29,7 +28,7 @@ export function finalAlphaCumprod(setAlphaToOne: boolean, alphasCumprod: Float32
  * counts from the end (diffusers' "trailing" spacing can produce t = −1 when T/n is inexact), anything outside
  * [−T, T) is an error.
  */
-export function cumprodAt(alphasCumprod: Float32Array, t: number): number {
+function cumprodAt(alphasCumprod: Float32Array, t: number): number {
   const n = alphasCumprod.length;
   if (!Number.isInteger(t) || t < -n || t >= n) {
     throw new RangeError(`timestep ${t} is outside the ${n} training timesteps`);
@@ -37,20 +36,10 @@ export function cumprodAt(alphasCumprod: Float32Array, t: number): number {
   return alphasCumprod[t < 0 ? t + n : t] as number;
 }
 
-/** ᾱ_t and ᾱ_{t_prev} of a step, the latter `finalAlpha` when t_prev < 0 (diffusers' `final_alpha_cumprod`). */
-export function alphaProds(
-  alphasCumprod: Float32Array,
-  timestep: number,
-  prevTimestep: number,
-  finalAlpha: number,
-): [alphaProd: number, alphaProdPrev: number] {
-  const alphaProd = cumprodAt(alphasCumprod, timestep);
-  return [alphaProd, prevTimestep >= 0 ? cumprodAt(alphasCumprod, prevTimestep) : finalAlpha];
-}
-
 /**
  * The inference timesteps of DDIM / PNDM, largest first, for the three spacings of Lin et al. 2024, "Common
- * Diffusion Noise Schedules and Sample Steps are Flawed" (arXiv:2305.08891), Table 2:
+ * Diffusion Noise Schedules and Sample Steps are Flawed" (arXiv:2305.08891), Table 2 (integers, n points; not
+ * shared with `spacedTimesteps` (float32, fractional linspace) or `dpmTimesteps` (n + 1 points), which differ):
  *   linspace: round(linspace(0, T−1, n)), reversed
  *   leading:  (n−1…0)·⌊T/n⌋ + steps_offset
  *   trailing: round(arange(T, 0, −T/n)) − 1 (numpy's float arange, which yields n + 1 values when T/n is inexact)
@@ -147,4 +136,62 @@ export function vToEpsilon(modelOutput: Float32Array, sample: Float32Array, alph
     eps[k] = f32(sa * (modelOutput[k] as number)) + f32(sb * (sample[k] as number));
   }
   return eps;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Shared scheduler state
+
+/**
+ * State common to DDIM, PNDM and LCM: ᾱ_t, the ᾱ used past the end, the integer timesteps, `init_noise_sigma` = 1
+ * and the identity `scale_model_input` (the UNet sees x_t as is).
+ */
+export abstract class AlphaIndexedScheduler implements Scheduler {
+  readonly initNoiseSigma = 1.0;
+  /** ᾱ_t for t = 0…T−1 (float32). */
+  readonly alphasCumprod: Float32Array;
+  /** ᾱ used when the previous timestep is below 0 (`final_alpha_cumprod`): 1 with `set_alpha_to_one`, else ᾱ_0. */
+  readonly finalAlphaCumprod: number;
+  protected timestepSchedule: number[] = [];
+  /** The n of the last `setTimesteps` (PNDM and trailing DDIM feed the UNet more timesteps than that). */
+  protected numSteps: number | null = null;
+
+  protected constructor(betas: BetaScheduleConfig, setAlphaToOne: boolean) {
+    this.alphasCumprod = alphasCumprod(betasFromConfig(betas));
+    this.finalAlphaCumprod = setAlphaToOne ? 1 : (this.alphasCumprod[0] as number);
+  }
+
+  abstract setTimesteps(numInferenceSteps: number): void;
+  abstract step(
+    modelOutput: Float32Array,
+    timestep: number,
+    sample: Float32Array,
+    generator?: TorchGenerator,
+  ): StepOutput;
+
+  /** Timesteps fed to the UNet (integers, as diffusers' int64 schedule), after `setTimesteps`. */
+  get timesteps(): readonly number[] {
+    return this.timestepSchedule;
+  }
+
+  get numInferenceSteps(): number | null {
+    return this.numSteps;
+  }
+
+  scaleModelInput(sample: Float32Array, _timestep: number): Float32Array {
+    return sample;
+  }
+
+  /** Validates a `step` call (a schedule is set, the sizes match) and returns the step count n. */
+  protected beginStep(modelOutput: Float32Array, sample: Float32Array): number {
+    checkStepInputs(this.numSteps, modelOutput, sample);
+    return this.numSteps;
+  }
+
+  /** ᾱ_t and ᾱ_{t_prev} of a step, the latter `finalAlphaCumprod` when t_prev < 0. */
+  protected alphaProds(timestep: number, prevTimestep: number): [alphaProd: number, alphaProdPrev: number] {
+    const alphaProd = cumprodAt(this.alphasCumprod, timestep);
+    const alphaProdPrev =
+      prevTimestep >= 0 ? cumprodAt(this.alphasCumprod, prevTimestep) : this.finalAlphaCumprod;
+    return [alphaProd, alphaProdPrev];
+  }
 }

@@ -21,15 +21,14 @@
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import {
-  alphaProds,
+  AlphaIndexedScheduler,
   checkInferenceSteps,
   clampInPlace,
   ddpmTimesteps,
-  finalAlphaCumprod,
   predictOriginal,
   refuseKarras,
 } from "./alpha_indexed.ts";
-import { alphasCumprod, type BetaSchedule, betasFromConfig, readBetaConfig } from "./betas.ts";
+import { type BetaSchedule, readBetaConfig } from "./betas.ts";
 import {
   ConfigReader,
   PREDICTION_TYPES,
@@ -38,8 +37,7 @@ import {
   SchedulerConfigError,
   type TimestepSpacing,
 } from "./schedule_utils.ts";
-import type { Scheduler, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import { checkStepInputs } from "./step_index.ts";
+import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
 export interface DDIMConfig {
@@ -101,34 +99,19 @@ export function resolveDDIMConfig(config: SchedulerConfig, options: SchedulerOpt
   return resolved;
 }
 
-export class DDIMScheduler implements Scheduler {
+/** The ᾱ used after the last step (t' < 0) is `finalAlphaCumprod`: ᾱ_{t'} = 1 lands on x̂_0 itself. */
+export class DDIMScheduler extends AlphaIndexedScheduler {
   readonly config: Readonly<DDIMConfig>;
-  readonly initNoiseSigma = 1.0;
-  /** ᾱ_t for t = 0…T−1 (float32). */
-  readonly alphasCumprod: Float32Array;
-  /** ᾱ used after the last step (t' < 0): 1 with `set_alpha_to_one`, else ᾱ_0. */
-  readonly finalAlphaCumprod: number;
   /** η of eq. 16 (0: deterministic DDIM). */
   readonly eta: number;
-  private timestepSchedule: number[] = [];
-  private numSteps: number | null = null;
 
   constructor(config: SchedulerConfig, options: SchedulerOptions = {}) {
-    this.config = Object.freeze(resolveDDIMConfig(config, options));
+    const c = resolveDDIMConfig(config, options);
     const eta = options.eta ?? 0;
     if (!Number.isFinite(eta) || eta < 0) throw new SchedulerConfigError(`eta must be ≥ 0, got ${eta}`);
+    super(c, c.set_alpha_to_one);
+    this.config = Object.freeze(c);
     this.eta = eta;
-    this.alphasCumprod = alphasCumprod(betasFromConfig(this.config));
-    this.finalAlphaCumprod = finalAlphaCumprod(this.config.set_alpha_to_one, this.alphasCumprod);
-  }
-
-  /** Timesteps fed to the UNet (integers, as diffusers' int64 schedule), after `setTimesteps`. */
-  get timesteps(): readonly number[] {
-    return this.timestepSchedule;
-  }
-
-  get numInferenceSteps(): number | null {
-    return this.numSteps;
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -143,11 +126,6 @@ export class DDIMScheduler implements Scheduler {
     );
   }
 
-  /** DDIM needs no input scaling: the UNet sees x_t as is. */
-  scaleModelInput(sample: Float32Array, _timestep: number): Float32Array {
-    return sample;
-  }
-
   /**
    * One DDIM step (eq. 12) from `timestep` to `timestep − ⌊T/n⌋` (diffusers uses this previous timestep for every
    * spacing). With η > 0 the noise z is drawn from `generator` as diffusers' `randn_tensor` does, one normal
@@ -159,15 +137,11 @@ export class DDIMScheduler implements Scheduler {
     sample: Float32Array,
     generator?: TorchGenerator,
   ): StepOutput {
-    const n = this.numSteps;
-    checkStepInputs(n, modelOutput, sample);
+    const n = this.beginStep(modelOutput, sample);
     const c = this.config;
-    const prevTimestep = timestep - Math.floor(c.num_train_timesteps / n);
-    const [alphaProd, alphaProdPrev] = alphaProds(
-      this.alphasCumprod,
+    const [alphaProd, alphaProdPrev] = this.alphaProds(
       timestep,
-      prevTimestep,
-      this.finalAlphaCumprod,
+      timestep - Math.floor(c.num_train_timesteps / n),
     );
 
     // x̂_0 and ε̂ of eq. 12 (the "predicted x_0" and the noise it implies), then the optional clip of x̂_0.

@@ -2,13 +2,15 @@
  * What DPM-Solver++ multistep, DPM-Solver++ singlestep and UniPC share (diffusers copies this code between
  * `DPMSolverMultistepScheduler`, `DPMSolverSinglestepScheduler` and `UniPCMultistepScheduler`): the
  * configuration head, the integer timestep / σ schedule of `set_timesteps`, the (α_t, σ_t, λ_t) of a noise-to-signal
- * ratio, the data prediction x_θ and DPM-Solver++'s first-order step.
+ * ratio, the data prediction x_θ, DPM-Solver++'s first-order step, and the schedule state and step bookkeeping
+ * (`DpmFamilyScheduler`, as `SigmaScheduler` is for the k-diffusion samplers; the solvers stay in their files).
  *
  * Notation as in dpmsolver_multistep.ts: the schedule stores s = σ_t/α_t; α_t = 1/√(s² + 1), σ_t = s·α_t,
  * λ_t = log(α_t/σ_t). Every 0-d tensor and elementwise operation is one float32 operation, with torch's SLEEF
  * `log`/`exp` (sleef.ts); the schedule follows numpy float64 where diffusers uses numpy.
  */
 import { f32 } from "../rng/float32.ts";
+import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { type BetaConfig, readBetaConfig } from "./betas.ts";
 import {
   type ConfigReader,
@@ -22,9 +24,12 @@ import {
   SchedulerConfigError,
   sigmaToT,
   type TimestepSpacing,
+  trainingSigmas,
 } from "./schedule_utils.ts";
+import type { Scheduler, StepOutput } from "./scheduler.ts";
+import { kAlphasCumprod, type TrainingScheduleConfig } from "./sigma_schedule.ts";
 import { expf, logf } from "./sleef.ts";
-import type { UnknownTimestep } from "./step_index.ts";
+import { checkStepInputs, StepIndex, type UnknownTimestep } from "./step_index.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Configuration
@@ -189,7 +194,82 @@ export function dpmSigmas(
 }
 
 /** diffusers' `index_for_timestep` in these classes: a timestep not in the schedule maps to the last index. */
-export const lastIndexForUnknown: UnknownTimestep = (timesteps) => timesteps.length - 1;
+const lastIndexForUnknown: UnknownTimestep = (timesteps) => timesteps.length - 1;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Shared scheduler state
+
+/**
+ * State and bookkeeping common to the three classes: ᾱ and the training σ/α table, the timestep / σ schedule,
+ * `init_noise_sigma` = 1 and the identity `scale_model_input` (the UNet sees x_t as is), and the step index (found
+ * from the first timestep seen, or `setBeginIndex`, then advanced by one per `step`).
+ */
+export abstract class DpmFamilyScheduler implements Scheduler {
+  readonly initNoiseSigma = 1.0;
+  /** ᾱ_t for t = 0…T−1 (float32). */
+  readonly alphasCumprod: Float32Array;
+  /** σ_t/α_t = √((1 − ᾱ_t)/ᾱ_t) for every training step (float32). */
+  protected readonly trainSigmas: Float32Array;
+  protected timestepSchedule: number[] = [];
+  protected sigmaSchedule: Float32Array = new Float32Array(0);
+  /** Subclasses call `steps.advance()` at the end of `step`. */
+  protected readonly steps = new StepIndex(lastIndexForUnknown);
+
+  /** With a zero terminal SNR, ᾱ_{T−1} = 0 would make σ/α infinite: diffusers pins it to 2⁻²⁴ (`kAlphasCumprod`). */
+  protected constructor(training: TrainingScheduleConfig) {
+    this.alphasCumprod = kAlphasCumprod(training);
+    this.trainSigmas = trainingSigmas(this.alphasCumprod);
+  }
+
+  abstract setTimesteps(numInferenceSteps: number): void;
+  abstract step(
+    modelOutput: Float32Array,
+    timestep: number,
+    sample: Float32Array,
+    generator?: TorchGenerator,
+  ): StepOutput;
+
+  /** Timesteps fed to the UNet (integers, as diffusers' int64 schedule), after `setTimesteps`. */
+  get timesteps(): readonly number[] {
+    return this.timestepSchedule;
+  }
+
+  /** Noise-to-signal ratio σ_t/α_t per inference step plus the final one (float32), after `setTimesteps`. */
+  get sigmas(): Float32Array {
+    return this.sigmaSchedule;
+  }
+
+  get numInferenceSteps(): number | null {
+    return this.timestepSchedule.length > 0 ? this.timestepSchedule.length : null;
+  }
+
+  /** For img2img: the first `step` call uses this index instead of looking its timestep up. */
+  setBeginIndex(beginIndex: number): void {
+    this.steps.setBegin(beginIndex);
+  }
+
+  scaleModelInput(sample: Float32Array, _timestep: number): Float32Array {
+    return sample;
+  }
+
+  /** Stores a new schedule (σ rounded to float32, with the final σ appended) and resets the step index. */
+  protected setSchedule(timesteps: number[], sigmas: number[]): void {
+    this.sigmaSchedule = Float32Array.from(sigmas);
+    this.timestepSchedule = timesteps;
+    this.steps.reset();
+  }
+
+  /** Validates a `step` call and returns the current step index. */
+  protected beginStep(modelOutput: Float32Array, timestep: number, sample: Float32Array): number {
+    checkStepInputs(this.numInferenceSteps, modelOutput, sample);
+    return this.steps.forStep(this.timestepSchedule, timestep);
+  }
+
+  /** α, σ, λ at sigma index j (float32). */
+  protected point(j: number): LambdaPoint {
+    return lambdaPoint(this.sigmaSchedule[j] as number);
+  }
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Updates

@@ -39,13 +39,12 @@ import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import type { BetaSchedule } from "./betas.ts";
 import {
+  DpmFamilyScheduler,
   dataPrediction,
   dpmSigmas,
   dpmSolverFirstOrderUpdate,
   dpmTimesteps,
   type LambdaPoint,
-  lambdaPoint,
-  lastIndexForUnknown,
   readDpmConfigHead,
   readDpmSolverOrder,
   readDpmSolverType,
@@ -54,8 +53,8 @@ import {
   unclippedTimesteps,
 } from "./dpm_common.ts";
 import {
-  checkStepCount,
   ConfigReader,
+  checkStepCount,
   type FinalSigmasType,
   finalSigma,
   type PredictionType,
@@ -63,12 +62,9 @@ import {
   SchedulerConfigError,
   type TimestepSpacing,
   timestepSpacingOption,
-  trainingSigmas,
 } from "./schedule_utils.ts";
-import type { Scheduler, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import { kAlphasCumprod } from "./sigma_schedule.ts";
+import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import { expf } from "./sleef.ts";
-import { checkStepInputs, StepIndex } from "./step_index.ts";
 
 export const DPM_ALGORITHM_TYPES = ["dpmsolver++", "sde-dpmsolver++"] as const;
 export type DpmAlgorithmType = (typeof DPM_ALGORITHM_TYPES)[number];
@@ -178,49 +174,19 @@ export function resolveDPMSolverMultistepConfig(
   return resolved;
 }
 
-export class DPMSolverMultistepScheduler implements Scheduler {
+export class DPMSolverMultistepScheduler extends DpmFamilyScheduler {
   readonly config: Readonly<DPMSolverMultistepConfig>;
-  readonly initNoiseSigma = 1.0;
-  /** ᾱ_t for t = 0…T−1 (float32). */
-  readonly alphasCumprod: Float32Array;
-  private sigmaSchedule: Float32Array = new Float32Array(0);
-  private timestepSchedule: number[] = [];
-
-  private readonly trainSigmas: Float32Array;
   private readonly trainLambdas: Float32Array;
   /** x_θ of the last `solver_order` steps, oldest first. */
   private modelOutputs: (Float32Array | null)[];
   private lowerOrderNums = 0;
-  private readonly steps = new StepIndex(lastIndexForUnknown);
 
   constructor(config: SchedulerConfig, options: SchedulerOptions = {}) {
-    this.config = Object.freeze(resolveDPMSolverMultistepConfig(config, options));
-    const c = this.config;
-    // With a zero terminal SNR, ᾱ_{T−1} = 0 would make σ/α infinite: diffusers pins it to 2⁻²⁴ (kAlphasCumprod).
-    const ac = kAlphasCumprod(c);
-    this.alphasCumprod = ac;
-    this.trainSigmas = trainingSigmas(ac);
-    this.trainLambdas = trainingLambdas(ac);
+    const c = resolveDPMSolverMultistepConfig(config, options);
+    super(c);
+    this.config = Object.freeze(c);
+    this.trainLambdas = trainingLambdas(this.alphasCumprod);
     this.modelOutputs = new Array<Float32Array | null>(c.solver_order).fill(null);
-  }
-
-  /** Timesteps fed to the UNet (integers, as diffusers' int64 schedule), after `setTimesteps`. */
-  get timesteps(): readonly number[] {
-    return this.timestepSchedule;
-  }
-
-  /** Noise-to-signal ratio σ_t/α_t per inference step plus the final one (float32), after `setTimesteps`. */
-  get sigmas(): Float32Array {
-    return this.sigmaSchedule;
-  }
-
-  get numInferenceSteps(): number | null {
-    return this.timestepSchedule.length > 0 ? this.timestepSchedule.length : null;
-  }
-
-  /** For img2img: the first `step` call uses this index instead of looking its timestep up. */
-  setBeginIndex(beginIndex: number): void {
-    this.steps.setBegin(beginIndex);
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -235,17 +201,9 @@ export class DPMSolverMultistepScheduler implements Scheduler {
       { karras: c.use_karras_sigmas, luLambdas: c.use_lu_lambdas },
     );
     sigmas.push(finalSigma(c.final_sigmas_type, this.alphasCumprod));
-
-    this.sigmaSchedule = Float32Array.from(sigmas);
-    this.timestepSchedule = timesteps;
+    this.setSchedule(timesteps, sigmas);
     this.modelOutputs = new Array<Float32Array | null>(c.solver_order).fill(null);
     this.lowerOrderNums = 0;
-    this.steps.reset();
-  }
-
-  /** DPM-Solver needs no input scaling: the UNet sees x_t as is. */
-  scaleModelInput(sample: Float32Array, _timestep: number): Float32Array {
-    return sample;
   }
 
   /**
@@ -258,8 +216,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     sample: Float32Array,
     generator?: TorchGenerator,
   ): StepOutput {
-    checkStepInputs(this.numInferenceSteps, modelOutput, sample);
-    const i = this.steps.forStep(this.timestepSchedule, timestep);
+    const i = this.beginStep(modelOutput, timestep, sample);
     const c = this.config;
     const n = this.timestepSchedule.length;
 
@@ -293,11 +250,6 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     if (this.lowerOrderNums < c.solver_order) this.lowerOrderNums++;
     this.steps.advance();
     return { prevSample, predOriginalSample: x0.slice() };
-  }
-
-  /** α, σ, λ at sigma index j (float32). */
-  private point(j: number): LambdaPoint {
-    return lambdaPoint(this.sigmas[j] as number);
   }
 
   /**

@@ -22,21 +22,30 @@
 
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { alphasCumprod, BETA_SCHEDULES, type BetaSchedule, betasFromConfig } from "./betas.ts";
-import { alphaSigma, dataPrediction, lambdaOf } from "./dpmsolver_multistep.ts";
+import type { BetaSchedule } from "./betas.ts";
+import {
+  DpmFamilyScheduler,
+  dataPrediction,
+  dpmSigmas,
+  dpmSolverFirstOrderUpdate,
+  dpmTimesteps,
+  readDpmConfigHead,
+  readDpmSolverOrder,
+  readDpmSolverType,
+  refuseLearnedVariance,
+  trainingLambdas,
+  unclippedTimesteps,
+} from "./dpm_common.ts";
 import {
   ConfigReader,
-  karrasSigmas,
-  logSigmas,
-  npLinspace,
-  PREDICTION_TYPES,
+  checkStepCount,
+  type FinalSigmasType,
+  finalSigma,
   type PredictionType,
-  roundHalfEven,
+  refuseThresholding,
   SchedulerConfigError,
-  sigmaToT,
-  trainingSigmas,
 } from "./schedule_utils.ts";
-import type { Scheduler, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import { expf } from "./sleef.ts";
 
 /** The resolved configuration, with diffusers' key names (the constructor arguments of diffusers' class). */
@@ -55,7 +64,7 @@ export interface DPMSolverSinglestepConfig {
   solver_type: "midpoint" | "heun";
   lower_order_final: boolean;
   use_karras_sigmas: boolean;
-  final_sigmas_type: "zero" | "sigma_min";
+  final_sigmas_type: FinalSigmasType;
   lambda_min_clipped: number;
   variance_type: string | null;
 }
@@ -106,42 +115,21 @@ export function resolveDPMSolverSinglestepConfig(
       `algorithm_type "${algorithm}" is not supported by DPM-Solver singlestep; supported: dpmsolver++`,
     );
   }
-  let solverType = r.string("solver_type", d.solver_type);
-  if (solverType === "logrho" || solverType === "bh1" || solverType === "bh2") solverType = "midpoint";
-  if (solverType !== "midpoint" && solverType !== "heun") {
-    throw new SchedulerConfigError(`solver_type "${solverType}" is not supported; choose midpoint or heun`);
-  }
-  const order = r.integer("solver_order", d.solver_order);
-  if (order !== 1 && order !== 2 && order !== 3)
-    throw new SchedulerConfigError(`solver_order must be 1, 2 or 3, got ${order}`);
+  const solverType = readDpmSolverType(r, d.solver_type);
+  const order = readDpmSolverOrder(r, d.solver_order);
 
   const resolved: DPMSolverSinglestepConfig = {
-    num_train_timesteps: r.integer("num_train_timesteps", d.num_train_timesteps),
-    beta_start: r.number("beta_start", d.beta_start),
-    beta_end: r.number("beta_end", d.beta_end),
-    beta_schedule: r.oneOf("beta_schedule", BETA_SCHEDULES, d.beta_schedule),
-    trained_betas: r.numberArray("trained_betas"),
-    solver_order: order,
-    prediction_type: r.oneOf("prediction_type", PREDICTION_TYPES, d.prediction_type),
-    thresholding: r.boolean("thresholding", d.thresholding),
-    dynamic_thresholding_ratio: r.number("dynamic_thresholding_ratio", d.dynamic_thresholding_ratio),
-    sample_max_value: r.number("sample_max_value", d.sample_max_value),
+    ...readDpmConfigHead(r, d, order),
     algorithm_type: "dpmsolver++",
     solver_type: solverType,
     lower_order_final: r.boolean("lower_order_final", d.lower_order_final),
-    use_karras_sigmas: options.karrasSigmas ?? r.boolean("use_karras_sigmas", d.use_karras_sigmas),
-    final_sigmas_type: r.oneOf("final_sigmas_type", ["zero", "sigma_min"] as const, d.final_sigmas_type),
+    use_karras_sigmas: r.karrasSigmas(options.karrasSigmas, d.use_karras_sigmas),
+    final_sigmas_type: r.finalSigmasType(d.final_sigmas_type),
     lambda_min_clipped: r.number("lambda_min_clipped", d.lambda_min_clipped),
     variance_type: r.string("variance_type", null),
   };
-  if (resolved.thresholding) {
-    throw new SchedulerConfigError("thresholding is not supported (it is for pixel-space models)");
-  }
-  if (resolved.variance_type === "learned" || resolved.variance_type === "learned_range") {
-    throw new SchedulerConfigError(
-      `variance_type "${resolved.variance_type}" (a 6-channel UNet output) is not supported`,
-    );
-  }
+  refuseThresholding(resolved.thresholding);
+  refuseLearnedVariance(resolved.variance_type);
   return resolved;
 }
 
@@ -165,48 +153,27 @@ export function dpmSinglestepOrderList(n: number, order: 1 | 2 | 3, lowerOrderFi
   return n % 3 === 1 ? [...repeat(pattern, k), 1] : [...repeat(pattern, k), 1, 2];
 }
 
-export class DPMSolverSinglestepScheduler implements Scheduler {
+export class DPMSolverSinglestepScheduler extends DpmFamilyScheduler {
   readonly config: Readonly<DPMSolverSinglestepConfig>;
-  readonly initNoiseSigma = 1.0;
-  /** ᾱ_t for t = 0…T−1 (float32). */
-  readonly alphasCumprod: Float32Array;
-  private sigmaSchedule: Float32Array = new Float32Array(0);
-  private timestepSchedule: number[] = [];
   /**
    * `lower_order_final` in effect. diffusers' `set_timesteps` switches it on for good (`register_to_config`) when the
    * step count is not a multiple of the order or the final sigma is zero, so it usually reads true.
    */
   private lowerOrderFinalNow: boolean;
   private orders: number[] = [];
-
-  private readonly trainSigmas: Float32Array;
   private readonly trainLambdas: Float32Array;
   /** x_θ of the last `solver_order` steps, oldest first (null where none yet). */
   private modelOutputs: (Float32Array | null)[];
   /** x_s, the start point of the current big step (saved at its first-order entry). */
   private startSample: Float32Array | null = null;
-  private stepIndex: number | null = null;
-  private beginIndex: number | null = null;
 
   constructor(config: SchedulerConfig, options: SchedulerOptions = {}) {
-    this.config = Object.freeze(resolveDPMSolverSinglestepConfig(config, options));
-    const c = this.config;
+    const c = resolveDPMSolverSinglestepConfig(config, options);
+    super(c); // no rescale_betas_zero_snr in this class (diffusers 0.29.2)
+    this.config = Object.freeze(c);
     this.lowerOrderFinalNow = c.lower_order_final;
-    const ac = alphasCumprod(betasFromConfig({ ...c, rescale_betas_zero_snr: false }));
-    this.alphasCumprod = ac;
-    this.trainSigmas = trainingSigmas(ac);
-    this.trainLambdas = ac.map((a) => lambdaOf(f32(Math.sqrt(a)), f32(Math.sqrt(f32(1 - a)))));
+    this.trainLambdas = trainingLambdas(this.alphasCumprod);
     this.modelOutputs = new Array<Float32Array | null>(c.solver_order).fill(null);
-  }
-
-  /** Timesteps fed to the UNet (integers, as diffusers' int64 schedule), after `setTimesteps`. */
-  get timesteps(): readonly number[] {
-    return this.timestepSchedule;
-  }
-
-  /** Noise-to-signal ratio σ_t/α_t per inference step plus the final one (float32), after `setTimesteps`. */
-  get sigmas(): Float32Array {
-    return this.sigmaSchedule;
   }
 
   /** The solver order of each step (diffusers' `order_list`), after `setTimesteps`. */
@@ -219,45 +186,21 @@ export class DPMSolverSinglestepScheduler implements Scheduler {
     return this.lowerOrderFinalNow;
   }
 
-  get numInferenceSteps(): number | null {
-    return this.timestepSchedule.length > 0 ? this.timestepSchedule.length : null;
-  }
-
-  /** For img2img: the first `step` call uses this index instead of looking its timestep up. */
-  setBeginIndex(beginIndex: number): void {
-    this.beginIndex = beginIndex;
-  }
-
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-      throw new RangeError(`numInferenceSteps must be a positive integer, got ${numInferenceSteps}`);
-    }
+    checkStepCount(numInferenceSteps);
     const n = numInferenceSteps;
+    // Always "linspace" (the class has no timestep_spacing), over the steps left after λ clipping.
+    const lastTimestep = unclippedTimesteps(this.trainLambdas, c.lambda_min_clipped);
+    const { timesteps, sigmas } = dpmSigmas(
+      dpmTimesteps("linspace", c.num_train_timesteps, lastTimestep, n, 0),
+      this.trainSigmas,
+      n,
+      { karras: c.use_karras_sigmas },
+    );
+    sigmas.push(finalSigma(c.final_sigmas_type, this.alphasCumprod));
 
-    // Clip the schedule where λ falls below lambda_min_clipped (searchsorted over λ in increasing order).
-    const threshold = f32(c.lambda_min_clipped);
-    let clippedIdx = 0;
-    for (let i = this.trainLambdas.length - 1; i >= 0 && (this.trainLambdas[i] as number) < threshold; i--)
-      clippedIdx++;
-    let timesteps = npLinspace(0, c.num_train_timesteps - 1 - clippedIdx, n + 1)
-      .map(roundHalfEven)
-      .reverse()
-      .slice(0, -1);
-
-    const table = this.trainSigmas;
-    let sigmas: number[];
-    if (c.use_karras_sigmas) {
-      // Karras et al. 2022, eq. 5 (ρ = 7) between the extreme training sigmas; timesteps follow the sigmas.
-      const logTable = logSigmas(table);
-      sigmas = karrasSigmas(table[0] as number, table[table.length - 1] as number, n);
-      timesteps = sigmas.map((s) => roundHalfEven(sigmaToT(s, logTable)));
-    } else {
-      sigmas = timesteps.map((t) => table[Math.min(Math.max(t, 0), table.length - 1)] as number);
-    }
-    const a0 = this.alphasCumprod[0] as number;
-    sigmas.push(c.final_sigmas_type === "sigma_min" ? Math.sqrt(f32(f32(1 - a0) / a0)) : 0);
-
+    // The schedule is stored before the order check below, the step index reset only once it passes.
     this.sigmaSchedule = Float32Array.from(sigmas);
     this.timestepSchedule = timesteps;
     this.modelOutputs = new Array<Float32Array | null>(c.solver_order).fill(null);
@@ -276,13 +219,7 @@ export class DPMSolverSinglestepScheduler implements Scheduler {
       );
     }
     this.orders = orders;
-    this.stepIndex = null;
-    this.beginIndex = null;
-  }
-
-  /** DPM-Solver needs no input scaling: the UNet sees x_t as is. */
-  scaleModelInput(sample: Float32Array, _timestep: number): Float32Array {
-    return sample;
+    this.steps.reset();
   }
 
   /** One entry of the schedule: a first-order step that starts a big step, or the update that completes one. */
@@ -292,14 +229,7 @@ export class DPMSolverSinglestepScheduler implements Scheduler {
     sample: Float32Array,
     _generator?: TorchGenerator,
   ): StepOutput {
-    if (this.numInferenceSteps === null) throw new Error("setTimesteps must be called before step");
-    if (modelOutput.length !== sample.length) {
-      throw new RangeError(`model output has ${modelOutput.length} values, sample has ${sample.length}`);
-    }
-    if (this.stepIndex === null) this.stepIndex = this.beginIndex ?? this.indexForTimestep(timestep);
-    const i = this.stepIndex;
-    const n = this.timestepSchedule.length;
-    if (i >= n) throw new Error(`step called ${i + 1} times for ${n} timesteps`);
+    const i = this.beginStep(modelOutput, timestep, sample);
 
     const x0 = dataPrediction(this.config.prediction_type, this.sigmas[i] as number, modelOutput, sample);
     this.modelOutputs.shift();
@@ -312,45 +242,15 @@ export class DPMSolverSinglestepScheduler implements Scheduler {
     const start = this.startSample as Float32Array;
 
     let prevSample: Float32Array;
-    if (order === 1) prevSample = this.firstOrderUpdate(x0, start, i);
+    if (order === 1) prevSample = dpmSolverFirstOrderUpdate(x0, start, this.point(i + 1), this.point(i));
     else if (order === 2) prevSample = this.secondOrderUpdate(start, i);
     else prevSample = this.thirdOrderUpdate(start, i);
-    this.stepIndex = i + 1;
+    this.steps.advance();
     return { prevSample, predOriginalSample: x0.slice() };
-  }
-
-  /** `index_for_timestep`: the second match when a timestep repeats, the last index when it is unknown. */
-  private indexForTimestep(timestep: number): number {
-    const hits: number[] = [];
-    this.timesteps.forEach((t, k) => {
-      if (t === timestep) hits.push(k);
-    });
-    if (hits.length === 0) return this.timesteps.length - 1;
-    return (hits.length > 1 ? hits[1] : hits[0]) as number;
-  }
-
-  /** α, σ, λ at sigma index j (float32). */
-  private point(j: number): { alpha: number; sigma: number; lambda: number } {
-    const [alpha, sigma] = alphaSigma(this.sigmas[j] as number);
-    return { alpha, sigma, lambda: lambdaOf(alpha, sigma) };
   }
 
   private modelOutput(back: number): Float32Array {
     return this.modelOutputs[this.modelOutputs.length - 1 - back] as Float32Array;
-  }
-
-  /** DPM-Solver++(1) = DDIM: x_t = (σ_t/σ_s)·x_s − α_t·(e^{−h} − 1)·x_θ(x_s, s), h = λ_t − λ_s. */
-  private firstOrderUpdate(x0: Float32Array, sample: Float32Array, i: number): Float32Array {
-    const t = this.point(i + 1);
-    const s = this.point(i);
-    const h = f32(t.lambda - s.lambda);
-    const sampleCoef = f32(t.sigma / s.sigma);
-    const x0Coef = f32(t.alpha * f32(expf(-h) - 1));
-    const out = new Float32Array(sample.length);
-    for (let k = 0; k < out.length; k++) {
-      out[k] = f32(sampleCoef * (sample[k] as number)) - f32(x0Coef * (x0[k] as number));
-    }
-    return out;
   }
 
   /**

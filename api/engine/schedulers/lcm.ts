@@ -26,14 +26,13 @@
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import {
-  alphaProds,
+  AlphaIndexedScheduler,
   checkInferenceSteps,
   clampInPlace,
-  finalAlphaCumprod,
   predictOriginal,
   refuseKarras,
 } from "./alpha_indexed.ts";
-import { alphasCumprod, type BetaSchedule, betasFromConfig, readBetaConfig } from "./betas.ts";
+import { type BetaSchedule, readBetaConfig } from "./betas.ts";
 import {
   ConfigReader,
   PREDICTION_TYPES,
@@ -42,8 +41,8 @@ import {
   SchedulerConfigError,
   type TimestepSpacing,
 } from "./schedule_utils.ts";
-import type { Scheduler, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import { checkStepInputs, StepIndex } from "./step_index.ts";
+import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { StepIndex } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
 export interface LCMConfig {
@@ -120,32 +119,18 @@ export function resolveLCMConfig(config: SchedulerConfig, options: SchedulerOpti
   return resolved;
 }
 
-export class LCMScheduler implements Scheduler {
+/** `finalAlphaCumprod` (for a previous timestep below 0) is unreachable with LCM's own schedule. */
+export class LCMScheduler extends AlphaIndexedScheduler {
   readonly config: Readonly<LCMConfig>;
-  readonly initNoiseSigma = 1.0;
-  /** ᾱ_t for t = 0…T−1 (float32). */
-  readonly alphasCumprod: Float32Array;
-  /** ᾱ for a previous timestep below 0: 1 with `set_alpha_to_one`, else ᾱ_0 (unreachable with LCM's own schedule). */
-  readonly finalAlphaCumprod: number;
-  private timestepSchedule: number[] = [];
   /** Unlike diffusers, which fails on it, an unknown first timestep is an error with a message. */
   private readonly steps = new StepIndex((_, timestep) => {
     throw new RangeError(`timestep ${timestep} is not in the LCM schedule`);
   });
 
   constructor(config: SchedulerConfig, options: SchedulerOptions = {}) {
-    this.config = Object.freeze(resolveLCMConfig(config, options));
-    this.alphasCumprod = alphasCumprod(betasFromConfig(this.config));
-    this.finalAlphaCumprod = finalAlphaCumprod(this.config.set_alpha_to_one, this.alphasCumprod);
-  }
-
-  /** Timesteps fed to the UNet (integers), after `setTimesteps`. */
-  get timesteps(): readonly number[] {
-    return this.timestepSchedule;
-  }
-
-  get numInferenceSteps(): number | null {
-    return this.timestepSchedule.length > 0 ? this.timestepSchedule.length : null;
+    const c = resolveLCMConfig(config, options);
+    super(c, c.set_alpha_to_one);
+    this.config = Object.freeze(c);
   }
 
   /** For img2img: the first `step` call uses this index instead of looking its timestep up. */
@@ -170,12 +155,8 @@ export class LCMScheduler implements Scheduler {
     for (let i = original; i >= 1; i--) origin.push(i * k - 1);
     const step = origin.length / n;
     this.timestepSchedule = Array.from({ length: n }, (_, j) => origin[Math.floor(j * step)] as number);
+    this.numSteps = n;
     this.steps.reset();
-  }
-
-  /** LCM needs no input scaling: the UNet sees x_t as is. */
-  scaleModelInput(sample: Float32Array, _timestep: number): Float32Array {
-    return sample;
   }
 
   /**
@@ -189,18 +170,12 @@ export class LCMScheduler implements Scheduler {
     sample: Float32Array,
     generator?: TorchGenerator,
   ): StepOutput {
-    const n = this.numInferenceSteps;
-    checkStepInputs(n, modelOutput, sample);
+    const n = this.beginStep(modelOutput, sample);
     const i = this.steps.forStep(this.timestepSchedule, timestep);
     const c = this.config;
 
     const prevTimestep = i + 1 < n ? (this.timestepSchedule[i + 1] as number) : timestep;
-    const [alphaProd, alphaProdPrev] = alphaProds(
-      this.alphasCumprod,
-      timestep,
-      prevTimestep,
-      this.finalAlphaCumprod,
-    );
+    const [alphaProd, alphaProdPrev] = this.alphaProds(timestep, prevTimestep);
 
     // Boundary-condition scalings at s = t·timestep_scaling (float32: the int64 timestep times a python float).
     // σ_data²/(…) is python's float / tensor, which torch evaluates as reciprocal(…)·σ_data².

@@ -24,17 +24,15 @@
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import {
-  alphaProds,
+  AlphaIndexedScheduler,
   checkInferenceSteps,
   ddpmTimesteps,
-  finalAlphaCumprod,
   refuseKarras,
   vToEpsilon,
 } from "./alpha_indexed.ts";
-import { alphasCumprod, type BetaSchedule, betasFromConfig, readBetaConfig } from "./betas.ts";
+import { type BetaSchedule, readBetaConfig } from "./betas.ts";
 import { ConfigReader, type TimestepSpacing } from "./schedule_utils.ts";
-import type { Scheduler, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import { checkStepInputs } from "./step_index.ts";
+import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
 export interface PNDMConfig {
@@ -83,17 +81,11 @@ export function resolvePNDMConfig(config: SchedulerConfig, options: SchedulerOpt
   };
 }
 
-export class PNDMScheduler implements Scheduler {
+/** `timesteps` lists the PRK evaluations first; `finalAlphaCumprod` is used after the last step (t − δ < 0). */
+export class PNDMScheduler extends AlphaIndexedScheduler {
   readonly config: Readonly<PNDMConfig>;
-  readonly initNoiseSigma = 1.0;
-  /** ᾱ_t for t = 0…T−1 (float32). */
-  readonly alphasCumprod: Float32Array;
-  /** ᾱ used after the last step (t − δ < 0): 1 with `set_alpha_to_one`, else ᾱ_0. */
-  readonly finalAlphaCumprod: number;
   private prkTimesteps: number[] = [];
   private plmsTimesteps: number[] = [];
-  private timestepSchedule: number[] = [];
-  private numSteps: number | null = null;
 
   /** Model outputs kept for the multistep formula (raw network outputs, oldest first, at most four). */
   private ets: Float32Array[] = [];
@@ -105,19 +97,10 @@ export class PNDMScheduler implements Scheduler {
   private curSample: Float32Array | null = null;
 
   constructor(config: SchedulerConfig, options: SchedulerOptions = {}) {
-    this.config = Object.freeze(resolvePNDMConfig(config, options));
+    const c = resolvePNDMConfig(config, options);
     // PNDM has no zero-terminal-SNR option in diffusers 0.29.2 (the key is ignored by from_config).
-    this.alphasCumprod = alphasCumprod(betasFromConfig({ ...this.config, rescale_betas_zero_snr: false }));
-    this.finalAlphaCumprod = finalAlphaCumprod(this.config.set_alpha_to_one, this.alphasCumprod);
-  }
-
-  /** Timesteps fed to the UNet (integers), PRK ones first, after `setTimesteps`. */
-  get timesteps(): readonly number[] {
-    return this.timestepSchedule;
-  }
-
-  get numInferenceSteps(): number | null {
-    return this.numSteps;
+    super({ ...c, rescale_betas_zero_snr: false }, c.set_alpha_to_one);
+    this.config = Object.freeze(c);
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -155,11 +138,6 @@ export class PNDMScheduler implements Scheduler {
     this.curSample = null;
   }
 
-  /** PNDM needs no input scaling: the UNet sees x_t as is. */
-  scaleModelInput(sample: Float32Array, _timestep: number): Float32Array {
-    return sample;
-  }
-
   /** One PRK or PLMS evaluation step; deterministic, the generator is not used. */
   step(
     modelOutput: Float32Array,
@@ -167,7 +145,7 @@ export class PNDMScheduler implements Scheduler {
     sample: Float32Array,
     _generator?: TorchGenerator,
   ): StepOutput {
-    checkStepInputs(this.numSteps, modelOutput, sample);
+    this.beginStep(modelOutput, sample);
     const prevSample =
       this.counter < this.prkTimesteps.length && !this.config.skip_prk_steps
         ? this.stepPrk(modelOutput, timestep, sample)
@@ -271,12 +249,7 @@ export class PNDMScheduler implements Scheduler {
     prevTimestep: number,
     modelOutput: Float32Array,
   ): Float32Array {
-    const [alphaProd, alphaProdPrev] = alphaProds(
-      this.alphasCumprod,
-      timestep,
-      prevTimestep,
-      this.finalAlphaCumprod,
-    );
+    const [alphaProd, alphaProdPrev] = this.alphaProds(timestep, prevTimestep);
     const betaProd = f32(1 - alphaProd);
     const betaProdPrev = f32(1 - alphaProdPrev);
     const len = sample.length;

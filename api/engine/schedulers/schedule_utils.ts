@@ -215,14 +215,18 @@ export function finalSigma(type: FinalSigmasType, alphasCumprod: Float32Array): 
   return type === "sigma_min" ? Math.sqrt(f32(f32(1 - a0) / a0)) : 0;
 }
 
-/** `np.log` of the float32 training sigmas (a float32 array). */
+/**
+ * `np.log` of the float32 training sigmas (a float32 array), as the DPM family uses it. Kept apart from
+ * `sigmaTables` in sigma_schedule.ts, whose numpy-SIMD float32 log the k-diffusion samplers need: each matches its fixtures.
+ */
 export function logSigmas(sigmas: Float32Array): Float32Array {
   return sigmas.map((s) => Math.log(s));
 }
 
 /**
  * Karras et al. 2022 ("Elucidating the Design Space…", eq. 5): σ_i = (σ_max^{1/ρ} + i/(n−1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ
- * with ρ = 7, in float64, from the largest to the smallest training sigma.
+ * with ρ = 7, in float64, from the largest to the smallest training sigma. The DPM family's; not merged with
+ * `karrasFromSchedule` (double-double power), since swapping the power evaluation could move the last float64 bit.
  */
 export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number, rho = 7): number[] {
   const ramp = npLinspace(0, 1, n);
@@ -232,8 +236,9 @@ export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number, rho 
 }
 
 /**
- * `_sigma_to_t`: the fractional training timestep whose log σ matches, by linear interpolation of log σ between
- * the two bracketing training steps. numpy 1.x promotion is reproduced: the float64 log σ meets the float32
+ * `_sigma_to_t` as the DPM family needs it (float64 weight; the k-diffusion classes use `sigmaToTimestep`, whose
+ * float32 weight matches their fixtures): the fractional training timestep whose log σ matches, by linear
+ * interpolation of log σ between the two bracketing training steps. numpy 1.x promotion is reproduced: the float64 log σ meets the float32
  * table as float32 when locating the bracket, and as float64 in the interpolation weight.
  */
 export function sigmaToT(sigma: number, logSigmaTable: Float32Array): number {

@@ -120,7 +120,8 @@ export function sigmaTables(ac: Float32Array): { sigmas: Float32Array; logSigmas
 
 /**
  * Inference timesteps, largest first, as the float32 values diffusers stores (Lin et al. 2024, "Common Diffusion
- * Noise Schedules and Sample Steps are Flawed", Table 2):
+ * Noise Schedules and Sample Steps are Flawed", Table 2; float32 and unrounded, unlike the integer `ddpmTimesteps`
+ * and `dpmTimesteps`):
  *   linspace: n points evenly over [0, T − 1], fractional (`np.linspace(..., dtype=float32)`, kept unrounded);
  *   leading:  (n − 1 … 0)·⌊T/n⌋ + steps_offset;
  *   trailing: round(T − i·T/n) − 1.

@@ -35,24 +35,27 @@
 
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { alphasCumprod, BETA_SCHEDULES, type BetaSchedule, betasFromConfig } from "./betas.ts";
-import { alphaSigma, dataPrediction, lambdaOf, timestepSpacingOption } from "./dpmsolver_multistep.ts";
+import type { BetaSchedule } from "./betas.ts";
+import {
+  alphaSigma,
+  DpmFamilyScheduler,
+  dataPrediction,
+  dpmSigmas,
+  dpmTimesteps,
+  readDpmConfigHead,
+} from "./dpm_common.ts";
 import {
   ConfigReader,
-  karrasSigmas,
-  logSigmas,
-  npArange,
-  npLinspace,
-  PREDICTION_TYPES,
+  checkStepCount,
+  type FinalSigmasType,
+  finalSigma,
   type PredictionType,
-  roundHalfEven,
+  refuseThresholding,
   SchedulerConfigError,
-  sigmaToT,
-  TIMESTEP_SPACINGS,
   type TimestepSpacing,
-  trainingSigmas,
+  timestepSpacingOption,
 } from "./schedule_utils.ts";
-import type { Scheduler, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import { expm1f } from "./sleef.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
@@ -75,7 +78,7 @@ export interface UniPCMultistepConfig {
   use_karras_sigmas: boolean;
   timestep_spacing: TimestepSpacing;
   steps_offset: number;
-  final_sigmas_type: "zero" | "sigma_min";
+  final_sigmas_type: FinalSigmasType;
   rescale_betas_zero_snr: boolean;
 }
 
@@ -128,31 +131,19 @@ export function resolveUniPCMultistepConfig(
   }
 
   const resolved: UniPCMultistepConfig = {
-    num_train_timesteps: r.integer("num_train_timesteps", d.num_train_timesteps),
-    beta_start: r.number("beta_start", d.beta_start),
-    beta_end: r.number("beta_end", d.beta_end),
-    beta_schedule: r.oneOf("beta_schedule", BETA_SCHEDULES, d.beta_schedule),
-    trained_betas: r.numberArray("trained_betas"),
-    solver_order: order,
-    prediction_type: r.oneOf("prediction_type", PREDICTION_TYPES, d.prediction_type),
-    thresholding: r.boolean("thresholding", d.thresholding),
-    dynamic_thresholding_ratio: r.number("dynamic_thresholding_ratio", d.dynamic_thresholding_ratio),
-    sample_max_value: r.number("sample_max_value", d.sample_max_value),
+    ...readDpmConfigHead(r, d, order),
     predict_x0: r.boolean("predict_x0", d.predict_x0),
     solver_type: solverType,
     lower_order_final: r.boolean("lower_order_final", d.lower_order_final),
     disable_corrector: [...disable],
     solver_p: null,
-    use_karras_sigmas: options.karrasSigmas ?? r.boolean("use_karras_sigmas", d.use_karras_sigmas),
-    timestep_spacing:
-      timestepSpacingOption(options) ?? r.oneOf("timestep_spacing", TIMESTEP_SPACINGS, d.timestep_spacing),
+    use_karras_sigmas: r.karrasSigmas(options.karrasSigmas, d.use_karras_sigmas),
+    timestep_spacing: r.timestepSpacing(timestepSpacingOption(options), d.timestep_spacing),
     steps_offset: r.integer("steps_offset", d.steps_offset),
-    final_sigmas_type: r.oneOf("final_sigmas_type", ["zero", "sigma_min"] as const, d.final_sigmas_type),
+    final_sigmas_type: r.finalSigmasType(d.final_sigmas_type),
     rescale_betas_zero_snr: r.boolean("rescale_betas_zero_snr", d.rescale_betas_zero_snr),
   };
-  if (resolved.thresholding) {
-    throw new SchedulerConfigError("thresholding is not supported (it is for pixel-space models)");
-  }
+  refuseThresholding(resolved.thresholding);
   // At a zero final sigma λ = +∞: only the data-prediction first-order step has a finite limit there. diffusers
   // 0.29.2 accepts these settings and returns inf/NaN samples (0·∞ in the ε form, r = −0 in a higher order).
   if (resolved.final_sigmas_type === "zero" && !resolved.predict_x0) {
@@ -278,107 +269,45 @@ function bhCoefficients(hh: number, rks: readonly number[], solverType: "bh1" | 
   return { hPhi1, bh, R, g };
 }
 
-export class UniPCMultistepScheduler implements Scheduler {
+export class UniPCMultistepScheduler extends DpmFamilyScheduler {
   readonly config: Readonly<UniPCMultistepConfig>;
-  readonly initNoiseSigma = 1.0;
-  /** ᾱ_t for t = 0…T−1 (float32). */
-  readonly alphasCumprod: Float32Array;
-  private sigmaSchedule: Float32Array = new Float32Array(0);
-  private timestepSchedule: number[] = [];
-
-  private readonly trainSigmas: Float32Array;
   /** Converted model outputs (x_θ, or ε_θ without predict_x0) of the last `solver_order` steps, oldest first. */
   private modelOutputs: (Float32Array | null)[];
   private lowerOrderNums = 0;
   /** The predictor's start point x_s and order of the previous step, which the corrector revisits. */
   private lastSample: Float32Array | null = null;
   private lastOrder = 1;
-  private stepIndex: number | null = null;
-  private beginIndex: number | null = null;
 
   constructor(config: SchedulerConfig, options: SchedulerOptions = {}) {
-    this.config = Object.freeze(resolveUniPCMultistepConfig(config, options));
-    const c = this.config;
-    const ac = alphasCumprod(betasFromConfig(c));
-    // With a zero terminal SNR, ᾱ_{T−1} = 0 would make σ/α infinite: diffusers pins it to 2⁻²⁴.
-    if (c.rescale_betas_zero_snr) ac[ac.length - 1] = 2 ** -24;
-    this.alphasCumprod = ac;
-    this.trainSigmas = trainingSigmas(ac);
+    const c = resolveUniPCMultistepConfig(config, options);
+    super(c);
+    this.config = Object.freeze(c);
     this.modelOutputs = new Array<Float32Array | null>(c.solver_order).fill(null);
-  }
-
-  /** Timesteps fed to the UNet (integers, as diffusers' int64 schedule), after `setTimesteps`. */
-  get timesteps(): readonly number[] {
-    return this.timestepSchedule;
-  }
-
-  /** Noise-to-signal ratio σ_t/α_t per inference step plus the final one (float32), after `setTimesteps`. */
-  get sigmas(): Float32Array {
-    return this.sigmaSchedule;
-  }
-
-  get numInferenceSteps(): number | null {
-    return this.timestepSchedule.length > 0 ? this.timestepSchedule.length : null;
-  }
-
-  /** For img2img: the first `step` call uses this index instead of looking its timestep up. */
-  setBeginIndex(beginIndex: number): void {
-    this.beginIndex = beginIndex;
   }
 
   setTimesteps(numInferenceSteps: number): void {
     const c = this.config;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-      throw new RangeError(`numInferenceSteps must be a positive integer, got ${numInferenceSteps}`);
-    }
+    checkStepCount(numInferenceSteps);
     const n = numInferenceSteps;
-    const T = c.num_train_timesteps;
-
-    // Timestep spacings of Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2.
-    let timesteps: number[];
-    if (c.timestep_spacing === "linspace") {
-      timesteps = npLinspace(0, T - 1, n + 1)
-        .map(roundHalfEven)
-        .reverse()
-        .slice(0, -1);
-    } else if (c.timestep_spacing === "leading") {
-      const ratio = Math.floor(T / (n + 1));
-      timesteps = [];
-      for (let i = n; i >= 1; i--) timesteps.push(i * ratio + c.steps_offset);
-    } else {
-      timesteps = npArange(T, 0, -T / n).map((t) => roundHalfEven(t) - 1);
-    }
-
-    const table = this.trainSigmas;
-    let sigmas: number[];
-    let sigmaLast: number;
-    if (c.use_karras_sigmas) {
-      // Karras et al. 2022, eq. 5 (ρ = 7) between the extreme training sigmas; timesteps follow the sigmas.
-      // UniPC's "sigma_min" final sigma is the last Karras sigma itself (a zero-length last step).
-      const logTable = logSigmas(table);
-      sigmas = karrasSigmas(table[0] as number, table[table.length - 1] as number, n);
-      timesteps = sigmas.map((s) => roundHalfEven(sigmaToT(s, logTable)));
-      sigmaLast = c.final_sigmas_type === "sigma_min" ? (sigmas[sigmas.length - 1] as number) : 0;
-    } else {
-      sigmas = timesteps.map((t) => table[Math.min(Math.max(t, 0), table.length - 1)] as number);
-      const a0 = this.alphasCumprod[0] as number;
-      sigmaLast = c.final_sigmas_type === "sigma_min" ? Math.sqrt(f32(f32(1 - a0) / a0)) : 0;
-    }
-    sigmas.push(sigmaLast);
-
-    this.sigmaSchedule = Float32Array.from(sigmas);
-    this.timestepSchedule = timesteps;
+    const T = c.num_train_timesteps; // no λ clipping in UniPC
+    const { timesteps, sigmas } = dpmSigmas(
+      dpmTimesteps(c.timestep_spacing, T, T, n, c.steps_offset),
+      this.trainSigmas,
+      n,
+      { karras: c.use_karras_sigmas },
+    );
+    // UniPC's "sigma_min" final sigma with Karras sigmas is the last Karras sigma itself (a zero-length last step).
+    const karrasSigmaMin = c.use_karras_sigmas && c.final_sigmas_type === "sigma_min";
+    sigmas.push(
+      karrasSigmaMin
+        ? (sigmas[sigmas.length - 1] as number)
+        : finalSigma(c.final_sigmas_type, this.alphasCumprod),
+    );
+    this.setSchedule(timesteps, sigmas);
     this.modelOutputs = new Array<Float32Array | null>(c.solver_order).fill(null);
     this.lowerOrderNums = 0;
     this.lastSample = null;
     this.lastOrder = 1;
-    this.stepIndex = null;
-    this.beginIndex = null;
-  }
-
-  /** UniPC needs no input scaling: the UNet sees x_t as is. */
-  scaleModelInput(sample: Float32Array, _timestep: number): Float32Array {
-    return sample;
   }
 
   /** Corrects the current x_t with the new model output (UniC), then predicts the next one (UniP). */
@@ -388,15 +317,9 @@ export class UniPCMultistepScheduler implements Scheduler {
     sample: Float32Array,
     _generator?: TorchGenerator,
   ): StepOutput {
-    if (this.numInferenceSteps === null) throw new Error("setTimesteps must be called before step");
-    if (modelOutput.length !== sample.length) {
-      throw new RangeError(`model output has ${modelOutput.length} values, sample has ${sample.length}`);
-    }
-    if (this.stepIndex === null) this.stepIndex = this.beginIndex ?? this.indexForTimestep(timestep);
+    const i = this.beginStep(modelOutput, timestep, sample);
     const c = this.config;
-    const i = this.stepIndex;
     const n = this.timestepSchedule.length;
-    if (i >= n) throw new Error(`step called ${i + 1} times for ${n} timesteps`);
 
     const useCorrector = i > 0 && !c.disable_corrector.includes(i - 1) && this.lastSample !== null;
     const converted = this.convertModelOutput(modelOutput, sample, i);
@@ -413,18 +336,8 @@ export class UniPCMultistepScheduler implements Scheduler {
     this.lastSample = x;
     const prevSample = this.predict(x, order, i);
     if (this.lowerOrderNums < c.solver_order) this.lowerOrderNums++;
-    this.stepIndex = i + 1;
+    this.steps.advance();
     return c.predict_x0 ? { prevSample, predOriginalSample: converted.slice() } : { prevSample };
-  }
-
-  /** `index_for_timestep`: the second match when a timestep repeats, the last index when it is unknown. */
-  private indexForTimestep(timestep: number): number {
-    const hits: number[] = [];
-    this.timesteps.forEach((t, k) => {
-      if (t === timestep) hits.push(k);
-    });
-    if (hits.length === 0) return this.timesteps.length - 1;
-    return (hits.length > 1 ? hits[1] : hits[0]) as number;
   }
 
   /**
@@ -452,12 +365,6 @@ export class UniPCMultistepScheduler implements Scheduler {
         break;
     }
     return out;
-  }
-
-  /** α, σ, λ at sigma index j (float32). */
-  private point(j: number): { alpha: number; sigma: number; lambda: number } {
-    const [alpha, sigma] = alphaSigma(this.sigmas[j] as number);
-    return { alpha, sigma, lambda: lambdaOf(alpha, sigma) };
   }
 
   private modelOutput(back: number): Float32Array {

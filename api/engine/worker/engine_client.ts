@@ -8,7 +8,6 @@ import {
   GenerationAborted,
   GenerationFailed,
   GenerationInvalid,
-  type ModelCapabilities,
 } from "../pipeline/stable_diffusion.ts";
 import type { Offload, WorkerReply, WorkerRequest } from "./protocol.ts";
 
