@@ -233,6 +233,16 @@ export interface components {
             prompt: string;
             /** @description What the image should not show. Used with guidance_scale > 1. */
             negative_prompt?: string;
+            /** @description What SDXL's second text encoder (OpenCLIP bigG) reads. Omitted or empty: the prompt, as in diffusers. SDXL only; on an SD 1.x/2.x model it has no effect and says so in warnings. */
+            prompt_2?: string;
+            /** @description The second text encoder's negative prompt. Omitted or empty: the negative prompt. With prompt_syntax "diffusers" and no negative_prompt, SDXL's unconditional embeddings are zeros (force_zeros_for_empty_prompt) and this is ignored, as in diffusers. SDXL only; on an SD 1.x/2.x model it has no effect and says so in warnings. */
+            negative_prompt_2?: string;
+            /** @description SDXL micro-conditioning (Podell et al. 2023, §2.2): the size of the training image to imitate, [height, width] — diffusers' order. Default: [height, width] of the image. SDXL only; on an SD 1.x/2.x model it has no effect and says so in warnings. */
+            original_size?: number[];
+            /** @description SDXL micro-conditioning: crop offset [top, left] — diffusers' order. Default: [0, 0] (centred, uncropped). SDXL only; on an SD 1.x/2.x model it has no effect and says so in warnings. */
+            crops_coords_top_left?: number[];
+            /** @description SDXL micro-conditioning: [height, width] — diffusers' order. Default: [height, width] of the image. SDXL only; on an SD 1.x/2.x model it has no effect and says so in warnings. */
+            target_size?: number[];
             /** @description Seed of image 0; image i uses seed + i (wrapping at 2³²). Omitted or -1: drawn at random and returned. */
             seed?: number;
             /**
@@ -278,7 +288,7 @@ export interface components {
             /** @description Accepted for compatibility with the seed's configs; Stable Diffusion samplers have no such scale, so it is reported in warnings and has no effect. */
             scheduler_scale?: number;
             /**
-             * @description Text-encoder layer to condition on, counted from the end as in AUTOMATIC1111 (1 = last layer).
+             * @description Text-encoder layer to condition on, counted from the end as in AUTOMATIC1111 (1 = last layer). diffusers' clip_skip is this minus 1. SDXL conditions on the penultimate layer of both encoders by default, so there clip_skip k reads hidden_states[-(k + 1)] of both: 1 = diffusers' clip_skip None = hidden_states[-2], 2 = diffusers' clip_skip 1 = hidden_states[-3]. With prompt_syntax "diffusers" the negative prompt is encoded without clip skip, as diffusers does; with "a1111" both prompts use it.
              * @default 1
              */
             clip_skip?: number;
@@ -310,6 +320,16 @@ export interface components {
                 parameters: {
                     prompt: string;
                     negative_prompt: string | null;
+                    /** @description SDXL: the text the second encoder read. null on SD 1.x/2.x. */
+                    prompt_2: string | null;
+                    /** @description SDXL: the text the second encoder read for the unconditional pass; null when that pass used zero embeddings (or would have, with guidance off), or on SD 1.x/2.x. */
+                    negative_prompt_2: string | null;
+                    /** @description SDXL: [height, width] fed as time ids. null on SD 1.x/2.x. */
+                    original_size: number[] | null;
+                    /** @description SDXL: [top, left] fed as time ids. null on SD 1.x/2.x. */
+                    crops_coords_top_left: number[] | null;
+                    /** @description SDXL: [height, width] fed as time ids. null on SD 1.x/2.x. */
+                    target_size: number[] | null;
                     seed: number;
                     batch_size: number;
                     width: number;

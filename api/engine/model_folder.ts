@@ -1,7 +1,7 @@
 /**
  * Finds Stable Diffusion models in a models directory: ONNX folders in the layout `optimum-cli export onnx`
  * writes (model_index.json, scheduler/, tokenizer/, text_encoder/model.onnx, unet/model.onnx,
- * vae_decoder/model.onnx, vae_encoder/ optional), and single-file `.safetensors` checkpoints in the original
+ * vae_decoder/model.onnx, vae_encoder/ optional; SDXL adds tokenizer_2/ and text_encoder_2/), and single-file `.safetensors` checkpoints in the original
  * LDM key layout, each with an optional sidecar `<name>.json`.
  */
 import { readdir, stat } from "node:fs/promises";
@@ -43,6 +43,13 @@ const REQUIRED_FILES = [
   "text_encoder/model.onnx",
   "unet/model.onnx",
   "vae_decoder/model.onnx",
+] as const;
+
+/** What an SDXL folder needs beyond {@link REQUIRED_FILES}: the second tokenizer and text encoder. */
+const REQUIRED_SDXL_FILES = [
+  "tokenizer_2/vocab.json",
+  "tokenizer_2/merges.txt",
+  "text_encoder_2/model.onnx",
 ] as const;
 
 const DEFAULT_NATIVE_SIZE: Record<ModelKind, number> = { sd1: 512, sd2: 768, sdxl: 1024 };
@@ -90,14 +97,16 @@ export async function inspectModelFolder(name: string, path: string): Promise<Mo
   const kind = detectKind(pipelineClass, unetConfig, textConfig);
 
   const missing: string[] = [];
-  for (const file of REQUIRED_FILES) if (!(await exists(join(path, file)))) missing.push(file);
+  const required = kind === "sdxl" ? [...REQUIRED_FILES, ...REQUIRED_SDXL_FILES] : REQUIRED_FILES;
+  for (const file of required) if (!(await exists(join(path, file)))) missing.push(file);
   let problem: string | null = null;
   if (index === null) problem = "model_index.json is missing or not valid JSON";
   else if (kind === null)
     problem = `pipeline class ${pipelineClass ?? "(none)"} is not a Stable Diffusion pipeline`;
+  else if (kind === "sdxl" && Array.isArray(index.text_encoder) && index.text_encoder[0] === null)
+    problem =
+      "SDXL refiner folders (no first text encoder) are not supported: sdx runs SDXL base text-to-image";
   else if (missing.length > 0) problem = `incomplete ONNX export: missing ${missing.join(", ")}`;
-  else if (kind === "sdxl")
-    problem = "SDXL ONNX folders are recognised but not loadable in this version of sdx";
 
   const vaeBlocks = Array.isArray(vaeConfig?.block_out_channels) ? vaeConfig.block_out_channels.length : 4;
   const unetBlocks = Array.isArray(unetConfig?.block_out_channels) ? unetConfig.block_out_channels.length : 4;

@@ -94,7 +94,7 @@ export class ModelHost {
       status: "no_model",
       message:
         loadable.length === 0
-          ? `No loadable model in ${dir}. Put a Stable Diffusion ONNX folder (the layout \`optimum-cli export onnx\` writes) there, or start the server with --models-dir DIR.`
+          ? `No loadable model in ${dir}. Put a Stable Diffusion model there (a single-file .safetensors checkpoint, or an ONNX folder in the layout \`optimum-cli export onnx\` writes), or start the server with --models-dir DIR.`
           : `${loadable.length} models in ${dir} (${loadable.map((e) => e.name).join(", ")}): start the server with --model NAME or SDX_MODEL=NAME to choose one.`,
     };
     return null;

@@ -29,6 +29,20 @@ const size = (name: string) =>
     description: `Image ${name} in pixels, a multiple of 8 (and of the model's own multiple, 64 for SD UNets). Default: the model's native size.`,
   });
 
+/** Largest value accepted in SDXL's micro-conditioning pairs (pixels). */
+const MICRO_MAX = 16_384;
+
+const pair = (min: number, description: string) =>
+  t.Optional(
+    t.Array(Type.Integer({ minimum: min, maximum: MICRO_MAX }), {
+      minItems: 2,
+      maxItems: 2,
+      description,
+    }),
+  );
+
+const SDXL_ONLY = "SDXL only; on an SD 1.x/2.x model it has no effect and says so in warnings.";
+
 const memorySwitch = (what: string) => t.Optional(t.Boolean({ description: what }));
 
 export const GenerateParamsSchema = t.Object(
@@ -38,6 +52,30 @@ export const GenerateParamsSchema = t.Object(
         maxLength: LIMITS.promptMaxChars,
         description: "What the image should not show. Used with guidance_scale > 1.",
       }),
+    ),
+    prompt_2: t.Optional(
+      t.String({
+        maxLength: LIMITS.promptMaxChars,
+        description: `What SDXL's second text encoder (OpenCLIP bigG) reads. Omitted or empty: the prompt, as in diffusers. ${SDXL_ONLY}`,
+      }),
+    ),
+    negative_prompt_2: t.Optional(
+      t.String({
+        maxLength: LIMITS.promptMaxChars,
+        description: `The second text encoder's negative prompt. Omitted or empty: the negative prompt. With prompt_syntax "diffusers" and no negative_prompt, SDXL's unconditional embeddings are zeros (force_zeros_for_empty_prompt) and this is ignored, as in diffusers. ${SDXL_ONLY}`,
+      }),
+    ),
+    original_size: pair(
+      1,
+      `SDXL micro-conditioning (Podell et al. 2023, §2.2): the size of the training image to imitate, [height, width] — diffusers' order. Default: [height, width] of the image. ${SDXL_ONLY}`,
+    ),
+    crops_coords_top_left: pair(
+      0,
+      `SDXL micro-conditioning: crop offset [top, left] — diffusers' order. Default: [0, 0] (centred, uncropped). ${SDXL_ONLY}`,
+    ),
+    target_size: pair(
+      1,
+      `SDXL micro-conditioning: [height, width] — diffusers' order. Default: [height, width] of the image. ${SDXL_ONLY}`,
     ),
     seed: t.Optional(
       Type.Integer({
@@ -110,7 +148,10 @@ export const GenerateParamsSchema = t.Object(
         maximum: 12,
         default: 1,
         description:
-          "Text-encoder layer to condition on, counted from the end as in AUTOMATIC1111 (1 = last layer).",
+          "Text-encoder layer to condition on, counted from the end as in AUTOMATIC1111 (1 = last layer). diffusers' clip_skip is this minus 1. " +
+          "SDXL conditions on the penultimate layer of both encoders by default, so there clip_skip k reads hidden_states[-(k + 1)] of both: " +
+          "1 = diffusers' clip_skip None = hidden_states[-2], 2 = diffusers' clip_skip 1 = hidden_states[-3]. " +
+          'With prompt_syntax "diffusers" the negative prompt is encoded without clip skip, as diffusers does; with "a1111" both prompts use it.',
       }),
     ),
     enable_attention_slicing: memorySwitch(
@@ -147,6 +188,22 @@ export const AppliedParamsSchema = t.Object(
   {
     prompt: t.String(),
     negative_prompt: t.Union([t.String(), t.Null()]),
+    prompt_2: t.Union([t.String(), t.Null()], {
+      description: "SDXL: the text the second encoder read. null on SD 1.x/2.x.",
+    }),
+    negative_prompt_2: t.Union([t.String(), t.Null()], {
+      description:
+        "SDXL: the text the second encoder read for the unconditional pass; null when that pass used zero embeddings (or would have, with guidance off), or on SD 1.x/2.x.",
+    }),
+    original_size: t.Union([t.Array(Type.Integer()), t.Null()], {
+      description: "SDXL: [height, width] fed as time ids. null on SD 1.x/2.x.",
+    }),
+    crops_coords_top_left: t.Union([t.Array(Type.Integer()), t.Null()], {
+      description: "SDXL: [top, left] fed as time ids. null on SD 1.x/2.x.",
+    }),
+    target_size: t.Union([t.Array(Type.Integer()), t.Null()], {
+      description: "SDXL: [height, width] fed as time ids. null on SD 1.x/2.x.",
+    }),
     seed: Type.Integer(),
     batch_size: Type.Integer(),
     width: Type.Integer(),

@@ -7,6 +7,7 @@ import {
   GenerationInvalid,
   type ModelCapabilities,
 } from "../engine/pipeline/stable_diffusion.ts";
+import { xlPromptTexts } from "../engine/pipeline/stable_diffusion_xl.ts";
 import { resolveSchedulerChoice, SCHEDULERS } from "../engine/schedulers/index.ts";
 import type { Offload } from "../engine/worker/protocol.ts";
 import { ApiError, type FieldError } from "../errors.ts";
@@ -53,6 +54,11 @@ export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedP
   const applied: AppliedParams = {
     prompt: req.prompt,
     negative_prompt: req.negative_prompt ?? null,
+    prompt_2: null,
+    negative_prompt_2: null,
+    original_size: null,
+    crops_coords_top_left: null,
+    target_size: null,
     seed: req.seed === undefined || req.seed === -1 ? randomSeed() : req.seed,
     batch_size: req.batch_size ?? 1,
     width: req.width ?? model.nativeSize,
@@ -72,6 +78,25 @@ export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedP
     enable_model_cpu_offload: req.enable_model_cpu_offload ?? false,
     enable_sequential_cpu_offload: req.enable_sequential_cpu_offload ?? false,
   };
+  const xl = model.capabilities.xl;
+  if (xl) {
+    // SDXL: what each encoder read and the micro-conditioning, defaults filled in (diffusers' order).
+    const texts = xlPromptTexts(
+      applied.prompt_syntax,
+      {
+        prompt: req.prompt,
+        prompt2: req.prompt_2 ?? null,
+        negativePrompt: req.negative_prompt ?? null,
+        negativePrompt2: req.negative_prompt_2 ?? null,
+      },
+      xl.forceZerosForEmptyPrompt,
+    );
+    applied.prompt_2 = texts.prompt2;
+    applied.negative_prompt_2 = texts.negative2;
+    applied.original_size = req.original_size ?? [applied.height, applied.width];
+    applied.crops_coords_top_left = req.crops_coords_top_left ?? [0, 0];
+    applied.target_size = req.target_size ?? [applied.height, applied.width];
+  }
   for (const key of ["width", "height"] as const) {
     if (applied[key] % model.sizeMultiple !== 0) {
       fields.push({
@@ -157,8 +182,22 @@ export function memoryReport(
   };
 }
 
+/** The SDXL-only request fields, for warnings when the model is not SDXL. */
+const SDXL_FIELDS = [
+  "prompt_2",
+  "negative_prompt_2",
+  "original_size",
+  "crops_coords_top_left",
+  "target_size",
+] as const;
+
 /** One sentence for each accepted parameter that leaves the image as it would be without it. */
-export function warningsFor(p: AppliedParams, output: GenerateOutput, memory: MemoryReport): string[] {
+export function warningsFor(
+  p: AppliedParams,
+  output: GenerateOutput,
+  memory: MemoryReport,
+  req: Partial<GenerateRequest> = {},
+): string[] {
   const warnings: string[] = [];
   const guided = p.guidance_scale > 1;
   const entry = SCHEDULERS[p.scheduler_type];
@@ -166,6 +205,35 @@ export function warningsFor(p: AppliedParams, output: GenerateOutput, memory: Me
     warnings.push(
       `negative_prompt was ignored: guidance_scale ${p.guidance_scale} ≤ 1 turns classifier-free guidance off, so there is no unconditional pass to steer.`,
     );
+  }
+  if (output.xl) {
+    if (req.negative_prompt_2 && !guided) {
+      warnings.push(
+        `negative_prompt_2 was ignored: guidance_scale ${p.guidance_scale} ≤ 1 turns classifier-free guidance off.`,
+      );
+    } else if (req.negative_prompt_2 && output.xl.zeroUncond) {
+      warnings.push(
+        'negative_prompt_2 was ignored: without negative_prompt, SDXL\'s unconditional embeddings are zeros (force_zeros_for_empty_prompt), as in diffusers; send negative_prompt too, or prompt_syntax "a1111".',
+      );
+    }
+    if (output.xl.prompt2.truncatedTokens > 0) {
+      warnings.push(
+        `prompt_2 is ${output.xl.prompt2.tokens} CLIP tokens; with prompt_syntax "diffusers" the second text encoder reads 75, so ${output.xl.prompt2.truncatedTokens} were cut.`,
+      );
+    }
+    if (guided && output.xl.negativePrompt2.truncatedTokens > 0) {
+      warnings.push(
+        `negative_prompt_2 is ${output.xl.negativePrompt2.tokens} CLIP tokens; ${output.xl.negativePrompt2.truncatedTokens} were cut.`,
+      );
+    }
+  } else {
+    for (const field of SDXL_FIELDS) {
+      if (req[field] !== undefined) {
+        warnings.push(
+          `${field} has no effect: it is SDXL's (second text encoder / micro-conditioning), and this is an SD 1.x/2.x model.`,
+        );
+      }
+    }
   }
   if (output.prompt.truncatedTokens > 0) {
     warnings.push(
@@ -239,9 +307,19 @@ export async function generateImages(
     params.negative_prompt ?? "",
     params.prompt_syntax,
   );
-  if (!capabilities.longPrompts && Math.max(cond.chunks.length, uncond.chunks.length) > 1) {
-    const field = cond.chunks.length > 1 ? "prompt" : "negative_prompt";
-    const message = `${entry.name}'s UNet takes exactly 77 text tokens, so this ${cond.chunks.length > 1 ? cond.tokenCount : uncond.tokenCount}-token prompt cannot be encoded in chunks; shorten it or send prompt_syntax "diffusers" to cut it at 75 tokens`;
+  const tokenized: [string, ReturnType<typeof tokenizeField>][] = [
+    ["prompt", cond],
+    ["negative_prompt", uncond],
+  ];
+  // SDXL's second tokenizer has the same vocabulary, so the first one checks its prompts' syntax too.
+  for (const field of ["prompt_2", "negative_prompt_2"] as const) {
+    const text = params[field];
+    if (text) tokenized.push([field, tokenizeField(ready.tokenizer, field, text, params.prompt_syntax)]);
+  }
+  const long = tokenized.find(([, t]) => t.chunks.length > 1);
+  if (!capabilities.longPrompts && long) {
+    const [field, t] = long;
+    const message = `${entry.name}'s UNet takes exactly 77 text tokens, so this ${t.tokenCount}-token prompt cannot be encoded in chunks; shorten it or send prompt_syntax "diffusers" to cut it at 75 tokens`;
     throw rejected([{ field, message }]);
   }
   const seeds = Array.from({ length: params.batch_size }, (_, i) => (params.seed + i) % SEED_SPACE);
@@ -264,6 +342,11 @@ export async function generateImages(
       ...(params.eta !== null && schedulerEntry.eta ? { eta: params.eta } : {}),
     },
     clipSkip: params.clip_skip,
+    prompt2: req.prompt_2 ?? null,
+    negativePrompt2: req.negative_prompt_2 ?? null,
+    originalSize: pairOf(params.original_size),
+    cropsCoordsTopLeft: pairOf(params.crops_coords_top_left),
+    targetSize: pairOf(params.target_size),
     vaeSlicing: params.enable_vae_slicing,
     vaeTiling: params.enable_vae_tiling,
     pngParameters: seeds.map((seed) => infotext(params, seed, entry.name)),
@@ -334,8 +417,12 @@ export async function generateImages(
       execution_provider: host.provider,
       sdx_version: VERSION,
     },
-    warnings: warningsFor(params, output, memory),
+    warnings: warningsFor(params, output, memory, req),
   };
+}
+
+function pairOf(values: number[] | null): [number, number] | null {
+  return values === null ? null : [values[0] as number, values[1] as number];
 }
 
 function reportOf(r: GenerateOutput["prompt"]) {

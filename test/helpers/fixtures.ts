@@ -5,6 +5,9 @@ import sharp from "sharp";
 export const FIXTURES = join(import.meta.dir, "..", "fixtures");
 export const MODELS_DIR = join(FIXTURES, "models");
 export const TINY_SD15 = join(MODELS_DIR, "tiny_sd15");
+/** A models directory holding the tiny SDXL optimum folder only (the server serves the only loadable model). */
+export const MODELS_SDXL_DIR = join(FIXTURES, "models_sdxl");
+export const TINY_SDXL = join(MODELS_SDXL_DIR, "tiny_sdxl");
 export const REPO_ROOT = join(import.meta.dir, "..", "..");
 
 export interface ReferenceCase {
@@ -22,8 +25,12 @@ export interface ReferenceCase {
   images: string[];
 }
 
-export async function referenceCase(name: string): Promise<ReferenceCase & { dir: string }> {
-  const dir = join(FIXTURES, "cases", "tiny_sd15", name);
+/** One diffusers reference case of `model` (a folder of `cases/`: tiny_sd15 or tiny_sdxl). */
+export async function referenceCase(
+  name: string,
+  model = "tiny_sd15",
+): Promise<ReferenceCase & { dir: string }> {
+  const dir = join(FIXTURES, "cases", model, name);
   // Python's json writes -Infinity (e.g. lambda_min_clipped), which JSON.parse rejects.
   const text = (await Bun.file(join(dir, "case.json")).text()).replace(
     /(?<=[:[,]\s*)-?Infinity|NaN/g,

@@ -1,7 +1,8 @@
 /**
  * Which components' onnxruntime sessions are resident. With model CPU offload (diffusers'
  * enable_model_cpu_offload) only the stage that is running keeps its weights on the device: the others'
- * sessions are released, and created again when their stage next runs.
+ * sessions are released, and created again when their stage next runs. SDXL's second text encoder belongs to
+ * the text_encoder stage.
  */
 import { OnnxModel } from "../onnx/runtime.ts";
 import type { PipelineComponents, Stage } from "./stable_diffusion.ts";
@@ -32,8 +33,10 @@ export class Residency {
 
   private async ensure(stage: Stage): Promise<void> {
     if (!this.released.has(stage)) return;
-    const { paths, provider } = this.components;
+    const { paths, provider, xl } = this.components;
     this.components[FIELD[stage]] = await OnnxModel.load(paths[stage], { provider });
+    if (stage === "text_encoder" && xl)
+      xl.textEncoder2 = await OnnxModel.load(xl.textEncoder2Path, { provider });
     this.released.delete(stage);
     this.reloads++;
   }
@@ -41,6 +44,7 @@ export class Residency {
   private async release(stage: Stage): Promise<void> {
     if (this.released.has(stage)) return;
     await this.components[FIELD[stage]].release();
+    if (stage === "text_encoder") await this.components.xl?.textEncoder2.release();
     this.released.add(stage);
   }
 
