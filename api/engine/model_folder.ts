@@ -155,9 +155,6 @@ export async function inspectCheckpoint(name: string, path: string): Promise<Mod
     entry.kind = kind;
     const { predictionType } = await detectPredictionType(header, kind, entry.sidecar);
     entry.nativeSize = kind === "sd2" && predictionType === "v_prediction" ? 768 : DEFAULT_NATIVE_SIZE[kind];
-    if (kind === "sdxl")
-      entry.problem ??=
-        "SDXL single-file checkpoints are recognised but not yet loadable in this version of sdx";
   } catch (e) {
     entry.problem = (e as Error).message;
   }

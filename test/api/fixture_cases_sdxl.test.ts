@@ -10,6 +10,8 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
+import { copyFile, mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
@@ -82,64 +84,91 @@ const caseNames = readdirSync(join(FIXTURES, "cases", "tiny_sdxl"), { withFileTy
   .map((d) => d.name)
   .sort();
 
-describe("tiny SDXL reference cases through POST /v1/generate", () => {
-  for (const name of caseNames) {
-    test(name, async () => {
-      const ref = (await referenceCase(name, "tiny_sdxl")) as Awaited<ReturnType<typeof referenceCase>> &
-        SdxlCaseExtras;
-      const overrides = ref.scheduler_from_config_overrides;
-      const scheduler = schedulerFor(ref.scheduler_class, overrides);
-      const prompt = Array.isArray(ref.prompt) ? (ref.prompt[0] ?? "") : ref.prompt;
-      const negative = Array.isArray(ref.negative_prompt) ? ref.negative_prompt[0] : ref.negative_prompt;
-      const originalSize = pair(ref.original_size);
-      const crops = pair(ref.crops_coords_top_left);
-      const targetSize = pair(ref.target_size);
-      const request: GenerateRequest = {
-        prompt,
-        ...(ref.prompt_2 !== null ? { prompt_2: ref.prompt_2 } : {}),
-        ...(negative != null ? { negative_prompt: negative } : {}),
-        ...(ref.negative_prompt_2 !== null ? { negative_prompt_2: ref.negative_prompt_2 } : {}),
-        ...(originalSize ? { original_size: originalSize } : {}),
-        ...(crops ? { crops_coords_top_left: crops } : {}),
-        ...(targetSize ? { target_size: targetSize } : {}),
-        prompt_syntax: "diffusers",
-        seed: ref.seed,
-        batch_size: ref.num_images_per_prompt,
-        width: ref.width,
-        height: ref.height,
-        num_steps: ref.num_inference_steps,
-        guidance_scale: ref.guidance_scale,
-        scheduler_type: scheduler,
-        // diffusers' SDXL clip_skip None reads hidden_states[-2] (sdx 1), clip_skip k hidden_states[-(k+2)].
-        clip_skip: (ref.clip_skip ?? 0) + 1,
-        ...(overrides.use_karras_sigmas === true ? { karras_sigmas: true } : {}),
-        ...(typeof overrides.timestep_spacing === "string"
-          ? { timestep_spacing: overrides.timestep_spacing as GenerateRequest["timestep_spacing"] }
-          : {}),
-        ...((ref.eta ?? 0) > 0 ? { eta: ref.eta } : {}),
-      };
-      if (ref.num_images_per_prompt > 1) {
-        // One generator for several images: only image 0 is comparable, and only without per-step noise.
-        expect(SCHEDULERS[scheduler].stochastic).toBe(false);
-      }
-      const res = await client.generate(request);
-      expect(res.metadata.model.kind).toBe("sdxl");
-      expect(res.metadata.timesteps).toEqual(ref.timesteps);
-      // The micro-conditioning as applied, in diffusers' order, is the time ids diffusers fed the UNet.
-      const p = res.metadata.parameters;
-      expect([
-        ...(p.original_size ?? []),
-        ...(p.crops_coords_top_left ?? []),
-        ...(p.target_size ?? []),
-      ]).toEqual(ref.add_time_ids_first_call[0] as number[]);
-      if (ref.do_classifier_free_guidance) expect(p.negative_prompt_2 === null).toBe(ref.uncond_is_zeros);
-      expect(res.images).toHaveLength(ref.num_images_per_prompt);
-      const diff = await imageDiff(png(res.images[0]?.png), join(ref.dir, "image_0.png"));
-      expect(diff.mean).toBeLessThanOrEqual(0.5);
-      expect(diff.max).toBeLessThanOrEqual(4);
+/**
+ * The single-file checkpoint of the same model, with the sidecar that tells its per-level attention heads
+ * (2, 4, 8: the tiny model's own, which no weight shape records).
+ */
+async function checkpointModelsDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "sdx-sdxl-checkpoint-"));
+  await copyFile(join(FIXTURES, "checkpoints", "tiny_sdxl.safetensors"), join(dir, "tiny_sdxl.safetensors"));
+  await writeFile(
+    join(dir, "tiny_sdxl.json"),
+    JSON.stringify({ model_type: "SDXL", unet_attention_heads: [2, 4, 8] }),
+  );
+  return dir;
+}
+
+for (const source of ["onnx", "safetensors"] as const) {
+  describe(`tiny SDXL reference cases through POST /v1/generate (${source})`, () => {
+    let sourceHost: ModelHost;
+    let sourceClient: ReturnType<typeof createSdxClient>;
+    beforeAll(async () => {
+      ({ host: sourceHost, client: sourceClient } = served(
+        source === "onnx" ? MODELS_SDXL_DIR : await checkpointModelsDir(),
+      ));
+      await sourceHost.start();
+      const state = sourceHost.state;
+      if (state.status !== "ready") throw new Error(`model did not load: ${state.message}`);
     });
-  }
-});
+    afterAll(() => sourceHost.close());
+    for (const name of caseNames) {
+      test(name, async () => {
+        const ref = (await referenceCase(name, "tiny_sdxl")) as Awaited<ReturnType<typeof referenceCase>> &
+          SdxlCaseExtras;
+        const overrides = ref.scheduler_from_config_overrides;
+        const scheduler = schedulerFor(ref.scheduler_class, overrides);
+        const prompt = Array.isArray(ref.prompt) ? (ref.prompt[0] ?? "") : ref.prompt;
+        const negative = Array.isArray(ref.negative_prompt) ? ref.negative_prompt[0] : ref.negative_prompt;
+        const originalSize = pair(ref.original_size);
+        const crops = pair(ref.crops_coords_top_left);
+        const targetSize = pair(ref.target_size);
+        const request: GenerateRequest = {
+          prompt,
+          ...(ref.prompt_2 !== null ? { prompt_2: ref.prompt_2 } : {}),
+          ...(negative != null ? { negative_prompt: negative } : {}),
+          ...(ref.negative_prompt_2 !== null ? { negative_prompt_2: ref.negative_prompt_2 } : {}),
+          ...(originalSize ? { original_size: originalSize } : {}),
+          ...(crops ? { crops_coords_top_left: crops } : {}),
+          ...(targetSize ? { target_size: targetSize } : {}),
+          prompt_syntax: "diffusers",
+          seed: ref.seed,
+          batch_size: ref.num_images_per_prompt,
+          width: ref.width,
+          height: ref.height,
+          num_steps: ref.num_inference_steps,
+          guidance_scale: ref.guidance_scale,
+          scheduler_type: scheduler,
+          // diffusers' SDXL clip_skip None reads hidden_states[-2] (sdx 1), clip_skip k hidden_states[-(k+2)].
+          clip_skip: (ref.clip_skip ?? 0) + 1,
+          ...(overrides.use_karras_sigmas === true ? { karras_sigmas: true } : {}),
+          ...(typeof overrides.timestep_spacing === "string"
+            ? { timestep_spacing: overrides.timestep_spacing as GenerateRequest["timestep_spacing"] }
+            : {}),
+          ...((ref.eta ?? 0) > 0 ? { eta: ref.eta } : {}),
+        };
+        if (ref.num_images_per_prompt > 1) {
+          // One generator for several images: only image 0 is comparable, and only without per-step noise.
+          expect(SCHEDULERS[scheduler].stochastic).toBe(false);
+        }
+        const res = await sourceClient.generate(request);
+        expect(res.metadata.model.kind).toBe("sdxl");
+        expect(res.metadata.timesteps).toEqual(ref.timesteps);
+        // The micro-conditioning as applied, in diffusers' order, is the time ids diffusers fed the UNet.
+        const p = res.metadata.parameters;
+        expect([
+          ...(p.original_size ?? []),
+          ...(p.crops_coords_top_left ?? []),
+          ...(p.target_size ?? []),
+        ]).toEqual(ref.add_time_ids_first_call[0] as number[]);
+        if (ref.do_classifier_free_guidance) expect(p.negative_prompt_2 === null).toBe(ref.uncond_is_zeros);
+        expect(res.images).toHaveLength(ref.num_images_per_prompt);
+        const diff = await imageDiff(png(res.images[0]?.png), join(ref.dir, "image_0.png"));
+        expect(diff.mean).toBeLessThanOrEqual(0.5);
+        expect(diff.max).toBeLessThanOrEqual(4);
+      });
+    }
+  });
+}
 
 describe("SDXL around the reference cases", () => {
   const small: GenerateRequest = {

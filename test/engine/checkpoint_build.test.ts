@@ -57,8 +57,8 @@ test("float16 graphs (the CUDA path) compute close to the float32 ones", async (
   const y = b.out_sample?.data as Float32Array;
   let max = 0;
   for (let i = 0; i < x.length; i++) max = Math.max(max, Math.abs((x[i] as number) - (y[i] as number)));
-  // onnxruntime's CPU provider runs float16 nodes without CPU kernels through inserted casts, so this checks
-  // the graph's structure and wiring; the float16 arithmetic itself runs on CUDA.
+  // Half-precision arithmetic differs in the last bits, and no more.
+  expect(max).toBeGreaterThan(0);
   expect(max).toBeLessThan(1e-2);
 });
 

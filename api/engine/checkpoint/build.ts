@@ -31,7 +31,7 @@ import { buildVaeDecoderGraph, buildVaeEncoderGraph, detectVae } from "./vae_gra
 import { CheckpointWeights, type ComputePrecision } from "./weights.ts";
 
 /** Bump when the graphs sdx writes change, so caches built by older versions are rebuilt. */
-export const GRAPH_VERSION = 1;
+export const GRAPH_VERSION = 3;
 
 const WEIGHTS_FILE = "weights.safetensors";
 const MANIFEST_FILE = "sdx_pipeline.json";
@@ -44,6 +44,8 @@ export interface PipelineFiles {
   vaeDecoder: string;
   vaeEncoder: string | null;
   tokenizerDir: string;
+  /** SDXL's second text encoder and tokenizer, and model_index.json's force_zeros_for_empty_prompt. */
+  xl: { textEncoder2: string; tokenizer2Dir: string; forceZerosForEmptyPrompt: boolean } | null;
   schedulerConfig: SchedulerConfig;
   vae: { scalingFactor: number; blocks: number; sampleSize: number };
 }
@@ -175,10 +177,6 @@ export async function prepareCheckpoint(
 
   const t0 = performance.now();
   const kind = detectKind(header);
-  if (kind === "sdxl")
-    throw new Error(
-      "SDXL single-file checkpoints are recognised but not yet loadable in this version of sdx",
-    );
   const sidecar = await readSidecar(checkpointPath.replace(/\.safetensors$/, ".json"));
   const { predictionType } = await detectPredictionType(header, kind, sidecar);
 
@@ -189,18 +187,34 @@ export async function prepareCheckpoint(
     const how = await linkWeights(checkpointPath, join(tmp, WEIGHTS_FILE));
     if (how === "copied")
       log(`sdx: ${checkpointPath}: no hard link possible here, so the weights were copied into the cache`);
-    const weights = new CheckpointWeights(header, WEIGHTS_FILE);
-    const encoder = TEXT_ENCODER_PREFIXES[kind][0];
+    const weights = new CheckpointWeights(header, WEIGHTS_FILE, precision);
+    // The VAE computes in float32 whatever the precision: SD VAEs (SDXL's above all) overflow float16.
+    const vaeWeights = new CheckpointWeights(header, WEIGHTS_FILE, "float32");
+    const [encoder, encoder2] = TEXT_ENCODER_PREFIXES[kind];
     await writeGraph(
       join(tmp, "text_encoder.onnx"),
       buildClipGraph(weights, detectClip(weights, encoder.prefix)),
     );
-    await writeGraph(join(tmp, "unet.onnx"), buildUNetGraph(weights, detectUNet(weights, UNET_PREFIX)));
-    const vae = detectVae(weights, VAE_PREFIX);
-    await writeGraph(join(tmp, "vae_decoder.onnx"), buildVaeDecoderGraph(weights, vae));
-    const hasEncoder = weights.has(`${VAE_PREFIX}encoder.conv_in.weight`);
-    if (hasEncoder) await writeGraph(join(tmp, "vae_encoder.onnx"), buildVaeEncoderGraph(weights, vae));
-    await writeTokenizer(join(tmp, "tokenizer"), kind === "sd1" ? "<|endoftext|>" : "!");
+    let pooledDim: number | null = null;
+    if (encoder2) {
+      const clip2 = detectClip(weights, encoder2.prefix);
+      pooledDim = clip2.projectionDim;
+      await writeGraph(join(tmp, "text_encoder_2.onnx"), buildClipGraph(weights, clip2));
+      await writeTokenizer(join(tmp, "tokenizer_2"), "!");
+    }
+    // SDXL's label_emb takes encoder 2's pooled embedding (its projection width) followed by the time ids.
+    const headsPerLevel = sidecar?.unet_attention_heads;
+    const unetConfig = detectUNet(weights, UNET_PREFIX, {
+      ...(headsPerLevel ? { headsPerLevel } : {}),
+      ...(pooledDim !== null ? { admPooledDim: pooledDim } : {}),
+    });
+    await writeGraph(join(tmp, "unet.onnx"), buildUNetGraph(weights, unetConfig));
+    const vae = detectVae(vaeWeights, VAE_PREFIX);
+    await writeGraph(join(tmp, "vae_decoder.onnx"), buildVaeDecoderGraph(vaeWeights, vae));
+    const hasEncoder = vaeWeights.has(`${VAE_PREFIX}encoder.conv_in.weight`);
+    if (hasEncoder) await writeGraph(join(tmp, "vae_encoder.onnx"), buildVaeEncoderGraph(vaeWeights, vae));
+    // SD 2.x's OpenCLIP tokenizer pads with "!"; CLIP-L's (SD 1.x, SDXL's first encoder) with <|endoftext|>.
+    await writeTokenizer(join(tmp, "tokenizer"), kind === "sd2" ? "!" : "<|endoftext|>");
 
     const files: PipelineFiles = {
       textEncoder: join(dir, "text_encoder.onnx"),
@@ -208,11 +222,19 @@ export async function prepareCheckpoint(
       vaeDecoder: join(dir, "vae_decoder.onnx"),
       vaeEncoder: hasEncoder ? join(dir, "vae_encoder.onnx") : null,
       tokenizerDir: join(dir, "tokenizer"),
+      xl: encoder2
+        ? {
+            textEncoder2: join(dir, "text_encoder_2.onnx"),
+            tokenizer2Dir: join(dir, "tokenizer_2"),
+            forceZerosForEmptyPrompt: true,
+          }
+        : null,
       schedulerConfig: schedulerConfigFor(kind, predictionType),
       vae: {
-        scalingFactor: 0.18215,
+        // SDXL's VAE was trained with latents scaled by 0.13025 (diffusers' AutoencoderKL config for SDXL).
+        scalingFactor: kind === "sdxl" ? 0.13025 : 0.18215,
         blocks: vae.chMult.length,
-        sampleSize: kind === "sd2" && predictionType === "v_prediction" ? 768 : 512,
+        sampleSize: kind === "sdxl" ? 1024 : kind === "sd2" && predictionType === "v_prediction" ? 768 : 512,
       },
     };
     const buildMs = performance.now() - t0;

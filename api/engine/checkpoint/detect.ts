@@ -69,6 +69,11 @@ export interface Sidecar {
   description?: string;
   merged_from?: string[] | string;
   prediction_type?: CheckpointPredictionType;
+  /**
+   * Attention heads per UNet level, for models whose heads do not follow the family's rule (8 for SD 1.x,
+   * 64-wide heads for SD 2.x / SDXL); heads leave no trace in the weights' shapes.
+   */
+  unet_attention_heads?: number[];
   [key: string]: unknown;
 }
 
@@ -92,6 +97,12 @@ export async function readSidecar(path: string): Promise<Sidecar | null> {
   for (const key of ["model_type", "base_model", "description"] as const) {
     if (sidecar[key] !== undefined && typeof sidecar[key] !== "string")
       throw new SidecarError(`${path}: ${key} must be a string`);
+  }
+  const heads = sidecar.unet_attention_heads;
+  if (heads !== undefined && !(Array.isArray(heads) && heads.every((h) => Number.isInteger(h) && h > 0))) {
+    throw new SidecarError(
+      `${path}: unet_attention_heads must be a list of positive integers, one per UNet level`,
+    );
   }
   if (
     sidecar.prediction_type !== undefined &&

@@ -183,12 +183,20 @@ async function readJsonObject(path: string): Promise<Record<string, unknown>> {
 export async function onnxFolderFiles(dir: string): Promise<PipelineFiles> {
   const vaeConfig = await readJsonObject(join(dir, "vae_decoder/config.json"));
   const vaeEncoder = join(dir, "vae_encoder/model.onnx");
+  const index = await readJsonObject(join(dir, "model_index.json"));
   return {
     textEncoder: join(dir, "text_encoder/model.onnx"),
     unet: join(dir, "unet/model.onnx"),
     vaeDecoder: join(dir, "vae_decoder/model.onnx"),
     vaeEncoder: (await Bun.file(vaeEncoder).exists()) ? vaeEncoder : null,
     tokenizerDir: join(dir, "tokenizer"),
+    xl: /XL/.test(String(index._class_name))
+      ? {
+          textEncoder2: join(dir, "text_encoder_2/model.onnx"),
+          tokenizer2Dir: join(dir, "tokenizer_2"),
+          forceZerosForEmptyPrompt: index.force_zeros_for_empty_prompt !== false,
+        }
+      : null,
     schedulerConfig: (await readJsonObject(join(dir, "scheduler/scheduler_config.json"))) as SchedulerConfig,
     vae: {
       scalingFactor: typeof vaeConfig.scaling_factor === "number" ? vaeConfig.scaling_factor : 0.18215,
@@ -226,9 +234,9 @@ export async function loadOnnxPipeline(
   const vaeScaleFactor = 2 ** (files.vae.blocks - 1);
   const sampleTile = files.vae.sampleSize;
   let xl: XlComponents | null = null;
-  if (entry.kind === "sdxl" && entry.format === "onnx") {
+  if (files.xl) {
     try {
-      xl = await loadXlComponents(entry.path, provider, textEncoder, unet);
+      xl = await loadXlComponents(files.xl, provider, textEncoder, unet);
     } catch (e) {
       await Promise.all([textEncoder.release(), unet.release(), vaeDecoder.release()]);
       throw e;

@@ -6,7 +6,7 @@
  * inputs, and zero unconditional embeddings when no negative prompt is given (`force_zeros_for_empty_prompt`).
  * Timesteps, seeded latents, denoising and decoding are the shared stages of `stable_diffusion.ts`.
  */
-import { join } from "node:path";
+import type { PipelineFiles } from "../checkpoint/build.ts";
 import { type ExecutionProvider, OnnxModel } from "../onnx/runtime.ts";
 import { CHUNK_LENGTH, type PromptSyntax, type TokenizedPrompt, tokenizePrompt } from "../prompt/chunks.ts";
 import { type Conditioning, type EncodeChunks, encodePrompt } from "../prompt/encode.ts";
@@ -48,20 +48,19 @@ export function exposedLayers(encoder: OnnxModel): number {
 }
 
 /**
- * Opens text_encoder_2 and tokenizer_2 of an optimum SDXL folder and checks that the already opened encoder 1
+ * Opens text_encoder_2 and tokenizer_2 (of an optimum SDXL folder or a built checkpoint) and checks that the already opened encoder 1
  * and UNet have what SDXL needs; a folder that lacks something fails here, naming it.
  */
 export async function loadXlComponents(
-  dir: string,
+  files: NonNullable<PipelineFiles["xl"]>,
   provider: ExecutionProvider,
   textEncoder: OnnxModel,
   unet: OnnxModel,
 ): Promise<XlComponents> {
-  const textEncoder2Path = join(dir, "text_encoder_2/model.onnx");
-  const [tokenizer2, textEncoder2, index] = await Promise.all([
-    ClipTokenizer.fromDir(join(dir, "tokenizer_2")),
+  const textEncoder2Path = files.textEncoder2;
+  const [tokenizer2, textEncoder2] = await Promise.all([
+    ClipTokenizer.fromDir(files.tokenizer2Dir),
     OnnxModel.load(textEncoder2Path, { provider }),
-    Bun.file(join(dir, "model_index.json")).json() as Promise<Record<string, unknown>>,
   ]);
   const layers = [exposedLayers(textEncoder), exposedLayers(textEncoder2)] as const;
   const problems: string[] = [];
@@ -93,7 +92,7 @@ export async function loadXlComponents(
     textEncoder2,
     textEncoder2Path,
     layers,
-    forceZerosForEmptyPrompt: index.force_zeros_for_empty_prompt !== false,
+    forceZerosForEmptyPrompt: files.forceZerosForEmptyPrompt,
     pooledWidth,
   };
 }
