@@ -1,5 +1,6 @@
 /** POST /v1/generate logic: resolve parameters against the model, say what will not take effect, run the engine. */
 import type { ModelHost } from "../engine/model_host.ts";
+import type { ModelKind } from "../engine/model_kinds.ts";
 import {
   type GenerateInput,
   type GenerateOutput,
@@ -264,7 +265,9 @@ export function warningsFor(
 }
 
 /** AUTOMATIC1111's infotext, the `parameters` text of its PNGs, for one image. */
-export function infotext(p: AppliedParams, seed: number, modelName: string): string {
+const KIND_LABELS = { sd1: "SD1", sd2: "SD2", sdxl: "SDXL" } as const;
+
+export function infotext(p: AppliedParams, seed: number, modelName: string, kind: ModelKind | null): string {
   const quote = (v: string) => (/[,:"\n]/.test(v) ? JSON.stringify(v) : v);
   const entry = SCHEDULERS[p.scheduler_type];
   const fields: [string, string | number][] = [
@@ -275,6 +278,7 @@ export function infotext(p: AppliedParams, seed: number, modelName: string): str
     ["Seed", seed],
     ["Size", `${p.width}x${p.height}`],
     ["Model", modelName],
+    ...(kind ? ([["Model type", KIND_LABELS[kind]]] as [string, string][]) : []),
     ["Clip skip", p.clip_skip],
   ];
   if (p.eta !== null && entry.eta) fields.push(["Eta", p.eta]);
@@ -349,7 +353,7 @@ export async function generateImages(
     targetSize: pairOf(params.target_size),
     vaeSlicing: params.enable_vae_slicing,
     vaeTiling: params.enable_vae_tiling,
-    pngParameters: seeds.map((seed) => infotext(params, seed, entry.name)),
+    pngParameters: seeds.map((seed) => infotext(params, seed, entry.name, entry.kind)),
   };
   let queueMs = 0;
   let retried = false;

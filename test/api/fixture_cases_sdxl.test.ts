@@ -15,9 +15,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
-import { SCHEDULERS, type SchedulerName } from "../../api/engine/schedulers/index.ts";
+import { readPngText } from "../../api/engine/pipeline/image.ts";
+import { SCHEDULER_NAMES, SCHEDULERS, type SchedulerName } from "../../api/engine/schedulers/index.ts";
 import { createSdxClient, type GenerateRequest, SdxError } from "../../sdk/index.ts";
-import { FIXTURES, imageDiff, MODELS_DIR, MODELS_SDXL_DIR, referenceCase } from "../helpers/fixtures.ts";
+import {
+  FIXTURES,
+  imageDiff,
+  MODELS_DIR,
+  MODELS_SDXL_DIR,
+  pixels,
+  referenceCase,
+} from "../helpers/fixtures.ts";
 
 interface SdxlCaseExtras {
   scheduler_class: string;
@@ -180,6 +188,21 @@ describe("SDXL around the reference cases", () => {
     guidance_scale: 5,
     scheduler_type: "euler",
   };
+
+  test("every sampler runs on SDXL, with Karras where it has it, and the infotext names the model type", async () => {
+    for (const name of SCHEDULER_NAMES) {
+      const res = await client.generate({
+        ...small,
+        num_steps: 3,
+        scheduler_type: name,
+        ...(SCHEDULERS[name].karras ? { karras_sigmas: true } : {}),
+      });
+      const image = png(res.images[0]?.png);
+      expect(readPngText(image).parameters).toContain("Model type: SDXL");
+      const { data } = await pixels(image);
+      expect(data.some((v) => v !== data[0])).toBe(true);
+    }
+  });
 
   test("a plain short prompt gives the same image in both syntaxes, with and without a negative prompt", async () => {
     for (const extra of [{}, { negative_prompt: "blurry" }, { prompt_2: "in the snow" }]) {
