@@ -11,7 +11,7 @@
  * Textual-inversion embeddings (A1111's `embedding_db.find_embedding_at_position`) are not supported: every token
  * is an ordinary vocabulary token.
  */
-import type { ClipTokenizer } from "../tokenizer/clip.ts";
+import { type ClipTokenizer, isPythonSpace } from "../tokenizer/clip.ts";
 import { parsePromptAttention } from "./attention.ts";
 
 export const PROMPT_SYNTAXES = ["a1111", "diffusers"] as const;
@@ -187,23 +187,6 @@ const BYTE_DECODER: ReadonlyMap<string, number> = (() => {
     map.set(printable(b) ? String.fromCharCode(b) : String.fromCharCode(256 + n++), b);
   return map;
 })();
-
-/** Python's `str.isspace()`. */
-function isPythonSpace(cp: number): boolean {
-  return (
-    (cp >= 0x09 && cp <= 0x0d) ||
-    (cp >= 0x1c && cp <= 0x20) ||
-    cp === 0x85 ||
-    cp === 0xa0 ||
-    cp === 0x1680 ||
-    (cp >= 0x2000 && cp <= 0x200a) ||
-    cp === 0x2028 ||
-    cp === 0x2029 ||
-    cp === 0x202f ||
-    cp === 0x205f ||
-    cp === 0x3000
-  );
-}
 
 /** Python's `str.strip()`. */
 function pyStrip(s: string): string {

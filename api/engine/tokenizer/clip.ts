@@ -165,7 +165,7 @@ function isCjkIdeograph(cp: number): boolean {
 }
 
 /** Python's `str.isspace()` (used by `str.split()` / `strip()`): bidi WS/B/S or category Zs. */
-function isPythonSpace(cp: number): boolean {
+export function isPythonSpace(cp: number): boolean {
   return (
     (cp >= 0x09 && cp <= 0x0d) ||
     (cp >= 0x1c && cp <= 0x20) ||
