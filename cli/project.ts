@@ -23,10 +23,29 @@ export const ProjectConfigSchema = Type.Object(
     ollama: Type.Optional(
       Type.Object(
         {
-          host: Type.Optional(Type.String({ pattern: "^https?://" })),
-          model: Type.Optional(Type.String()),
-          system_prompt: Type.Optional(Type.String()),
+          server_url: Type.Optional(
+            Type.String({
+              pattern: "^https?://",
+              description: "The Ollama server; default http://127.0.0.1:11434.",
+            }),
+          ),
+          model: Type.String({
+            minLength: 1,
+            description: "Ollama model that writes the prompts, e.g. llama3.2.",
+          }),
+          system_message: Type.Optional(Type.String({ description: "System message of the chat." })),
+          prompt: Type.String({ minLength: 1, description: "What the model is asked, once per image." }),
+          negative_prompt: Type.Optional(
+            Type.String({ description: "Negative prompt of every --ollama image." }),
+          ),
+          fallback_prompt: Type.String({
+            minLength: 1,
+            description: "Used, with a warning, when Ollama fails (timeout, unknown model, unreachable).",
+          }),
           temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 2 })),
+          timeout_seconds: Type.Optional(
+            Type.Number({ exclusiveMinimum: 0, maximum: 3600, description: "Per prompt; default 60." }),
+          ),
         },
         { additionalProperties: false },
       ),
@@ -52,6 +71,7 @@ export const PromptsFileSchema = Type.Object(
 
 export type ProjectConfig = typeof ProjectConfigSchema.static;
 export type PromptSet = typeof PromptSetSchema.static;
+export type OllamaConfig = NonNullable<ProjectConfig["ollama"]>;
 export type GenerateParams = Omit<GenerateRequest, "prompt">;
 
 export interface Project {

@@ -1,5 +1,5 @@
-import { Command, Option, UsageError } from "clipanion";
-import { SdxCommand, SdxError } from "../base.ts";
+import { Command, Option } from "clipanion";
+import { SdxCommand } from "../base.ts";
 
 export class HealthCommand extends SdxCommand {
   static override paths = [["health"]];
@@ -8,6 +8,7 @@ export class HealthCommand extends SdxCommand {
     examples: [
       ["Check the server of a project", "sdx health --project example"],
       ["Check a server by URL", "sdx health --server http://127.0.0.1:8001"],
+      ["As JSON (exit 3 when the server cannot be reached)", "sdx health --server http://gpu:8001 --json"],
     ],
   });
 
@@ -16,19 +17,15 @@ export class HealthCommand extends SdxCommand {
   async execute(): Promise<number> {
     const serverUrl = this.projectName ? (await this.project(this.projectName)).config.server_url : undefined;
     const client = this.client(serverUrl ?? (this.server ? undefined : "http://127.0.0.1:8001"));
-    try {
-      const health = await client.health();
-      if (this.json) this.printJson(health);
-      else {
-        this.print(
-          `${client.baseUrl}: ${health.status} (sdx ${health.version}, onnxruntime ${health.onnxruntime_version}, ${health.execution_provider})`,
-        );
-        this.print(health.message);
-      }
-      return health.status === "ok" ? 0 : 1;
-    } catch (e) {
-      if (e instanceof SdxError) throw new UsageError(this.describeError(e));
-      throw e;
+    // Unreachable exits 3 and other server errors 1 (SdxCommand.validateAndExecute).
+    const health = await client.health(this.context.signal ? { signal: this.context.signal } : {});
+    if (this.json) this.printJson(health);
+    else {
+      this.print(
+        `${client.baseUrl}: ${health.status} (sdx ${health.version}, onnxruntime ${health.onnxruntime_version}, ${health.execution_provider})`,
+      );
+      this.print(health.message);
     }
+    return health.status === "ok" ? 0 : 1;
   }
 }

@@ -118,7 +118,13 @@ describe("sdx gen", () => {
     const args = ["gen", "--project", "tiny", "--prompt", "dog", "--input", projects, "--output", outputs];
     const first = await sdx([...args, "--batch", "3", "--seed", "100", "--json"]);
     expect(first.code).toBe(0);
-    const report = JSON.parse(first.stdout) as { images: { image: string; seed: number }[] };
+    // One JSON object per image, one per line.
+    const images = first.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { event: string; image: string; seed: number });
+    const report = { images };
+    expect(images.every((i) => i.event === "image")).toBe(true);
     expect(report.images.map((i) => i.seed)).toEqual([100, 101, 102]);
     expect(new Set(report.images.map((i) => i.image)).size).toBe(3);
     expect((await sdx([...args, "--seed", "100"])).code).toBe(0);
@@ -126,8 +132,7 @@ describe("sdx gen", () => {
     expect(runs).toHaveLength(2);
     // Image 1 of the batch (seed 101) is remade alone by seed 101.
     const alone = await sdx([...args, "--seed", "101", "--json"]);
-    const aloneImage = (JSON.parse(alone.stdout) as { images: { image: string }[] }).images[0]
-      ?.image as string;
+    const aloneImage = (JSON.parse(alone.stdout) as { image: string }).image;
     expect((await imageDiff(report.images[1]?.image as string, aloneImage)).max).toBeLessThanOrEqual(1);
   });
 

@@ -1,0 +1,256 @@
+/**
+ * One `sdx gen` run: the requests of a batch (at most the server's 16 images each, image i using seed + i),
+ * each image written with its metadata as soon as its request returns, each failed request written to
+ * `errors/` while the batch goes on. Progress is plain lines (or one JSON object per image); progress bars
+ * wait for the server's progress stream (SSE, another issue).
+ */
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import YAML from "yaml";
+import { writeFileAtomic } from "../api/fs/atomic.ts";
+import { VERSION } from "../api/version.ts";
+import type { GenerateRequest, GenerateResponse, SdxClient } from "../sdk/index.ts";
+import { SdxError } from "../sdk/index.ts";
+import { describeSdxError, UnreachableError } from "./base.ts";
+import { createRunFolder, type RunFolder, TimestampClock, writeImageWithMetadata } from "./outputs.ts";
+
+/** The server's batch_size limit: bigger batches are split into several requests. */
+export const MAX_BATCH = 16;
+export const SEED_RANGE = 2 ** 32;
+
+export type PlannedRequest = {
+  request: GenerateRequest & { seed: number; batch_size: number };
+  /** Index of the request's first image in the whole batch. */
+  index: number;
+  /** Added to each image's metadata under `ollama` (how its prompt was made). */
+  ollama?: Record<string, unknown>;
+  /** Client-side warnings (e.g. an Ollama fallback), kept in the metadata next to the server's. */
+  warnings?: string[];
+};
+
+export type RunEvent =
+  | {
+      event: "image";
+      index: number;
+      total: number;
+      seed: number;
+      image: string;
+      metadata: string;
+      prompt: string;
+      warnings: string[];
+    }
+  | {
+      event: "error";
+      index: number;
+      total: number;
+      seed: number;
+      error: string;
+      error_file: string;
+    };
+
+export interface RunSummary {
+  run_dir: string;
+  total: number;
+  made: number;
+  failed: number;
+  interrupted: boolean;
+  unreachable: boolean;
+}
+
+export interface RunOptions {
+  client: SdxClient;
+  signal?: AbortSignal;
+  outputRoot: string;
+  project: string;
+  promptName: string;
+  total: number;
+  /** Seed of image 0 of the whole batch. */
+  seed: number;
+  plans: AsyncIterable<PlannedRequest>;
+  report: (event: RunEvent) => void;
+  /** Called with server and client warnings as they arrive. */
+  warn: (message: string) => void;
+}
+
+const isAbort = (e: unknown, signal: AbortSignal | undefined) =>
+  signal?.aborted === true || (e instanceof Error && e.name === "AbortError");
+
+/** Seeds 0..n-1 of a batch starting at `seed`, wrapping at 2³² as the server does. */
+export function batchSeed(seed: number, offset: number): number {
+  return (seed + offset) % SEED_RANGE;
+}
+
+/** The requests of a plain batch: `total` images in requests of at most MAX_BATCH, continuing seed + i. */
+export async function* batchPlans(
+  base: GenerateRequest,
+  total: number,
+  seed: number,
+): AsyncGenerator<PlannedRequest> {
+  for (let index = 0; index < total; index += MAX_BATCH) {
+    const batch_size = Math.min(MAX_BATCH, total - index);
+    yield { index, request: { ...base, seed: batchSeed(seed, index), batch_size } };
+  }
+}
+
+function imageMetadata(
+  response: GenerateResponse,
+  image: GenerateResponse["images"][number],
+  plan: PlannedRequest,
+  options: RunOptions,
+  date: Date,
+  serverVersion: string,
+  position: number,
+): Record<string, unknown> {
+  const { metadata } = response;
+  return {
+    timestamp: date.toISOString(),
+    project: options.project,
+    prompt_name: options.promptName,
+    // As sent, and as the server applied it.
+    prompt: metadata.parameters.prompt,
+    negative_prompt: metadata.parameters.negative_prompt,
+    // CLIP tokens of the prompt (without start and end tokens).
+    prompt_tokens: metadata.prompt.tokens,
+    clip_tokens: { prompt: metadata.prompt, negative_prompt: metadata.negative_prompt },
+    // No checkpoint hash yet: the server does not report one (add `hash` here once /v1/generate does).
+    model: { name: metadata.model.name, kind: metadata.model.kind },
+    seed: image.seed,
+    // Every parameter as the server applied it, for this image alone: send these to remake it.
+    parameters: { ...metadata.parameters, seed: image.seed, batch_size: 1 },
+    batch: {
+      index: position,
+      size: options.total,
+      seed: options.seed,
+      request: { seed: plan.request.seed, batch_size: plan.request.batch_size },
+    },
+    scheduler: metadata.scheduler,
+    timings: metadata.timings,
+    memory: metadata.memory,
+    execution_provider: metadata.execution_provider,
+    warnings: [...(plan.warnings ?? []), ...response.warnings],
+    ...(plan.ollama ? { ollama: plan.ollama } : {}),
+    sdx_version: VERSION,
+    server_version: metadata.sdx_version ?? serverVersion,
+  };
+}
+
+async function writeError(
+  run: RunFolder,
+  clock: TimestampClock,
+  plan: PlannedRequest | undefined,
+  error: unknown,
+): Promise<string> {
+  const dir = join(run.dir, "errors");
+  await mkdir(dir, { recursive: true });
+  const { date, stamp } = clock.next();
+  const file = join(dir, `error_${stamp}.yaml`);
+  const serverError =
+    error instanceof SdxError
+      ? { status: error.status, code: error.code, message: error.message, fields: error.fields }
+      : { message: error instanceof Error ? error.message : String(error) };
+  const body = {
+    timestamp: date.toISOString(),
+    request: plan?.request ?? null,
+    ...(plan?.ollama ? { ollama: plan.ollama } : {}),
+    error: serverError,
+    sdx_version: VERSION,
+  };
+  await writeFileAtomic(file, YAML.stringify(body, { lineWidth: 0 }), { createOnly: true });
+  return file;
+}
+
+/** Runs every planned request; never throws for a failed request (see the summary), only for no server. */
+export async function runGeneration(options: RunOptions): Promise<RunSummary> {
+  const { client, signal } = options;
+  let health: Awaited<ReturnType<SdxClient["health"]>>;
+  try {
+    health = await client.health({ ...(signal ? { signal } : {}) });
+  } catch (e) {
+    if (e instanceof SdxError && e.status === 0) throw new UnreachableError(e.message);
+    throw e;
+  }
+  if (health.status !== "ok" || !health.model) {
+    throw new SdxError(503, "no_model", `the server at ${client.baseUrl} is not ready: ${health.message}`);
+  }
+  const clock = new TimestampClock();
+  const run = await createRunFolder(
+    options.outputRoot,
+    options.project,
+    options.promptName,
+    health.model.name,
+    clock,
+  );
+  const summary: RunSummary = {
+    run_dir: run.dir,
+    total: options.total,
+    made: 0,
+    failed: 0,
+    interrupted: false,
+    unreachable: false,
+  };
+  const iterator = options.plans[Symbol.asyncIterator]();
+  let done = 0;
+  while (done < options.total) {
+    if (signal?.aborted) {
+      summary.interrupted = true;
+      break;
+    }
+    let plan: PlannedRequest | undefined;
+    try {
+      const next = await iterator.next();
+      if (next.done) break;
+      plan = next.value;
+      for (const warning of plan.warnings ?? []) options.warn(warning);
+      const response = await client.generate(plan.request, { ...(signal ? { signal } : {}) });
+      for (const warning of response.warnings) options.warn(warning);
+      for (const [j, image] of response.images.entries()) {
+        const { date, stamp } = clock.next();
+        const position = plan.index + j;
+        const meta = imageMetadata(response, image, plan, options, date, health.version, position);
+        const paths = await writeImageWithMetadata(run, stamp, Buffer.from(image.png, "base64"), meta);
+        summary.made++;
+        options.report({
+          event: "image",
+          index: position,
+          total: options.total,
+          seed: image.seed,
+          image: paths.image,
+          metadata: paths.metadata,
+          prompt: response.metadata.parameters.prompt,
+          warnings: meta.warnings as string[],
+        });
+      }
+      done += plan.request.batch_size;
+    } catch (e) {
+      if (isAbort(e, signal)) {
+        summary.interrupted = true;
+        break;
+      }
+      const count = plan?.request.batch_size ?? 1;
+      const errorFile = await writeError(run, clock, plan, e);
+      summary.failed += count;
+      const message =
+        e instanceof SdxError ? describeSdxError(e) : e instanceof Error ? e.message : String(e);
+      const first = plan?.index ?? done;
+      for (let k = 0; k < count; k++) {
+        options.report({
+          event: "error",
+          index: first + k,
+          total: options.total,
+          seed: batchSeed(plan?.request.seed ?? batchSeed(options.seed, first), k),
+          error: message,
+          error_file: errorFile,
+        });
+      }
+      done += count;
+      if (e instanceof SdxError && e.status === 0) {
+        // Every later request would fail the same way: stop, and count them as not made.
+        summary.unreachable = true;
+        summary.failed += options.total - done;
+        break;
+      }
+    }
+  }
+  await iterator.return?.();
+  return summary;
+}
