@@ -51,6 +51,11 @@ export async function runCli(argv: string[], context: SdxContext): Promise<numbe
 }
 
 if (import.meta.main) {
+  // Output piped into a reader that stops early (`sdx list … | head`) is not an error.
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw e;
+  });
   // Ctrl-C: the first cancels the running request (finished images stay); a second one exits at once.
   const controller = new AbortController();
   process.on("SIGINT", () => {

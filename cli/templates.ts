@@ -13,7 +13,7 @@ server_url: ${serverUrl}
 # name: ${name}
 
 # Generation parameters for every prompt set; a set's own \`params\` override them, and \`--batch\`/\`--seed\`
-# override both. \`sdx gen --help\` and the API docs (/docs) list every parameter.
+# override both. \`sdx gen --help\` and the API docs (/swagger on the server) list every parameter.
 default_params:
   width: 512 # multiple of 64 for SD UNets; omit to use the model's native size
   height: 512
