@@ -7,11 +7,17 @@ import { docsPlugin } from "./docs/index.ts";
 import type { ModelHost } from "./engine/model_host.ts";
 import { ApiError, type ErrorBody, errorModel, type FieldError } from "./errors.ts";
 import { generatePlugin } from "./generate/index.ts";
+import { GenerateRequestSchema } from "./generate/model.ts";
 import { healthPlugin } from "./health/index.ts";
+import { metricsPlugin, requestMetricsPlugin } from "./metrics/index.ts";
 import { modelsPlugin } from "./models/index.ts";
 import { schedulersPlugin } from "./schedulers/index.ts";
 import { constraintMessage } from "./schema.ts";
+import { securityPlugin } from "./security/index.ts";
+import { type AppOptions, DEFAULT_LIMITS } from "./security/model.ts";
+import { limitGenerateRequest, limitTokenizeRequest, resolveLimits } from "./security/service.ts";
 import { tokenizePlugin } from "./tokenize/index.ts";
+import { TokenizeRequestSchema } from "./tokenize/model.ts";
 
 interface SchemaLike {
   enum?: unknown[];
@@ -46,28 +52,22 @@ export function validationFields(error: Readonly<ValidationError>): FieldError[]
   return [...byField.values()];
 }
 
-/** Request bodies larger than this are refused with a 413 before they are read. */
-export const MAX_BODY_BYTES = 1024 * 1024;
+/** Request bodies larger than this are refused with a 413 before they are read (default; see AppOptions). */
+export const MAX_BODY_BYTES = DEFAULT_LIMITS.bodyMaxBytes;
 
-function errorResponse(body: ErrorBody): Response {
-  return Response.json(body, { status: body.status });
+function errorResponse(body: ErrorBody, headers?: Record<string, string>): Response {
+  return Response.json(body, { status: body.status, ...(headers ? { headers } : {}) });
 }
 
-export function createApp(host: ModelHost) {
+/** The app; `options` sets limits and exposure (api key, CORS, Host guard). The defaults are the spec's. */
+export function createApp(host: ModelHost, options: AppOptions = {}) {
+  const limits = resolveLimits(options.limits);
   return new Elysia({ name: "sdx", normalize: false })
-    .onRequest(({ request }) => {
-      const length = Number(request.headers.get("content-length") ?? 0);
-      if (length > MAX_BODY_BYTES) {
-        return errorResponse({
-          status: 413,
-          code: "payload_too_large",
-          message: `request body is ${length} bytes; the limit is ${MAX_BODY_BYTES}`,
-        });
-      }
-    })
+    .use(requestMetricsPlugin(host.metrics))
+    .use(securityPlugin(options.security ?? {}, limits))
     .use(errorModel)
     .onError(({ code, error, request }) => {
-      if (error instanceof ApiError) return errorResponse(error.toBody());
+      if (error instanceof ApiError) return errorResponse(error.toBody(), error.headers);
       switch (code) {
         case "VALIDATION": {
           const fields = validationFields(error);
@@ -95,12 +95,13 @@ export function createApp(host: ModelHost) {
         }
       }
     })
-    .use(docsPlugin())
+    .use(docsPlugin(limits))
     .use(healthPlugin(host))
+    .use(metricsPlugin(host.metrics))
     .use(modelsPlugin(host))
     .use(schedulersPlugin())
-    .use(tokenizePlugin(host))
-    .use(generatePlugin(host));
+    .use(tokenizePlugin(host, limitTokenizeRequest(TokenizeRequestSchema, limits)))
+    .use(generatePlugin(host, limitGenerateRequest(GenerateRequestSchema, limits)));
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -8,6 +8,8 @@ import { Enum } from "./schema.ts";
 
 export const ERROR_CODES = [
   "bad_request",
+  "unauthorized",
+  "forbidden_host",
   "validation_failed",
   "not_found",
   "payload_too_large",
@@ -16,6 +18,8 @@ export const ERROR_CODES = [
   "model_unavailable",
   "generation_failed",
   "cancelled",
+  "queue_full",
+  "draining",
   "internal",
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -50,6 +54,8 @@ export class ApiError extends Error {
     readonly code: ErrorCode,
     message: string,
     readonly fields?: FieldError[],
+    /** Extra response headers (Retry-After). */
+    readonly headers?: Record<string, string>,
   ) {
     super(message);
   }

@@ -1,9 +1,10 @@
 /** `bun api/index.ts`: the only place that reads the process's arguments and listens. */
 import { resolve } from "node:path";
-import { createApp, MAX_BODY_BYTES } from "./app.ts";
+import { createApp } from "./app.ts";
 import { ConfigError, readServerConfig, SERVER_USAGE } from "./config.ts";
 import { ModelHost, ModelNotFoundError } from "./engine/model_host.ts";
 import { chooseProvider } from "./engine/onnx/runtime.ts";
+import { isLoopbackAddress } from "./security/service.ts";
 
 async function main(): Promise<number | null> {
   let config: ReturnType<typeof readServerConfig>;
@@ -18,9 +19,21 @@ async function main(): Promise<number | null> {
     console.log(SERVER_USAGE);
     return 0;
   }
+  if (!isLoopbackAddress(config.host) && !config.apiKey) {
+    console.warn(
+      `sdx: WARNING: binding ${config.host}, which other machines can reach, without an API key: anyone on the network can use this server. Set --api-key or SDX_API_KEY, or bind 127.0.0.1.`,
+    );
+  }
   const { provider, reason } = chooseProvider(config.provider);
   console.log(`sdx: execution provider ${provider} (${reason})`);
-  const host = new ModelHost({ modelsDir: resolve(config.modelsDir), provider, model: config.model });
+  const host = new ModelHost({
+    modelsDir: resolve(config.modelsDir),
+    provider,
+    model: config.model,
+    concurrency: config.concurrency,
+    maxQueue: config.maxQueue,
+    stepTimeoutMs: config.stepTimeoutMs,
+  });
   let entry: Awaited<ReturnType<ModelHost["choose"]>>;
   try {
     entry = await host.choose();
@@ -29,16 +42,25 @@ async function main(): Promise<number | null> {
     console.error(`sdx: ${e.message}`);
     return 2;
   }
-  const app = createApp(host).listen({
+  const app = createApp(host, {
+    limits: config.limits,
+    security: {
+      apiKey: config.apiKey,
+      corsOrigins: config.corsOrigins,
+      allowedHosts: config.allowedHosts,
+      bindHost: config.host,
+    },
+  }).listen({
     hostname: config.host,
     port: config.port,
     // The app answers oversized bodies with a JSON 413; Bun's own limit stops bodies sent without a length.
-    maxRequestBodySize: 2 * MAX_BODY_BYTES,
+    maxRequestBodySize: 2 * config.limits.bodyMaxBytes,
     // Generations can take minutes on CPU: Bun's idle timeout must never cut a waiting client.
     idleTimeout: 0,
   });
   const url = `http://${config.host}:${app.server?.port ?? config.port}`;
   console.log(`sdx listening on ${url} (Swagger UI: ${url}/swagger)`);
+  drainOnSignals(host, app, config.drainTimeoutMs);
   // The server answers while the model loads; /health says "loading" until it is ready.
   if (entry) await host.load(entry);
   const state = host.state;
@@ -48,6 +70,41 @@ async function main(): Promise<number | null> {
       : `sdx: ${state.message}`,
   );
   return null;
+}
+
+/**
+ * SIGTERM/SIGINT: /health turns "draining" (503), new generations get 503, running and queued ones finish
+ * (up to `drainTimeoutMs`), then the server stops and the process exits 0. A second signal exits at once.
+ */
+function drainOnSignals(
+  host: ModelHost,
+  app: { stop(closeActive?: boolean): Promise<unknown> },
+  drainTimeoutMs: number,
+) {
+  let draining = false;
+  const onSignal = async (signal: string) => {
+    if (draining) {
+      console.log(`sdx: ${signal} again; exiting now`);
+      process.exit(1);
+    }
+    draining = true;
+    const { running, queued } = host.admission;
+    console.log(
+      `sdx: ${signal}: draining (${running} running, ${queued} queued; up to ${drainTimeoutMs / 1000} s)`,
+    );
+    host.admission.drain();
+    const finished = await Promise.race([
+      host.admission.idle().then(() => true),
+      Bun.sleep(drainTimeoutMs).then(() => false),
+    ]);
+    console.log(finished ? "sdx: drained; exiting" : "sdx: drain timeout; exiting with work unfinished");
+    // Let the last answers leave before the listener closes.
+    await Promise.race([app.stop(false), Bun.sleep(2000)]);
+    host.close();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void onSignal("SIGTERM"));
+  process.on("SIGINT", () => void onSignal("SIGINT"));
 }
 
 const code = await main();

@@ -1,15 +1,28 @@
 /**
- * `bun run check:full-size [--only sd15|sd21] [--keep]`: the single-file checkpoint path on full-size models,
+ * `bun run check:full-size [--only sd15|sd21|sdxl] [--keep]`: the single-file checkpoint path on full-size models,
  * without downloading any. For each preset of scripts/ldm_keys.ts (SD 1.5 v1-5-pruned-emaonly, SD 2.1
- * v2-1_768-ema-pruned) it writes a .safetensors file of random fp16 weights with the released file's exact keys
- * and shapes into a temporary models folder, then runs sdx's own path: prepareCheckpoint (graphs built, weights
- * hard-linked), inspectCheckpoint + loadOnnxPipeline(entry, "cpu"), one UNet step with classifier-free guidance's
- * shape (batch 2) on random latents and text states — 512×512 for SD 1.5, 768×768 for SD 2.1 when the memory
- * onnxruntime's attention needs there is available, else 512×512 — plus one text-encoder row and one small VAE
- * decode. It prints sizes, times and memory (VmRSS/VmHWM) per preset and exits non-zero when anything fails.
+ * v2-1_768-ema-pruned, SDXL sd_xl_base_1.0) it writes a .safetensors file of random fp16 weights with the released
+ * file's exact keys and shapes into a temporary models folder, then runs sdx's own path: prepareCheckpoint (graphs
+ * built, weights hard-linked), inspectCheckpoint + loadOnnxPipeline(entry, "cpu"), one UNet step with
+ * classifier-free guidance's shape (batch 2) on random latents and text states — 512×512 for SD 1.5, 768×768 for
+ * SD 2.1 when the memory onnxruntime's attention needs there is available, else 512×512 — plus one text-encoder
+ * row and one small VAE decode. It prints sizes, times and memory (VmRSS/VmHWM) per preset and exits non-zero
+ * when anything fails.
  *
- * Not part of CI (it writes 2–3 GB per preset and needs ~10 GB of memory). Without --only each preset runs in a
- * child process of its own, so each one's peak RSS is its own. SDXL is out of scope for now.
+ * SDXL (6.9 GB file): all five graphs are built, but only the UNet session is loaded — its 2.57 G parameters are
+ * 10.3 GB as float32 in onnxruntime, and the two text encoders and the VAE decoder would add ~3.6 GB more. Creating
+ * the UNet session the way sdx does (OnnxModel.load: optimization level "all", which folds every fp16 → float32
+ * cast and weight transpose at load) peaks far above its resident size: ~22 GiB estimated (ALL_LOAD_PEAK_PER_PARAM).
+ * So MemAvailable is checked first: sdx's own OnnxModel.load when that fits, else a session made here with graph
+ * optimizations disabled (said in the output: nothing is folded, the fp16 weights are read and cast inside each
+ * step, so the load is instant and the step slower), else none. The step runs at the native 1024×1024 (128×128
+ * latents) with batch 2 when the memory it needs is available, else batch 1, else 512×512 with batch 1; the
+ * output says which. Its inputs add text_embeds [b, 1280] and time_ids [b, 6].
+ * SDXL always runs in a child process (with --only too), so that an out-of-memory kill is reported and its
+ * temporary files removed.
+ *
+ * Not part of CI (it writes 2–7 GB per preset and needs ~10 GB of memory, ~15 GB for SDXL). Without --only each
+ * preset runs in a child process of its own, SDXL last, so each one's peak RSS is its own.
  */
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -35,12 +48,25 @@ import {
 } from "../api/engine/pipeline/stable_diffusion.ts";
 import { readSafetensorsHeader } from "../api/engine/safetensors.ts";
 import { memAvailable, readMemory, resetPeakRss } from "../bench/load.ts";
-import { type CheckpointArch, ldmTensors, PRESETS, writeRandomCheckpoint } from "./ldm_keys.ts";
+import {
+  type CheckpointArch,
+  checkpointBytes,
+  depthAt,
+  headsAt,
+  ldmTensors,
+  PRESETS,
+  writeRandomCheckpoint,
+} from "./ldm_keys.ts";
 
-const FULL_SIZE = ["sd15", "sd21"] as const;
+const FULL_SIZE = ["sd15", "sd21", "sdxl"] as const;
 type FullSize = (typeof FULL_SIZE)[number];
-const SDXL_NOTE = "SDXL: out of scope for now (sdx recognises SDXL single files but does not load them yet)";
+const SDXL_NOTE =
+  "sdxl: all graphs built, the UNet session only (2.57 G parameters, 10.3 GB as float32; the text encoders and VAE " +
+  'decoder are not loaded), with sdx\'s optimization level "all" when its load fits in MemAvailable, else "disabled"; ' +
+  "step 1024×1024 batch 2 when memory allows, else batch 1, else 512×512 batch 1";
 const RESULT_PREFIX = "FULL_SIZE_RESULT ";
+/** A child's temporary folder, so that the parent can remove it when the child is killed (out of memory). */
+const DIR_PREFIX = "FULL_SIZE_DIR ";
 const MB = 1024 * 1024;
 const GiB = 1024 * MB;
 
@@ -54,11 +80,17 @@ interface Result {
   buildMs: number | null;
   loadMs: number | null;
   size: number | null;
+  /** The UNet step's batch (2: classifier-free guidance's; SDXL may fall back to 1). */
+  batch: number | null;
   sizeNote: string;
+  /** What was not loaded or run, and why ("" when nothing was skipped). */
+  skipped: string;
+  /** How the sessions were made, where not by loadOnnxPipeline ("" otherwise). */
+  sessionNote: string;
   unetMs: number | null;
   textMs: number | null;
   vaeMs: number | null;
-  finite: { unet: boolean; text: boolean; vae: boolean } | null;
+  finite: Partial<Record<"unet" | "text" | "vae", boolean>> | null;
   rssBefore: number;
   rssAfterLoad: number | null;
   /** VmHWM once the sessions are loaded (before any run). */
@@ -90,14 +122,62 @@ const allFinite = (data: Float32Array) => data.every(Number.isFinite);
 const message = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e));
 
 /**
- * Bytes onnxruntime's unfused attention needs at the UNet's first level for one step: scores and softmax
- * probabilities, each [batch, heads, tokens, tokens] float32 (the graph computes softmax in float32).
+ * Bytes onnxruntime's unfused attention needs for one step at the UNet's largest attention level (the first
+ * level with a transformer: level 0 for SD 1.x/2.x, level 1 for SDXL): scores and softmax probabilities, each
+ * [batch, heads, tokens, tokens] float32 (the graph computes softmax in float32).
  */
 function attentionBytes(arch: CheckpointArch, size: number, batch: number): number {
-  const tokens = (size / 8) ** 2;
-  const { heads, modelChannels } = arch.unet;
-  const count = "numHeads" in heads ? heads.numHeads : modelChannels / heads.numHeadChannels;
-  return 2 * batch * count * tokens * tokens * 4;
+  let most = 0;
+  for (let level = 0; level < arch.unet.channelMult.length; level++) {
+    if (depthAt(arch.unet, level) === 0) continue;
+    const tokens = (size / 8 / 2 ** level) ** 2;
+    most = Math.max(most, 2 * batch * headsAt(arch.unet, level) * tokens * tokens * 4);
+  }
+  return most;
+}
+
+const gib = (bytes: number) => (bytes / GiB).toFixed(1);
+
+/**
+ * Peak memory of creating a UNet session from a checkpoint's fp16 weights with optimization level "all" (sdx's
+ * OnnxModel.load), in bytes per UNet parameter. On SD 1.5's UNet (859.5 M parameters; onnxruntime-node 1.30, CPU)
+ * the load peaks at 6.1 GiB ("extended": 4.5 GiB; either holds 4.0 GiB once loaded). SDXL's does not scale from
+ * that: its load at level "extended" was killed for memory at 16.0 GiB of RSS (15.7 GiB had been available), so
+ * its "all" load is assumed to need at least 16.0 GiB × 6.1 / 4.5 ≈ 9.1 bytes per parameter (~22 GiB).
+ */
+const ALL_LOAD_PEAK_PER_PARAM = 9.1;
+/**
+ * With graph optimizations disabled nothing is folded: the load leaves the fp16 weights in the file (RSS ~0.1 GiB
+ * after it) and each step casts them to float32 as it goes. Trial steps at 1024×1024 took MemAvailable down by
+ * 8.0 GiB (batch 1) and 9.2 GiB (batch 2): 0.7 × the float32 weights plus the attention, either time.
+ */
+const DISABLED_STEP_PER_FLOAT32_BYTE = 0.7;
+type LoadLevel = "all" | "disabled";
+
+/** A UNet session for the SDXL check, and its one output. */
+interface UNetSession {
+  run(feeds: Record<string, { data: Float32Array; dims: number[] }>): Promise<Float32Array | null>;
+  release(): Promise<void>;
+}
+
+/**
+ * The UNet session through sdx's OnnxModel.load, at level "all" (sdx's default) or with graph optimizations
+ * disabled when the float32 copies that "all" folds out of the float16 weights would not fit in memory.
+ */
+async function loadUNetSession(path: string, level: LoadLevel): Promise<UNetSession> {
+  const model = await OnnxModel.load(path, { provider: "cpu", optimizationLevel: level });
+  return {
+    run: async (feeds) => (await model.run(feeds, ["out_sample"])).out_sample?.data ?? null,
+    release: () => model.release(),
+  };
+}
+
+/** Float32 bytes of the UNet's weights, as onnxruntime holds them once the casts are folded. */
+function unetFloat32Bytes(arch: CheckpointArch): number {
+  return checkpointBytes(
+    ldmTensors(arch).filter((t) => t.key.startsWith(UNET_PREFIX)),
+    "F32",
+  );
 }
 
 /** Which component's graph fails to build, when prepareCheckpoint failed: each builder run on its own. */
@@ -106,9 +186,12 @@ async function diagnoseBuild(path: string): Promise<string> {
   const weights = new CheckpointWeights(header, "weights.safetensors");
   const failures: string[] = [];
   const kind = detectKind(header);
-  const encoder = TEXT_ENCODER_PREFIXES[kind][0];
+  const encoders: readonly { prefix: string }[] = TEXT_ENCODER_PREFIXES[kind];
   const steps: [string, () => unknown][] = [
-    ["text encoder", () => buildClipGraph(weights, detectClip(weights, encoder.prefix)).toBytes()],
+    ...encoders.map((encoder, i): [string, () => unknown] => [
+      i === 0 ? "text encoder" : `text encoder ${i + 1}`,
+      () => buildClipGraph(weights, detectClip(weights, encoder.prefix)).toBytes(),
+    ]),
     ["unet", () => buildUNetGraph(weights, detectUNet(weights, UNET_PREFIX)).toBytes()],
     ["vae decoder", () => buildVaeDecoderGraph(weights, detectVae(weights, VAE_PREFIX)).toBytes()],
     ["vae encoder", () => buildVaeEncoderGraph(weights, detectVae(weights, VAE_PREFIX)).toBytes()],
@@ -148,9 +231,15 @@ async function timed<T>(run: () => Promise<T>): Promise<{ value: T; ms: number }
 }
 
 /** One preset, in this process. */
-async function checkPreset(preset: FullSize, keep: boolean, forcedSize: number | null): Promise<Result> {
+async function checkPreset(
+  preset: FullSize,
+  keep: boolean,
+  forcedSize: number | null,
+  child: boolean,
+): Promise<Result> {
   const arch: CheckpointArch = PRESETS[preset];
   const dir = await mkdtemp(join(tmpdir(), "sdx-full-size-"));
+  if (child) console.log(DIR_PREFIX + dir);
   const modelsDir = join(dir, "models");
   const path = join(modelsDir, `${preset}.safetensors`);
   const log = (line: string) => console.log(`[${preset}] ${line}`);
@@ -163,7 +252,10 @@ async function checkPreset(preset: FullSize, keep: boolean, forcedSize: number |
     buildMs: null,
     loadMs: null,
     size: null,
+    batch: null,
     sizeNote: "",
+    skipped: "",
+    sessionNote: "",
     unetMs: null,
     textMs: null,
     vaeMs: null,
@@ -175,6 +267,7 @@ async function checkPreset(preset: FullSize, keep: boolean, forcedSize: number |
     peakRss: 0,
   };
   let pipeline: PipelineComponents | null = null;
+  let unetOnly: UNetSession | null = null;
   let stage = "write";
   try {
     await mkdir(modelsDir);
@@ -192,6 +285,98 @@ async function checkPreset(preset: FullSize, keep: boolean, forcedSize: number |
     const built = await timed(() => prepareCheckpoint(path));
     result.buildMs = built.ms;
     log(`graphs built in ${(built.ms / 1000).toFixed(2)} s (${built.value.kind})`);
+
+    if (built.value.kind === "sdxl") {
+      // SDXL: the UNet session alone (see the header comment), then one step at the largest size that fits.
+      const files = built.value.files;
+      result.skipped =
+        "text encoder, text encoder 2 and VAE decoder sessions not loaded (graphs built only), so no text-encoder or VAE run";
+      const float32 = unetFloat32Bytes(arch);
+      const allPeak = (float32 / 4) * ALL_LOAD_PEAK_PER_PARAM;
+      const availableBeforeLoad = memAvailable();
+      log(
+        `MemAvailable ${gib(availableBeforeLoad)} GiB; UNet ${(float32 / 4e9).toFixed(2)} G parameters, float32 ${gib(float32)} GiB; ` +
+          `sdx's OnnxModel.load (optimization level "all") estimated to peak at ~${gib(allPeak)} GiB`,
+      );
+      log(`skipped: ${result.skipped}`);
+      stage = "UNet session load";
+      let level: LoadLevel;
+      if (allPeak + GiB <= availableBeforeLoad) {
+        level = "all";
+        result.sessionNote = `UNet session: sdx's OnnxModel.load (optimization level "all"; ~${gib(allPeak)} GiB load peak estimated, ${gib(availableBeforeLoad)} GiB available)`;
+      } else if (2 * GiB <= availableBeforeLoad) {
+        level = "disabled";
+        result.sessionNote =
+          `UNet session: onnxruntime directly with graph optimizations disabled, not sdx's OnnxModel.load ("all", ~${gib(allPeak)} GiB ` +
+          `load peak estimated, ${gib(availableBeforeLoad)} GiB available): the fp16 weights are cast inside the step, so it is slower than sdx's`;
+      } else {
+        result.skipped = `UNet session not loaded either: ${gib(availableBeforeLoad)} GiB available; ${result.skipped}`;
+        throw new Error(`not enough memory: ${result.skipped}`);
+      }
+      log(result.sessionNote);
+      const loadedUnet = await timed(() => loadUNetSession(files.unet, level));
+      unetOnly = loadedUnet.value;
+      result.loadMs = loadedUnet.ms;
+      const loadedMemory = readMemory();
+      result.rssAfterLoad = loadedMemory.rss;
+      result.peakAfterLoad = loadedMemory.hwm;
+      log(
+        `UNet session loaded in ${(loadedUnet.ms / 1000).toFixed(1)} s, RSS ${(loadedMemory.rss / MB).toFixed(0)} MB, peak ${(loadedMemory.hwm / MB).toFixed(0)} MB`,
+      );
+
+      // Largest first: native size with CFG's batch 2, then batch 1, then 512×512 batch 1. Besides the weights cast in
+      // the step (optimizations disabled), the attention scores and probabilities are nearly all a step adds
+      // (SD 1.5 at 512×512 at level "extended": 2.0 GiB more RSS, its attention 2.0 GiB).
+      const native = forcedSize ?? 1024;
+      const candidates: [number, number][] = [
+        [native, 2],
+        [native, 1],
+        ...(forcedSize === null ? ([[512, 1]] as [number, number][]) : []),
+      ];
+      const available = memAvailable();
+      const castInStep = level === "disabled" ? DISABLED_STEP_PER_FLOAT32_BYTE * float32 : 0;
+      const needOf = ([size, batch]: [number, number]) =>
+        attentionBytes(arch, size, batch) + castInStep + GiB;
+      const fits = candidates.find((c) => needOf(c) <= available);
+      const [size, batch] = fits ?? (candidates[candidates.length - 1] as [number, number]);
+      const need = needOf([size, batch]);
+      const refused = candidates
+        .slice(0, fits ? candidates.indexOf(fits) : candidates.length)
+        .map(([s, b]) => `${b}×${s}² needs ~${(needOf([s, b]) / GiB).toFixed(1)} GiB`);
+      result.sizeNote = `${batch}×${size}×${size} (${forcedSize !== null ? "size from --size; " : ""}${
+        refused.length > 0 ? `${refused.join(", ")}, too much; ` : ""
+      }~${(need / GiB).toFixed(1)} GiB needed, ${(available / GiB).toFixed(1)} GiB available after the load)`;
+      result.size = size;
+      result.batch = batch;
+      if (!fits) {
+        result.skipped = `UNet step not run: ${result.sizeNote}; ${result.skipped}`;
+        throw new Error(`not enough memory for the step: ${result.sizeNote}`);
+      }
+
+      stage = `UNet step at ${size}×${size}`;
+      const latent = size / 8;
+      const context = arch.unet.contextDim;
+      const pooled = arch.text.layout === "sdxl" ? arch.text.bigG.embedDim : 1280;
+      log(`one UNet step: batch ${batch}, ${size}×${size}, latents ${latent}×${latent} (${result.sizeNote})`);
+      const timeIds = Array.from({ length: batch }, () => [size, size, 0, 0, size, size]).flat();
+      const step = await timed(() =>
+        (unetOnly as UNetSession).run({
+          sample: { data: normals(batch * 4 * latent * latent, 1), dims: [batch, 4, latent, latent] },
+          timestep: { data: Float32Array.of(999), dims: [] },
+          encoder_hidden_states: { data: normals(batch * 77 * context, 2), dims: [batch, 77, context] },
+          text_embeds: { data: normals(batch * pooled, 3), dims: [batch, pooled] },
+          time_ids: { data: Float32Array.from(timeIds), dims: [batch, 6] },
+        }),
+      );
+      result.unetMs = step.ms;
+      const unetOut = step.value;
+      const unetFinite =
+        unetOut !== null && unetOut.length === batch * 4 * latent * latent && allFinite(unetOut);
+      result.finite = { unet: unetFinite };
+      result.ok = unetFinite;
+      if (!result.ok) result.failure = "non-finite or misshapen output: unet";
+      return result;
+    }
 
     stage = "load";
     const entry = await inspectCheckpoint(preset, path);
@@ -223,6 +408,7 @@ async function checkPreset(preset: FullSize, keep: boolean, forcedSize: number |
       result.sizeNote = forcedSize !== null ? "size from --size" : `native ${size}×${size}`;
     }
     result.size = size;
+    result.batch = batch;
 
     stage = "text encoder run";
     const context = arch.unet.contextDim;
@@ -280,6 +466,7 @@ async function checkPreset(preset: FullSize, keep: boolean, forcedSize: number |
     result.failure = `${stage} failed: ${detail}`;
   } finally {
     if (pipeline) await releasePipeline(pipeline);
+    if (unetOnly) await unetOnly.release();
     const memory = readMemory();
     result.rssAfter = memory.rss;
     result.peakRss = memory.hwm;
@@ -322,7 +509,7 @@ function report(results: readonly Result[]): void {
       (r.fileBytes / 1e9).toFixed(2),
       s(r.buildMs),
       s(r.loadMs, 1),
-      r.size === null ? "–" : `2×${r.size}²`,
+      r.size === null ? "–" : `${r.batch ?? 2}×${r.size}²`,
       s(r.unetMs, 1),
       s(r.textMs),
       s(r.vaeMs),
@@ -336,17 +523,23 @@ function report(results: readonly Result[]): void {
   ]);
   for (const r of results) {
     if (r.sizeNote) console.log(`${r.preset}: UNet step size: ${r.sizeNote}`);
+    if (r.sessionNote) console.log(`${r.preset}: ${r.sessionNote}`);
+    if (r.skipped) console.log(`${r.preset}: skipped: ${r.skipped}`);
     if (r.failure) console.log(`${r.preset}: FAILED: ${r.failure}`);
   }
   console.log(
     "file: random fp16 weights with the released checkpoint's keys and shapes; build: first prepareCheckpoint; " +
-      "load: loadOnnxPipeline (3 sessions, graphs reused); step: first UNet run, batch 2 (CFG); " +
+      "load: loadOnnxPipeline (3 sessions, graphs reused; sdxl: the UNet session alone); " +
+      "step: first UNet run, batch 2 (CFG) unless the column says otherwise; " +
       "peak load / peak RSS: VmHWM from before the build to the loaded sessions / to the end",
   );
   console.log(SDXL_NOTE);
 }
 
-/** Runs one preset in a child process and returns its result (null when the child died without one). */
+/**
+ * Runs one preset in a child process and returns its result (null when the child died without one, as when the
+ * kernel kills it for memory: then its temporary folder, gigabytes, is removed here unless --keep).
+ */
 async function runChild(
   preset: FullSize,
   args: readonly string[],
@@ -356,6 +549,7 @@ async function runChild(
     stderr: "inherit",
   });
   let result: Result | null = null;
+  let dir: string | null = null;
   let pending = "";
   const decoder = new TextDecoder();
   for await (const chunk of child.stdout) {
@@ -365,11 +559,19 @@ async function runChild(
       const line = pending.slice(0, newline);
       pending = pending.slice(newline + 1);
       if (line.startsWith(RESULT_PREFIX)) result = JSON.parse(line.slice(RESULT_PREFIX.length)) as Result;
+      else if (line.startsWith(DIR_PREFIX)) dir = line.slice(DIR_PREFIX.length);
       else console.log(line);
       newline = pending.indexOf("\n");
     }
   }
   const code = await child.exited;
+  if (result === null && dir !== null) {
+    if (args.includes("--keep")) console.log(`[${preset}] kept ${dir} (the child died)`);
+    else {
+      await rm(dir, { recursive: true, force: true });
+      console.log(`[${preset}] removed ${dir} (the child died before it could)`);
+    }
+  }
   return { result, code };
 }
 
@@ -393,16 +595,20 @@ async function main(): Promise<number> {
     console.error("--size must be a positive multiple of 8");
     return 2;
   }
-  if (only !== undefined) {
-    const result = await checkPreset(only as FullSize, values.keep, forcedSize);
+  // sdxl runs in a child even with --only: if the kernel kills it for memory, the parent still reports that and
+  // removes its 7 GB of temporary files.
+  if (only !== undefined && (values.child || only !== "sdxl")) {
+    const result = await checkPreset(only as FullSize, values.keep, forcedSize, values.child);
     if (values.child) console.log(RESULT_PREFIX + JSON.stringify(result));
     else report([result]);
     return result.ok ? 0 : 1;
   }
-  console.log(`full-size check: ${FULL_SIZE.join(", ")}, one child process each. ${SDXL_NOTE}`);
+  const presets: readonly FullSize[] = only !== undefined ? [only as FullSize] : FULL_SIZE;
+  if (only === undefined)
+    console.log(`full-size check: ${FULL_SIZE.join(", ")}, one child process each. ${SDXL_NOTE}`);
   const results: Result[] = [];
   let failed = false;
-  for (const preset of FULL_SIZE) {
+  for (const preset of presets) {
     const extra = forcedSize !== null ? ["--size", String(forcedSize)] : [];
     const { result, code } = await runChild(preset, [...(values.keep ? ["--keep"] : []), ...extra]);
     if (result) results.push(result);
@@ -410,7 +616,7 @@ async function main(): Promise<number> {
     failed ||= code !== 0 || !result?.ok;
   }
   console.log("");
-  report(results);
+  if (results.length > 0) report(results);
   return failed ? 1 : 0;
 }
 

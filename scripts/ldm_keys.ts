@@ -11,14 +11,20 @@
  *   under `first_stage_model.`;
  * - text encoder: transformers' CLIPTextModel under `cond_stage_model.transformer.text_model.` (SD 1.x,
  *   FrozenCLIPEmbedder) or OpenCLIP's text tower under `cond_stage_model.model.` (SD 2.x, FrozenOpenCLIPEmbedder,
- *   which deletes `model.visual`; `attn_mask` is a non-persistent buffer and is not saved);
+ *   which deletes `model.visual`; `attn_mask` is a non-persistent buffer and is not saved); SDXL
+ *   (Stability-AI/generative-models, `sgm/modules/encoders/modules.py` GeneralConditioner) has both, as
+ *   `conditioner.embedders.0.transformer.text_model.` (FrozenCLIPEmbedder, CLIP ViT-L/14) and
+ *   `conditioner.embedders.1.model.` (FrozenOpenCLIPEmbedder2, OpenCLIP ViT-bigG/14, again without `visual`);
  * - the DDPM noise-schedule buffers that `ldm/models/diffusion/ddpm.py` DDPM.register_schedule registers at the
  *   top level (`betas`, `alphas_cumprod`, …, each [timesteps]); `lvlb_weights` is registered non-persistent.
  *
  * The sd15/sd21 key sets were checked, key for key and shape for shape, against the component lists of
  * arenasys/stable-diffusion-webui-model-toolkit (`components/UNET-v1-SD.txt`, `UNET-v2-SD.txt`, `VAE-v1-SD.txt`,
  * `CLIP-v1-SD.txt`, `CLIP-v2-SD.txt` at e19dd46e), which that tool uses to recognise the released checkpoints'
- * components; test/engine/ldm_keys.test.ts pins digests of those lists.
+ * components; test/engine/ldm_keys.test.ts pins digests of those lists. The sdxl key set was checked the same way
+ * against the lists that tool's "SD-XL" architecture is made of (`UNET-XL-SD.txt`, `VAE-v1-SD.txt`,
+ * `CLIP-XL-SD.txt` under `conditioner.embedders.1.model.` and `CLIP-v1-SD.txt` under
+ * `conditioner.embedders.0.transformer.text_model.`, toolkit.py's CLIP-XL-AUX-SD, at e19dd46e).
  */
 import { open } from "node:fs/promises";
 import { floatsToHalfBits } from "../api/engine/half.ts";
@@ -48,8 +54,11 @@ export interface UNetArch {
   useLinearInTransformer: boolean;
   /** label_emb input width (SDXL's ADM vector), or null. */
   admInChannels: number | null;
-  /** Heads: a fixed count (num_heads) or a fixed width (num_head_channels). Not visible in the keys. */
-  heads: { numHeads: number } | { numHeadChannels: number };
+  /**
+   * Heads: a fixed count (num_heads), a fixed width (num_head_channels) or a count per level (what sdx's sidecar
+   * `unet_attention_heads` gives, for the tiny test models). Not visible in the keys.
+   */
+  heads: { numHeads: number } | { numHeadChannels: number } | { numHeadsPerLevel: readonly number[] };
 }
 
 /** AutoencoderKL's ddconfig (plus embed_dim). */
@@ -92,6 +101,20 @@ export interface OpenClipArch {
   positions: number;
   /** text_projection's output width (the CLIP embedding width). */
   embedDim: number;
+  /**
+   * `logit_scale` []: a parameter of open_clip's CLIP, so LDM and SGM save it with the text tower; files converted
+   * from a diffusers folder (whose CLIPTextModelWithProjection has no such parameter) lack it.
+   */
+  logitScale: boolean;
+}
+
+/** SDXL's two text encoders: SGM GeneralConditioner's embedders 0 (CLIP ViT-L/14) and 1 (OpenCLIP ViT-bigG/14). */
+export interface SdxlTextArch {
+  layout: "sdxl";
+  /** `conditioner.embedders.0.transformer.text_model.`: FrozenCLIPEmbedder's transformers CLIPTextModel. */
+  clipL: HfClipArch;
+  /** `conditioner.embedders.1.model.`: FrozenOpenCLIPEmbedder2's open_clip text tower. */
+  bigG: OpenClipArch;
 }
 
 export interface CheckpointArch {
@@ -100,7 +123,7 @@ export interface CheckpointArch {
   mirrors: string;
   unet: UNetArch;
   vae: VaeArch;
-  text: HfClipArch | OpenClipArch;
+  text: HfClipArch | OpenClipArch | SdxlTextArch;
   /** DDPM.register_schedule's buffers, each [timesteps], or null when the file has none. */
   scheduleBuffers: { timesteps: number } | null;
   /** The prediction type of the released model (a random file needs help to be detected as v-prediction). */
@@ -111,6 +134,8 @@ export const UNET_PREFIX = "model.diffusion_model.";
 export const VAE_PREFIX = "first_stage_model.";
 export const HF_CLIP_PREFIX = "cond_stage_model.transformer.text_model.";
 export const OPENCLIP_PREFIX = "cond_stage_model.model.";
+export const SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer.text_model.";
+export const SDXL_BIGG_PREFIX = "conditioner.embedders.1.model.";
 
 /** The buffers DDPM.register_schedule registers, in registration order. */
 export const SCHEDULE_BUFFERS = [
@@ -145,12 +170,24 @@ class Keys {
   }
 }
 
-function depthAt(arch: UNetArch, level: number): number {
+/** The SpatialTransformer depth of each ResBlock at `level` (0: no attention there). */
+export function depthAt(arch: UNetArch, level: number): number {
   const { transformerDepth } = arch;
   if (typeof transformerDepth === "number") {
     return arch.attentionResolutions.includes(2 ** level) ? transformerDepth : 0;
   }
   return arch.attentionResolutions.includes(2 ** level) ? (transformerDepth[level] ?? 0) : 0;
+}
+
+/** Attention heads at `level` of the UNet. */
+export function headsAt(arch: UNetArch, level: number): number {
+  const { heads } = arch;
+  if ("numHeads" in heads) return heads.numHeads;
+  if ("numHeadChannels" in heads)
+    return (arch.modelChannels * (arch.channelMult[level] as number)) / heads.numHeadChannels;
+  const count = heads.numHeadsPerLevel[level];
+  if (count === undefined) throw new Error(`numHeadsPerLevel has no entry for level ${level}`);
+  return count;
 }
 
 /** The UNet's tensors (openaimodel.UNetModel with use_spatial_transformer, legacy False). */
@@ -328,7 +365,7 @@ export function openClipTensors(arch: OpenClipArch, prefix: string = OPENCLIP_PR
   const w = arch.width;
   k.add("positional_embedding", [arch.positions, w]);
   k.add("text_projection", [w, arch.embedDim]);
-  k.add("logit_scale", []);
+  if (arch.logitScale) k.add("logit_scale", []);
   for (let i = 0; i < arch.layers; i++) {
     const l = `transformer.resblocks.${i}`;
     k.norm(`${l}.ln_1`, w);
@@ -344,7 +381,14 @@ export function openClipTensors(arch: OpenClipArch, prefix: string = OPENCLIP_PR
   return k.list;
 }
 
-/** Every tensor of the checkpoint: schedule buffers, UNet, VAE, text encoder. */
+/** The text encoders' tensors under their family's prefixes. */
+export function textTensors(text: CheckpointArch["text"]): TensorSpec[] {
+  if (text.layout === "hf") return hfClipTensors(text);
+  if (text.layout === "openclip") return openClipTensors(text);
+  return [...hfClipTensors(text.clipL, SDXL_CLIP_L_PREFIX), ...openClipTensors(text.bigG, SDXL_BIGG_PREFIX)];
+}
+
+/** Every tensor of the checkpoint: schedule buffers, UNet, VAE, text encoder(s). */
 export function ldmTensors(arch: CheckpointArch): TensorSpec[] {
   const buffers: TensorSpec[] = arch.scheduleBuffers
     ? SCHEDULE_BUFFERS.map((key) => ({
@@ -353,11 +397,13 @@ export function ldmTensors(arch: CheckpointArch): TensorSpec[] {
         dtype: "float" as const,
       }))
     : [];
-  const text = arch.text.layout === "hf" ? hfClipTensors(arch.text) : openClipTensors(arch.text);
-  return [...buffers, ...unetTensors(arch.unet), ...vaeTensors(arch.vae), ...text];
+  return [...buffers, ...unetTensors(arch.unet), ...vaeTensors(arch.vae), ...textTensors(arch.text)];
 }
 
-/** The SD VAE of both v1-inference.yaml and v2-inference-v.yaml (`first_stage_config.params.ddconfig`). */
+/**
+ * The SD VAE of v1-inference.yaml, v2-inference-v.yaml and sd_xl_base.yaml alike (`first_stage_config.params.ddconfig`;
+ * SDXL's VAE has other weights, not other shapes).
+ */
 const SD_VAE: VaeArch = {
   ch: 128,
   chMult: [1, 2, 4, 4],
@@ -445,6 +491,7 @@ export const PRESETS = {
       vocab: 49408,
       positions: 77,
       embedDim: 1024,
+      logitScale: true,
     },
     scheduleBuffers: { timesteps: 1000 },
     predictionType: "v_prediction",
@@ -484,6 +531,120 @@ export const PRESETS = {
       positionIds: true,
     },
     scheduleBuffers: { timesteps: 1000 },
+    predictionType: "epsilon",
+  },
+  /**
+   * stabilityai/stable-diffusion-xl-base-1.0 `sd_xl_base_1.0.safetensors` (the released file stores F16, 6.94 GB).
+   * UNet and VAE: Stability-AI/generative-models `configs/inference/sd_xl_base.yaml` (network_config:
+   * adm_in_channels 2816, model_channels 320, channel_mult [1, 2, 4], num_res_blocks 2, attention_resolutions
+   * [4, 2], transformer_depth [1, 2, 10] — the first unused, level 0 has no attention — and the middle block's
+   * depth defaulting to the last, 10; num_head_channels 64, use_linear_in_transformer, context_dim 2048 = 768 +
+   * 1280; first_stage_config.ddconfig as SD's). The ADM vector is the pooled bigG embedding (1280) and the
+   * 256-wide sinusoids of six time ids (ConcatTimestepEmbedderND outdim 256 for original size, crop and target
+   * size, two numbers each): 1280 + 6 × 256 = 2816.
+   * Text encoders: FrozenCLIPEmbedder (openai/clip-vit-large-patch14's text model, as SD 1.x's, saved with
+   * position_ids) and FrozenOpenCLIPEmbedder2(arch "ViT-bigG-14"): width 1280, 20 heads, 32 layers, mlp 5120,
+   * embed_dim 1280, vocab 49408, context 77, with text_projection [1280, 1280] and logit_scale.
+   * 1680 UNet + 248 VAE + 197 CLIP-L + 390 bigG tensors = 2515, as the toolkit's SD-XL lists; no schedule buffers
+   * (SGM's DiffusionEngine computes its discretization instead of registering LDM's DDPM buffers).
+   */
+  sdxl: {
+    name: "sdxl",
+    mirrors: "stabilityai sd_xl_base_1.0.safetensors (sd_xl_base.yaml)",
+    unet: {
+      inChannels: 4,
+      outChannels: 4,
+      modelChannels: 320,
+      channelMult: [1, 2, 4],
+      numResBlocks: 2,
+      attentionResolutions: [4, 2],
+      transformerDepth: [1, 2, 10],
+      transformerDepthMiddle: 10,
+      contextDim: 2048,
+      useLinearInTransformer: true,
+      admInChannels: 2816,
+      heads: { numHeadChannels: 64 },
+    },
+    vae: SD_VAE,
+    text: {
+      layout: "sdxl",
+      clipL: {
+        layout: "hf",
+        width: 768,
+        layers: 12,
+        intermediate: 3072,
+        heads: 12,
+        vocab: 49408,
+        positions: 77,
+        positionIds: true,
+      },
+      bigG: {
+        layout: "openclip",
+        width: 1280,
+        layers: 32,
+        heads: 20,
+        mlp: 5120,
+        vocab: 49408,
+        positions: 77,
+        embedDim: 1280,
+        logitScale: true,
+      },
+    },
+    scheduleBuffers: null,
+    predictionType: "epsilon",
+  },
+  /**
+   * test/fixtures/checkpoints/tiny_sdxl.safetensors (the tiny random SDXL of the reference set, in the SGM layout):
+   * UNet model_channels 32, channel_mult [1, 2, 2] (block_out_channels 32, 64, 64), attention at levels 1 and 2
+   * with transformer depth 2 (middle 2), context_dim 56 = 32 + 24, linear projections, label_emb over 80 = 32
+   * pooled + 6 × 8 (time embedding 128 = 4 × 32); per-level heads (2, 4, 8), which tests give by the sidecar's
+   * unet_attention_heads. Text encoders: CLIP hidden 32, 3 layers, intermediate 37; OpenCLIP width 24, 3 layers,
+   * mlp 64, projection 24 → 32. VAE as tiny_sd15's. Like a file converted from a diffusers folder it has no
+   * position_ids and no logit_scale (the released SDXL file has both); the test compares it to the fixture exactly.
+   */
+  tiny_sdxl: {
+    name: "tiny_sdxl",
+    mirrors: "test/fixtures/checkpoints/tiny_sdxl.safetensors",
+    unet: {
+      inChannels: 4,
+      outChannels: 4,
+      modelChannels: 32,
+      channelMult: [1, 2, 2],
+      numResBlocks: 2,
+      attentionResolutions: [4, 2],
+      transformerDepth: [0, 2, 2],
+      transformerDepthMiddle: 2,
+      contextDim: 56,
+      useLinearInTransformer: true,
+      admInChannels: 80,
+      heads: { numHeadsPerLevel: [2, 4, 8] },
+    },
+    vae: { ...SD_VAE, ch: 32, chMult: [1, 1, 2, 2] },
+    text: {
+      layout: "sdxl",
+      clipL: {
+        layout: "hf",
+        width: 32,
+        layers: 3,
+        intermediate: 37,
+        heads: 4,
+        vocab: 49408,
+        positions: 77,
+        positionIds: false,
+      },
+      bigG: {
+        layout: "openclip",
+        width: 24,
+        layers: 3,
+        heads: 4,
+        mlp: 64,
+        vocab: 49408,
+        positions: 77,
+        embedDim: 32,
+        logitScale: false,
+      },
+    },
+    scheduleBuffers: null,
     predictionType: "epsilon",
   },
 } as const satisfies Record<string, CheckpointArch>;

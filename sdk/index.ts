@@ -6,6 +6,7 @@
  *   const sdx = createSdxClient({ baseUrl: "http://127.0.0.1:8001" });
  *   const { images, metadata } = await sdx.generate({ prompt: "a lighthouse at dawn", seed: 42 });
  */
+import { createParser, type EventSourceMessage } from "eventsource-parser";
 import createClient from "openapi-fetch";
 import type { components, paths } from "./schema";
 
@@ -21,6 +22,24 @@ export type SchedulerList = Schemas["SchedulerList"];
 export type ErrorBody = Schemas["Error"];
 export type ErrorCode = ErrorBody["code"] | "unreachable" | "unexpected_response";
 export type SchedulerType = NonNullable<GenerateRequest["scheduler_type"]>;
+
+/** The events of `generateStream`, in order: queued…, started, step…, image…, then done or error. */
+export type GenerateEvent =
+  | { type: "queued"; position: number }
+  | { type: "started" }
+  | { type: "step"; image: number; step: number; total: number; elapsed_ms: number; eta_ms: number }
+  | { type: "image"; index: number; seed: number; png: string }
+  | { type: "done"; metadata: GenerateResponse["metadata"]; warnings: string[] }
+  | { type: "error"; error: ErrorBody };
+
+const STREAM_EVENTS = new Set(["queued", "started", "step", "image", "done", "error"]);
+
+function toEvent(message: EventSourceMessage): GenerateEvent | null {
+  if (!message.event || !STREAM_EVENTS.has(message.event)) return null;
+  const data = JSON.parse(message.data) as Record<string, unknown>;
+  if (message.event === "error") return { type: "error", error: data as ErrorBody };
+  return { ...data, type: message.event } as GenerateEvent;
+}
 
 export class SdxError extends Error {
   override name = "SdxError";
@@ -93,7 +112,81 @@ export function createSdxClient(options: SdxClientOptions) {
       call(baseUrl, () => client.POST("/v1/tokenize", { body: params, ...opts })),
     generate: (params: GenerateRequest, opts: RequestOptions = {}) =>
       call(baseUrl, () => client.POST("/v1/generate", { body: params, ...opts })),
+    /**
+     * POST /v1/generate with server-sent events: yields each event as it comes, ending with `done` or `error`.
+     * A refused request (422, 429, 503...) throws SdxError before the first event. Aborting `signal`, or
+     * leaving the loop early, closes the connection, which cancels the generation on the server.
+     */
+    generateStream: (params: GenerateRequest, opts: RequestOptions = {}) =>
+      streamEvents(baseUrl, options, params, opts),
   };
+}
+
+async function* streamEvents(
+  baseUrl: string,
+  options: SdxClientOptions,
+  params: GenerateRequest,
+  opts: RequestOptions,
+): AsyncGenerator<GenerateEvent, void, undefined> {
+  const doFetch = options.fetch ?? ((request: Request) => fetch(request));
+  // Leaving the loop early aborts the request too, so the server stops the generation.
+  const local = new AbortController();
+  const onAbort = () => local.abort(opts.signal?.reason);
+  if (opts.signal?.aborted) onAbort();
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    let response: Response;
+    try {
+      response = await doFetch(
+        new Request(`${baseUrl}/v1/generate`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            accept: "text/event-stream",
+            ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
+          },
+          body: JSON.stringify(params),
+          signal: local.signal,
+        }),
+      );
+    } catch (e) {
+      if ((e as Error).name === "AbortError") throw e;
+      throw new SdxError(
+        0,
+        "unreachable",
+        `cannot reach the sdx server at ${baseUrl}: ${(e as Error).message}`,
+      );
+    }
+    if (!response.ok || !response.body) {
+      const text = await response.text();
+      let body: unknown = text;
+      try {
+        body = JSON.parse(text);
+      } catch {}
+      if (isErrorBody(body)) throw new SdxError(response.status, body.code, body.message, body.fields ?? []);
+      throw new SdxError(response.status, "unexpected_response", `HTTP ${response.status}: ${text}`);
+    }
+    const pending: GenerateEvent[] = [];
+    const parser = createParser({
+      onEvent: (message) => {
+        const event = toEvent(message);
+        if (event) pending.push(event);
+      },
+    });
+    const decoder = new TextDecoder();
+    for await (const chunk of response.body) {
+      parser.feed(decoder.decode(chunk, { stream: true }));
+      while (pending.length > 0) {
+        const event = pending.shift() as GenerateEvent;
+        yield event;
+        if (event.type === "done" || event.type === "error") return;
+      }
+    }
+    throw new SdxError(response.status, "unexpected_response", "the event stream ended before done or error");
+  } finally {
+    opts.signal?.removeEventListener("abort", onAbort);
+    local.abort();
+  }
 }
 
 export type SdxClient = ReturnType<typeof createSdxClient>;

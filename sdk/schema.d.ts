@@ -10,7 +10,7 @@ export interface paths {
         };
         /**
          * Server state, served model, execution provider and version
-         * @description Always 200 while the server runs; `status` says whether a model is ready (`ok`) or what is missing.
+         * @description 200 while the server runs; `status` says whether a model is ready (`ok`) or what is missing. 503 while the server drains for shutdown (`draining`) or when a running generation has made no step for `--step-timeout` seconds (`stuck`). Answered at once, never queued behind generations.
          */
         get: operations["health"];
         put?: never;
@@ -90,6 +90,17 @@ export interface paths {
         /**
          * Generate images from a prompt
          * @description Runs text-to-image on the server's model. Image i of a batch uses seed + i, so any image can be remade alone. Parameters that did not change the result are listed in `warnings`. 503 while no model is ready.
+         *
+         *     **Progress as server-sent events.** Send `Accept: text/event-stream` to get `text/event-stream` instead of JSON. Request errors (422, 429, 503) are still plain JSON answers; once the stream starts, events are `event: <name>` with one JSON `data:` line:
+         *     - `queued` `{ position }`: place in the queue (1 = next, 0 = runs now); sent first and whenever it changes.
+         *     - `started` `{}`: the generation holds a slot and the engine starts.
+         *     - `step` `{ image, step, total, elapsed_ms, eta_ms }`: a denoising step finished (a batch is denoised together; `image` is the first image's index).
+         *     - `image` `{ index, seed, png }`: a finished image, PNG base64.
+         *     - `done` `{ metadata, warnings }`: the JSON answer's body without `images`. Last event.
+         *     - `error` `Error`: the error body (e.g. `generation_failed`, `cancelled`). Last event.
+         *     A `: heartbeat` comment comes every 10 s. Closing the connection cancels the generation (queued: dropped; running: stopped before the next step).
+         *
+         *     **Admission.** Generations run a few at a time (`--concurrency`) and the rest wait in a bounded queue (`--max-queue`); a request that finds it full gets 429 `queue_full` at once, with `Retry-After` in seconds. While the server drains for shutdown, 503 `draining`.
          */
         post: operations["generate"];
         delete?: never;
@@ -107,7 +118,7 @@ export interface components {
             /** @description HTTP status, repeated. */
             status: number;
             /** @enum {string} */
-            code: "bad_request" | "validation_failed" | "not_found" | "payload_too_large" | "no_model" | "model_loading" | "model_unavailable" | "generation_failed" | "cancelled" | "internal";
+            code: "bad_request" | "unauthorized" | "forbidden_host" | "validation_failed" | "not_found" | "payload_too_large" | "no_model" | "model_loading" | "model_unavailable" | "generation_failed" | "cancelled" | "queue_full" | "draining" | "internal";
             /** @description What went wrong and what to do about it. */
             message: string;
             /** @description Per-field problems of a rejected request. */
@@ -121,7 +132,7 @@ export interface components {
         };
         Health: {
             /** @enum {string} */
-            status: "ok" | "loading" | "no_model" | "error";
+            status: "ok" | "loading" | "no_model" | "error" | "draining" | "stuck";
             /** @description A sentence on the state and, when no model is ready, what to do. */
             message: string;
             model: {
@@ -133,6 +144,15 @@ export interface components {
             /** @description sdx version. */
             version: string;
             onnxruntime_version: string;
+            /** @description Admission: what runs and waits now. */
+            queue: {
+                /** @description Generations holding a slot. */
+                running: string | number;
+                /** @description Generations waiting for one. */
+                queued: string | number;
+                concurrency: string | number;
+                max_queue: string | number;
+            };
         };
         ModelList: {
             models_dir: string;
@@ -454,6 +474,14 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
         };
     };
     listModels: {
@@ -585,6 +613,15 @@ export interface operations {
             };
             /** @description Every error response. */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

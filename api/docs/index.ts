@@ -5,6 +5,7 @@
 import { dirname, join } from "node:path";
 import { swagger } from "@elysiajs/swagger";
 import { Elysia, t } from "elysia";
+import { DEFAULT_LIMITS, type Limits, PUBLIC_PATHS } from "../security/model.ts";
 import { VERSION } from "../version.ts";
 
 const SPEC_PATH = "/swagger/json";
@@ -58,11 +59,47 @@ export function withoutResponseIds(value: Json): Json {
   return out;
 }
 
-export const docsPlugin = () =>
-  new Elysia({ name: "sdx.docs" })
+/** Request limits and authentication, said once in the spec's description. */
+export function limitsDescription(limits: Limits): string {
+  return (
+    ` Limits: width and height ${limits.sizeMin}–${limits.sizeMax} px in multiples of 8, num_steps 1–${limits.stepsMax}, ` +
+    `batch_size 1–${limits.batchMax}, prompts up to ${limits.promptMaxChars} characters (422), request bodies up to ` +
+    `${limits.bodyMaxBytes} bytes (413). When the server has an API key (--api-key / SDX_API_KEY), every route but ` +
+    `${PUBLIC_PATHS.join(", ")} needs \`Authorization: Bearer <key>\` (401 otherwise).`
+  );
+}
+
+/** The public routes need no key: they override the document's global bearer requirement. */
+export function withPublicRoutes(spec: Json): Json {
+  if (spec === null || typeof spec !== "object" || Array.isArray(spec)) return spec;
+  const paths = spec.paths;
+  if (paths === null || typeof paths !== "object" || Array.isArray(paths)) return spec;
+  const out: { [key: string]: Json } = {};
+  for (const [path, item] of Object.entries(paths)) {
+    if (!PUBLIC_PATHS.includes(path) || item === null || typeof item !== "object" || Array.isArray(item)) {
+      out[path] = item;
+      continue;
+    }
+    const ops: { [key: string]: Json } = {};
+    for (const [method, op] of Object.entries(item)) {
+      ops[method] =
+        op !== null && typeof op === "object" && !Array.isArray(op) ? { ...op, security: [] } : op;
+    }
+    out[path] = ops;
+  }
+  // The plugin puts `components` and `security` first when documentation names them; keep the usual order.
+  const ordered: { [key: string]: Json } = {};
+  for (const key of ["openapi", "info", "tags", "paths", "components", "security"]) {
+    if (key in spec) ordered[key] = key === "paths" ? out : (spec[key] ?? null);
+  }
+  return { ...ordered, ...spec, paths: out };
+}
+
+export const docsPlugin = (limits: Limits = DEFAULT_LIMITS) =>
+  new Elysia({ name: "sdx.docs", seed: limits })
     .onAfterHandle(({ request, response }) => {
       if (request.method === "GET" && new URL(request.url).pathname === SPEC_PATH) {
-        return Response.json(withoutResponseIds(response as Json));
+        return Response.json(withPublicRoutes(withoutResponseIds(response as Json)));
       }
     })
     .use(
@@ -71,7 +108,17 @@ export const docsPlugin = () =>
         specPath: SPEC_PATH,
         provider: "swagger-ui",
         documentation: {
-          info: { title: "sdx", version: VERSION, description: API_DESCRIPTION },
+          info: { title: "sdx", version: VERSION, description: API_DESCRIPTION + limitsDescription(limits) },
+          components: {
+            securitySchemes: {
+              bearer: {
+                type: "http",
+                scheme: "bearer",
+                description: "The server's API key (--api-key / SDX_API_KEY); needed only when one is set.",
+              },
+            },
+          },
+          security: [{ bearer: [] }],
           tags: [
             { name: "generate", description: "Text to image" },
             { name: "models", description: "What the models directory holds" },

@@ -1,10 +1,12 @@
 /** POST /v1/generate logic: resolve parameters against the model, say what will not take effect, run the engine. */
+import { AdmissionRefused, type Ticket } from "../engine/admission.ts";
 import type { ModelHost } from "../engine/model_host.ts";
 import type { ModelKind } from "../engine/model_kinds.ts";
 import {
   type GenerateInput,
   type GenerateOutput,
   GenerationAborted,
+  GenerationFailed,
   GenerationInvalid,
   type ModelCapabilities,
 } from "../engine/pipeline/stable_diffusion.ts";
@@ -295,11 +297,47 @@ function toBase64(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
 }
 
+/** What a streamed generation hears while it waits and runs; every hook is optional. */
+export interface GenerateProgress {
+  /** The request's place in the queue (1 = next), when it has to wait and whenever that place changes. */
+  queued?(position: number): void;
+  /** The request holds a slot and the engine starts. */
+  started?(): void;
+  /** A denoising step finished; `elapsedMs` since the start, `etaMs` the estimated rest. */
+  step?(event: { step: number; total: number; elapsedMs: number; etaMs: number }): void;
+}
+
+/** A checked and admitted generation: `run` must be called once, and releases the slot whatever happens. */
+export interface PreparedGeneration {
+  /** The place in the queue at admission (0: runs at once). */
+  readonly position: number;
+  run(progress?: GenerateProgress): Promise<GenerateResponse>;
+}
+
 export async function generateImages(
   host: ModelHost,
   req: GenerateRequest,
   signal?: AbortSignal,
+  progress: GenerateProgress = {},
 ): Promise<GenerateResponse> {
+  return prepareGeneration(host, req, signal).run(progress);
+}
+
+/** The admission error as the API says it: 429 with Retry-After, or 503 while draining. */
+function refused(e: AdmissionRefused): ApiError {
+  if (e.reason === "draining") return new ApiError(503, "draining", e.message);
+  return new ApiError(429, "queue_full", e.message, undefined, { "retry-after": String(e.retryAfterS) });
+}
+
+/**
+ * Checks the request against the model and admits it, synchronously: every 4xx/5xx that needs no engine (bad
+ * parameters, no model, queue full, draining) is thrown here, before a streamed answer starts.
+ */
+export function prepareGeneration(
+  host: ModelHost,
+  req: GenerateRequest,
+  signal?: AbortSignal,
+): PreparedGeneration {
   const ready = requireReady(host);
   const { entry, capabilities } = ready;
   const params = resolveParams(req, { ...entry, capabilities });
@@ -355,8 +393,6 @@ export async function generateImages(
     vaeTiling: params.enable_vae_tiling,
     pngParameters: seeds.map((seed) => infotext(params, seed, entry.name, entry.kind)),
   };
-  let queueMs = 0;
-  let retried = false;
   const onGpu = host.provider !== "cpu";
   const offload: Offload =
     onGpu && params.enable_sequential_cpu_offload
@@ -364,15 +400,79 @@ export async function generateImages(
       : onGpu && params.enable_model_cpu_offload
         ? "model"
         : "none";
+  const enqueued = performance.now();
+  let ticket: Ticket;
+  try {
+    ticket = host.admit(params.num_steps, signal);
+  } catch (e) {
+    if (e instanceof AdmissionRefused) throw refused(e);
+    throw e;
+  }
+  const position = ticket.position();
+  return {
+    position,
+    run: async (progress = {}) => {
+      try {
+        return await runAdmitted(host, ticket, input, offload, progress, signal, enqueued, {
+          req,
+          params,
+          seeds,
+          entry,
+          schedulerEntry,
+          position,
+        });
+      } finally {
+        ticket.release();
+      }
+    },
+  };
+}
+
+interface RunContext {
+  req: GenerateRequest;
+  params: AppliedParams;
+  seeds: number[];
+  entry: ReturnType<typeof requireReady>["entry"];
+  schedulerEntry: (typeof SCHEDULERS)[keyof typeof SCHEDULERS];
+  position: number;
+}
+
+async function runAdmitted(
+  host: ModelHost,
+  ticket: Ticket,
+  input: GenerateInput,
+  offload: Offload,
+  progress: GenerateProgress,
+  signal: AbortSignal | undefined,
+  enqueued: number,
+  ctx: RunContext,
+): Promise<GenerateResponse> {
+  const { req, params, seeds, entry, schedulerEntry } = ctx;
+  let retried = false;
+  progress.queued?.(ctx.position);
+  ticket.onPosition = (p) => progress.queued?.(p);
+  try {
+    await ticket.started;
+  } catch (e) {
+    if (e instanceof GenerationAborted)
+      throw new ApiError(499, "cancelled", "the client went away while the request was queued");
+    throw e;
+  }
+  ticket.onPosition = null;
+  const queueMs = performance.now() - enqueued;
+  progress.started?.();
+  const startedAt = performance.now();
   const run = (engineInput: GenerateInput) =>
-    host.run(engineInput, {
+    host.execute(engineInput, {
       offload,
       ...(signal ? { signal } : {}),
-      onStart: (ms) => {
-        queueMs += ms;
+      onStep: (event) => {
+        const elapsedMs = performance.now() - startedAt;
+        const etaMs = (elapsedMs / event.step) * (event.total - event.step);
+        progress.step?.({ step: event.step, total: event.total, elapsedMs, etaMs });
       },
     });
-  let result: Awaited<ReturnType<ModelHost["run"]>>;
+  let result: Awaited<ReturnType<ModelHost["execute"]>>;
   try {
     try {
       result = await run(input);
@@ -386,7 +486,12 @@ export async function generateImages(
     if (e instanceof GenerationAborted)
       throw new ApiError(499, "cancelled", "the client went away; generation stopped");
     if (e instanceof GenerationInvalid) throw new ApiError(422, "validation_failed", e.message);
-    throw new ApiError(500, "generation_failed", `generation failed: ${(e as Error).message}`);
+    const stage = e instanceof GenerationFailed && e.stage ? e.stage : "engine";
+    throw new ApiError(
+      500,
+      "generation_failed",
+      `generation failed in the ${stage} stage: ${(e as Error).message}`,
+    );
   }
   const { output } = result;
   const memory = memoryReport(

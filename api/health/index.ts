@@ -8,14 +8,23 @@ export const healthPlugin = (host: ModelHost) =>
   new Elysia({ name: "sdx.health" })
     .use(errorModel)
     .model({ Health: HealthSchema })
-    .get("/health", () => health(host), {
-      response: { 200: "Health" },
-      parse: "json",
-      detail: {
-        tags: ["health"],
-        operationId: "health",
-        summary: "Server state, served model, execution provider and version",
-        description:
-          "Always 200 while the server runs; `status` says whether a model is ready (`ok`) or what is missing.",
+    .get(
+      "/health",
+      ({ status }) => {
+        const { body, unhealthy } = health(host);
+        return unhealthy ? status(503, body) : body;
       },
-    });
+      {
+        response: { 200: "Health", 503: "Health" },
+        parse: "json",
+        detail: {
+          tags: ["health"],
+          operationId: "health",
+          summary: "Server state, served model, execution provider and version",
+          description:
+            "200 while the server runs; `status` says whether a model is ready (`ok`) or what is missing. " +
+            "503 while the server drains for shutdown (`draining`) or when a running generation has made no step for " +
+            "`--step-timeout` seconds (`stuck`). Answered at once, never queued behind generations.",
+        },
+      },
+    );

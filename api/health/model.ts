@@ -3,7 +3,7 @@ import { MODEL_KINDS } from "../engine/model_kinds.ts";
 import { EXECUTION_PROVIDERS } from "../engine/onnx/runtime.ts";
 import { Enum } from "../schema.ts";
 
-export const HEALTH_STATUSES = ["ok", "loading", "no_model", "error"] as const;
+export const HEALTH_STATUSES = ["ok", "loading", "no_model", "error", "draining", "stuck"] as const;
 
 export const HealthSchema = t.Object({
   status: Enum(HEALTH_STATUSES),
@@ -12,6 +12,15 @@ export const HealthSchema = t.Object({
   execution_provider: Enum(EXECUTION_PROVIDERS),
   version: t.String({ description: "sdx version." }),
   onnxruntime_version: t.String(),
+  queue: t.Object(
+    {
+      running: t.Integer({ description: "Generations holding a slot." }),
+      queued: t.Integer({ description: "Generations waiting for one." }),
+      concurrency: t.Integer(),
+      max_queue: t.Integer(),
+    },
+    { description: "Admission: what runs and waits now." },
+  ),
 });
 
 export type Health = typeof HealthSchema.static;

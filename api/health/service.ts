@@ -3,23 +3,43 @@ import { onnxruntimeVersion } from "../engine/onnx/runtime.ts";
 import { VERSION } from "../version.ts";
 import type { Health } from "./model.ts";
 
-export function health(host: ModelHost): Health {
+/** The health body; `unhealthy` (answered 503) while draining or while a generation is stuck. */
+export function health(host: ModelHost): { body: Health; unhealthy: boolean } {
   const state = host.state;
+  const { admission } = host;
   const common = {
     execution_provider: host.provider,
     version: VERSION,
     onnxruntime_version: onnxruntimeVersion,
+    queue: {
+      running: admission.running,
+      queued: admission.queued,
+      concurrency: admission.options.concurrency,
+      max_queue: admission.options.maxQueue,
+    },
   };
+  const model = state.status === "no_model" ? null : { name: state.entry.name, kind: state.entry.kind };
+  if (admission.draining) {
+    const message = `Draining for shutdown: ${admission.running} running and ${admission.queued} queued generations finish; new ones are refused.`;
+    return { body: { status: "draining", message, model, ...common }, unhealthy: true };
+  }
+  const stall = host.longestStall();
+  if (stall > host.stepTimeoutMs) {
+    const message = `A generation has made no progress for ${Math.round(stall / 1000)} s (step timeout ${Math.round(host.stepTimeoutMs / 1000)} s); the engine looks stuck.`;
+    return { body: { status: "stuck", message, model, ...common }, unhealthy: true };
+  }
   if (state.status === "no_model")
-    return { status: "no_model", message: state.message, model: null, ...common };
-  const model = { name: state.entry.name, kind: state.entry.kind };
+    return { body: { status: "no_model", message: state.message, model: null, ...common }, unhealthy: false };
   if (state.status === "ready") {
     return {
-      status: "ok",
-      message: `Serving ${state.entry.name} on ${host.provider} (loaded in ${Math.round(state.loadMs)} ms).${host.providerNote ? ` The CUDA provider ${host.providerNote}.` : ""}`,
-      model,
-      ...common,
+      body: {
+        status: "ok",
+        message: `Serving ${state.entry.name} on ${host.provider} (loaded in ${Math.round(state.loadMs)} ms).${host.providerNote ? ` The CUDA provider ${host.providerNote}.` : ""}`,
+        model,
+        ...common,
+      },
+      unhealthy: false,
     };
   }
-  return { status: state.status, message: state.message, model, ...common };
+  return { body: { status: state.status, message: state.message, model, ...common }, unhealthy: false };
 }

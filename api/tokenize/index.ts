@@ -4,10 +4,11 @@ import { errorModel } from "../errors.ts";
 import { TokenizeRequestSchema, TokenizeResponseSchema } from "./model.ts";
 import { tokenize } from "./service.ts";
 
-export const tokenizePlugin = (host: ModelHost) =>
+/** `requestSchema`: the request schema with the server's limits (createApp builds it); default: the spec's. */
+export const tokenizePlugin = (host: ModelHost, requestSchema = TokenizeRequestSchema) =>
   new Elysia({ name: "sdx.tokenize" })
     .use(errorModel)
-    .model({ TokenizeRequest: TokenizeRequestSchema, TokenizeResponse: TokenizeResponseSchema })
+    .model({ TokenizeRequest: requestSchema, TokenizeResponse: TokenizeResponseSchema })
     .post("/v1/tokenize", ({ body }) => tokenize(host, body), {
       body: "TokenizeRequest",
       response: { 200: "TokenizeResponse", 400: "Error", 422: "Error", 503: "Error" },

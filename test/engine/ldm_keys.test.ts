@@ -1,8 +1,8 @@
 /**
- * scripts/ldm_keys.ts: the generated key sets against the tiny fixture checkpoint (exactly, but for the keys the
- * fixture provably lacks), against the component lists of the released SD 1.5 / SD 2.1 checkpoints (pinned
- * digests, counts, parameter counts), and the streaming writer's files against sdx's own reader, detection and
- * graph builder.
+ * scripts/ldm_keys.ts: the generated key sets against the tiny fixture checkpoints (tiny_sd15 exactly but for the
+ * keys the fixture provably lacks; tiny_sdxl exactly), against the component lists of the released SD 1.5 /
+ * SD 2.1 / SDXL base checkpoints (pinned digests, counts, parameter counts), and the streaming writer's files
+ * against sdx's own reader, detection and graph builder.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
@@ -24,7 +24,10 @@ import {
   openClipTensors,
   PRESETS,
   SCHEDULE_BUFFERS,
+  SDXL_BIGG_PREFIX,
+  SDXL_CLIP_L_PREFIX,
   type TensorSpec,
+  textTensors,
   UNET_PREFIX,
   unetTensors,
   V_PREDICTION_PROBE,
@@ -35,6 +38,7 @@ import {
 import { FIXTURES } from "../helpers/fixtures.ts";
 
 const FIXTURE = join(FIXTURES, "checkpoints", "tiny_sd15.safetensors");
+const SDXL_FIXTURE = join(FIXTURES, "checkpoints", "tiny_sdxl.safetensors");
 const dir = mkdtempSync(join(tmpdir(), "sdx-ldm-keys-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -70,6 +74,27 @@ describe("tiny_sd15 preset", () => {
   });
 });
 
+describe("tiny_sdxl preset", () => {
+  test("gives exactly the fixture's keys, shapes and count, with no exception", async () => {
+    const header = await readSafetensorsHeader(SDXL_FIXTURE);
+    const fixture = [...header.tensors.values()].map((t) => `${t.name} ${JSON.stringify(t.shape)}`).sort();
+    const generated = ldmTensors(PRESETS.tiny_sdxl);
+    expect(generated.map((t) => line(t)).sort()).toEqual(fixture);
+    expect(generated.every((t) => t.dtype === "float")).toBe(true);
+    expect([...header.tensors.values()].every((t) => t.dtype === "F16")).toBe(true);
+    // 718 UNet + 244 VAE (tiny_sd15's) + 52 CLIP (3 layers × 16 + 4, no position_ids) + 41 OpenCLIP (3 × 12 + 5, no
+    // logit_scale): 1055.
+    const count = (prefix: string) => generated.filter((t) => t.key.startsWith(prefix)).length;
+    expect([
+      count(UNET_PREFIX),
+      count(VAE_PREFIX),
+      count(SDXL_CLIP_L_PREFIX),
+      count(SDXL_BIGG_PREFIX),
+    ]).toEqual([718, 244, 52, 41]);
+    expect(detectKind(header)).toBe("sdxl");
+  });
+});
+
 /**
  * Digests (sha256 of the sorted `key [shape]` lines, prefix stripped, joined by "\n") of the component lists in
  * arenasys/stable-diffusion-webui-model-toolkit at e19dd46e (components/*.txt), the key sets by which that tool
@@ -81,6 +106,8 @@ const TOOLKIT_DIGESTS = {
   "VAE-v1-SD": "240432d78215782456548801f5ad9d65371e87418c0228981c16434327af7890",
   "CLIP-v1-SD": "9108aaedac707a081ee413323093355cb8dfac175a6057ecb4adcd570711ddac",
   "CLIP-v2-SD": "905cc8eaf7c1815eacd452cfdda8d8520727ca85b039723da7b19ff8614e5662",
+  "UNET-XL-SD": "8d7b1da7059706a0781c9b3d6cfce4da6e64ef9e735e053604b9c7a6f600eabe",
+  "CLIP-XL-SD": "f7bfae12682190284b53fe5cd5f4ae5cc0f202c3b9c683798e09214627c55d44",
 };
 
 function digest(specs: readonly TensorSpec[], prefix: string): string {
@@ -120,6 +147,34 @@ describe("full-size presets", () => {
     expect(logit?.shape).toEqual([]);
   });
 
+  test("SDXL base (sd_xl_base_1.0): 1680 UNet, 248 VAE, 197 CLIP-L, 390 OpenCLIP bigG keys, 2515 in all", () => {
+    const { unet, vae, text } = PRESETS.sdxl;
+    const clipL = hfClipTensors(text.clipL, SDXL_CLIP_L_PREFIX);
+    const bigG = openClipTensors(text.bigG, SDXL_BIGG_PREFIX);
+    expect(unetTensors(unet).length).toBe(1680);
+    expect(vaeTensors(vae).length).toBe(248);
+    expect(clipL.length).toBe(197);
+    expect(bigG.length).toBe(32 * 12 + 6);
+    expect(textTensors(text)).toEqual([...clipL, ...bigG]);
+    // The toolkit's "SD-XL" architecture: UNET-XL-SD, VAE-v1-SD, CLIP-XL-SD (embedders.1) and CLIP-XL-AUX-SD (the
+    // CLIP-v1-SD list under embedders.0); no schedule buffers.
+    expect(ldmTensors(PRESETS.sdxl).length).toBe(1680 + 248 + 197 + 390);
+    expect(digest(unetTensors(unet), UNET_PREFIX)).toBe(TOOLKIT_DIGESTS["UNET-XL-SD"]);
+    expect(digest(vaeTensors(vae), VAE_PREFIX)).toBe(TOOLKIT_DIGESTS["VAE-v1-SD"]);
+    expect(digest(clipL, SDXL_CLIP_L_PREFIX)).toBe(TOOLKIT_DIGESTS["CLIP-v1-SD"]);
+    expect(digest(bigG, SDXL_BIGG_PREFIX)).toBe(TOOLKIT_DIGESTS["CLIP-XL-SD"]);
+    // Parameter counts as diffusers/transformers report them for stabilityai/stable-diffusion-xl-base-1.0's unet
+    // (2567.46 M), text_encoder (123.06 M) and text_encoder_2 (CLIPTextModelWithProjection, 694.66 M; the
+    // OpenCLIP layout adds logit_scale).
+    expect(floats(unetTensors(unet))).toBe(2_567_463_684);
+    expect(floats(clipL)).toBe(123_060_480);
+    expect(floats(bigG)).toBe(694_659_840 + 1);
+    // Stored as F16, as released (6.94 GB with its header); position_ids stays I64.
+    expect(checkpointBytes(ldmTensors(PRESETS.sdxl), "F16")).toBe(6_937_676_352);
+    const label = unetTensors(unet).find((t) => t.key === `${UNET_PREFIX}label_emb.0.0.weight`);
+    expect(label?.shape).toEqual([1280, 2816]);
+  });
+
   test("SD 1.5 and SD 2.1 UNets differ only where context width and linear projections say", () => {
     const a = new Map(unetTensors(PRESETS.sd15.unet).map((t) => [t.key, t.shape]));
     const b = unetTensors(PRESETS.sd21.unet);
@@ -129,13 +184,14 @@ describe("full-size presets", () => {
     for (const t of differing) expect(t.key).toMatch(/(proj_in|proj_out)\.weight$|attn2\.to_[kv]\.weight$/);
   });
 
-  test("every preset's keys are unique and the three component prefixes plus the buffers cover them", () => {
+  test("every preset's keys are unique and the component prefixes plus the buffers cover them", () => {
     for (const arch of Object.values(PRESETS) as CheckpointArch[]) {
       const keys = ldmTensors(arch).map((t) => t.key);
       expect(new Set(keys).size).toBe(keys.length);
       const known = (k: string) =>
-        [UNET_PREFIX, VAE_PREFIX, "cond_stage_model."].some((p) => k.startsWith(p)) ||
-        (SCHEDULE_BUFFERS as readonly string[]).includes(k);
+        [UNET_PREFIX, VAE_PREFIX, "cond_stage_model.", "conditioner.embedders."].some((p) =>
+          k.startsWith(p),
+        ) || (SCHEDULE_BUFFERS as readonly string[]).includes(k);
       expect(keys.filter((k) => !known(k))).toEqual([]);
     }
   });
@@ -182,6 +238,7 @@ describe("writeRandomCheckpoint", () => {
         vocab: 49408,
         positions: 77,
         embedDim: 32,
+        logitScale: true,
       },
       predictionType: "v_prediction",
     };
@@ -204,6 +261,32 @@ describe("writeRandomCheckpoint", () => {
         sample: { data: new Float32Array(2 * 4 * 8 * 8).fill(0.5), dims: [2, 4, 8, 8] },
         timestep: { data: [999], dims: [] },
         encoder_hidden_states: { data: new Float32Array(2 * 77 * 32).fill(0.1), dims: [2, 77, 32] },
+      });
+      const sample = out.out_sample?.data ?? new Float32Array();
+      expect(sample.length).toBe(2 * 4 * 8 * 8);
+      expect(sample.every(Number.isFinite)).toBe(true);
+    } finally {
+      await unet.release();
+    }
+  }, 60_000);
+
+  test("a random tiny_sdxl file builds as SDXL and its UNet runs with text_embeds and time_ids", async () => {
+    const path = join(dir, "tiny_sdxl.safetensors");
+    await writeRandomCheckpoint(path, ldmTensors(PRESETS.tiny_sdxl), { arch: PRESETS.tiny_sdxl });
+    // Heads leave no trace in the keys: the sidecar gives the fixture model's (2, 4, 8), as the SDXL tests do.
+    await Bun.write(join(dir, "tiny_sdxl.json"), JSON.stringify({ unet_attention_heads: [2, 4, 8] }));
+    const { files, kind } = await prepareCheckpoint(path);
+    expect(kind).toBe("sdxl");
+    expect(files.xl).not.toBeNull();
+    const unet = await OnnxModel.load(files.unet, { provider: "cpu" });
+    try {
+      expect(unet.hasInput("text_embeds") && unet.hasInput("time_ids")).toBe(true);
+      const out = await unet.run({
+        sample: { data: new Float32Array(2 * 4 * 8 * 8).fill(0.5), dims: [2, 4, 8, 8] },
+        timestep: { data: [999], dims: [] },
+        encoder_hidden_states: { data: new Float32Array(2 * 77 * 56).fill(0.1), dims: [2, 77, 56] },
+        text_embeds: { data: new Float32Array(2 * 32).fill(0.2), dims: [2, 32] },
+        time_ids: { data: [64, 64, 0, 0, 64, 64, 64, 64, 0, 0, 64, 64], dims: [2, 6] },
       });
       const sample = out.out_sample?.data ?? new Float32Array();
       expect(sample.length).toBe(2 * 4 * 8 * 8);

@@ -13,7 +13,7 @@ export interface RunningServer {
 
 export async function startServer(
   args: string[],
-  options: { waitForReady?: boolean } = {},
+  options: { waitForReady?: boolean; env?: Record<string, string> } = {},
 ): Promise<RunningServer> {
   const proc = Bun.spawn(
     ["bun", join(REPO_ROOT, "api/index.ts"), "--host", "127.0.0.1", "--port", "0", ...args],
@@ -22,7 +22,15 @@ export async function startServer(
       stdin: "ignore",
       stdout: "pipe",
       stderr: "pipe",
-      env: { ...process.env, SDX_MODEL: "", SDX_MODELS_DIR: "", SDX_PORT: "", SDX_HOST: "" },
+      env: {
+        ...process.env,
+        SDX_MODEL: "",
+        SDX_MODELS_DIR: "",
+        SDX_PORT: "",
+        SDX_HOST: "",
+        SDX_API_KEY: "",
+        ...options.env,
+      },
     },
   );
   let text = "";

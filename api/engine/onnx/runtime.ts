@@ -50,8 +50,15 @@ export class OnnxRunError extends Error {
   override name = "OnnxRunError";
 }
 
+export const OPTIMIZATION_LEVELS = ["disabled", "basic", "extended", "all"] as const;
+
 export interface OnnxModelOptions {
   provider: ExecutionProvider;
+  /**
+   * onnxruntime's graph optimization level (default "all"). "all" folds the casts of float16 weights into
+   * float32 copies at load; "disabled" keeps the file's weights and casts on every run (less memory, slower).
+   */
+  optimizationLevel?: (typeof OPTIMIZATION_LEVELS)[number];
   /** Threads for one operator (0 = onnxruntime's default, all cores). */
   intraOpThreads?: number;
 }
@@ -68,7 +75,7 @@ export class OnnxModel {
   static async load(path: string, options: OnnxModelOptions): Promise<OnnxModel> {
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       executionProviders: options.provider === "cuda" ? ["cuda", "cpu"] : ["cpu"],
-      graphOptimizationLevel: "all",
+      graphOptimizationLevel: options.optimizationLevel ?? "all",
       intraOpNumThreads: options.intraOpThreads ?? 0,
     };
     let session: ort.InferenceSession;

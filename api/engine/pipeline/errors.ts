@@ -6,6 +6,13 @@ export class GenerationAborted extends Error {
 
 export class GenerationFailed extends Error {
   override name = "GenerationFailed";
+  constructor(
+    message: string,
+    /** The stage that failed (text_encoder, unet, vae_decoder, ...), when known. */
+    readonly stage: string | null = null,
+  ) {
+    super(message);
+  }
 }
 
 /** The request cannot run on this model (a client error, not an engine failure). */

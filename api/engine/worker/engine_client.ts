@@ -45,13 +45,13 @@ export class EngineWorker {
       pending.resolve(message);
       return;
     }
-    const ErrorType =
+    pending.reject(
       message.kind === "aborted"
-        ? GenerationAborted
+        ? new GenerationAborted(message.message)
         : message.kind === "invalid"
-          ? GenerationInvalid
-          : GenerationFailed;
-    pending.reject(new ErrorType(message.message));
+          ? new GenerationInvalid(message.message)
+          : new GenerationFailed(message.message, message.stage),
+    );
   }
 
   private call(request: WorkerRequest, onStep?: GenerateHooks["onStep"]): Promise<WorkerReply> {

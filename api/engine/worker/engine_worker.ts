@@ -67,21 +67,30 @@ async function handle(request: WorkerRequest): Promise<void> {
       if (!loaded) throw new GenerationFailed("no model is loaded");
       const controller = new AbortController();
       running.set(request.id, controller);
+      // The stage that runs now, so an onnxruntime failure can say where it happened.
+      let stage = "prepare";
       try {
         let target = loaded;
         if (request.offload === "sequential" && loaded.components.provider !== "cpu") {
           cpuCopy ??= await load(request.entry, "cpu");
           target = cpuCopy;
         }
+        const enter = target.residency.enterStage(request.offload === "model");
         const output = await generate(target.components, request.input, {
           signal: controller.signal,
           onStep: (event) => reply({ type: "step", id: request.id, event }),
-          enterStage: target.residency.enterStage(request.offload === "model"),
+          enterStage: (next) => {
+            stage = next;
+            return enter(next);
+          },
         });
         reply(
           { type: "generated", id: request.id, output },
           output.images.map((image) => image.png.buffer as ArrayBuffer),
         );
+      } catch (e) {
+        if (errorKind(e) !== "failed" || (e instanceof GenerationFailed && e.stage !== null)) throw e;
+        throw new GenerationFailed(e instanceof Error ? e.message : String(e), stage);
       } finally {
         running.delete(request.id);
       }
@@ -101,6 +110,7 @@ self.onmessage = (event: MessageEvent<WorkerRequest>) => {
       id: request.id,
       kind: errorKind(e),
       message: e instanceof Error ? e.message : String(e),
+      stage: e instanceof GenerationFailed ? e.stage : null,
     });
   });
 };

@@ -33,4 +33,4 @@ export type WorkerReply =
     }
   | { type: "step"; id: number; event: StepEvent }
   | { type: "generated"; id: number; output: GenerateOutput }
-  | { type: "error"; id: number; kind: WorkerErrorKind; message: string };
+  | { type: "error"; id: number; kind: WorkerErrorKind; message: string; stage: string | null };
