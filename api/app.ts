@@ -101,7 +101,12 @@ export function createApp(host: ModelHost, options: AppOptions = {}) {
     .use(modelsPlugin(host))
     .use(schedulersPlugin())
     .use(tokenizePlugin(host, limitTokenizeRequest(TokenizeRequestSchema, limits)))
-    .use(generatePlugin(host, limitGenerateRequest(GenerateRequestSchema, limits)));
+    .use(
+      generatePlugin(host, limitGenerateRequest(GenerateRequestSchema, limits), {
+        min: limits.sizeMin,
+        max: limits.sizeMax,
+      }),
+    );
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -1,8 +1,8 @@
 import { Elysia } from "elysia";
 import type { ModelHost } from "../engine/model_host.ts";
 import { errorModel } from "../errors.ts";
-import { GenerateRequestSchema, GenerateResponseSchema } from "./model.ts";
-import { generateImages } from "./service.ts";
+import { GenerateRequestSchema, GenerateResponseSchema, LIMITS } from "./model.ts";
+import { generateImages, type ModelFacts } from "./service.ts";
 import { generationEventStream, wantsEventStream } from "./sse.ts";
 
 const STREAM_DESCRIPTION =
@@ -20,7 +20,11 @@ const STREAM_DESCRIPTION =
   "a request that finds it full gets 429 `queue_full` at once, with `Retry-After` in seconds. While the server drains for shutdown, 503 `draining`.";
 
 /** `requestSchema`: the request schema with the server's limits (createApp builds it); default: the spec's. */
-export const generatePlugin = (host: ModelHost, requestSchema = GenerateRequestSchema) =>
+export const generatePlugin = (
+  host: ModelHost,
+  requestSchema = GenerateRequestSchema,
+  sizeRange: ModelFacts["sizeRange"] = { min: LIMITS.sizeMin, max: LIMITS.sizeMax },
+) =>
   new Elysia({ name: "sdx.generate" })
     .use(errorModel)
     .model({ GenerateRequest: requestSchema, GenerateResponse: GenerateResponseSchema })
@@ -28,8 +32,8 @@ export const generatePlugin = (host: ModelHost, requestSchema = GenerateRequestS
       "/v1/generate",
       ({ body, request }) =>
         wantsEventStream(request)
-          ? generationEventStream(host, body, request)
-          : generateImages(host, body, request.signal),
+          ? generationEventStream(host, body, request, sizeRange)
+          : generateImages(host, body, request.signal, {}, sizeRange),
       {
         body: "GenerateRequest",
         response: {

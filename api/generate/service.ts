@@ -41,6 +41,8 @@ export interface ModelFacts {
   nativeSize: number;
   sizeMultiple: number;
   capabilities: ModelCapabilities;
+  /** The server's width/height limits, which a default (the native size) must respect too. */
+  sizeRange?: { min: number; max: number };
 }
 
 /** Fills defaults (the model's native size among them) and checks everything that depends on the model. */
@@ -101,6 +103,14 @@ export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedP
     applied.target_size = req.target_size ?? [applied.height, applied.width];
   }
   for (const key of ["width", "height"] as const) {
+    const range = model.sizeRange;
+    if (req[key] === undefined && range && (applied[key] < range.min || applied[key] > range.max)) {
+      fields.push({
+        field: key,
+        message: `defaults to ${model.name}'s native size ${applied[key]}, outside this server's limits ${range.min}–${range.max}; send ${key}`,
+      });
+      continue;
+    }
     if (applied[key] % model.sizeMultiple !== 0) {
       fields.push({
         field: key,
@@ -319,8 +329,9 @@ export async function generateImages(
   req: GenerateRequest,
   signal?: AbortSignal,
   progress: GenerateProgress = {},
+  sizeRange?: ModelFacts["sizeRange"],
 ): Promise<GenerateResponse> {
-  return prepareGeneration(host, req, signal).run(progress);
+  return prepareGeneration(host, req, signal, sizeRange).run(progress);
 }
 
 /** The admission error as the API says it: 429 with Retry-After, or 503 while draining. */
@@ -337,10 +348,11 @@ export function prepareGeneration(
   host: ModelHost,
   req: GenerateRequest,
   signal?: AbortSignal,
+  sizeRange?: ModelFacts["sizeRange"],
 ): PreparedGeneration {
   const ready = requireReady(host);
   const { entry, capabilities } = ready;
-  const params = resolveParams(req, { ...entry, capabilities });
+  const params = resolveParams(req, { ...entry, capabilities, ...(sizeRange ? { sizeRange } : {}) });
   // Prompts are checked here, on the server thread, so a malformed one never reaches the engine.
   const cond = tokenizeField(ready.tokenizer, "prompt", params.prompt, params.prompt_syntax);
   const uncond = tokenizeField(

@@ -5,7 +5,7 @@
 import type { ModelHost } from "../engine/model_host.ts";
 import { ApiError, type ErrorBody } from "../errors.ts";
 import type { GenerateRequest } from "./model.ts";
-import { prepareGeneration } from "./service.ts";
+import { type ModelFacts, prepareGeneration } from "./service.ts";
 
 /** A comment line this often keeps proxies from cutting a long, quiet generation. */
 export const HEARTBEAT_MS = 10_000;
@@ -32,6 +32,7 @@ export function generationEventStream(
   host: ModelHost,
   body: GenerateRequest,
   request: Request,
+  sizeRange?: ModelFacts["sizeRange"],
   heartbeatMs = HEARTBEAT_MS,
 ): Response {
   const cancel = new AbortController();
@@ -39,7 +40,7 @@ export function generationEventStream(
   request.signal.addEventListener("abort", onAbort, { once: true });
   let job: ReturnType<typeof prepareGeneration>;
   try {
-    job = prepareGeneration(host, body, cancel.signal);
+    job = prepareGeneration(host, body, cancel.signal, sizeRange);
   } catch (e) {
     request.signal.removeEventListener("abort", onAbort);
     throw e;

@@ -102,6 +102,21 @@ describe("with the tiny model", () => {
     expect(text).toContain("offload");
   });
 
+  test("a default size beyond the server's size limit is a 422 naming the field, not a silent resize", async () => {
+    const limited = createApp(host, { limits: { sizeMax: 128 } });
+    const res = await limited.handle(
+      new Request("http://localhost/v1/generate", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ prompt: "x", num_steps: 1 }),
+      }),
+    );
+    expect(res.status).toBe(422);
+    const body = (await res.json()) as { fields: { field: string; message: string }[] };
+    expect(body.fields.map((f) => f.field)).toEqual(["width", "height"]);
+    expect(body.fields[0]?.message).toContain("native size 256");
+  });
+
   test("a size the UNet cannot take is a 422 naming the field", async () => {
     const e = await sdxError(client.generate({ prompt: "x", width: 72, height: 64, num_steps: 1 }));
     expect(e.status).toBe(422);
