@@ -490,22 +490,23 @@ async function denoise(
   const first = schedulers[0] as Scheduler;
   const timesteps = first.timesteps;
   let latents = initial;
-  const batchInput = new Float32Array(batch * latentSize);
+  // One buffer for the whole run: the scaled latents, written twice ([uncond, cond] rows) for a joint CFG call.
+  const unetInput = new Float32Array((joint ? 2 : 1) * batch * latentSize);
+  const batchInput = unetInput.subarray(0, batch * latentSize);
   await hooks.enterStage?.("unet");
   for (let stepIndex = 0; stepIndex < timesteps.length; stepIndex++) {
     if (hooks.signal?.aborted) throw new GenerationAborted("generation cancelled");
     const t = timesteps[stepIndex] as number;
     for (let i = 0; i < batch; i++) {
-      batchInput.set(
-        (schedulers[i] as Scheduler).scaleModelInput(latents[i] as Float32Array, t),
-        i * latentSize,
-      );
+      const scaled = (schedulers[i] as Scheduler).scaleModelInput(latents[i] as Float32Array, t);
+      unetInput.set(scaled, i * latentSize);
+      if (joint) unetInput.set(scaled, (batch + i) * latentSize);
     }
     let noisePred: Float32Array;
     if (uncond === null) {
       noisePred = await unet(t, batchInput, batch, cond);
     } else if (joint) {
-      noisePred = await unet(t, concat(batchInput, batchInput), 2 * batch, joint);
+      noisePred = await unet(t, unetInput, 2 * batch, joint);
     } else {
       noisePred = concat(await unet(t, batchInput, batch, uncond), await unet(t, batchInput, batch, cond));
     }
