@@ -3,12 +3,14 @@
  * Only api/index.ts listens; tests drive this app through `app.handle` or a loopback server.
  */
 import { Elysia, type ValidationError } from "elysia";
+import { a1111Plugin } from "./a1111/index.ts";
 import { docsPlugin } from "./docs/index.ts";
 import type { ModelHost } from "./engine/model_host.ts";
-import { ApiError, type ErrorBody, errorModel, type FieldError } from "./errors.ts";
+import { ApiError, type ErrorBody, errorModel, type FieldError, UNPARSABLE_BODY } from "./errors.ts";
 import { generatePlugin } from "./generate/index.ts";
 import { GenerateRequestSchema } from "./generate/model.ts";
 import { healthPlugin } from "./health/index.ts";
+import { hubPlugin } from "./hub/index.ts";
 import { metricsPlugin, requestMetricsPlugin } from "./metrics/index.ts";
 import { modelsPlugin } from "./models/index.ts";
 import { schedulersPlugin } from "./schedulers/index.ts";
@@ -67,6 +69,9 @@ export function createApp(host: ModelHost, options: AppOptions = {}) {
     .use(securityPlugin(options.security ?? {}, limits))
     .use(errorModel)
     .onError(({ code, error, request }) => {
+      // The body parser's own refusals (a body over the limit) reach here wrapped in Elysia's ParseError.
+      const cause = code === "PARSE" ? (error as { cause?: unknown }).cause : undefined;
+      if (cause instanceof ApiError) return errorResponse(cause.toBody(), cause.headers);
       if (error instanceof ApiError) return errorResponse(error.toBody(), error.headers);
       switch (code) {
         case "VALIDATION": {
@@ -78,7 +83,7 @@ export function createApp(host: ModelHost, options: AppOptions = {}) {
           return errorResponse({
             status: 400,
             code: "bad_request",
-            message: "the request body could not be parsed; send JSON with Content-Type: application/json",
+            message: UNPARSABLE_BODY,
           });
         case "NOT_FOUND": {
           const path = new URL(request.url).pathname;
@@ -99,8 +104,10 @@ export function createApp(host: ModelHost, options: AppOptions = {}) {
     .use(healthPlugin(host))
     .use(metricsPlugin(host.metrics))
     .use(modelsPlugin(host))
+    .use(hubPlugin(host, options.hub))
     .use(schedulersPlugin())
     .use(tokenizePlugin(host, limitTokenizeRequest(TokenizeRequestSchema, limits)))
+    .use(a1111Plugin(host, limits))
     .use(
       generatePlugin(host, limitGenerateRequest(GenerateRequestSchema, limits), {
         min: limits.sizeMin,

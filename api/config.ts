@@ -1,8 +1,15 @@
 /** Server options from flags, then SDX_* environment variables, then defaults. */
 import { parseArgs } from "node:util";
+import { WARM_UP_MODES, type WarmUpMode } from "./engine/model_host.ts";
 import { PROVIDER_CHOICES, type ProviderChoice } from "./engine/onnx/runtime.ts";
 import { DEFAULT_LIMITS, type Limits } from "./security/model.ts";
-import { commaList, normalizeOrigin, resolveLimits, SettingError } from "./security/service.ts";
+import {
+  commaList,
+  isLoopbackAddress,
+  normalizeOrigin,
+  resolveLimits,
+  SettingError,
+} from "./security/service.ts";
 
 export interface ServerConfig {
   modelsDir: string;
@@ -10,6 +17,10 @@ export interface ServerConfig {
   host: string;
   port: number;
   provider: ProviderChoice;
+  /** A warm-up generation after the startup load: auto (CUDA only), on, off. */
+  warmUp: WarmUpMode;
+  /** Models kept loaded at once; undefined: 1 on a GPU, 2 on the CPU. */
+  maxLoadedModels: number | undefined;
   /** Generations that run at once. */
   concurrency: number;
   /** Generations that may wait for a slot; more get 429. */
@@ -20,9 +31,19 @@ export interface ServerConfig {
   stepTimeoutMs: number;
   /** Bearer key; unset: no auth. */
   apiKey: string | undefined;
+  /** Refuse to start bound to a non-loopback address without an API key (the Docker image sets this). */
+  requireApiKey: boolean;
+  /** With requireApiKey: start without a key anyway, deliberately. */
+  allowNoAuth: boolean;
   corsOrigins: string[];
   allowedHosts: string[];
   limits: Limits;
+  /** On a terminal with no --model, show the startup menu (off: --no-menu or SDX_NO_MENU=1). */
+  menu: boolean;
+  /** The Hugging Face hub models are pulled from (HF_ENDPOINT). */
+  hubEndpoint: string;
+  /** HF_TOKEN: sent to the hub only, for gated and private repositories. */
+  hfToken: string | undefined;
 }
 
 /** The limit flags, their variables and the Limits key each sets. */
@@ -49,6 +70,9 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
                      CUDA when an NVIDIA GPU and onnxruntime's CUDA libraries are there, else CPU)
   --api-key KEY      require Authorization: Bearer KEY on every route but /health and /swagger
                      (env SDX_API_KEY, preferred: a flag is visible in the process list)
+  --require-api-key  refuse to start bound to a non-loopback address without an API key
+                     (env SDX_REQUIRE_API_KEY=1; the Docker image sets it)
+  --allow-no-auth    with --require-api-key, start without an API key anyway (env SDX_ALLOW_NO_AUTH=1)
   --cors-origin LIST comma-separated origins (https://app.example:8080) allowed by CORS (env SDX_CORS_ORIGIN;
                      default: CORS off)
   --allowed-host LIST comma-separated Host names accepted besides 127.0.0.1, localhost and [::1] while
@@ -59,19 +83,27 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
   --max-batch N      most batch_size (env SDX_MAX_BATCH, default ${DEFAULT_LIMITS.batchMax})
   --max-prompt-chars N  longest prompt (env SDX_MAX_PROMPT_CHARS, default ${DEFAULT_LIMITS.promptMaxChars})
   --max-body-bytes N largest request body (env SDX_MAX_BODY_BYTES, default ${DEFAULT_LIMITS.bodyMaxBytes})
+  --warm-up MODE     one short generation at the native size after the startup load, so the first request
+                     is not slow: ${WARM_UP_MODES.join(" | ")} (env SDX_WARM_UP, default auto: on CUDA only)
+  --max-loaded-models N  models kept loaded at once, least recently used unloaded first
+                     (env SDX_MAX_LOADED_MODELS, default 1 on a GPU, 2 on the CPU)
   --concurrency N    generations that run at once (env SDX_CONCURRENCY, default 1)
   --max-queue N      generations that may wait; more get 429 with Retry-After (env SDX_MAX_QUEUE, default 16)
   --drain-timeout S  on SIGTERM/SIGINT, seconds running and queued generations get to finish
                      (env SDX_DRAIN_TIMEOUT, default 60)
   --step-timeout S   seconds without a denoising step before /health reports a generation stuck
                      (env SDX_STEP_TIMEOUT, default 120)
-  --help             this text`;
+  --no-menu          on a terminal with no --model, start without the model menu (env SDX_NO_MENU=1)
+  --help             this text
+
+Model downloads (the startup menu, POST /v1/models/pull, sdx models pull) read HF_ENDPOINT (default
+https://huggingface.co) and HF_TOKEN (sent to the hub only, for gated or private repositories).`;
 
 /** The admission and shutdown options: integers from flags, then variables, then defaults. */
 function servingOptions(
   values: Record<string, string | boolean | undefined>,
   fromEnv: (name: string) => string | undefined,
-): Pick<ServerConfig, "concurrency" | "maxQueue" | "drainTimeoutMs" | "stepTimeoutMs"> {
+): Pick<ServerConfig, "concurrency" | "maxQueue" | "drainTimeoutMs" | "stepTimeoutMs" | "maxLoadedModels"> {
   const integer = (flag: string, variable: string, fallback: number, min: number): number => {
     const value = values[flag];
     const text = (typeof value === "string" ? value : undefined) ?? fromEnv(variable) ?? String(fallback);
@@ -80,7 +112,10 @@ function servingOptions(
     }
     return Number(text);
   };
+  const maxLoaded = values["max-loaded-models"] ?? fromEnv("SDX_MAX_LOADED_MODELS");
   return {
+    maxLoadedModels:
+      maxLoaded === undefined ? undefined : integer("max-loaded-models", "SDX_MAX_LOADED_MODELS", 1, 1),
     concurrency: integer("concurrency", "SDX_CONCURRENCY", 1, 1),
     maxQueue: integer("max-queue", "SDX_MAX_QUEUE", 16, 0),
     drainTimeoutMs: integer("drain-timeout", "SDX_DRAIN_TIMEOUT", 60, 0) * 1000,
@@ -111,6 +146,10 @@ export function readServerConfig(
     throw new ConfigError(`--provider must be one of ${PROVIDER_CHOICES.join(", ")}; got "${provider}"`);
   }
   const model = values.model ?? fromEnv("SDX_MODEL");
+  const warmUp = values["warm-up"] ?? fromEnv("SDX_WARM_UP") ?? "auto";
+  if (!WARM_UP_MODES.includes(warmUp as WarmUpMode)) {
+    throw new ConfigError(`--warm-up must be one of ${WARM_UP_MODES.join(", ")}; got "${warmUp}"`);
+  }
   const limits: Partial<Limits> = {};
   for (const [flag, variable, key] of LIMIT_FLAGS) {
     const text = values[flag] ?? fromEnv(variable);
@@ -133,13 +172,55 @@ export function readServerConfig(
     ...serving,
     modelsDir: values["models-dir"] ?? fromEnv("SDX_MODELS_DIR") ?? "models",
     model,
+    warmUp: warmUp as WarmUpMode,
     host: values.host ?? fromEnv("SDX_HOST") ?? "127.0.0.1",
     port,
     provider: provider as ProviderChoice,
     apiKey: values["api-key"] ?? fromEnv("SDX_API_KEY"),
+    requireApiKey: values["require-api-key"] ?? envSwitch("SDX_REQUIRE_API_KEY", fromEnv),
+    allowNoAuth: values["allow-no-auth"] ?? envSwitch("SDX_ALLOW_NO_AUTH", fromEnv),
     allowedHosts: commaList(values["allowed-host"] ?? fromEnv("SDX_ALLOWED_HOST")),
+    menu: !(values["no-menu"] ?? envSwitch("SDX_NO_MENU", fromEnv)),
+    hubEndpoint: hubEndpoint(fromEnv("HF_ENDPOINT")),
+    hfToken: fromEnv("HF_TOKEN"),
     ...security,
   };
+}
+
+/** HF_ENDPOINT without its trailing slash; an http(s) URL. */
+function hubEndpoint(text: string | undefined): string {
+  const value = (text ?? "https://huggingface.co").trim().replace(/\/+$/, "");
+  if (!/^https?:\/\/[^/]/.test(value) || !URL.canParse(value)) {
+    throw new ConfigError(`HF_ENDPOINT must be an http(s) URL such as https://huggingface.co; got "${text}"`);
+  }
+  return value;
+}
+
+/** An on/off variable: 1/true/yes/on or 0/false/no/off (unset: off). */
+function envSwitch(variable: string, fromEnv: (name: string) => string | undefined): boolean {
+  const text = fromEnv(variable)?.trim().toLowerCase();
+  if (text === undefined || ["0", "false", "no", "off"].includes(text)) return false;
+  if (["1", "true", "yes", "on"].includes(text)) return true;
+  throw new ConfigError(
+    `${variable} must be 1 or 0 (true/false, yes/no, on/off); got "${fromEnv(variable)}"`,
+  );
+}
+
+/**
+ * Why the server must not start, or null: with --require-api-key (SDX_REQUIRE_API_KEY=1), binding an address
+ * other machines can reach without an API key is refused unless SDX_ALLOW_NO_AUTH=1 says it is meant.
+ */
+export function unauthenticatedBindRefusal(
+  config: Pick<ServerConfig, "host" | "apiKey" | "requireApiKey" | "allowNoAuth">,
+): string | null {
+  if (!config.requireApiKey || config.apiKey || config.allowNoAuth || isLoopbackAddress(config.host)) {
+    return null;
+  }
+  return (
+    `refusing to bind ${config.host} without an API key: SDX_REQUIRE_API_KEY (--require-api-key) is set and ` +
+    "other machines can reach this address. Set SDX_API_KEY to a secret (clients then send " +
+    "Authorization: Bearer <key>), or set SDX_ALLOW_NO_AUTH=1 to serve without authentication anyway."
+  );
 }
 
 function parse(argv: string[]) {
@@ -152,6 +233,8 @@ function parse(argv: string[]) {
       port: { type: "string" },
       provider: { type: "string" },
       "api-key": { type: "string" },
+      "require-api-key": { type: "boolean" },
+      "allow-no-auth": { type: "boolean" },
       "cors-origin": { type: "string" },
       "allowed-host": { type: "string" },
       "min-size": { type: "string" },
@@ -160,10 +243,13 @@ function parse(argv: string[]) {
       "max-batch": { type: "string" },
       "max-prompt-chars": { type: "string" },
       "max-body-bytes": { type: "string" },
+      "max-loaded-models": { type: "string" },
+      "warm-up": { type: "string" },
       concurrency: { type: "string" },
       "max-queue": { type: "string" },
       "drain-timeout": { type: "string" },
       "step-timeout": { type: "string" },
+      "no-menu": { type: "boolean" },
       help: { type: "boolean" },
     },
     strict: true,

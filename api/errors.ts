@@ -20,6 +20,15 @@ export const ERROR_CODES = [
   "cancelled",
   "queue_full",
   "draining",
+  "model_exists",
+  "download_busy",
+  "not_in_catalog",
+  "hub_not_found",
+  "hub_forbidden",
+  "hub_unreachable",
+  "hub_not_onnx",
+  "download_failed",
+  "insufficient_storage",
   "internal",
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -46,6 +55,10 @@ export const ErrorSchema = t.Object(
 
 export type FieldError = typeof FieldErrorSchema.static;
 export type ErrorBody = typeof ErrorSchema.static;
+
+/** The 400 for a body that is not JSON. */
+export const UNPARSABLE_BODY =
+  "the request body could not be parsed; send JSON with Content-Type: application/json";
 
 export class ApiError extends Error {
   override name = "ApiError";

@@ -1,10 +1,11 @@
 /** `bun api/index.ts`: the only place that reads the process's arguments and listens. */
 import { resolve } from "node:path";
 import { createApp } from "./app.ts";
-import { ConfigError, readServerConfig, SERVER_USAGE } from "./config.ts";
+import { ConfigError, readServerConfig, SERVER_USAGE, unauthenticatedBindRefusal } from "./config.ts";
 import { ModelHost, ModelNotFoundError } from "./engine/model_host.ts";
 import { chooseProvider } from "./engine/onnx/runtime.ts";
 import { isLoopbackAddress } from "./security/service.ts";
+import { MenuCancelled, startupMenu } from "./startup/menu.ts";
 
 async function main(): Promise<number | null> {
   let config: ReturnType<typeof readServerConfig>;
@@ -19,6 +20,11 @@ async function main(): Promise<number | null> {
     console.log(SERVER_USAGE);
     return 0;
   }
+  const refusal = unauthenticatedBindRefusal(config);
+  if (refusal) {
+    console.error(`sdx: ${refusal}`);
+    return 2;
+  }
   if (!isLoopbackAddress(config.host) && !config.apiKey) {
     console.warn(
       `sdx: WARNING: binding ${config.host}, which other machines can reach, without an API key: anyone on the network can use this server. Set --api-key or SDX_API_KEY, or bind 127.0.0.1.`,
@@ -26,10 +32,22 @@ async function main(): Promise<number | null> {
   }
   const { provider, reason } = chooseProvider(config.provider);
   console.log(`sdx: execution provider ${provider} (${reason})`);
+  // On a terminal with no --model: the startup menu (local models and the online catalog, downloaded on choice).
+  if (config.menu && config.model === undefined && process.stdin.isTTY && process.stdout.isTTY) {
+    try {
+      const hub = { endpoint: config.hubEndpoint, token: config.hfToken };
+      config.model = (await startupMenu({ modelsDir: resolve(config.modelsDir), hub })) ?? undefined;
+    } catch (e) {
+      if (!(e instanceof MenuCancelled)) throw e;
+      return 130;
+    }
+  }
   const host = new ModelHost({
     modelsDir: resolve(config.modelsDir),
     provider,
     model: config.model,
+    warmUp: config.warmUp,
+    ...(config.maxLoadedModels !== undefined ? { maxLoadedModels: config.maxLoadedModels } : {}),
     concurrency: config.concurrency,
     maxQueue: config.maxQueue,
     stepTimeoutMs: config.stepTimeoutMs,
@@ -50,10 +68,12 @@ async function main(): Promise<number | null> {
       allowedHosts: config.allowedHosts,
       bindHost: config.host,
     },
+    hub: { endpoint: config.hubEndpoint, token: config.hfToken },
   }).listen({
     hostname: config.host,
     port: config.port,
-    // The app answers oversized bodies with a JSON 413; Bun's own limit stops bodies sent without a length.
+    // The app answers oversized bodies with a JSON 413 (counting chunked ones as they arrive); Bun's own
+    // limit is only a backstop.
     maxRequestBodySize: 2 * config.limits.bodyMaxBytes,
     // Generations can take minutes on CPU: Bun's idle timeout must never cut a waiting client.
     idleTimeout: 0,

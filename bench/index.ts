@@ -1,10 +1,12 @@
 /** `bun run bench <name> [options]`: the benchmarks, each printing its figures as one table. */
 import { benchEngine } from "./engine.ts";
+import { benchGpu } from "./gpu.ts";
 import { benchLoad } from "./load.ts";
 import { benchServe } from "./serve.ts";
 
 const BENCHMARKS: Record<string, (argv: string[]) => Promise<void>> = {
   engine: benchEngine,
+  gpu: benchGpu,
   load: benchLoad,
   serve: benchServe,
 };

@@ -7,8 +7,10 @@ export interface SdxContext extends BaseContext {
   env: Record<string, string | undefined>;
   /** Aborted on Ctrl-C: the running request is cancelled and finished images stay. */
   signal?: AbortSignal;
-  /** Whether stdout is a terminal (progress bars would go here once the server streams progress). */
+  /** Whether stdout is a terminal: `sdx gen` then draws progress bars there. */
   isTTY?: boolean;
+  /** Whether stderr is a terminal too: warnings are then drawn above the bars instead of across them. */
+  stderrIsTTY?: boolean;
 }
 
 /** Exit codes: 0 all images made, 1 some failed, 2 usage or config error, 3 server unreachable, 130 interrupted. */

@@ -1,15 +1,15 @@
 /**
  * One `sdx gen` run: the requests of a batch (at most the server's 16 images each, image i using seed + i),
- * each image written with its metadata as soon as its request returns, each failed request written to
- * `errors/` while the batch goes on. Progress is plain lines (or one JSON object per image); progress bars
- * wait for the server's progress stream (SSE, another issue).
+ * each sent as a streamed generation (server-sent events), each image written with its metadata as soon as
+ * its request is done, each failed request written to `errors/` while the batch goes on. The stream's
+ * queue, start and step events are handed to `progress` (bars on a terminal, see progress.ts).
  */
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import YAML from "yaml";
 import { writeFileAtomic } from "../api/fs/atomic.ts";
 import { VERSION } from "../api/version.ts";
-import type { GenerateRequest, GenerateResponse, SdxClient } from "../sdk/index.ts";
+import type { GenerateEvent, GenerateRequest, GenerateResponse, SdxClient } from "../sdk/index.ts";
 import { SdxError } from "../sdk/index.ts";
 import { describeSdxError, UnreachableError } from "./base.ts";
 import { createRunFolder, type RunFolder, TimestampClock, writeImageWithMetadata } from "./outputs.ts";
@@ -48,6 +48,15 @@ export type RunEvent =
       error_file: string;
     };
 
+/** What a request is doing, for progress displays: sent, waiting, running its denoising steps, over. */
+export type RequestProgress =
+  /** A request for images `index` … `index + count - 1` of the batch is being sent. */
+  | { type: "request"; index: number; count: number }
+  /** The stream's progress events: queued, started, loading (a model), step. */
+  | Exclude<GenerateEvent, { type: "image" | "done" | "error" }>
+  /** The request is over: its images are written (`ok`) or its error is. Not sent when interrupted. */
+  | { type: "finished"; ok: boolean };
+
 export interface RunSummary {
   run_dir: string;
   total: number;
@@ -66,10 +75,14 @@ export interface RunOptions {
   total: number;
   /** Seed of image 0 of the whole batch. */
   seed: number;
+  /** The model every request names (`model` of the plans' requests); default: the server's default model. */
+  model?: string;
   plans: AsyncIterable<PlannedRequest>;
   report: (event: RunEvent) => void;
   /** Called with server and client warnings as they arrive. */
   warn: (message: string) => void;
+  /** Called with each request's progress (queue place, start, denoising steps) as the server streams it. */
+  progress?: (event: RequestProgress) => void;
 }
 
 const isAbort = (e: unknown, signal: AbortSignal | undefined) =>
@@ -112,8 +125,8 @@ function imageMetadata(
     // CLIP tokens of the prompt (without start and end tokens).
     prompt_tokens: metadata.prompt.tokens,
     clip_tokens: { prompt: metadata.prompt, negative_prompt: metadata.negative_prompt },
-    // No checkpoint hash yet: the server does not report one (add `hash` here once /v1/generate does).
-    model: { name: metadata.model.name, kind: metadata.model.kind },
+    // hash: SHA-256 of the checkpoint file (or of an ONNX folder's file manifest), as the server reports it.
+    model: { name: metadata.model.name, kind: metadata.model.kind, hash: metadata.model.hash },
     seed: image.seed,
     // Every parameter as the server applied it, for this image alone: send these to remake it.
     parameters: { ...metadata.parameters, seed: image.seed, batch_size: 1 },
@@ -159,6 +172,40 @@ async function writeError(
   return file;
 }
 
+/**
+ * One request as a server-sent event stream: progress events go to `progress`, images are collected, and
+ * the answer is the non-streamed one (images, metadata, warnings) once `done` arrives. An `error` event
+ * throws the SdxError a non-streamed request would have; aborting `signal` closes the stream, which
+ * cancels the generation on the server.
+ */
+export async function generateStreamed(
+  client: SdxClient,
+  request: GenerateRequest,
+  signal: AbortSignal | undefined,
+  progress: ((event: RequestProgress) => void) | undefined,
+): Promise<GenerateResponse> {
+  const images: (GenerateResponse["images"][number] & { index: number })[] = [];
+  for await (const event of client.generateStream(request, { ...(signal ? { signal } : {}) })) {
+    if (event.type === "image") {
+      images.push({ index: event.index, png: event.png, seed: event.seed });
+    } else if (event.type === "done") {
+      images.sort((a, b) => a.index - b.index);
+      return {
+        images: images.map(({ png, seed }) => ({ png, seed })),
+        metadata: event.metadata,
+        warnings: event.warnings,
+      };
+    } else if (event.type === "error") {
+      const { status, code, message, fields } = event.error;
+      throw new SdxError(status, code, message, fields ?? []);
+    } else {
+      progress?.(event);
+    }
+  }
+  // The SDK throws when the stream ends early; this only keeps the types honest.
+  throw new SdxError(200, "unexpected_response", "the event stream ended before done or error");
+}
+
 /** Runs every planned request; never throws for a failed request (see the summary), only for no server. */
 export async function runGeneration(options: RunOptions): Promise<RunSummary> {
   const { client, signal } = options;
@@ -169,7 +216,12 @@ export async function runGeneration(options: RunOptions): Promise<RunSummary> {
     if (e instanceof SdxError && e.status === 0) throw new UnreachableError(e.message);
     throw e;
   }
-  if (health.status !== "ok" || !health.model) {
+  if (health.status === "draining") {
+    throw new SdxError(503, "draining", `the server at ${client.baseUrl} is not ready: ${health.message}`);
+  }
+  // A named model is loaded on demand by the server; without one, the server's default must be ready.
+  const modelName = options.model ?? (health.status === "ok" ? health.model?.name : undefined);
+  if (modelName === undefined) {
     throw new SdxError(503, "no_model", `the server at ${client.baseUrl} is not ready: ${health.message}`);
   }
   const clock = new TimestampClock();
@@ -177,7 +229,7 @@ export async function runGeneration(options: RunOptions): Promise<RunSummary> {
     options.outputRoot,
     options.project,
     options.promptName,
-    health.model.name,
+    modelName,
     clock,
   );
   const summary: RunSummary = {
@@ -201,7 +253,8 @@ export async function runGeneration(options: RunOptions): Promise<RunSummary> {
       if (next.done) break;
       plan = next.value;
       for (const warning of plan.warnings ?? []) options.warn(warning);
-      const response = await client.generate(plan.request, { ...(signal ? { signal } : {}) });
+      options.progress?.({ type: "request", index: plan.index, count: plan.request.batch_size });
+      const response = await generateStreamed(client, plan.request, signal, options.progress);
       for (const warning of response.warnings) options.warn(warning);
       for (const [j, image] of response.images.entries()) {
         const { date, stamp } = clock.next();
@@ -221,12 +274,14 @@ export async function runGeneration(options: RunOptions): Promise<RunSummary> {
         });
       }
       done += plan.request.batch_size;
+      options.progress?.({ type: "finished", ok: true });
     } catch (e) {
       if (isAbort(e, signal)) {
         summary.interrupted = true;
         break;
       }
       const count = plan?.request.batch_size ?? 1;
+      if (plan) options.progress?.({ type: "finished", ok: false });
       const errorFile = await writeError(run, clock, plan, e);
       summary.failed += count;
       const message =

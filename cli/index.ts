@@ -9,6 +9,8 @@ import { InitCommand } from "./commands/init.ts";
 import { LegacyCommand } from "./commands/legacy.ts";
 import { ListCommand } from "./commands/list.ts";
 import { ModelsCommand } from "./commands/models.ts";
+import { ModelsCatalogCommand } from "./commands/models_catalog.ts";
+import { ModelsPullCommand } from "./commands/models_pull.ts";
 import { ValidateCommand } from "./commands/validate.ts";
 
 export function createCli(options: { colors?: boolean } = {}): Cli<SdxContext> {
@@ -26,6 +28,8 @@ export function createCli(options: { colors?: boolean } = {}): Cli<SdxContext> {
   cli.register(GenCommand);
   cli.register(HealthCommand);
   cli.register(ModelsCommand);
+  cli.register(ModelsPullCommand);
+  cli.register(ModelsCatalogCommand);
   cli.register(Builtins.HelpCommand);
   cli.register(Builtins.VersionCommand);
   return cli;
@@ -60,14 +64,16 @@ if (import.meta.main) {
   const controller = new AbortController();
   process.on("SIGINT", () => {
     if (controller.signal.aborted) process.exit(EXIT.interrupted);
-    process.stderr.write("\ninterrupted: cancelling the running request (Ctrl-C again to quit now)\n");
+    // Aborting first stops any progress bars, so the message lands below them.
     controller.abort();
+    process.stderr.write("\ninterrupted: cancelling the running request (Ctrl-C again to quit now)\n");
   });
   const code = await runCli(process.argv.slice(2), {
     ...Cli.defaultContext,
     env: process.env,
     signal: controller.signal,
     isTTY: process.stdout.isTTY === true,
+    stderrIsTTY: process.stderr.isTTY === true,
   });
   process.exitCode = code;
 }

@@ -118,10 +118,12 @@ export async function fitToClip(
   text: string,
   syntax: "a1111" | "diffusers" = "a1111",
   signal?: AbortSignal,
+  model?: string,
 ): Promise<FittedPrompt> {
   const opts = signal ? { signal } : {};
   const count = async (t: string) =>
-    (await client.tokenize({ prompt: t, prompt_syntax: syntax }, opts)).token_count;
+    (await client.tokenize({ prompt: t, prompt_syntax: syntax, ...(model ? { model } : {}) }, opts))
+      .token_count;
   let full: number;
   try {
     full = await count(text);
@@ -173,7 +175,7 @@ export async function* ollamaPlans(options: {
     if (answer.source === "fallback") {
       warnings.push(`ollama: ${answer.reason}; using fallback_prompt`);
     } else {
-      fitted = await fitToClip(client, answer.prompt, syntax, signal);
+      fitted = await fitToClip(client, answer.prompt, syntax, signal, base.model);
       if (fitted.problem)
         warnings.push(`ollama: could not fit the prompt to ${CLIP_TOKENS} tokens: ${fitted.problem}`);
       else if (!fitted.prompt) {

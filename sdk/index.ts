@@ -15,6 +15,34 @@ export type GenerateRequest = Schemas["GenerateRequest"];
 export type GenerateResponse = Schemas["GenerateResponse"];
 export type ModelList = Schemas["ModelList"];
 export type ModelInfo = ModelList["models"][number];
+export type ModelCatalog = Schemas["ModelCatalog"];
+export type CatalogEntry = ModelCatalog["models"][number];
+export type PullRequest = Schemas["PullRequest"];
+export type PullResult = Schemas["PullResult"];
+
+/** A pull's progress: the file being downloaded, and bytes and files of the whole pull. */
+export interface PullProgress {
+  file: string;
+  file_bytes: number;
+  file_total: number;
+  bytes: number;
+  total: number;
+  files_done: number;
+  files_total: number;
+}
+
+/** The events of `models.pullStream`: progress…, then done or error. */
+export type PullEvent =
+  | ({ type: "progress" } & PullProgress)
+  | { type: "done"; result: PullResult }
+  | { type: "error"; error: ErrorBody };
+
+export interface PullOptions extends RequestOptions {
+  /** Folder name in the models directory (default: the catalog name or the repository's name). */
+  folder?: string;
+  /** Called with each progress event (the pull then streams server-sent events). */
+  onProgress?: (progress: PullProgress) => void;
+}
 export type Health = Schemas["Health"];
 export type TokenizeRequest = Schemas["TokenizeRequest"];
 export type TokenizeResponse = Schemas["TokenizeResponse"];
@@ -23,16 +51,17 @@ export type ErrorBody = Schemas["Error"];
 export type ErrorCode = ErrorBody["code"] | "unreachable" | "unexpected_response";
 export type SchedulerType = NonNullable<GenerateRequest["scheduler_type"]>;
 
-/** The events of `generateStream`, in order: queued…, started, step…, image…, then done or error. */
+/** The events of `generateStream`, in order: queued…, started, loading (if the model loads), step…, image…, then done or error. */
 export type GenerateEvent =
   | { type: "queued"; position: number }
   | { type: "started" }
+  | { type: "loading"; model: string }
   | { type: "step"; image: number; step: number; total: number; elapsed_ms: number; eta_ms: number }
   | { type: "image"; index: number; seed: number; png: string }
   | { type: "done"; metadata: GenerateResponse["metadata"]; warnings: string[] }
   | { type: "error"; error: ErrorBody };
 
-const STREAM_EVENTS = new Set(["queued", "started", "step", "image", "done", "error"]);
+const STREAM_EVENTS = new Set(["queued", "started", "loading", "step", "image", "done", "error"]);
 
 function toEvent(message: EventSourceMessage): GenerateEvent | null {
   if (!message.event || !STREAM_EVENTS.has(message.event)) return null;
@@ -106,7 +135,33 @@ export function createSdxClient(options: SdxClientOptions) {
   return {
     baseUrl,
     health: (opts: RequestOptions = {}) => call(baseUrl, () => client.GET("/health", { ...opts })),
-    models: (opts: RequestOptions = {}) => call(baseUrl, () => client.GET("/v1/models", { ...opts })),
+    /** The models directory, and pulls from the Hugging Face hub into it. */
+    models: {
+      /** GET /v1/models: the models directory. */
+      list: (opts: RequestOptions = {}) => call(baseUrl, () => client.GET("/v1/models", { ...opts })),
+      /** GET /v1/models/catalog: ready ONNX models on the Hugging Face hub, and whether each is installed. */
+      catalog: (opts: RequestOptions = {}) =>
+        call(baseUrl, () => client.GET("/v1/models/catalog", { ...opts })),
+      /**
+       * POST /v1/models/pull: downloads a catalog model or `org/name[@revision]` into the server's models
+       * directory and resolves when it is there; `onProgress` gets the download's progress. Aborting `signal`
+       * leaves the pull (the server stops it when nobody else waits for it; a later pull resumes it).
+       */
+      pull: (name: string, opts: PullOptions = {}): Promise<PullResult> => {
+        const body: PullRequest = { name, ...(opts.folder !== undefined ? { folder: opts.folder } : {}) };
+        const { onProgress, folder: _folder, ...request } = opts;
+        if (!onProgress) return call(baseUrl, () => client.POST("/v1/models/pull", { body, ...request }));
+        return pullWithProgress(baseUrl, options, body, request, onProgress);
+      },
+      /** POST /v1/models/pull with server-sent events: yields progress…, then done or error. */
+      pullStream: (name: string, opts: Omit<PullOptions, "onProgress"> = {}) =>
+        pullEvents(
+          baseUrl,
+          options,
+          { name, ...(opts.folder !== undefined ? { folder: opts.folder } : {}) },
+          opts,
+        ),
+    },
     schedulers: (opts: RequestOptions = {}) => call(baseUrl, () => client.GET("/v1/schedulers", { ...opts })),
     tokenize: (params: TokenizeRequest, opts: RequestOptions = {}) =>
       call(baseUrl, () => client.POST("/v1/tokenize", { body: params, ...opts })),
@@ -118,18 +173,25 @@ export function createSdxClient(options: SdxClientOptions) {
      * leaving the loop early, closes the connection, which cancels the generation on the server.
      */
     generateStream: (params: GenerateRequest, opts: RequestOptions = {}) =>
-      streamEvents(baseUrl, options, params, opts),
+      eventStream(baseUrl, options, "/v1/generate", params, opts, toEvent, isLastEvent),
   };
 }
 
-async function* streamEvents(
+/**
+ * POSTs `body` to `path` asking for server-sent events and yields them as `toEvent` reads them, until `isLast`.
+ * A refused request throws SdxError before the first event; leaving the loop early (or aborting
+ * `opts.signal`) closes the connection, which the server takes as a cancellation.
+ */
+async function* eventStream<E>(
   baseUrl: string,
   options: SdxClientOptions,
-  params: GenerateRequest,
+  path: string,
+  body: unknown,
   opts: RequestOptions,
-): AsyncGenerator<GenerateEvent, void, undefined> {
+  toEvent: (message: EventSourceMessage) => E | null,
+  isLast: (event: E) => boolean,
+): AsyncGenerator<E, void, undefined> {
   const doFetch = options.fetch ?? ((request: Request) => fetch(request));
-  // Leaving the loop early aborts the request too, so the server stops the generation.
   const local = new AbortController();
   const onAbort = () => local.abort(opts.signal?.reason);
   if (opts.signal?.aborted) onAbort();
@@ -138,14 +200,14 @@ async function* streamEvents(
     let response: Response;
     try {
       response = await doFetch(
-        new Request(`${baseUrl}/v1/generate`, {
+        new Request(`${baseUrl}${path}`, {
           method: "POST",
           headers: {
             "content-type": "application/json",
             accept: "text/event-stream",
             ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
           },
-          body: JSON.stringify(params),
+          body: JSON.stringify(body),
           signal: local.signal,
         }),
       );
@@ -157,29 +219,21 @@ async function* streamEvents(
         `cannot reach the sdx server at ${baseUrl}: ${(e as Error).message}`,
       );
     }
-    if (!response.ok || !response.body) {
-      const text = await response.text();
-      let body: unknown = text;
-      try {
-        body = JSON.parse(text);
-      } catch {}
-      if (isErrorBody(body)) throw new SdxError(response.status, body.code, body.message, body.fields ?? []);
-      throw new SdxError(response.status, "unexpected_response", `HTTP ${response.status}: ${text}`);
-    }
-    const pending: GenerateEvent[] = [];
+    if (!response.ok || !response.body) throw await errorFrom(response);
+    const pending: E[] = [];
     const parser = createParser({
       onEvent: (message) => {
         const event = toEvent(message);
-        if (event) pending.push(event);
+        if (event !== null) pending.push(event);
       },
     });
     const decoder = new TextDecoder();
     for await (const chunk of response.body) {
       parser.feed(decoder.decode(chunk, { stream: true }));
       while (pending.length > 0) {
-        const event = pending.shift() as GenerateEvent;
+        const event = pending.shift() as E;
         yield event;
-        if (event.type === "done" || event.type === "error") return;
+        if (isLast(event)) return;
       }
     }
     throw new SdxError(response.status, "unexpected_response", "the event stream ended before done or error");
@@ -187,6 +241,50 @@ async function* streamEvents(
     opts.signal?.removeEventListener("abort", onAbort);
     local.abort();
   }
+}
+
+/** An answer that is not 2xx as an SdxError, reading the error body when it is one. */
+async function errorFrom(response: Response): Promise<SdxError> {
+  const text = await response.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {}
+  if (isErrorBody(body)) return new SdxError(response.status, body.code, body.message, body.fields ?? []);
+  return new SdxError(response.status, "unexpected_response", `HTTP ${response.status}: ${text}`);
+}
+
+const PULL_EVENTS = new Set(["progress", "done", "error"]);
+
+function toPullEvent(message: EventSourceMessage): PullEvent | null {
+  if (!message.event || !PULL_EVENTS.has(message.event)) return null;
+  const data = JSON.parse(message.data);
+  if (message.event === "done") return { type: "done", result: data as PullResult };
+  if (message.event === "error") return { type: "error", error: data as ErrorBody };
+  return { type: "progress", ...(data as PullProgress) };
+}
+
+const isLastEvent = (event: { type: string }) => event.type === "done" || event.type === "error";
+
+const pullEvents = (baseUrl: string, options: SdxClientOptions, body: PullRequest, opts: RequestOptions) =>
+  eventStream(baseUrl, options, "/v1/models/pull", body, opts, toPullEvent, isLastEvent);
+
+async function pullWithProgress(
+  baseUrl: string,
+  options: SdxClientOptions,
+  body: PullRequest,
+  opts: RequestOptions,
+  onProgress: (progress: PullProgress) => void,
+): Promise<PullResult> {
+  for await (const event of pullEvents(baseUrl, options, body, opts)) {
+    if (event.type === "progress") {
+      const { type: _type, ...progress } = event;
+      onProgress(progress);
+    } else if (event.type === "done") return event.result;
+    else
+      throw new SdxError(event.error.status, event.error.code, event.error.message, event.error.fields ?? []);
+  }
+  throw new SdxError(0, "unexpected_response", "the event stream ended before done or error");
 }
 
 export type SdxClient = ReturnType<typeof createSdxClient>;

@@ -21,6 +21,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Prometheus metrics
+         * @description Prometheus text exposition (version 0.0.4): HTTP requests by route, method and status, and request-time histograms (a streamed generation counts until its stream ends); queue depth and running generations; denoising steps and images done; cancellations (queued, running); admission rejections (queue_full, draining); engine failures by stage; step-time histogram; model loads by model and the last load's time. Never queues.
+         */
+        get: operations["metrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/models": {
         parameters: {
             query?: never;
@@ -35,6 +55,54 @@ export interface paths {
         get: operations["listModels"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models/catalog": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the online catalog: ready ONNX models on the Hugging Face hub
+         * @description A few ONNX Stable Diffusion exports sdx can pull by name, with their approximate download size and whether a folder of that name is already installed.
+         */
+        get: operations["listCatalog"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models/pull": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Download a model from the Hugging Face hub into the models directory
+         * @description Downloads an ONNX Stable Diffusion export from the Hugging Face hub into the models directory: a catalog name (GET /v1/models/catalog) or any repository as `org/name` or `org/name@revision`. Only the files of the ONNX folder are fetched (model_index.json, scheduler/, tokenizer*\/, text_encoder*\/, unet/, vae_decoder/, vae_encoder/; other weight formats and docs are skipped). Each file's size and the hub's SHA-256 (git SHA-1 for small files) are checked; the folder appears in the models directory, in one rename, only when every file is; an existing folder is never replaced (409 `model_exists`). An interrupted pull resumes where it stopped, on the next request. The server reads the hub from HF_ENDPOINT (default https://huggingface.co) and sends HF_TOKEN, when set, to the hub only (never to the CDN it redirects to). Requests for a model already being pulled join that pull.
+         *
+         *     Errors: 404 `not_in_catalog` (a name that is neither a catalog name nor `org/name`), 404 `hub_not_found` (no such repository or revision, or a private one without HF_TOKEN), 403 `hub_forbidden` (gated, or the token refused), 422 `hub_not_onnx` (no ONNX export in the optimum layout), 409 `download_busy`, 502 `hub_unreachable`, 502 `download_failed` (a file failed its hash check or the connection kept failing), 507 `insufficient_storage`.
+         *
+         *     **Progress as server-sent events.** Send `Accept: text/event-stream`; request errors are still plain JSON, then events are `event: <name>` with one JSON `data:` line:
+         *     - `progress` `{ file, file_bytes, file_total, bytes, total, files_done, files_total }`: at most ten a second.
+         *     - `done` `PullResult`: the JSON answer. Last event.
+         *     - `error` `Error`: e.g. `download_failed`, `hub_unreachable`. Last event.
+         *     A `: heartbeat` comment comes every 10 s. Closing the connection leaves the pull; it stops when no request waits for it any more, keeping what was downloaded for the next pull.
+         */
+        post: operations["pullModel"];
         delete?: never;
         options?: never;
         head?: never;
@@ -78,6 +146,170 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/sdapi/v1/txt2img": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * AUTOMATIC1111 txt2img
+         * @description A1111's `POST /sdapi/v1/txt2img` on sdx's engine: `images` (PNG base64, each with its A1111 infotext in the `parameters` chunk), `parameters` (the request echoed) and `info` (JSON text of `A1111Info`: `all_seeds`, `infotexts`, …, plus `sdx_warnings`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images (queued like a /v1 request); image i of iteration j has seed + j × batch_size + i, and gives the same PNG as `POST /v1/generate` with the same parameters. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (enable_hr, tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
+         */
+        post: operations["a1111Txt2img"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/sd-models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * AUTOMATIC1111 checkpoint list
+         * @description The loadable models of `GET /v1/models` as A1111's SDModelItem list. `title` is A1111's "<file> [<hash10>]" once sdx knows the hash (after a model's first load), else the file name, as in A1111.
+         */
+        get: operations["a1111SdModels"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/samplers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * AUTOMATIC1111 sampler list
+         * @description sdx's samplers under A1111's names, with A1111's aliases (plus sdx's scheduler_type name) and options.
+         */
+        get: operations["a1111Samplers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/schedulers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * AUTOMATIC1111 schedule type list
+         * @description The schedule types sdx offers for `scheduler`: automatic and karras.
+         */
+        get: operations["a1111Schedulers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * AUTOMATIC1111 settings
+         * @description The A1111 settings sdx has: the default model's title and hash, the clip skip of A1111 requests, and fixed values of settings that would change an image in A1111 (so a client can see what sdx does).
+         */
+        get: operations["a1111GetOptions"];
+        put?: never;
+        /**
+         * Change AUTOMATIC1111 settings
+         * @description `sd_model_checkpoint` makes that model the server's default (for /v1 requests too) and answers once it has loaded, as A1111 does; `CLIP_stop_at_last_layers` sets the clip skip of A1111 requests. Fixed settings must keep their value (422 naming the key); other keys are accepted, not applied, and listed in the `X-Sdx-Ignored-Options` header. Answers `null`, as A1111 does. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
+         */
+        post: operations["a1111SetOptions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/progress": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * AUTOMATIC1111 progress
+         * @description A1111's ProgressResponse: the oldest running A1111 txt2img (iteration `job_no` of `job_count`, `sampling_step` of `sampling_steps`), else a running /v1 generation, else idle (progress 0, job_count 0). `current_image` is always null: sdx makes no previews.
+         */
+        get: operations["a1111Progress"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/interrupt": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * AUTOMATIC1111 interrupt
+         * @description Stops whatever runs, as A1111's does: every running generation (/v1 ones too) stops before its next step, and A1111 txt2img calls start no further iterations. An interrupted txt2img still answers 200 with the images of its finished iterations. Answers `{}`.
+         */
+        post: operations["a1111Interrupt"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/skip": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * AUTOMATIC1111 skip
+         * @description A1111 txt2img calls drop their running iteration (its images are not returned) and go on with the next. /v1 generations are not affected. Answers `{}`.
+         */
+        post: operations["a1111Skip"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/generate": {
         parameters: {
             query?: never;
@@ -94,6 +326,7 @@ export interface paths {
          *     **Progress as server-sent events.** Send `Accept: text/event-stream` to get `text/event-stream` instead of JSON. Request errors (422, 429, 503) are still plain JSON answers; once the stream starts, events are `event: <name>` with one JSON `data:` line:
          *     - `queued` `{ position }`: place in the queue (1 = next, 0 = runs now); sent first and whenever it changes.
          *     - `started` `{}`: the generation holds a slot and the engine starts.
+         *     - `loading` `{ model }`: the requested model is not loaded and loads now (its time is `timings.load_ms`).
          *     - `step` `{ image, step, total, elapsed_ms, eta_ms }`: a denoising step finished (a batch is denoised together; `image` is the first image's index).
          *     - `image` `{ index, seed, png }`: a finished image, PNG base64.
          *     - `done` `{ metadata, warnings }`: the JSON answer's body without `images`. Last event.
@@ -118,7 +351,7 @@ export interface components {
             /** @description HTTP status, repeated. */
             status: number;
             /** @enum {string} */
-            code: "bad_request" | "unauthorized" | "forbidden_host" | "validation_failed" | "not_found" | "payload_too_large" | "no_model" | "model_loading" | "model_unavailable" | "generation_failed" | "cancelled" | "queue_full" | "draining" | "internal";
+            code: "bad_request" | "unauthorized" | "forbidden_host" | "validation_failed" | "not_found" | "payload_too_large" | "no_model" | "model_loading" | "model_unavailable" | "generation_failed" | "cancelled" | "queue_full" | "draining" | "model_exists" | "download_busy" | "not_in_catalog" | "hub_not_found" | "hub_forbidden" | "hub_unreachable" | "hub_not_onnx" | "download_failed" | "insufficient_storage" | "internal";
             /** @description What went wrong and what to do about it. */
             message: string;
             /** @description Per-field problems of a rejected request. */
@@ -135,6 +368,7 @@ export interface components {
             status: "ok" | "loading" | "no_model" | "error" | "draining" | "stuck";
             /** @description A sentence on the state and, when no model is ready, what to do. */
             message: string;
+            /** @description The default model: what requests without `model` get. */
             model: {
                 name: string;
                 kind: ("sd1" | "sd2" | "sdxl") | null;
@@ -144,6 +378,19 @@ export interface components {
             /** @description sdx version. */
             version: string;
             onnxruntime_version: string;
+            /** @description The NVIDIA GPU in use (from nvidia-smi) when the CUDA provider runs; null on the CPU. */
+            gpu: {
+                /** @description The GPU's index as nvidia-smi numbers it. */
+                index: number;
+                /** @example NVIDIA H100 80GB HBM3 */
+                name: string;
+                memory_total_mib: number;
+                /** @description Memory in use on the device by all processes; null where the driver does not say (MIG). */
+                memory_used_mib: number | null;
+                driver_version: string;
+            } | null;
+            /** @description Models loaded now, most recently used first (at most --max-loaded-models). */
+            loaded_models: string[];
             /** @description Admission: what runs and waits now. */
             queue: {
                 /** @description Generations holding a slot. */
@@ -156,6 +403,10 @@ export interface components {
         };
         ModelList: {
             models_dir: string;
+            /** @description The model requests without `model` get; null when none is chosen. */
+            default_model: string | null;
+            /** @description Models kept loaded at once (--max-loaded-models). */
+            max_loaded_models: number;
             models: {
                 /** @description Folder name in the models directory; the model's only handle. */
                 name: string;
@@ -173,8 +424,12 @@ export interface components {
                 loadable: boolean;
                 /** @description Why the model cannot be loaded. */
                 problem: string | null;
-                /** @description Whether this is the model the server is serving. */
+                /** @description Whether the model is loaded now (requests for it start at once). */
                 loaded: boolean;
+                /** @description Whether requests that name no model get this one. */
+                default: boolean;
+                /** @description SHA-256 of the checkpoint file, or of an ONNX folder's sha256sum-style file manifest; null until the model has been loaded once (hashes are cached). */
+                hash: string | null;
                 /** @description The checkpoint's sidecar <name>.json, when it has one. */
                 sidecar: ({
                     /** @description The seed's "SD" or "SDXL". */
@@ -187,6 +442,74 @@ export interface components {
                     [key: string]: unknown;
                 }) | null;
             }[];
+        };
+        ModelCatalog: {
+            /**
+             * @description The hub pulls download from (HF_ENDPOINT).
+             * @example https://huggingface.co
+             */
+            hub: string;
+            models: {
+                /**
+                 * @description The name to pull it by, and its folder name in the models directory.
+                 * @example sd-turbo
+                 */
+                name: string;
+                /**
+                 * @description Hugging Face hub repository.
+                 * @example onnxruntime/sd-turbo
+                 */
+                repo: string;
+                /**
+                 * @description Branch, tag or commit downloaded.
+                 * @example main
+                 */
+                revision: string;
+                /** @enum {string} */
+                kind: "sd1" | "sd2" | "sdxl";
+                description: string;
+                /** @description About what a pull downloads (the ONNX files only); the exact sizes come from the hub. */
+                approx_size_bytes: number;
+                /** @description Whether a folder of that name is in the models directory. */
+                installed: boolean;
+            }[];
+        };
+        PullRequest: {
+            /**
+             * @description A catalog name (GET /v1/models/catalog), or any Hugging Face repository holding an ONNX export in the optimum layout, as `org/name` or `org/name@revision`.
+             * @example sd-turbo
+             * @example CompVis/stable-diffusion-v1-4@onnx
+             */
+            name: string;
+            /**
+             * @description Folder name in the models directory (letters, digits, '.', '-', '_'). Default: the catalog name, or the repository's name (with `-<revision>` when not main).
+             * @example sd14
+             */
+            folder?: string;
+        };
+        PullResult: {
+            /**
+             * @description The new model's name: its folder in the models directory.
+             * @example sd-turbo
+             */
+            name: string;
+            /** @example onnxruntime/sd-turbo */
+            repo: string;
+            /** @example main */
+            revision: string;
+            /** @description The commit the files came from. */
+            commit: string;
+            /** @description Files downloaded (the ONNX folder's; other formats and docs are skipped). */
+            files: number;
+            size_bytes: number;
+            /** @description Bytes kept from an earlier, interrupted pull. */
+            resumed_bytes: number;
+            /** @description Whether this request joined a pull of the same model already running. */
+            joined: boolean;
+            kind: ("sd1" | "sd2" | "sdxl") | null;
+            /** @description Whether the server can load it (see `problem` when not). */
+            loadable: boolean;
+            problem: string | null;
         };
         SchedulerList: {
             schedulers: {
@@ -219,6 +542,8 @@ export interface components {
         TokenizeRequest: {
             /** @description The prompt, as it would be sent to /v1/generate. */
             prompt: string;
+            /** @description Whose tokenizer to use, as in /v1/generate (default: the server's default model). */
+            model?: string;
             /**
              * @description As in /v1/generate.
              * @default a1111
@@ -248,9 +573,449 @@ export interface components {
                 text: string | null;
             };
         };
+        /**
+         * @description AUTOMATIC1111's StableDiffusionTxt2ImgProcessingAPI. Every field may be null (= its default). Fields A1111 does not have either are accepted, not applied, and named in `info.sdx_warnings` (A1111 ignores them silently). Examples: the A1111 wiki's two payloads, and what sdwebuiapi's WebUIApi.txt2img() posts.
+         * @example {
+         *       "prompt": "maltese puppy",
+         *       "steps": 5
+         *     }
+         * @example {
+         *       "prompt": "maltese puppy",
+         *       "steps": 5
+         *     }
+         * @example {
+         *       "prompt": "cirno",
+         *       "steps": 20,
+         *       "override_settings": {
+         *         "filter_nsfw": true,
+         *         "CLIP_stop_at_last_layers": 2
+         *       }
+         *     }
+         * @example {
+         *       "enable_hr": false,
+         *       "denoising_strength": 0.7,
+         *       "firstphase_width": 0,
+         *       "firstphase_height": 0,
+         *       "hr_scale": 2,
+         *       "hr_upscaler": "Latent",
+         *       "hr_second_pass_steps": 0,
+         *       "hr_resize_x": 0,
+         *       "hr_resize_y": 0,
+         *       "hr_checkpoint_name": null,
+         *       "hr_sampler_name": null,
+         *       "hr_scheduler": null,
+         *       "hr_prompt": "",
+         *       "hr_negative_prompt": "",
+         *       "prompt": "a lighthouse at dawn",
+         *       "styles": [],
+         *       "seed": 42,
+         *       "subseed": -1,
+         *       "subseed_strength": 0,
+         *       "seed_resize_from_h": 0,
+         *       "seed_resize_from_w": 0,
+         *       "sampler_name": "DPM++ 2M",
+         *       "scheduler": "karras",
+         *       "batch_size": 2,
+         *       "n_iter": 2,
+         *       "steps": 25,
+         *       "cfg_scale": 7,
+         *       "width": 512,
+         *       "height": 512,
+         *       "restore_faces": false,
+         *       "tiling": false,
+         *       "do_not_save_samples": false,
+         *       "do_not_save_grid": false,
+         *       "negative_prompt": "blurry",
+         *       "eta": 1,
+         *       "s_churn": 0,
+         *       "s_tmax": 0,
+         *       "s_tmin": 0,
+         *       "s_noise": 1,
+         *       "override_settings": {},
+         *       "override_settings_restore_afterwards": true,
+         *       "sampler_index": "DPM++ 2M",
+         *       "script_name": null,
+         *       "script_args": [],
+         *       "send_images": true,
+         *       "save_images": false,
+         *       "alwayson_scripts": {}
+         *     }
+         */
+        A1111Txt2ImgRequest: {
+            /** @description What to draw (A1111 prompt syntax: `(word:1.3)`, `[word]`, `BREAK`). Default: empty. */
+            prompt?: string | null;
+            /** @description What the image should not show. Default: empty. */
+            negative_prompt?: string | null;
+            /** @description A1111 prompt styles. sdx has none: a non-empty list is accepted and named in `info.sdx_warnings` (A1111 also skips style names it does not know). */
+            styles?: string[] | null;
+            /** @description Seed of the first image; -1 (the default) draws one at random. Image i of iteration j uses seed + j × batch_size + i (`info.all_seeds`). */
+            seed?: number | null;
+            /** @description Variation seed; only reported back (`info.all_subseeds`), -1 random. */
+            subseed?: number | null;
+            /** @description Variation strength. sdx has no variation seeds: only 0 (the default) is accepted. */
+            subseed_strength?: number | null;
+            /** @description Resize seed from height. Only 0 or -1 (off) is accepted. */
+            seed_resize_from_h?: number | null;
+            /** @description Resize seed from width. Only 0 or -1 (off) is accepted. */
+            seed_resize_from_w?: number | null;
+            /**
+             * @description A1111 sampler name (GET /sdapi/v1/samplers: name or alias, case-insensitive). A1111 ≥ 1.9 sends the schedule separately in `scheduler`; older clients write it into the name ("DPM++ 2M Karras"), which works too. A sampler sdx does not have is a 422 listing the ones it has. Default: `sampler_index`, else "Euler".
+             * @example DPM++ 2M
+             * @example Euler a
+             * @example DPM++ 2M Karras
+             */
+            sampler_name?: string | null;
+            /** @description Deprecated spelling of `sampler_name`, used when that is empty. */
+            sampler_index?: string | null;
+            /**
+             * @description Schedule type (GET /sdapi/v1/schedulers: name or label). sdx offers "automatic" and "karras". "automatic" (the default) is the sampler's own, as in A1111: Karras for DPM++ 2M and DPM2; A1111's Exponential for DPM++ 2M SDE is not in sdx, so there sdx keeps the sampler's diffusers schedule and says so in `info.sdx_warnings`. DDIM, PLMS and UniPC ignore the schedule, as in A1111.
+             * @example automatic
+             * @example karras
+             * @example Karras
+             */
+            scheduler?: string | null;
+            /** @description Images per iteration. Default: 1. */
+            batch_size?: number | null;
+            /** @description Iterations (A1111's batch count); each is one sdx generation of batch_size images, queued on its own. Default: 1. */
+            n_iter?: number | null;
+            /** @description Sampling steps. Default: 50, as in A1111. */
+            steps?: number | null;
+            /** @description Classifier-free guidance scale (sdx's guidance_scale). Default: 7. */
+            cfg_scale?: number | null;
+            /** @description Image width in pixels (a multiple of the model's own multiple, 64 for SD UNets). Default: 512, as in A1111. */
+            width?: number | null;
+            /** @description Image height in pixels (a multiple of the model's own multiple, 64 for SD UNets). Default: 512, as in A1111. */
+            height?: number | null;
+            /** @description Face restoration. sdx has none: true is accepted (the image is otherwise the same) and said in `info.sdx_warnings`. */
+            restore_faces?: boolean | null;
+            /** @description Seamless tiling. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. */
+            tiling?: boolean | null;
+            /** @description sdx never saves images on the server. */
+            do_not_save_samples?: boolean | null;
+            /** @description sdx never saves images on the server. */
+            do_not_save_grid?: boolean | null;
+            /** @description DDIM's η (0–1; A1111's eta_ddim). Euler a and DPM++ 2M SDE always run at η 1 in sdx (A1111's eta_ancestral default); another value there is said in `info.sdx_warnings`. Other samplers ignore it, as in A1111. */
+            eta?: number | null;
+            /** @description Used by the hires fix only; accepted and ignored. */
+            denoising_strength?: number | null;
+            /** @description A1111 NGMS; a value above 0 is said in `info.sdx_warnings`. */
+            s_min_uncond?: number | null;
+            /** @description k-diffusion churn; sdx's samplers run at 0 (a value above 0 is said in `info.sdx_warnings`). */
+            s_churn?: number | null;
+            /** @description k-diffusion churn range; accepted (churn is off). */
+            s_tmax?: number | null;
+            /** @description k-diffusion churn range; accepted (churn is off). */
+            s_tmin?: number | null;
+            /** @description k-diffusion noise multiplier; sdx's samplers run at 1 (another value is said in `info.sdx_warnings`). */
+            s_noise?: number | null;
+            /** @description A1111 settings for this request only. sd_model_checkpoint and CLIP_stop_at_last_layers are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`. */
+            override_settings?: ({
+                /**
+                 * @description The checkpoint for this request only: a title ("name.safetensors [hash10]"), model name, file name, short hash or SHA-256 from GET /sdapi/v1/sd-models, matched leniently as A1111 does. Never a path. An unknown one is a 422 (A1111 would fall back to the current model).
+                 * @example v1-5-pruned-emaonly.safetensors [6ce0161689]
+                 * @example v1-5-pruned-emaonly
+                 */
+                sd_model_checkpoint?: string | null;
+                /** @description Clip skip, counted as A1111 counts it (1 = last layer); sdx's clip_skip. */
+                CLIP_stop_at_last_layers?: number | null;
+            } & {
+                [key: string]: unknown;
+            }) | null;
+            /** @description Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model and CLIP_stop_at_last_layers the A1111 routes' default. */
+            override_settings_restore_afterwards?: boolean | null;
+            /** @description SDXL refiner. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. ("", "None" are off) */
+            refiner_checkpoint?: string | null;
+            /** @description Used with refiner_checkpoint only. */
+            refiner_switch_at?: number | null;
+            disable_extra_networks?: boolean | null;
+            /** @description Hires-fix first pass image. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. */
+            firstpass_image?: string | null;
+            comments?: {
+                [key: string]: unknown;
+            } | null;
+            /** @description Hires fix. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. Generate at the final size instead. The hr_* fields are accepted and ignored while it is off. */
+            enable_hr?: boolean | null;
+            firstphase_width?: number | null;
+            firstphase_height?: number | null;
+            hr_scale?: number | null;
+            hr_upscaler?: string | null;
+            hr_second_pass_steps?: number | null;
+            hr_resize_x?: number | null;
+            hr_resize_y?: number | null;
+            hr_checkpoint_name?: string | null;
+            hr_sampler_name?: string | null;
+            hr_scheduler?: string | null;
+            hr_prompt?: string | null;
+            hr_negative_prompt?: string | null;
+            /** @description A1111's task id; accepted and ignored. */
+            force_task_id?: string | null;
+            /** @description A1111 script. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. ("" is off) */
+            script_name?: string | null;
+            /** @description Arguments of script_name; ignored without it. */
+            script_args?: unknown[] | null;
+            /** @description false: `images` is empty. Default: true. */
+            send_images?: boolean | null;
+            /** @description sdx never saves on the server; true is said in `info.sdx_warnings`. */
+            save_images?: boolean | null;
+            /** @description A1111 extension scripts. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. ({} is off) */
+            alwayson_scripts?: {
+                [key: string]: unknown;
+            } | null;
+            /** @description Parameters as infotext. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. */
+            infotext?: string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * @description A1111's TextToImageResponse.
+         * @example {
+         *       "images": [
+         *         "iVBORw0KGgoAAAANSUhEUgAA…"
+         *       ],
+         *       "parameters": {
+         *         "prompt": "maltese puppy",
+         *         "steps": 5,
+         *         "seed": -1,
+         *         "n_iter": 1,
+         *         "batch_size": 1
+         *       },
+         *       "info": "{\"prompt\": \"maltese puppy\", \"all_prompts\": [\"maltese puppy\"], \"negative_prompt\": \"\", \"all_negative_prompts\": [\"\"], \"seed\": 1234, \"all_seeds\": [1234], \"subseed\": 99, \"all_subseeds\": [99], \"subseed_strength\": 0, \"width\": 512, \"height\": 512, \"sampler_name\": \"Euler\", \"cfg_scale\": 7, \"steps\": 5, \"batch_size\": 1, \"restore_faces\": false, \"face_restoration_model\": null, \"sd_model_name\": \"v1-5-pruned-emaonly\", \"sd_model_hash\": \"6ce0161689\", \"sd_vae_name\": null, \"sd_vae_hash\": null, \"seed_resize_from_w\": -1, \"seed_resize_from_h\": -1, \"denoising_strength\": null, \"extra_generation_params\": {\"Schedule type\": \"Automatic\"}, \"index_of_first_image\": 0, \"infotexts\": [\"maltese puppy\\nSteps: 5, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 1234, Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Model type: SD1, Clip skip: 1, Version: sdx 0.1.0\"], \"styles\": [], \"job_timestamp\": \"20250101120000\", \"clip_skip\": 1, \"is_using_inpainting_conditioning\": false, \"sdx_warnings\": []}"
+         *     }
+         */
+        A1111Txt2ImgResponse: {
+            /** @description The images, PNG base64 (no data: prefix), each carrying its infotext in the `parameters` text chunk. Empty with send_images false. */
+            images: string[];
+            /** @description The request as received, A1111's defaults filled in for the fields it leaves out. */
+            parameters: {
+                [key: string]: unknown;
+            };
+            /** @description JSON text of an `A1111Info` object (parse it with JSON.parse). */
+            info: string;
+        };
+        /** @description The JSON object inside a txt2img response's `info` string (A1111's Processed.js()), plus `sdx_warnings`. */
+        A1111Info: {
+            prompt: string;
+            all_prompts: string[];
+            negative_prompt: string;
+            all_negative_prompts: string[];
+            seed: number;
+            /** @description Every image's seed, iteration after iteration: seed + j × batch_size + i (mod 2³²). */
+            all_seeds: number[];
+            subseed: number;
+            all_subseeds: number[];
+            subseed_strength: number;
+            width: number;
+            height: number;
+            /** @description A1111's sampler name, without the schedule. */
+            sampler_name: string;
+            cfg_scale: number;
+            steps: number;
+            batch_size: number;
+            restore_faces: boolean;
+            face_restoration_model: null;
+            /** @description The sdx model name (A1111's model_name). */
+            sd_model_name: string;
+            /** @description First 10 hex digits of the SHA-256. */
+            sd_model_hash: string | null;
+            sd_vae_name: null;
+            sd_vae_hash: null;
+            seed_resize_from_w: number;
+            seed_resize_from_h: number;
+            denoising_strength: number | null;
+            extra_generation_params: {
+                /** @description "Automatic" or "Karras". */
+                "Schedule type": string;
+            } & {
+                [key: string]: unknown;
+            };
+            index_of_first_image: number;
+            /** @description Each returned image's infotext, the same text as its PNG `parameters` chunk. */
+            infotexts: string[];
+            styles: string[];
+            /** @description When the job started, YYYYMMDDhhmmss (server's local time). */
+            job_timestamp: string;
+            clip_skip: number;
+            is_using_inpainting_conditioning: boolean;
+            /** @description sdx's addition: one sentence for each request field or setting that was accepted but not applied, each sampler or schedule difference from A1111, and an interrupted or skipped iteration. A1111's response has no warnings field, so they travel here. */
+            sdx_warnings: string[];
+        };
+        /**
+         * @description The loadable models of GET /v1/models, as A1111's SDModelItem list.
+         * @example [
+         *       {
+         *         "title": "v1-5-pruned-emaonly.safetensors [6ce0161689]",
+         *         "model_name": "v1-5-pruned-emaonly",
+         *         "hash": "6ce0161689",
+         *         "sha256": "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa",
+         *         "filename": "v1-5-pruned-emaonly.safetensors",
+         *         "config": null
+         *       }
+         *     ]
+         */
+        A1111SdModels: {
+            /** @description A1111's title: "<file name> [<hash10>]", or the file name until the hash is known. */
+            title: string;
+            /** @description The sdx model name. */
+            model_name: string;
+            /** @description First 10 hex digits of the SHA-256; null until the model has been loaded once. */
+            hash: string | null;
+            sha256: string | null;
+            /** @description The file or folder name inside the models directory (never a full path). */
+            filename: string;
+            config: null;
+        }[];
+        /**
+         * @description The samplers sdx has, under A1111's names (SamplerItem).
+         * @example [
+         *       {
+         *         "name": "DPM++ 2M",
+         *         "aliases": [
+         *           "k_dpmpp_2m",
+         *           "dpmsolver++"
+         *         ],
+         *         "options": {
+         *           "scheduler": "karras"
+         *         }
+         *       }
+         *     ]
+         */
+        A1111Samplers: {
+            /** @description A1111's sampler name. */
+            name: string;
+            /** @description A1111's aliases, then sdx's own name (scheduler_type). */
+            aliases: string[];
+            /** @description A1111's sampler options (e.g. its default schedule). */
+            options: {
+                [key: string]: unknown;
+            };
+        }[];
+        /**
+         * @description The schedule types sdx has (SchedulerItem): automatic and karras.
+         * @example [
+         *       {
+         *         "name": "automatic",
+         *         "label": "Automatic",
+         *         "aliases": null,
+         *         "default_rho": -1,
+         *         "need_inner_model": false
+         *       },
+         *       {
+         *         "name": "karras",
+         *         "label": "Karras",
+         *         "aliases": null,
+         *         "default_rho": 7,
+         *         "need_inner_model": false
+         *       }
+         *     ]
+         */
+        A1111Schedulers: {
+            name: string;
+            label: string;
+            aliases: string[] | null;
+            default_rho: number;
+            need_inner_model: boolean;
+        }[];
+        /** @description The A1111 settings sdx has. sd_model_checkpoint and CLIP_stop_at_last_layers can be set; the others are fixed. */
+        A1111Options: {
+            /** @description Title of the server's default model (null while it has none). */
+            sd_model_checkpoint: string | null;
+            /** @description SHA-256 of the default model, once known. */
+            sd_checkpoint_hash: string | null;
+            /** @description Clip skip of A1111 requests that do not override it. */
+            CLIP_stop_at_last_layers: number;
+            /** @description Models kept loaded at once (--max-loaded-models); fixed. */
+            sd_checkpoints_limit: number;
+            /** @description Always the model's own VAE: "Automatic" ("None" is accepted too); fixed. */
+            sd_vae: string;
+            /** @description "png"; fixed. */
+            samples_format: string;
+            /** @description "CPU": noise is drawn as torch's CPU generator draws it; fixed. */
+            randn_source: string;
+            /** @description 0; fixed. */
+            eta_noise_seed_delta: number;
+            /** @description DDIM's η when a request sends no eta: 0; fixed. */
+            eta_ddim: number;
+            /** @description η of Euler a and DPM++ 2M SDE: 1; fixed. */
+            eta_ancestral: number;
+            /** @description 0; fixed. */
+            s_churn: number;
+            /** @description 0; fixed. */
+            s_tmin: number;
+            /** @description 0 (= infinity); fixed. */
+            s_tmax: number;
+            /** @description 1; fixed. */
+            s_noise: number;
+            /** @description 0; fixed. */
+            s_min_uncond: number;
+        };
+        /**
+         * @description Settings to change. The fixed settings of GET /sdapi/v1/options must keep their value (422 naming the key otherwise). Any other key is accepted and not applied (A1111's UI settings), and named in the `X-Sdx-Ignored-Options` response header.
+         * @example {
+         *       "sd_model_checkpoint": "v1-5-pruned-emaonly.safetensors [6ce0161689]",
+         *       "CLIP_stop_at_last_layers": 2
+         *     }
+         */
+        A1111OptionsUpdate: {
+            /** @description Makes this model the server's default (for /v1 requests too) and loads it; answers once it has loaded, as A1111 does. Matched like override_settings.sd_model_checkpoint; an unknown one is a 422. */
+            sd_model_checkpoint?: string | null;
+            /** @description Clip skip for A1111 requests that do not override it. */
+            CLIP_stop_at_last_layers?: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * @description A1111's ProgressResponse for the oldest running A1111 txt2img, else for a running /v1 generation, else idle (progress 0, job_count 0).
+         * @example {
+         *       "progress": 0.51,
+         *       "eta_relative": 2.4,
+         *       "state": {
+         *         "skipped": false,
+         *         "interrupted": false,
+         *         "stopping_generation": false,
+         *         "job": "Batch 2 out of 2",
+         *         "job_count": 2,
+         *         "job_timestamp": "20250101120000",
+         *         "job_no": 1,
+         *         "sampling_step": 0,
+         *         "sampling_steps": 20
+         *       },
+         *       "current_image": null,
+         *       "textinfo": null
+         *     }
+         */
+        A1111Progress: {
+            /** @description 0 to 1, A1111's formula (0.01 + finished iterations + the running one's steps). */
+            progress: number;
+            /** @description Estimated seconds left. */
+            eta_relative: number;
+            state: {
+                skipped: boolean;
+                interrupted: boolean;
+                stopping_generation: boolean;
+                /** @description e.g. "Batch 2 out of 3"; "" when idle. */
+                job: string;
+                /** @description Iterations of the job (0 when idle). */
+                job_count: number;
+                job_timestamp: string;
+                /** @description The running iteration, from 0. */
+                job_no: number;
+                sampling_step: number;
+                sampling_steps: number;
+            };
+            /** @description sdx makes no previews. */
+            current_image: null;
+            textinfo: string | null;
+        };
+        /** @description An empty object, as A1111 answers. */
+        A1111Empty: Record<string, never>;
         GenerateRequest: {
             /** @description What to draw. May be empty (unconditional generation). */
             prompt: string;
+            /**
+             * @description A model name from GET /v1/models (never a path). Default: the server's default model. A model that is not loaded is loaded first (the `loading` event of the stream, `timings.load_ms`); the least recently used one is unloaded when more than `--max-loaded-models` would be.
+             * @example stable-diffusion-v1-5
+             */
+            model?: string;
             /** @description What the image should not show. Used with guidance_scale > 1. */
             negative_prompt?: string;
             /** @description What SDXL's second text encoder (OpenCLIP bigG) reads. Omitted or empty: the prompt, as in diffusers. SDXL only; on an SD 1.x/2.x model it has no effect and says so in warnings. */
@@ -335,6 +1100,8 @@ export interface components {
                     name: string;
                     /** @enum {string} */
                     kind: "sd1" | "sd2" | "sdxl";
+                    /** @description SHA-256 of the checkpoint file (AUTOMATIC1111's and Civitai's model hash; its first 10 digits are the infotext's `Model hash`), or of an ONNX folder's sha256sum-style file manifest. */
+                    hash: string;
                 };
                 /** @description Every parameter as the engine applied it, defaults filled in. */
                 parameters: {
@@ -436,6 +1203,8 @@ export interface components {
                 timesteps: number[];
                 timings: {
                     queue_ms: number;
+                    /** @description Time spent loading the model for this request (0 when it was loaded). */
+                    load_ms: number;
                     encode_ms: number;
                     denoise_ms: number;
                     decode_ms: number;
@@ -484,6 +1253,31 @@ export interface operations {
             };
         };
     };
+    metrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The metrics, as Prometheus scrapes them. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example # HELP sdx_steps_total Denoising steps completed.
+                     *     # TYPE sdx_steps_total counter
+                     *     sdx_steps_total 120
+                     */
+                    "text/plain": string;
+                };
+            };
+        };
+    };
     listModels: {
         parameters: {
             query?: never;
@@ -499,6 +1293,111 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ModelList"];
+                };
+            };
+        };
+    };
+    listCatalog: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelCatalog"];
+                };
+            };
+        };
+    };
+    pullModel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PullRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PullResult"];
+                };
+            };
+            /** @description Every error response. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -568,6 +1467,358 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    a1111Txt2img: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["A1111Txt2ImgRequest"];
+            };
+        };
+        responses: {
+            /**
+             * @description A1111's TextToImageResponse.
+             * @example {
+             *       "images": [
+             *         "iVBORw0KGgoAAAANSUhEUgAA…"
+             *       ],
+             *       "parameters": {
+             *         "prompt": "maltese puppy",
+             *         "steps": 5,
+             *         "seed": -1,
+             *         "n_iter": 1,
+             *         "batch_size": 1
+             *       },
+             *       "info": "{\"prompt\": \"maltese puppy\", \"all_prompts\": [\"maltese puppy\"], \"negative_prompt\": \"\", \"all_negative_prompts\": [\"\"], \"seed\": 1234, \"all_seeds\": [1234], \"subseed\": 99, \"all_subseeds\": [99], \"subseed_strength\": 0, \"width\": 512, \"height\": 512, \"sampler_name\": \"Euler\", \"cfg_scale\": 7, \"steps\": 5, \"batch_size\": 1, \"restore_faces\": false, \"face_restoration_model\": null, \"sd_model_name\": \"v1-5-pruned-emaonly\", \"sd_model_hash\": \"6ce0161689\", \"sd_vae_name\": null, \"sd_vae_hash\": null, \"seed_resize_from_w\": -1, \"seed_resize_from_h\": -1, \"denoising_strength\": null, \"extra_generation_params\": {\"Schedule type\": \"Automatic\"}, \"index_of_first_image\": 0, \"infotexts\": [\"maltese puppy\\nSteps: 5, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 1234, Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Model type: SD1, Clip skip: 1, Version: sdx 0.1.0\"], \"styles\": [], \"job_timestamp\": \"20250101120000\", \"clip_skip\": 1, \"is_using_inpainting_conditioning\": false, \"sdx_warnings\": []}"
+             *     }
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Txt2ImgResponse"];
+                };
+            };
+            /** @description Every error response. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    a1111SdModels: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description The loadable models of GET /v1/models, as A1111's SDModelItem list.
+             * @example [
+             *       {
+             *         "title": "v1-5-pruned-emaonly.safetensors [6ce0161689]",
+             *         "model_name": "v1-5-pruned-emaonly",
+             *         "hash": "6ce0161689",
+             *         "sha256": "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa",
+             *         "filename": "v1-5-pruned-emaonly.safetensors",
+             *         "config": null
+             *       }
+             *     ]
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111SdModels"];
+                };
+            };
+        };
+    };
+    a1111Samplers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description The samplers sdx has, under A1111's names (SamplerItem).
+             * @example [
+             *       {
+             *         "name": "DPM++ 2M",
+             *         "aliases": [
+             *           "k_dpmpp_2m",
+             *           "dpmsolver++"
+             *         ],
+             *         "options": {
+             *           "scheduler": "karras"
+             *         }
+             *       }
+             *     ]
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Samplers"];
+                };
+            };
+        };
+    };
+    a1111Schedulers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description The schedule types sdx has (SchedulerItem): automatic and karras.
+             * @example [
+             *       {
+             *         "name": "automatic",
+             *         "label": "Automatic",
+             *         "aliases": null,
+             *         "default_rho": -1,
+             *         "need_inner_model": false
+             *       },
+             *       {
+             *         "name": "karras",
+             *         "label": "Karras",
+             *         "aliases": null,
+             *         "default_rho": 7,
+             *         "need_inner_model": false
+             *       }
+             *     ]
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Schedulers"];
+                };
+            };
+        };
+    };
+    a1111GetOptions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The A1111 settings sdx has. sd_model_checkpoint and CLIP_stop_at_last_layers can be set; the others are fixed. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Options"];
+                };
+            };
+        };
+    };
+    a1111SetOptions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["A1111OptionsUpdate"];
+            };
+        };
+        responses: {
+            /** @description `null`, as A1111 answers. */
+            200: {
+                headers: {
+                    /** @description The keys that were accepted and not applied, comma-separated (absent when none). */
+                    "X-Sdx-Ignored-Options"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description Error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    a1111Progress: {
+        parameters: {
+            query?: {
+                /** @description Accepted; sdx makes no previews, so current_image is always null. */
+                skip_current_image?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description A1111's ProgressResponse for the oldest running A1111 txt2img, else for a running /v1 generation, else idle (progress 0, job_count 0).
+             * @example {
+             *       "progress": 0.51,
+             *       "eta_relative": 2.4,
+             *       "state": {
+             *         "skipped": false,
+             *         "interrupted": false,
+             *         "stopping_generation": false,
+             *         "job": "Batch 2 out of 2",
+             *         "job_count": 2,
+             *         "job_timestamp": "20250101120000",
+             *         "job_no": 1,
+             *         "sampling_step": 0,
+             *         "sampling_steps": 20
+             *       },
+             *       "current_image": null,
+             *       "textinfo": null
+             *     }
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Progress"];
+                };
+            };
+        };
+    };
+    a1111Interrupt: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An empty object, as A1111 answers. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Empty"];
+                };
+            };
+        };
+    };
+    a1111Skip: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An empty object, as A1111 answers. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Empty"];
                 };
             };
         };

@@ -121,8 +121,17 @@ export const docsPlugin = (limits: Limits = DEFAULT_LIMITS) =>
           security: [{ bearer: [] }],
           tags: [
             { name: "generate", description: "Text to image" },
-            { name: "models", description: "What the models directory holds" },
-            { name: "health", description: "Server state" },
+            {
+              name: "models",
+              description:
+                "What the models directory holds, and ready ONNX models pulled from the Hugging Face hub into it",
+            },
+            { name: "health", description: "Server state and Prometheus metrics" },
+            {
+              name: "automatic1111",
+              description:
+                "AUTOMATIC1111's web UI API (/sdapi/v1): txt2img, models, samplers, schedulers, options, progress and interrupt in its JSON shapes, for existing A1111 clients",
+            },
           ],
         },
       }),

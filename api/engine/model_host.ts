@@ -2,9 +2,12 @@
  * Holds the model the server serves: which one was chosen, its loading state, and the engine worker that
  * owns its onnxruntime sessions. Generations run one at a time, on the worker's thread, never on the HTTP one.
  */
+
+import { join } from "node:path";
 import { ServerMetrics } from "../metrics/service.ts";
 import { Admission, type Ticket } from "./admission.ts";
 import { type ModelEntry, scanModelsDir } from "./model_folder.ts";
+import { modelHash } from "./model_hash.ts";
 import type { ExecutionProvider } from "./onnx/runtime.ts";
 import {
   type GenerateHooks,
@@ -21,24 +24,52 @@ import type { Offload } from "./worker/protocol.ts";
 export type HostState =
   | { status: "no_model"; message: string }
   | { status: "loading"; entry: ModelEntry; message: string }
-  | {
-      status: "ready";
-      entry: ModelEntry;
-      capabilities: ModelCapabilities;
-      tokenizer: ClipTokenizer;
-      loadMs: number;
-    }
+  | ({ status: "ready"; entry: ModelEntry } & LoadedModel)
+  /** Chosen but not loaded now (evicted for other models): it loads with the next request that needs it. */
+  | { status: "idle"; entry: ModelEntry; message: string }
   | { status: "error"; entry: ModelEntry; message: string };
+
+/** A model whose sessions live in the engine worker. */
+export interface LoadedModel {
+  entry: ModelEntry;
+  capabilities: ModelCapabilities;
+  /** The server thread's own tokenizer, to check and count prompts without asking the worker. */
+  tokenizer: ClipTokenizer;
+  loadMs: number;
+  /** SHA-256 of the checkpoint file, or of an ONNX folder's file manifest (see model_hash.ts). */
+  hash: string;
+}
+
+export const WARM_UP_MODES = ["auto", "on", "off"] as const;
+export type WarmUpMode = (typeof WARM_UP_MODES)[number];
 
 export class ModelNotFoundError extends Error {
   override name = "ModelNotFoundError";
 }
 
+/** A model that was found but could not be loaded. */
+export class ModelLoadFailed extends Error {
+  override name = "ModelLoadFailed";
+  constructor(
+    readonly entry: ModelEntry,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 export interface ModelHostOptions {
   modelsDir: string;
   provider: ExecutionProvider;
-  /** The model to serve; when absent the only loadable model is chosen. */
+  /** The model to serve when a request names none; when absent the only loadable model is chosen. */
   model?: string;
+  /** Models kept loaded at once, least recently used evicted first (default 1 on a GPU, 2 on the CPU). */
+  maxLoadedModels?: number;
+  /**
+   * One short generation at the native size right after the startup load, so the first request is not slow
+   * (onnxruntime's first-run allocations, cuDNN's algorithm search): "auto" (default) on CUDA only.
+   */
+  warmUp?: WarmUpMode;
   /** Generations that run at once (default 1). */
   concurrency?: number;
   /** Generations that may wait for a slot (default 16); more are refused at once. */
@@ -47,13 +78,47 @@ export interface ModelHostOptions {
   stepTimeoutMs?: number;
 }
 
-/** A generation holding a slot, as /health sees it. */
+/** A generation running on the engine, as /health and progress reports see it. */
 interface RunningJob {
+  model: string;
+  startedAt: number;
   lastProgress: number;
+  step: number;
+  total: number;
+  /** Stops it before its next step (see `interrupt`). */
+  controller: AbortController;
 }
 
+/** What a running generation has done so far. */
+export interface JobProgress {
+  model: string;
+  step: number;
+  /** Steps of the whole run (0 until the first step is reported). */
+  total: number;
+  elapsedMs: number;
+}
+
+/** A loaded model's place in the cache: generations using it now, and when it was last used. */
+interface CacheSlot {
+  model: LoadedModel;
+  users: number;
+  lastUsed: number;
+}
+
+/** How long a scan of the models directory is reused before the folder is read again, ms. */
+const SCAN_TTL_MS = 2000;
+
 export class ModelHost {
-  private current: HostState = { status: "no_model", message: "sdx is starting." };
+  /** The model a request without `model` gets; null until one is chosen. */
+  private defaultName: string | null = null;
+  private noModelMessage = "sdx is starting.";
+  private readonly cache = new Map<string, CacheSlot>();
+  private readonly loading = new Map<string, Promise<LoadedModel>>();
+  /** Why each model that failed to load did, until it loads. */
+  private readonly failures = new Map<string, string>();
+  /** Entries of models chosen or requested, so the state can name them without a scan. */
+  private readonly known = new Map<string, ModelEntry>();
+  private scanned: { at: number; entries: Promise<ModelEntry[]> } | null = null;
   private worker: EngineWorker | null = null;
   private activeProvider: ExecutionProvider;
   /** Why the host runs on a different provider than it was given, when it does. */
@@ -61,12 +126,14 @@ export class ModelHost {
 
   readonly admission: Admission;
   readonly metrics: ServerMetrics;
+  readonly maxLoadedModels: number;
   private readonly jobs = new Set<RunningJob>();
   /** Moving average of recent step times, ms; null before the first step. */
   private stepMsAverage: number | null = null;
 
   constructor(readonly options: ModelHostOptions) {
     this.activeProvider = options.provider;
+    this.maxLoadedModels = options.maxLoadedModels ?? (options.provider === "cpu" ? 2 : 1);
     this.metrics = new ServerMetrics(() => this.admission);
     this.admission = new Admission({
       concurrency: options.concurrency ?? 1,
@@ -97,64 +164,177 @@ export class ModelHost {
     return this.activeProvider;
   }
 
+  /** Where model hashes and built graphs are cached. */
+  get cacheDir(): string {
+    return join(this.options.modelsDir, ".sdx-cache");
+  }
+
+  /** The default model's state: what a request without `model` meets, and what /health reports. */
   get state(): HostState {
-    return this.current;
+    const name = this.defaultName;
+    if (name === null) return { status: "no_model", message: this.noModelMessage };
+    const slot = this.cache.get(name);
+    if (slot) return { status: "ready", ...slot.model };
+    const entry = this.known.get(name);
+    if (!entry) return { status: "no_model", message: this.noModelMessage };
+    const failure = this.failures.get(name);
+    if (failure !== undefined) return { status: "error", entry, message: failure };
+    if (this.loading.has(name))
+      return { status: "loading", entry, message: `Model ${name} is loading; try again in a moment.` };
+    return {
+      status: "idle",
+      entry,
+      message: `Serving ${name} (not loaded now: the ${this.maxLoadedModels} most recently used models stay loaded; it loads with the next request that needs it).`,
+    };
   }
 
-  list(): Promise<ModelEntry[]> {
-    return scanModelsDir(this.options.modelsDir);
+  /** The name of the default model, or null. */
+  get defaultModel(): string | null {
+    return this.defaultName;
   }
 
-  /** Chooses the model and loads it; resolves once loading has finished, successfully or not. */
+  /** Names of the models loaded now, most recently used first. */
+  get loadedModels(): string[] {
+    return [...this.cache.entries()].sort((a, b) => b[1].lastUsed - a[1].lastUsed).map(([name]) => name);
+  }
+
+  /** The loaded model of that name, without loading anything. */
+  loadedModel(name: string): LoadedModel | null {
+    return this.cache.get(name)?.model ?? null;
+  }
+
+  /** The models in the models directory (a scan at most every couple of seconds). */
+  list(options: { fresh?: boolean } = {}): Promise<ModelEntry[]> {
+    const now = performance.now();
+    if (options.fresh || !this.scanned || now - this.scanned.at > SCAN_TTL_MS) {
+      this.scanned = { at: now, entries: scanModelsDir(this.options.modelsDir) };
+    }
+    return this.scanned.entries;
+  }
+
+  /**
+   * The entry of a model to serve, by name: ModelNotFoundError naming what exists when there is none such, or
+   * when it cannot be loaded. The folder is read again before a name is declared unknown.
+   */
+  async find(name: string): Promise<ModelEntry> {
+    let entries = await this.list();
+    let entry = entries.find((e) => e.name === name);
+    if (!entry) {
+      entries = await this.list({ fresh: true });
+      entry = entries.find((e) => e.name === name);
+    }
+    if (!entry) {
+      const names = entries.map((e) => e.name);
+      throw new ModelNotFoundError(
+        `no model named "${name}" in ${this.options.modelsDir}; ${names.length ? `models there: ${names.join(", ")}` : "that folder holds no models"}`,
+      );
+    }
+    if (entry.problem !== null)
+      throw new ModelNotFoundError(`model "${entry.name}" cannot be loaded: ${entry.problem}`);
+    this.known.set(entry.name, entry);
+    return entry;
+  }
+
+  /** Chooses the default model and loads it; resolves once loading has finished, successfully or not. */
   async start(): Promise<void> {
     const entry = await this.choose();
     if (entry) await this.load(entry);
   }
 
   /**
-   * The model to serve: the one named by `model` (ModelNotFoundError, naming what exists, when there is
-   * none such), else the only loadable one. With none, the state becomes no_model with what to do.
+   * The default model: the one named by `model` (ModelNotFoundError, naming what exists, when there is none
+   * such), else the only loadable one. With none, the state becomes no_model with what to do.
    */
   async choose(): Promise<ModelEntry | null> {
-    const entries = await this.list();
-    const loadable = entries.filter((e) => e.problem === null);
-    const dir = this.options.modelsDir;
     if (this.options.model !== undefined) {
-      const entry = entries.find((e) => e.name === this.options.model);
-      if (!entry) {
-        const names = entries.map((e) => e.name);
-        throw new ModelNotFoundError(
-          `no model named "${this.options.model}" in ${dir}; ${names.length ? `models there: ${names.join(", ")}` : "that folder holds no models"}`,
-        );
-      }
-      if (entry.problem !== null)
-        throw new ModelNotFoundError(`model "${entry.name}" cannot be loaded: ${entry.problem}`);
+      const entry = await this.find(this.options.model);
+      this.defaultName = entry.name;
       return entry;
     }
+    const loadable = (await this.list({ fresh: true })).filter((e) => e.problem === null);
+    const dir = this.options.modelsDir;
     const only = loadable[0];
-    if (loadable.length === 1 && only) return only;
-    this.current = {
-      status: "no_model",
-      message:
-        loadable.length === 0
-          ? `No loadable model in ${dir}. Put a Stable Diffusion model there (a single-file .safetensors checkpoint, or an ONNX folder in the layout \`optimum-cli export onnx\` writes), or start the server with --models-dir DIR.`
-          : `${loadable.length} models in ${dir} (${loadable.map((e) => e.name).join(", ")}): start the server with --model NAME or SDX_MODEL=NAME to choose one.`,
-    };
+    if (loadable.length === 1 && only) {
+      this.known.set(only.name, only);
+      this.defaultName = only.name;
+      return only;
+    }
+    this.noModelMessage =
+      loadable.length === 0
+        ? `No loadable model in ${dir}. Put a Stable Diffusion model there (a single-file .safetensors checkpoint, or an ONNX folder in the layout \`optimum-cli export onnx\` writes), download one (\`sdx models pull NAME\` or POST /v1/models/pull; \`sdx models catalog\` lists ready ones), or start the server with --models-dir DIR.`
+        : `${loadable.length} models in ${dir} (${loadable.map((e) => e.name).join(", ")}): send "model" with each request, or start the server with --model NAME or SDX_MODEL=NAME to choose a default.`;
     return null;
   }
 
+  /** Makes `entry` the default model and loads it; failures are kept in the state, not thrown. */
   async load(entry: ModelEntry): Promise<void> {
-    this.current = {
-      status: "loading",
-      entry,
-      message: `Model ${entry.name} is loading; try again in a moment.`,
-    };
+    this.known.set(entry.name, entry);
+    this.defaultName = entry.name;
+    try {
+      const model = await this.acquire(entry, { warmUp: this.warmsUp });
+      this.release(model);
+    } catch {
+      // The state says why (status "error").
+    }
+  }
+
+  /**
+   * The model loaded and pinned for one generation: loaded on demand (one load shared by every request
+   * that waits for it), least recently used idle models evicted to stay within `maxLoadedModels`. Every
+   * acquire is paired with a `release`. A model that fails to load throws ModelLoadFailed.
+   */
+  async acquire(entry: ModelEntry, options: { warmUp?: boolean } = {}): Promise<LoadedModel> {
+    this.known.set(entry.name, entry);
+    const slot = this.cache.get(entry.name);
+    if (slot) {
+      slot.users++;
+      slot.lastUsed = performance.now();
+      return slot.model;
+    }
+    let pending = this.loading.get(entry.name);
+    if (!pending) {
+      pending = this.loadModel(entry, options.warmUp ?? false).finally(() => this.loading.delete(entry.name));
+      this.loading.set(entry.name, pending);
+    }
+    const model = await pending;
+    return this.acquire(model.entry);
+  }
+
+  /** Unpins a model acquired for a generation, evicting idle models beyond the cache's bound. */
+  release(model: LoadedModel): void {
+    const slot = this.cache.get(model.entry.name);
+    if (slot && slot.model === model) slot.users = Math.max(0, slot.users - 1);
+    void this.evict();
+  }
+
+  private async evict(keep: number = this.maxLoadedModels): Promise<void> {
+    const idle = [...this.cache.entries()]
+      .filter(([, slot]) => slot.users === 0)
+      .sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    let excess = this.cache.size - keep;
+    for (const [name] of idle) {
+      if (excess <= 0) break;
+      this.cache.delete(name);
+      excess--;
+      await this.worker?.unload(name).catch(() => {});
+    }
+  }
+
+  /** Whether the startup load is followed by a warm-up generation. */
+  private get warmsUp(): boolean {
+    const mode = this.options.warmUp ?? "auto";
+    return mode === "on" || (mode === "auto" && this.activeProvider === "cuda");
+  }
+
+  private async loadModel(entry: ModelEntry, warmUp: boolean): Promise<LoadedModel> {
+    this.failures.delete(entry.name);
+    // Make room first, so a full cache never holds one model more than its bound while this one loads.
+    await this.evict(this.maxLoadedModels - 1);
     try {
       this.worker ??= new EngineWorker();
-      const { capabilities, tokenizerDir, loadMs, checkpointGraphs } = await this.loadOnWorker(
-        this.worker,
-        entry,
-      );
+      const hashing = modelHash(entry, this.cacheDir);
+      const loaded = await this.loadOnWorker(this.worker, entry, warmUp);
+      const { capabilities, tokenizerDir, loadMs, checkpointGraphs } = loaded;
       if (checkpointGraphs) {
         console.log(
           checkpointGraphs.reused
@@ -162,23 +342,27 @@ export class ModelHost {
             : `sdx: ${entry.name}: built ONNX graphs from the checkpoint in ${Math.round(checkpointGraphs.buildMs)} ms`,
         );
       }
-      // The server thread keeps its own tokenizer to check and count prompts without asking the worker.
+      if (loaded.warmUp) {
+        const { ms, size } = loaded.warmUp;
+        console.log(`sdx: ${entry.name}: warmed up at ${size}×${size} in ${Math.round(ms)} ms`);
+      }
       const tokenizer = await ClipTokenizer.fromDir(tokenizerDir);
-      this.current = { status: "ready", entry, capabilities, tokenizer, loadMs };
+      const model: LoadedModel = { entry, capabilities, tokenizer, loadMs, hash: await hashing };
+      this.cache.set(entry.name, { model, users: 0, lastUsed: performance.now() });
       this.metrics.modelLoadSeconds = loadMs / 1000;
+      this.metrics.modelLoads.inc({ model: entry.name });
+      return model;
     } catch (e) {
-      this.current = {
-        status: "error",
-        entry,
-        message: `Model ${entry.name} failed to load: ${(e as Error).message}`,
-      };
+      const message = `Model ${entry.name} failed to load: ${(e as Error).message}`;
+      this.failures.set(entry.name, message);
+      throw new ModelLoadFailed(entry, message);
     }
   }
 
   /** Loads on the active provider; a CUDA provider that cannot start falls back to the CPU, once, saying why. */
-  private async loadOnWorker(worker: EngineWorker, entry: ModelEntry) {
+  private async loadOnWorker(worker: EngineWorker, entry: ModelEntry, warmUp: boolean) {
     try {
-      return await worker.load(entry, this.activeProvider);
+      return await worker.load(entry, this.activeProvider, warmUp);
     } catch (e) {
       if (
         this.activeProvider !== "cuda" ||
@@ -188,7 +372,8 @@ export class ModelHost {
       this.activeProvider = "cpu";
       this.providerNote = `fell back to the CPU: ${(e as Error).message}`;
       console.warn(`sdx: execution provider cpu (${this.providerNote})`);
-      return worker.load(entry, this.activeProvider);
+      // "auto" warms up for CUDA only.
+      return worker.load(entry, this.activeProvider, warmUp && this.options.warmUp === "on");
     }
   }
 
@@ -205,24 +390,39 @@ export class ModelHost {
     }
   }
 
-  /** Runs one generation on the worker; the caller holds a slot (see `admit`). */
+  /** Runs one generation on the worker; the caller holds a slot (see `admit`) and the model (see `acquire`). */
   async execute(
+    model: LoadedModel,
     input: GenerateInput,
     hooks: GenerateHooks & { offload?: Offload } = {},
   ): Promise<{ output: GenerateOutput; entry: ModelEntry }> {
-    const state = this.current;
-    if (state.status !== "ready" || !this.worker) throw new Error(`model is not ready (${state.status})`);
-    const job: RunningJob = { lastProgress: performance.now() };
+    if (!this.worker || this.cache.get(model.entry.name)?.model !== model)
+      throw new Error(`model ${model.entry.name} is not loaded`);
+    const now = performance.now();
+    const job: RunningJob = {
+      model: model.entry.name,
+      startedAt: now,
+      lastProgress: now,
+      step: 0,
+      total: 0,
+      controller: new AbortController(),
+    };
     this.jobs.add(job);
     let last = job.lastProgress;
+    const signal = hooks.signal
+      ? AbortSignal.any([hooks.signal, job.controller.signal])
+      : job.controller.signal;
     try {
-      const output = await this.worker.generate(state.entry, input, hooks.offload ?? "none", {
+      const output = await this.worker.generate(model.entry, input, hooks.offload ?? "none", {
         ...hooks,
+        signal,
         onStep: (event) => {
           const now = performance.now();
           const ms = now - last;
           last = now;
           job.lastProgress = now;
+          job.step = event.step;
+          job.total = event.total;
           this.metrics.steps.inc();
           this.metrics.stepSeconds.observe(ms / 1000);
           this.stepMsAverage = this.stepMsAverage === null ? ms : 0.8 * this.stepMsAverage + 0.2 * ms;
@@ -230,7 +430,7 @@ export class ModelHost {
         },
       });
       this.metrics.images.inc({}, output.images.length);
-      return { output, entry: state.entry };
+      return { output, entry: model.entry };
     } catch (e) {
       if (e instanceof GenerationAborted) this.metrics.cancellations.inc({ where: "running" });
       else if (e instanceof GenerationFailed) this.metrics.failures.inc({ stage: e.stage ?? "unknown" });
@@ -240,25 +440,33 @@ export class ModelHost {
     }
   }
 
-  /** Admits, waits for a slot, runs and releases: one generation; `onStart` reports how long it waited. */
-  async run(
-    input: GenerateInput,
-    hooks: GenerateHooks & { onStart?(queueMs: number): void; offload?: Offload } = {},
-  ): Promise<{ output: GenerateOutput; entry: ModelEntry }> {
-    const enqueued = performance.now();
-    const ticket = this.admit(input.numSteps, hooks.signal);
-    try {
-      await ticket.started;
-      hooks.onStart?.(performance.now() - enqueued);
-      return await this.execute(input, hooks);
-    } finally {
-      ticket.release();
-    }
+  /** The generations running now, oldest first. */
+  progress(now = performance.now()): JobProgress[] {
+    return [...this.jobs].map((job) => ({
+      model: job.model,
+      step: job.step,
+      total: job.total,
+      elapsedMs: now - job.startedAt,
+    }));
+  }
+
+  /** Stops every running generation before its next step (they fail as cancelled); returns how many. */
+  interrupt(): number {
+    for (const job of this.jobs) job.controller.abort();
+    return this.jobs.size;
+  }
+
+  /** Makes the model the default for requests that name none, loading it; throws ModelLoadFailed. */
+  async setDefault(entry: ModelEntry): Promise<void> {
+    const model = await this.acquire(entry);
+    this.defaultName = entry.name;
+    this.release(model);
   }
 
   /** Stops the engine worker and with it every onnxruntime session. */
   close(): void {
     this.worker?.terminate();
     this.worker = null;
+    this.cache.clear();
   }
 }

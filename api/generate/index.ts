@@ -11,6 +11,7 @@ const STREAM_DESCRIPTION =
   "`event: <name>` with one JSON `data:` line:\n" +
   "- `queued` `{ position }`: place in the queue (1 = next, 0 = runs now); sent first and whenever it changes.\n" +
   "- `started` `{}`: the generation holds a slot and the engine starts.\n" +
+  "- `loading` `{ model }`: the requested model is not loaded and loads now (its time is `timings.load_ms`).\n" +
   "- `step` `{ image, step, total, elapsed_ms, eta_ms }`: a denoising step finished (a batch is denoised together; `image` is the first image's index).\n" +
   "- `image` `{ index, seed, png }`: a finished image, PNG base64.\n" +
   "- `done` `{ metadata, warnings }`: the JSON answer's body without `images`. Last event.\n" +

@@ -178,6 +178,15 @@ export const GenerateRequestSchema = t.Composite(
         maxLength: LIMITS.promptMaxChars,
         description: "What to draw. May be empty (unconditional generation).",
       }),
+      model: t.Optional(
+        t.String({
+          minLength: 1,
+          maxLength: 255,
+          description:
+            "A model name from GET /v1/models (never a path). Default: the server's default model. A model that is not loaded is loaded first (the `loading` event of the stream, `timings.load_ms`); the least recently used one is unloaded when more than `--max-loaded-models` would be.",
+          examples: ["stable-diffusion-v1-5"],
+        }),
+      ),
     }),
     GenerateParamsSchema,
   ],
@@ -259,7 +268,14 @@ export const GeneratedImageSchema = t.Object({
 });
 
 export const GenerateMetadataSchema = t.Object({
-  model: t.Object({ name: t.String(), kind: Enum(MODEL_KINDS) }),
+  model: t.Object({
+    name: t.String(),
+    kind: Enum(MODEL_KINDS),
+    hash: t.String({
+      description:
+        "SHA-256 of the checkpoint file (AUTOMATIC1111's and Civitai's model hash; its first 10 digits are the infotext's `Model hash`), or of an ONNX folder's sha256sum-style file manifest.",
+    }),
+  }),
   parameters: AppliedParamsSchema,
   seeds: t.Array(Type.Integer()),
   prompt_tokens: Type.Integer({ description: "CLIP tokens in the prompt (without start and end tokens)." }),
@@ -275,6 +291,9 @@ export const GenerateMetadataSchema = t.Object({
   timesteps: t.Array(t.Number(), { description: "The sampler's timesteps, in order." }),
   timings: t.Object({
     queue_ms: t.Number(),
+    load_ms: t.Number({
+      description: "Time spent loading the model for this request (0 when it was loaded).",
+    }),
     encode_ms: t.Number(),
     denoise_ms: t.Number(),
     decode_ms: t.Number(),

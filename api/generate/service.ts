@@ -1,6 +1,7 @@
 /** POST /v1/generate logic: resolve parameters against the model, say what will not take effect, run the engine. */
 import { AdmissionRefused, type Ticket } from "../engine/admission.ts";
-import type { ModelHost } from "../engine/model_host.ts";
+import type { ModelEntry } from "../engine/model_folder.ts";
+import type { LoadedModel, ModelHost } from "../engine/model_host.ts";
 import type { ModelKind } from "../engine/model_kinds.ts";
 import {
   type GenerateInput,
@@ -14,7 +15,7 @@ import { xlPromptTexts } from "../engine/pipeline/stable_diffusion_xl.ts";
 import { resolveSchedulerChoice, SCHEDULERS } from "../engine/schedulers/index.ts";
 import type { Offload } from "../engine/worker/protocol.ts";
 import { ApiError, type FieldError } from "../errors.ts";
-import { requireReady } from "../models/service.ts";
+import { requestedModel, withModel } from "../models/service.ts";
 import { tokenizeField } from "../tokenize/service.ts";
 import { VERSION } from "../version.ts";
 import type { AppliedParams, GenerateRequest, GenerateResponse } from "./model.ts";
@@ -279,7 +280,13 @@ export function warningsFor(
 /** AUTOMATIC1111's infotext, the `parameters` text of its PNGs, for one image. */
 const KIND_LABELS = { sd1: "SD1", sd2: "SD2", sdxl: "SDXL" } as const;
 
-export function infotext(p: AppliedParams, seed: number, modelName: string, kind: ModelKind | null): string {
+export function infotext(
+  p: AppliedParams,
+  seed: number,
+  modelName: string,
+  kind: ModelKind | null,
+  modelHash: string | null = null,
+): string {
   const quote = (v: string) => (/[,:"\n]/.test(v) ? JSON.stringify(v) : v);
   const entry = SCHEDULERS[p.scheduler_type];
   const fields: [string, string | number][] = [
@@ -289,6 +296,7 @@ export function infotext(p: AppliedParams, seed: number, modelName: string, kind
     ["CFG scale", p.guidance_scale],
     ["Seed", seed],
     ["Size", `${p.width}x${p.height}`],
+    ...(modelHash ? ([["Model hash", modelHash.slice(0, 10)]] as [string, string][]) : []),
     ["Model", modelName],
     ...(kind ? ([["Model type", KIND_LABELS[kind]]] as [string, string][]) : []),
     ["Clip skip", p.clip_skip],
@@ -313,6 +321,8 @@ export interface GenerateProgress {
   queued?(position: number): void;
   /** The request holds a slot and the engine starts. */
   started?(): void;
+  /** The model is not loaded and loads now, for this request. */
+  loading?(model: string): void;
   /** A denoising step finished; `elapsedMs` since the start, `etaMs` the estimated rest. */
   step?(event: { step: number; total: number; elapsedMs: number; etaMs: number }): void;
 }
@@ -331,7 +341,7 @@ export async function generateImages(
   progress: GenerateProgress = {},
   sizeRange?: ModelFacts["sizeRange"],
 ): Promise<GenerateResponse> {
-  return prepareGeneration(host, req, signal, sizeRange).run(progress);
+  return (await prepareGeneration(host, req, signal, sizeRange)).run(progress);
 }
 
 /** The admission error as the API says it: 429 with Retry-After, or 503 while draining. */
@@ -340,35 +350,35 @@ function refused(e: AdmissionRefused): ApiError {
   return new ApiError(429, "queue_full", e.message, undefined, { "retry-after": String(e.retryAfterS) });
 }
 
-/**
- * Checks the request against the model and admits it, synchronously: every 4xx/5xx that needs no engine (bad
- * parameters, no model, queue full, draining) is thrown here, before a streamed answer starts.
- */
-export function prepareGeneration(
+/** A request checked against its model: the parameters as applied and the engine's input. */
+interface CheckedRequest {
+  params: AppliedParams;
+  seeds: number[];
+  input: GenerateInput;
+  offload: Offload;
+}
+
+/** Checks a request against a loaded model: every 422 that depends on the model is thrown here. */
+function checkRequest(
   host: ModelHost,
+  model: LoadedModel,
   req: GenerateRequest,
-  signal?: AbortSignal,
   sizeRange?: ModelFacts["sizeRange"],
-): PreparedGeneration {
-  const ready = requireReady(host);
-  const { entry, capabilities } = ready;
+): CheckedRequest {
+  const { entry, capabilities, tokenizer } = model;
   const params = resolveParams(req, { ...entry, capabilities, ...(sizeRange ? { sizeRange } : {}) });
   // Prompts are checked here, on the server thread, so a malformed one never reaches the engine.
-  const cond = tokenizeField(ready.tokenizer, "prompt", params.prompt, params.prompt_syntax);
-  const uncond = tokenizeField(
-    ready.tokenizer,
-    "negative_prompt",
-    params.negative_prompt ?? "",
-    params.prompt_syntax,
-  );
   const tokenized: [string, ReturnType<typeof tokenizeField>][] = [
-    ["prompt", cond],
-    ["negative_prompt", uncond],
+    ["prompt", tokenizeField(tokenizer, "prompt", params.prompt, params.prompt_syntax)],
+    [
+      "negative_prompt",
+      tokenizeField(tokenizer, "negative_prompt", params.negative_prompt ?? "", params.prompt_syntax),
+    ],
   ];
   // SDXL's second tokenizer has the same vocabulary, so the first one checks its prompts' syntax too.
   for (const field of ["prompt_2", "negative_prompt_2"] as const) {
     const text = params[field];
-    if (text) tokenized.push([field, tokenizeField(ready.tokenizer, field, text, params.prompt_syntax)]);
+    if (text) tokenized.push([field, tokenizeField(tokenizer, field, text, params.prompt_syntax)]);
   }
   const long = tokenized.find(([, t]) => t.chunks.length > 1);
   if (!capabilities.longPrompts && long) {
@@ -403,7 +413,7 @@ export function prepareGeneration(
     targetSize: pairOf(params.target_size),
     vaeSlicing: params.enable_vae_slicing,
     vaeTiling: params.enable_vae_tiling,
-    pngParameters: seeds.map((seed) => infotext(params, seed, entry.name, entry.kind)),
+    pngParameters: seeds.map((seed) => infotext(params, seed, entry.name, entry.kind, model.hash)),
   };
   const onGpu = host.provider !== "cpu";
   const offload: Offload =
@@ -412,10 +422,27 @@ export function prepareGeneration(
       : onGpu && params.enable_model_cpu_offload
         ? "model"
         : "none";
+  return { params, seeds, input, offload };
+}
+
+/**
+ * Checks the request and admits it before any engine work: every 4xx/5xx that needs no engine (an unknown
+ * model, bad parameters, no model, queue full, draining) is thrown here, before a streamed answer starts.
+ * A request for a model that is not loaded is checked once the model has loaded, in its slot.
+ */
+export async function prepareGeneration(
+  host: ModelHost,
+  req: GenerateRequest,
+  signal?: AbortSignal,
+  sizeRange?: ModelFacts["sizeRange"],
+): Promise<PreparedGeneration> {
+  const entry = await requestedModel(host, req.model);
+  const loaded = host.loadedModel(entry.name);
+  const checked = loaded ? checkRequest(host, loaded, req, sizeRange) : null;
   const enqueued = performance.now();
   let ticket: Ticket;
   try {
-    ticket = host.admit(params.num_steps, signal);
+    ticket = host.admit(checked?.params.num_steps ?? req.num_steps ?? 30, signal);
   } catch (e) {
     if (e instanceof AdmissionRefused) throw refused(e);
     throw e;
@@ -425,12 +452,11 @@ export function prepareGeneration(
     position,
     run: async (progress = {}) => {
       try {
-        return await runAdmitted(host, ticket, input, offload, progress, signal, enqueued, {
+        return await runAdmitted(host, ticket, progress, signal, enqueued, {
           req,
-          params,
-          seeds,
           entry,
-          schedulerEntry,
+          checked,
+          sizeRange,
           position,
         });
       } finally {
@@ -442,25 +468,21 @@ export function prepareGeneration(
 
 interface RunContext {
   req: GenerateRequest;
-  params: AppliedParams;
-  seeds: number[];
-  entry: ReturnType<typeof requireReady>["entry"];
-  schedulerEntry: (typeof SCHEDULERS)[keyof typeof SCHEDULERS];
+  entry: ModelEntry;
+  /** The checked request, when the model was loaded at admission. */
+  checked: CheckedRequest | null;
+  sizeRange: ModelFacts["sizeRange"];
   position: number;
 }
 
 async function runAdmitted(
   host: ModelHost,
   ticket: Ticket,
-  input: GenerateInput,
-  offload: Offload,
   progress: GenerateProgress,
   signal: AbortSignal | undefined,
   enqueued: number,
   ctx: RunContext,
 ): Promise<GenerateResponse> {
-  const { req, params, seeds, entry, schedulerEntry } = ctx;
-  let retried = false;
   progress.queued?.(ctx.position);
   ticket.onPosition = (p) => progress.queued?.(p);
   try {
@@ -473,9 +495,31 @@ async function runAdmitted(
   ticket.onPosition = null;
   const queueMs = performance.now() - enqueued;
   progress.started?.();
+  const loadStart = performance.now();
+  const wasLoaded = host.loadedModel(ctx.entry.name) !== null;
+  if (!wasLoaded) progress.loading?.(ctx.entry.name);
+  return withModel(host, ctx.entry, (model) => {
+    const loadMs = wasLoaded ? 0 : performance.now() - loadStart;
+    const checked = ctx.checked ?? checkRequest(host, model, ctx.req, ctx.sizeRange);
+    return runChecked(host, model, checked, progress, signal, { queueMs, loadMs, req: ctx.req });
+  });
+}
+
+async function runChecked(
+  host: ModelHost,
+  model: LoadedModel,
+  checked: CheckedRequest,
+  progress: GenerateProgress,
+  signal: AbortSignal | undefined,
+  times: { queueMs: number; loadMs: number; req: GenerateRequest },
+): Promise<GenerateResponse> {
+  const { params, seeds, input, offload } = checked;
+  const { entry } = model;
+  const schedulerEntry = SCHEDULERS[params.scheduler_type];
+  let retried = false;
   const startedAt = performance.now();
   const run = (engineInput: GenerateInput) =>
-    host.execute(engineInput, {
+    host.execute(model, engineInput, {
       offload,
       ...(signal ? { signal } : {}),
       onStep: (event) => {
@@ -515,7 +559,7 @@ async function runAdmitted(
   return {
     images: output.images.map((img) => ({ png: toBase64(img.png), seed: img.seed })),
     metadata: {
-      model: { name: entry.name, kind: entry.kind ?? "sd1" },
+      model: { name: entry.name, kind: entry.kind ?? "sd1", hash: model.hash },
       parameters: params,
       seeds,
       prompt_tokens: output.prompt.tokens,
@@ -528,17 +572,18 @@ async function runAdmitted(
       memory,
       timesteps: output.timesteps,
       timings: {
-        queue_ms: queueMs,
+        queue_ms: times.queueMs,
+        load_ms: times.loadMs,
         encode_ms: output.timings.encodeMs,
         denoise_ms: output.timings.denoiseMs,
         decode_ms: output.timings.decodeMs,
         png_ms: output.timings.pngMs,
-        total_ms: queueMs + output.timings.totalMs,
+        total_ms: times.queueMs + times.loadMs + output.timings.totalMs,
       },
       execution_provider: host.provider,
       sdx_version: VERSION,
     },
-    warnings: warningsFor(params, output, memory, req),
+    warnings: warningsFor(params, output, memory, times.req),
   };
 }
 

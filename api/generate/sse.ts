@@ -28,19 +28,20 @@ function errorBody(e: unknown): ErrorBody {
  * error), then streams `queued`, `started`, `step`…, `image`… and `done` or `error`. A client that goes away
  * (the request's signal, or the stream cancelled) cancels the generation.
  */
-export function generationEventStream(
+export async function generationEventStream(
   host: ModelHost,
   body: GenerateRequest,
   request: Request,
   sizeRange?: ModelFacts["sizeRange"],
   heartbeatMs = HEARTBEAT_MS,
-): Response {
+): Promise<Response> {
+  const startedAt = performance.now();
   const cancel = new AbortController();
   const onAbort = () => cancel.abort();
   request.signal.addEventListener("abort", onAbort, { once: true });
-  let job: ReturnType<typeof prepareGeneration>;
+  let job: Awaited<ReturnType<typeof prepareGeneration>>;
   try {
-    job = prepareGeneration(host, body, cancel.signal, sizeRange);
+    job = await prepareGeneration(host, body, cancel.signal, sizeRange);
   } catch (e) {
     request.signal.removeEventListener("abort", onAbort);
     throw e;
@@ -65,6 +66,7 @@ export function generationEventStream(
         .run({
           queued: (position) => send("queued", { position }),
           started: () => send("started", {}),
+          loading: (model) => send("loading", { model }),
           step: (e) =>
             send("step", {
               image: 0,
@@ -83,6 +85,10 @@ export function generationEventStream(
         .catch((e: unknown) => send("error", errorBody(e)))
         .finally(() => {
           clearInterval(heartbeat);
+          host.metrics.requestSeconds.observe(
+            { route: "/v1/generate" },
+            (performance.now() - startedAt) / 1000,
+          );
           request.signal.removeEventListener("abort", onAbort);
           if (closed) return;
           closed = true;

@@ -10,8 +10,8 @@ export const healthPlugin = (host: ModelHost) =>
     .model({ Health: HealthSchema })
     .get(
       "/health",
-      ({ status }) => {
-        const { body, unhealthy } = health(host);
+      async ({ status }) => {
+        const { body, unhealthy } = await health(host);
         return unhealthy ? status(503, body) : body;
       },
       {

@@ -1,16 +1,26 @@
 import type { ModelHost } from "../engine/model_host.ts";
+import { gpuInfo } from "../engine/onnx/gpu_info.ts";
 import { onnxruntimeVersion } from "../engine/onnx/runtime.ts";
 import { VERSION } from "../version.ts";
 import type { Health } from "./model.ts";
 
 /** The health body; `unhealthy` (answered 503) while draining or while a generation is stuck. */
-export function health(host: ModelHost): { body: Health; unhealthy: boolean } {
+export async function health(host: ModelHost): Promise<{ body: Health; unhealthy: boolean }> {
   const state = host.state;
   const { admission } = host;
+  const gpu = host.provider === "cuda" ? await gpuInfo() : null;
   const common = {
+    gpu: gpu && {
+      index: gpu.index,
+      name: gpu.name,
+      memory_total_mib: gpu.memoryTotalMiB,
+      memory_used_mib: gpu.memoryUsedMiB,
+      driver_version: gpu.driverVersion,
+    },
     execution_provider: host.provider,
     version: VERSION,
     onnxruntime_version: onnxruntimeVersion,
+    loaded_models: host.loadedModels,
     queue: {
       running: admission.running,
       queued: admission.queued,
@@ -30,16 +40,19 @@ export function health(host: ModelHost): { body: Health; unhealthy: boolean } {
   }
   if (state.status === "no_model")
     return { body: { status: "no_model", message: state.message, model: null, ...common }, unhealthy: false };
+  const note = host.providerNote ? ` The CUDA provider ${host.providerNote}.` : "";
   if (state.status === "ready") {
     return {
       body: {
         status: "ok",
-        message: `Serving ${state.entry.name} on ${host.provider} (loaded in ${Math.round(state.loadMs)} ms).${host.providerNote ? ` The CUDA provider ${host.providerNote}.` : ""}`,
+        message: `Serving ${state.entry.name} on ${host.provider} (loaded in ${Math.round(state.loadMs)} ms).${note}`,
         model,
         ...common,
       },
       unhealthy: false,
     };
   }
+  if (state.status === "idle")
+    return { body: { status: "ok", message: `${state.message}${note}`, model, ...common }, unhealthy: false };
   return { body: { status: state.status, message: state.message, model, ...common }, unhealthy: false };
 }

@@ -1,5 +1,5 @@
-/** The server's Prometheus metrics: what the HTTP layer and the model host count, rendered for GET /metrics. */
-import { Counter, Gauge, Histogram, Registry } from "./registry.ts";
+/** The server's Prometheus metrics (prom-client): what the HTTP layer and the model host count, for GET /metrics. */
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
 const SECOND_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
@@ -9,52 +9,105 @@ export interface QueueView {
 }
 
 export class ServerMetrics {
+  /** One registry per server, so tests and several apps in one process never share counts. */
   readonly registry = new Registry();
-  readonly requests = this.registry.add(
-    new Counter("sdx_http_requests_total", "HTTP requests answered, by route, method and status."),
-  );
-  readonly requestSeconds = this.registry.add(
-    new Histogram(
-      "sdx_http_request_duration_seconds",
-      "Time to answer an HTTP request, by route.",
-      SECOND_BUCKETS,
-    ),
-  );
-  readonly steps = this.registry.add(new Counter("sdx_steps_total", "Denoising steps completed."));
-  readonly images = this.registry.add(new Counter("sdx_images_total", "Images generated."));
-  readonly cancellations = this.registry.add(
-    new Counter(
-      "sdx_cancellations_total",
-      "Generations cancelled by their client, by where they were (queued, running).",
-    ),
-  );
-  readonly rejections = this.registry.add(
-    new Counter(
-      "sdx_admission_rejections_total",
-      "Generations refused at admission, by reason (queue_full, draining).",
-    ),
-  );
-  readonly failures = this.registry.add(
-    new Counter("sdx_generation_failures_total", "Generations that failed in the engine, by stage."),
-  );
-  readonly stepSeconds = this.registry.add(
-    new Histogram("sdx_step_duration_seconds", "Time of one denoising step (a whole batch).", SECOND_BUCKETS),
-  );
+  private readonly registers = [this.registry];
+  readonly requests = new Counter({
+    name: "sdx_http_requests_total",
+    help: "HTTP requests answered, by route, method and status.",
+    labelNames: ["route", "method", "status"] as const,
+    registers: this.registers,
+  });
+  readonly requestSeconds = new Histogram({
+    name: "sdx_http_request_duration_seconds",
+    help: "Time to answer an HTTP request, by route (a streamed answer: until its stream ends).",
+    labelNames: ["route"] as const,
+    buckets: SECOND_BUCKETS,
+    registers: this.registers,
+  });
+  readonly steps = new Counter({
+    name: "sdx_steps_total",
+    help: "Denoising steps completed.",
+    registers: this.registers,
+  });
+  readonly images = new Counter({
+    name: "sdx_images_total",
+    help: "Images generated.",
+    registers: this.registers,
+  });
+  readonly cancellations = new Counter({
+    name: "sdx_cancellations_total",
+    help: "Generations cancelled by their client or interrupted, by where they were (queued, running).",
+    labelNames: ["where"] as const,
+    registers: this.registers,
+  });
+  readonly rejections = new Counter({
+    name: "sdx_admission_rejections_total",
+    help: "Generations refused at admission, by reason (queue_full, draining).",
+    labelNames: ["reason"] as const,
+    registers: this.registers,
+  });
+  readonly failures = new Counter({
+    name: "sdx_generation_failures_total",
+    help: "Generations that failed in the engine, by stage.",
+    labelNames: ["stage"] as const,
+    registers: this.registers,
+  });
+  readonly stepSeconds = new Histogram({
+    name: "sdx_step_duration_seconds",
+    help: "Time of one denoising step (a whole batch).",
+    buckets: SECOND_BUCKETS,
+    registers: this.registers,
+  });
+  readonly modelLoads = new Counter({
+    name: "sdx_model_loads_total",
+    help: "Models loaded into the engine, by model.",
+    labelNames: ["model"] as const,
+    registers: this.registers,
+  });
   modelLoadSeconds: number | null = null;
 
   constructor(queue: () => QueueView) {
-    this.registry.add(new Gauge("sdx_queue_depth", "Generations waiting for a slot.", () => queue().queued));
-    this.registry.add(new Gauge("sdx_running", "Generations holding a slot.", () => queue().running));
-    this.registry.add(
-      new Gauge(
-        "sdx_model_load_seconds",
-        "Time the served model took to load (NaN before it has loaded).",
-        () => this.modelLoadSeconds ?? Number.NaN,
-      ),
-    );
+    const self = this;
+    new Gauge({
+      name: "sdx_queue_depth",
+      help: "Generations waiting for a slot.",
+      registers: this.registers,
+      collect() {
+        this.set(queue().queued);
+      },
+    });
+    new Gauge({
+      name: "sdx_running",
+      help: "Generations holding a slot.",
+      registers: this.registers,
+      collect() {
+        this.set(queue().running);
+      },
+    });
+    new Gauge({
+      name: "sdx_model_load_seconds",
+      help: "Time the last model load took (NaN before any has loaded).",
+      registers: this.registers,
+      collect() {
+        this.set(self.modelLoadSeconds ?? Number.NaN);
+      },
+    });
+    for (const counter of [this.steps, this.images]) counter.inc(0);
+    // prom-client's default process metrics rely on Node's event-loop monitor, which Bun does not fill in;
+    // resident memory is the one that matters here (onnxruntime's sessions live in this process).
+    new Gauge({
+      name: "sdx_process_resident_memory_bytes",
+      help: "Resident memory of the server process, bytes.",
+      registers: this.registers,
+      collect() {
+        this.set(process.memoryUsage.rss());
+      },
+    });
   }
 
-  render(): string {
-    return this.registry.render();
+  /** The text exposition format, and its content type. */
+  async render(): Promise<{ text: string; contentType: string }> {
+    return { text: await this.registry.metrics(), contentType: this.registry.contentType };
   }
 }

@@ -15,7 +15,12 @@ export const ModelInfoSchema = t.Object({
   size_multiple: Type.Integer({ description: "Width and height must be multiples of this." }),
   loadable: t.Boolean(),
   problem: t.Union([t.String(), t.Null()], { description: "Why the model cannot be loaded." }),
-  loaded: t.Boolean({ description: "Whether this is the model the server is serving." }),
+  loaded: t.Boolean({ description: "Whether the model is loaded now (requests for it start at once)." }),
+  default: t.Boolean({ description: "Whether requests that name no model get this one." }),
+  hash: t.Union([t.String(), t.Null()], {
+    description:
+      "SHA-256 of the checkpoint file, or of an ONNX folder's sha256sum-style file manifest; null until the model has been loaded once (hashes are cached).",
+  }),
   sidecar: t.Union(
     [
       t.Object(
@@ -36,6 +41,10 @@ export const ModelInfoSchema = t.Object({
 
 export const ModelListSchema = t.Object({
   models_dir: t.String(),
+  default_model: t.Union([t.String(), t.Null()], {
+    description: "The model requests without `model` get; null when none is chosen.",
+  }),
+  max_loaded_models: Type.Integer({ description: "Models kept loaded at once (--max-loaded-models)." }),
   models: t.Array(ModelInfoSchema),
 });
 

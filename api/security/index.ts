@@ -1,10 +1,11 @@
 /**
  * The security plugin: one request hook, run before routing, in this order: the DNS-rebinding guard
  * (loopback binds only), CORS preflight, bearer auth (every path but PUBLIC_PATHS: deny by default) and
- * the body-size limit. Refusals leave in the API's error shape.
+ * the body-size limit; and the JSON body parser, which counts a body sent without Content-Length as it arrives.
+ * Refusals leave in the API's error shape.
  */
 import { Elysia } from "elysia";
-import type { ErrorBody } from "../errors.ts";
+import { ApiError, type ErrorBody, UNPARSABLE_BODY } from "../errors.ts";
 import { AUTH_REALM, type Limits, type SecurityOptions } from "./model.ts";
 import {
   corsHeaders,
@@ -15,6 +16,7 @@ import {
   isPublicPath,
   normalizeOrigin,
   preflightHeaders,
+  readBodyText,
   requestPath,
 } from "./service.ts";
 
@@ -30,65 +32,78 @@ export const securityPlugin = (options: SecurityOptions, limits: Limits) => {
   );
   const guardHost = isLoopbackAddress(options.bindHost ?? "127.0.0.1");
 
-  return new Elysia().onRequest(({ request, set }) => {
-    const origin = request.headers.get("origin");
-    const cors = origin !== null && corsOrigins.has(origin) ? corsHeaders(origin) : {};
-    Object.assign(set.headers, cors);
+  return new Elysia()
+    .onRequest(({ request, set }) => {
+      const origin = request.headers.get("origin");
+      const cors = origin !== null && corsOrigins.has(origin) ? corsHeaders(origin) : {};
+      Object.assign(set.headers, cors);
 
-    if (guardHost) {
-      // In-process requests (app.handle) carry no Host header: the URL's authority is the host.
-      const host = request.headers.get("host") ?? new URL(request.url).host;
-      const verdict = hostIsAllowed(host, origin, allowedHosts, corsOrigins);
-      if (!verdict.ok) {
+      if (guardHost) {
+        // In-process requests (app.handle) carry no Host header: the URL's authority is the host.
+        const host = request.headers.get("host") ?? new URL(request.url).host;
+        const verdict = hostIsAllowed(host, origin, allowedHosts, corsOrigins);
+        if (!verdict.ok) {
+          return refuse(
+            {
+              status: 403,
+              code: "forbidden_host",
+              message: `the ${verdict.header} header names a host this server does not answer to; use 127.0.0.1, localhost or [::1], or start the server with --allowed-host`,
+              fields: [{ field: verdict.header.toLowerCase(), message: "is not a loopback or allowed host" }],
+            },
+            cors,
+          );
+        }
+      }
+
+      if (
+        request.method === "OPTIONS" &&
+        origin !== null &&
+        request.headers.has("access-control-request-method")
+      ) {
+        return new Response(null, {
+          status: 204,
+          headers: corsOrigins.has(origin) ? preflightHeaders(origin) : {},
+        });
+      }
+
+      if (
+        checkKey &&
+        !isPublicPath(requestPath(request.url)) &&
+        !checkKey(request.headers.get("authorization"))
+      ) {
         return refuse(
           {
-            status: 403,
-            code: "forbidden_host",
-            message: `the ${verdict.header} header names a host this server does not answer to; use 127.0.0.1, localhost or [::1], or start the server with --allowed-host`,
-            fields: [{ field: verdict.header.toLowerCase(), message: "is not a loopback or allowed host" }],
+            status: 401,
+            code: "unauthorized",
+            message: "this server needs an API key: send Authorization: Bearer <key>",
+          },
+          { ...cors, "www-authenticate": AUTH_REALM },
+        );
+      }
+
+      const length = Number(request.headers.get("content-length") ?? 0);
+      if (length > limits.bodyMaxBytes) {
+        return refuse(
+          {
+            status: 413,
+            code: "payload_too_large",
+            message: `request body is ${length} bytes; the limit is ${limits.bodyMaxBytes}`,
+            fields: [{ field: "body", message: `must be at most ${limits.bodyMaxBytes} bytes` }],
           },
           cors,
         );
       }
-    }
-
-    if (
-      request.method === "OPTIONS" &&
-      origin !== null &&
-      request.headers.has("access-control-request-method")
-    ) {
-      return new Response(null, {
-        status: 204,
-        headers: corsOrigins.has(origin) ? preflightHeaders(origin) : {},
-      });
-    }
-
-    if (
-      checkKey &&
-      !isPublicPath(requestPath(request.url)) &&
-      !checkKey(request.headers.get("authorization"))
-    ) {
-      return refuse(
-        {
-          status: 401,
-          code: "unauthorized",
-          message: "this server needs an API key: send Authorization: Bearer <key>",
-        },
-        { ...cors, "www-authenticate": AUTH_REALM },
-      );
-    }
-
-    const length = Number(request.headers.get("content-length") ?? 0);
-    if (length > limits.bodyMaxBytes) {
-      return refuse(
-        {
-          status: 413,
-          code: "payload_too_large",
-          message: `request body is ${length} bytes; the limit is ${limits.bodyMaxBytes}`,
-          fields: [{ field: "body", message: `must be at most ${limits.bodyMaxBytes} bytes` }],
-        },
-        cors,
-      );
-    }
-  });
+    })
+    .onParse({ as: "global" }, async ({ request }) => {
+      // Bodies sent without Content-Length (chunked) are counted as they arrive and cut at the limit.
+      if (!request.body) return;
+      const text = await readBodyText(request.body, limits.bodyMaxBytes);
+      // An empty body is no body (e.g. POST /sdapi/v1/interrupt); routes that need one say it is required.
+      if (text.trim() === "") return null;
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        throw new ApiError(400, "bad_request", UNPARSABLE_BODY);
+      }
+    });
 };

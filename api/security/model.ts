@@ -3,6 +3,7 @@
  * origins, Host names) and how large a request may be. The defaults are the spec's values.
  */
 import { LIMITS } from "../generate/model.ts";
+import type { HubSettings } from "../hub/service.ts";
 
 /** Request limits; each is a flag and an SDX_* variable (api/config.ts) and appears in the spec. */
 export interface Limits {
@@ -45,6 +46,8 @@ export interface SecurityOptions {
 export interface AppOptions {
   limits?: Partial<Limits>;
   security?: SecurityOptions;
+  /** Where POST /v1/models/pull downloads from (HF_ENDPOINT, HF_TOKEN). */
+  hub?: HubSettings;
 }
 
 /** Paths that never need the key; every other path, known or not, does (deny by default). */

@@ -4,6 +4,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { CloneType } from "@sinclair/typebox";
+import { ApiError } from "../errors.ts";
 import type { GenerateRequestSchema } from "../generate/model.ts";
 import type { TokenizeRequestSchema } from "../tokenize/model.ts";
 import { DEFAULT_LIMITS, type Limits, PUBLIC_PATHS, PUBLIC_PREFIX } from "./model.ts";
@@ -179,4 +180,21 @@ export function preflightHeaders(origin: string): Record<string, string> {
     "access-control-allow-headers": "Authorization, Content-Type",
     "access-control-max-age": "600",
   };
+}
+
+/** The body as text, or a 413 as soon as more than `limit` bytes have arrived (whatever Content-Length said). */
+export async function readBodyText(body: ReadableStream<Uint8Array>, limit: number): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.byteLength;
+    if (size > limit) {
+      await body.cancel().catch(() => {});
+      throw new ApiError(413, "payload_too_large", `request body is over ${limit} bytes, the limit`, [
+        { field: "body", message: `must be at most ${limit} bytes` },
+      ]);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }

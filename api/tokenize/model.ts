@@ -10,6 +10,13 @@ export const TokenizeRequestSchema = t.Object(
       maxLength: LIMITS.promptMaxChars,
       description: "The prompt, as it would be sent to /v1/generate.",
     }),
+    model: t.Optional(
+      t.String({
+        minLength: 1,
+        maxLength: 255,
+        description: "Whose tokenizer to use, as in /v1/generate (default: the server's default model).",
+      }),
+    ),
     prompt_syntax: t.Optional(
       Enum(PROMPT_SYNTAXES, { default: "a1111", description: "As in /v1/generate." }),
     ),

@@ -9,7 +9,7 @@ import {
 } from "../engine/prompt/chunks.ts";
 import type { ClipTokenizer } from "../engine/tokenizer/clip.ts";
 import { ApiError } from "../errors.ts";
-import { requireReady } from "../models/service.ts";
+import { requestedModel, withModel } from "../models/service.ts";
 import type { TokenizeRequest, TokenizeResponse } from "./model.ts";
 
 /** Tokenizes one prompt field; a malformed attention syntax is a 422 naming that field. */
@@ -28,12 +28,15 @@ export function tokenizeField(
   }
 }
 
-export function tokenize(host: ModelHost, req: TokenizeRequest): TokenizeResponse {
-  const ready = requireReady(host);
+/** Tokenizes with the requested model's tokenizer, loading the model first when it is not loaded. */
+export async function tokenize(host: ModelHost, req: TokenizeRequest): Promise<TokenizeResponse> {
+  const entry = await requestedModel(host, req.model);
+  const tokenizer =
+    host.loadedModel(entry.name)?.tokenizer ?? (await withModel(host, entry, (m) => m.tokenizer));
   const syntax = req.prompt_syntax ?? "a1111";
-  const tokenized = tokenizeField(ready.tokenizer, "prompt", req.prompt, syntax);
+  const tokenized = tokenizeField(tokenizer, "prompt", req.prompt, syntax);
   return {
-    model: ready.entry.name,
+    model: entry.name,
     prompt_syntax: syntax,
     token_count: tokenized.tokenCount,
     chunk_tokens: CHUNK_TOKENS,

@@ -2,8 +2,9 @@ import { Command, Option, UsageError } from "clipanion";
 import * as tanyan from "typanion";
 import type { GenerateRequest } from "../../sdk/index.ts";
 import { EXIT, SdxCommand } from "../base.ts";
-import { batchPlans, type PlannedRequest, type RunEvent, runGeneration, SEED_RANGE } from "../generate.ts";
+import { batchPlans, type PlannedRequest, runGeneration, SEED_RANGE } from "../generate.ts";
 import { ollamaPlans } from "../ollama.ts";
+import { BarView, type GenerationView, JsonView, LineView } from "../progress.ts";
 import { effectiveRequest } from "../project.ts";
 
 /** Output folder name of `--ollama` runs. */
@@ -24,6 +25,14 @@ export class GenCommand extends SdxCommand {
       With \`--ollama\`, the project's \`ollama\` block asks a local LLM for a new prompt per image (fitted to CLIP's
       75 tokens); outputs go under the prompt name \`ollama\`.
 
+      On a terminal, a bar for the batch (images done, ETA) and one for the running request (its place in the
+      server's queue, then its denoising steps); otherwise one line per image; with \`--json\`, one JSON object
+      per image on stdout.
+
+      \`--model NAME\` sends every request to that model of the server (loaded on demand); \`--all-models\` makes the
+      same images — same prompts, same seeds — on every loadable model of the server, one run folder per model
+      side by side under the prompt set's folder (with \`--ollama\`, the prompts are written once and reused).
+
       Exit codes: 0 all images made, 1 some failed, 2 usage or config error, 3 server unreachable, 130 Ctrl-C.
     `,
     examples: [
@@ -31,6 +40,11 @@ export class GenCommand extends SdxCommand {
       ["Four images from seed 42", "sdx gen --project example --prompt portrait --batch 4 --seed 42"],
       ["Three images, each with a prompt written by Ollama", "sdx gen --project example --ollama --batch 3"],
       ["One JSON object per image", "sdx gen --project example --prompt lighthouse --batch 2 --json"],
+      ["On one model of the server", "sdx gen --project example --prompt portrait --model sd15"],
+      [
+        "The same prompt and seed on every model, side by side",
+        "sdx gen --project example --prompt portrait --seed 42 --all-models",
+      ],
       [
         "Another server and outputs folder",
         "sdx gen --project example --prompt portrait --server http://gpu:8001 --output /data/sd",
@@ -58,9 +72,17 @@ export class GenCommand extends SdxCommand {
     ]),
   });
 
+  model = Option.String("--model", { description: "A model of the server (see `sdx models`)" });
+  allModels = Option.Boolean("--all-models", false, {
+    description: "Make the same images on every loadable model of the server, side by side",
+  });
+
   async execute(): Promise<number> {
     if (this.ollama === (this.promptName !== undefined)) {
       throw new UsageError("pass either --prompt <set> or --ollama");
+    }
+    if (this.allModels && this.model !== undefined) {
+      throw new UsageError("pass either --model <name> or --all-models, not both");
     }
     const project = await this.project(this.projectName);
     const signal = this.context.signal;
@@ -92,50 +114,107 @@ export class GenCommand extends SdxCommand {
     const seed = this.seed ?? (base.seed !== undefined && base.seed >= 0 ? base.seed : randomSeed());
     const { seed: _s, batch_size: _b, ...rest } = base;
     const client = this.client(project.config.server_url);
+    const models = this.allModels ? await this.serverModels(client) : [this.model];
     const ollamaConfig = project.config.ollama;
-    const plans: AsyncIterable<PlannedRequest> =
+    const first = models[0];
+    const plansFor = (model: string | undefined): AsyncIterable<PlannedRequest> =>
       this.ollama && ollamaConfig
         ? ollamaPlans({
             client,
             config: ollamaConfig,
-            base: rest,
+            base: { ...rest, ...(model !== undefined ? { model } : {}) },
             total,
             seed,
             ...(signal ? { signal } : {}),
           })
-        : batchPlans(rest, total, seed);
-    const summary = await runGeneration({
-      client,
-      ...(signal ? { signal } : {}),
-      outputRoot: this.output,
-      project: project.name,
-      promptName: folder,
-      total,
-      seed,
-      plans,
-      report: (event) => this.report(event),
-      warn: (message) => this.warn(`warning: ${message}`),
-    });
+        : batchPlans({ ...rest, ...(model !== undefined ? { model } : {}) }, total, seed);
+    // Every model gets the same requests: Ollama's prompts are written once, for the first, and replayed.
+    const shared = models.length > 1 && this.ollama ? await collect(plansFor(first)) : null;
+    let code: number = EXIT.ok;
+    for (const model of models) {
+      if (models.length > 1) this.warn(`model ${model}:`);
+      const plans = shared ? replay(shared, model as string) : plansFor(model);
+      const summary = await this.runOne(client, project.name, folder, total, seed, plans, model);
+      if (summary.interrupted) return EXIT.interrupted;
+      if (summary.unreachable) return EXIT.unreachable;
+      if (summary.failed) code = EXIT.failed;
+    }
+    return code;
+  }
+
+  /** The loadable models of the server, for --all-models. */
+  private async serverModels(client: ReturnType<SdxCommand["client"]>): Promise<string[]> {
+    const signal = this.context.signal;
+    const list = await client.models.list(signal ? { signal } : {});
+    const names = list.models.filter((m) => m.loadable).map((m) => m.name);
+    if (names.length === 0)
+      throw new UsageError(`${client.baseUrl} has no loadable model (see \`sdx models\`)`);
+    return names;
+  }
+
+  private async runOne(
+    client: ReturnType<SdxCommand["client"]>,
+    project: string,
+    folder: string,
+    total: number,
+    seed: number,
+    plans: AsyncIterable<PlannedRequest>,
+    model: string | undefined,
+  ) {
+    const signal = this.context.signal;
+    const view = this.view(total);
+    let summary: Awaited<ReturnType<typeof runGeneration>>;
+    try {
+      summary = await runGeneration({
+        client,
+        ...(signal ? { signal } : {}),
+        outputRoot: this.output,
+        project,
+        promptName: folder,
+        total,
+        seed,
+        ...(model !== undefined ? { model } : {}),
+        plans,
+        report: (event) => view.report(event),
+        warn: (message) => view.warn(message),
+        progress: (event) => view.progress(event),
+      });
+    } finally {
+      view.close();
+    }
     const notMade = summary.total - summary.made - summary.failed;
     const line = `${summary.made} of ${summary.total} image${summary.total === 1 ? "" : "s"} made in ${summary.run_dir}${
       summary.failed ? `; ${summary.failed} failed (see errors/)` : ""
-    }${summary.interrupted ? `; interrupted, ${notMade} not started` : ""}`;
+    }${summary.interrupted ? `; interrupted, ${notMade} not made` : ""}`;
     if (this.json || summary.failed || summary.interrupted) this.warn(line);
     else this.print(line);
-    if (summary.interrupted) return EXIT.interrupted;
-    if (summary.unreachable) return EXIT.unreachable;
-    return summary.failed ? EXIT.failed : EXIT.ok;
+    return summary;
   }
 
-  private report(event: RunEvent): void {
-    if (this.json) {
-      this.printJsonLine(event);
-      return;
-    }
-    const n = `${event.index + 1}/${event.total}`;
-    if (event.event === "image") this.print(`image ${n}: ${event.image} (seed ${event.seed})`);
-    else this.warn(`image ${n} failed: ${event.error}\n  details: ${event.error_file}`);
+  /** Bars on a terminal (stdout), plain lines elsewhere, JSON lines with --json. */
+  private view(total: number): GenerationView {
+    const { stdout, stderr, isTTY, stderrIsTTY, signal } = this.context;
+    if (this.json) return new JsonView({ stdout, stderr });
+    if (!isTTY) return new LineView({ stdout, stderr });
+    return new BarView({
+      stdout,
+      stderr,
+      total,
+      ...(signal ? { signal } : {}),
+      stderrIsTTY: stderrIsTTY === true,
+    });
   }
+}
+
+async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of items) out.push(item);
+  return out;
+}
+
+/** The same planned requests, sent to another model. */
+async function* replay(plans: PlannedRequest[], model: string): AsyncGenerator<PlannedRequest> {
+  for (const plan of plans) yield { ...plan, request: { ...plan.request, model } };
 }
 
 function randomSeed(): number {

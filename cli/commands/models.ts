@@ -2,12 +2,13 @@ import { Command, Option } from "clipanion";
 import { SdxCommand } from "../base.ts";
 
 export class ModelsCommand extends SdxCommand {
-  static override paths = [["models"]];
+  static override paths = [["models"], ["models", "list"]];
   static override usage = Command.Usage({
     description: "List the models in the server's models directory, marking the one it serves",
     examples: [
       ["Models of a project's server", "sdx models --project example"],
       ["Models of a server by URL, as JSON", "sdx models --server http://127.0.0.1:8001 --json"],
+      ["Download one from the Hugging Face hub (see `sdx models pull --help`)", "sdx models pull sd-turbo"],
     ],
   });
 
@@ -16,7 +17,7 @@ export class ModelsCommand extends SdxCommand {
   async execute(): Promise<number> {
     const serverUrl = this.projectName ? (await this.project(this.projectName)).config.server_url : undefined;
     const client = this.client(serverUrl ?? (this.server ? undefined : "http://127.0.0.1:8001"));
-    const list = await client.models(this.context.signal ? { signal: this.context.signal } : {});
+    const list = await client.models.list(this.context.signal ? { signal: this.context.signal } : {});
     if (this.json) {
       this.printJson(list);
       return 0;

@@ -42,7 +42,7 @@ describe("with the tiny model", () => {
   });
 
   test("models lists the ONNX folder with its kind", async () => {
-    const { models } = await client.models();
+    const { models } = await client.models.list();
     expect(models).toHaveLength(1);
     expect(models[0]).toMatchObject({
       name: "tiny_sd15",
@@ -72,7 +72,11 @@ describe("with the tiny model", () => {
       num_steps: 3,
       scheduler_type: "dpmsolver++",
     });
-    expect(res.metadata.model).toEqual({ name: "tiny_sd15", kind: "sd1" });
+    expect(res.metadata.model).toEqual({
+      name: "tiny_sd15",
+      kind: "sd1",
+      hash: expect.stringMatching(/^[0-9a-f]{64}$/),
+    });
     expect(res.metadata.timesteps).toHaveLength(3);
     expect(res.warnings).toEqual([]);
   });
@@ -195,7 +199,7 @@ describe("models directory", () => {
   test("a models directory that is itself a model folder holds that model", async () => {
     const host = new ModelHost({ modelsDir: TINY_SD15, provider: "cpu" });
     const { client } = inProcessClient(host);
-    const { models } = await client.models();
+    const { models } = await client.models.list();
     expect(models.map((m) => [m.name, m.loadable])).toEqual([["tiny_sd15", true]]);
   });
 
@@ -210,7 +214,7 @@ describe("models directory", () => {
     const host = new ModelHost({ modelsDir: dir, provider: "cpu" });
     await host.start();
     const { client } = inProcessClient(host);
-    const { models } = await client.models();
+    const { models } = await client.models.list();
     expect(models).toHaveLength(1);
     expect(models[0]).toMatchObject({ name: "half", loadable: false, loaded: false });
     expect(models[0]?.problem).toContain("unet/model.onnx");

@@ -149,7 +149,7 @@ describe("memory switches and PNG metadata", () => {
       [
         "a red cat",
         "Negative prompt: blurry, dark",
-        `Steps: 4, Sampler: DPM++ 2M, Schedule type: Automatic, CFG scale: 7.5, Seed: 3, Size: 64x64, Model: tiny_sd15, Model type: SD1, Clip skip: 2, Version: sdx ${res.metadata.sdx_version}`,
+        `Steps: 4, Sampler: DPM++ 2M, Schedule type: Automatic, CFG scale: 7.5, Seed: 3, Size: 64x64, Model hash: ${res.metadata.model.hash.slice(0, 10)}, Model: tiny_sd15, Model type: SD1, Clip skip: 2, Version: sdx ${res.metadata.sdx_version}`,
       ].join("\n"),
     );
     expect(texts[1]).toContain("Seed: 4,");

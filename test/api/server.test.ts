@@ -46,6 +46,35 @@ describe("serving the tiny model", () => {
     expect((await fetch(`${server.url}/health`)).status).toBe(200);
   });
 
+  test("a body sent without Content-Length is counted as it arrives: over 1 MiB is the same JSON 413", async () => {
+    const chunk = new TextEncoder().encode("a".repeat(64 * 1024));
+    const send = (chunks: number) =>
+      fetch(`${server.url}/v1/tokenize`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(new TextEncoder().encode('{"prompt":"'));
+            for (let i = 0; i < chunks; i++) controller.enqueue(chunk);
+            controller.enqueue(new TextEncoder().encode('"}'));
+            controller.close();
+          },
+        }),
+      });
+    const big = await send(20);
+    expect(big.status).toBe(413);
+    expect(await big.json()).toMatchObject({
+      status: 413,
+      code: "payload_too_large",
+      fields: [{ field: "body" }],
+    });
+    // Under the limit, the same framing is parsed as usual (here: a prompt over the length limit, a 422).
+    const small = await send(1);
+    expect(small.status).toBe(422);
+    expect(await small.json()).toMatchObject({ fields: [{ field: "prompt" }] });
+    expect((await fetch(`${server.url}/health`)).status).toBe(200);
+  });
+
   test("health names the model, provider and version", async () => {
     const health = await createSdxClient({ baseUrl: server.url }).health();
     expect(health).toMatchObject({

@@ -106,7 +106,15 @@ describe("admission, progress and cancellation", () => {
 
   test("generateStream yields queued, started, steps, images and done", async () => {
     const client = createSdxClient({ baseUrl: server.url });
+    const series = 'sdx_http_request_duration_seconds_sum{route="/v1/generate"}';
+    const before = (await metrics(server.url)).get(series) ?? 0;
+    const t0 = performance.now();
     const events = await collect(client.generateStream({ ...QUICK, batch_size: 2 }));
+    const streamSeconds = (performance.now() - t0) / 1000;
+    // The request's time in /metrics is the whole stream's, not the time to its first byte.
+    const observed = ((await metrics(server.url)).get(series) ?? 0) - before;
+    expect(observed).toBeGreaterThan(streamSeconds * 0.5);
+    expect(observed).toBeLessThanOrEqual(streamSeconds + 0.05);
     const types = events.map((e) => e.type);
     expect(types).toEqual(["queued", "started", "step", "step", "step", "image", "image", "done"]);
     const steps = events.filter((e) => e.type === "step");

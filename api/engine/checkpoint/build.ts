@@ -3,9 +3,11 @@
  *
  * onnxruntime accepts external-data locations only relative to the graph file's own folder (no absolute paths,
  * no `..`, no symlinks leaving it), so each checkpoint gets a cache folder beside it,
- * `.sdx-cache/<name>-<key>/`, holding a hard link to the .safetensors file (no copy of the weights) and the
- * graphs that point into it, plus the tokenizer and scheduler configuration diffusers would use for the family.
- * The key hashes the file's size, mtime and header, and the graph version: a changed file gets new graphs.
+ * `.sdx-cache/<name>-<precision>[-mha]-<key>/`, holding a hard link to the .safetensors file (no copy of the
+ * weights) and the graphs that point into it, plus the tokenizer and scheduler configuration diffusers would use
+ * for the family. The key hashes the file's size, mtime and header, the graph version, the precision and the
+ * attention variant ("-mha": onnxruntime's fused MultiHeadAttention, see attention.ts): a changed file gets new
+ * graphs, and plain and fused graphs never share a folder.
  * The folder is built under a temporary name and renamed into place, so a half-built cache is never used.
  */
 import { createHash, randomBytes } from "node:crypto";
@@ -16,6 +18,7 @@ import type { ModelKind } from "../model_kinds.ts";
 import type { GraphBuilder } from "../onnx/graph_builder.ts";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../safetensors.ts";
 import type { SchedulerConfig } from "../schedulers/scheduler.ts";
+import { type AttentionVariant, resolveAttention } from "./attention.ts";
 import { buildClipGraph, detectClip } from "./clip_graph.ts";
 import {
   type CheckpointPredictionType,
@@ -31,7 +34,7 @@ import { buildVaeDecoderGraph, buildVaeEncoderGraph, detectVae } from "./vae_gra
 import { CheckpointWeights, type ComputePrecision } from "./weights.ts";
 
 /** Bump when the graphs sdx writes change, so caches built by older versions are rebuilt. */
-export const GRAPH_VERSION = 3;
+export const GRAPH_VERSION = 4;
 
 const WEIGHTS_FILE = "weights.safetensors";
 const MANIFEST_FILE = "sdx_pipeline.json";
@@ -52,6 +55,7 @@ export interface PipelineFiles {
 
 interface Manifest {
   graphVersion: number;
+  attention: AttentionVariant;
   kind: ModelKind;
   predictionType: CheckpointPredictionType;
   files: PipelineFiles;
@@ -124,11 +128,12 @@ async function cacheKey(
   path: string,
   header: SafetensorsHeader,
   precision: ComputePrecision,
+  attention: AttentionVariant,
 ): Promise<string> {
   const info = await stat(path);
   const headerBytes = await Bun.file(path).slice(0, header.dataOffset).arrayBuffer();
   return createHash("sha256")
-    .update(`${GRAPH_VERSION}:${precision}:${info.size}:${info.mtimeMs}:`)
+    .update(`${GRAPH_VERSION}:${precision}:${attention}:${info.size}:${info.mtimeMs}:`)
     .update(new Uint8Array(headerBytes))
     .digest("hex")
     .slice(0, 16);
@@ -151,6 +156,24 @@ async function writeGraph(path: string, graph: GraphBuilder): Promise<void> {
   await writeFileAtomic(path, graph.toBytes());
 }
 
+export interface PrepareOptions {
+  precision?: ComputePrecision;
+  /**
+   * How the UNet computes attention. Default: `SDX_ATTENTION` (plain|fused) when set, else "fused" for float16
+   * graphs (the CUDA path) and "plain" for float32 ones (the CPU path); see attention.ts.
+   */
+  attention?: AttentionVariant;
+  log?: (line: string) => void;
+}
+
+export interface PreparedCheckpoint {
+  files: PipelineFiles;
+  kind: ModelKind;
+  reused: boolean;
+  buildMs: number;
+  attention: AttentionVariant;
+}
+
 /**
  * Builds (or reuses) the cache folder of a checkpoint and returns the files to load. `precision` is what the
  * text encoder and UNet compute in (float16 for CUDA: softmax and group-norm statistics stay float32 inside
@@ -158,21 +181,22 @@ async function writeGraph(path: string, graph: GraphBuilder): Promise<void> {
  */
 export async function prepareCheckpoint(
   checkpointPath: string,
-  options: { precision?: ComputePrecision; log?: (line: string) => void } = {},
-): Promise<{ files: PipelineFiles; kind: ModelKind; reused: boolean; buildMs: number }> {
+  options: PrepareOptions = {},
+): Promise<PreparedCheckpoint> {
   const precision = options.precision ?? "float32";
+  const attention = resolveAttention(options.attention, precision);
   const log = options.log ?? (() => undefined);
   const header = await readSafetensorsHeader(checkpointPath);
   const name = basename(checkpointPath).replace(/\.safetensors$/, "");
   const cacheRoot = join(dirname(checkpointPath), ".sdx-cache");
-  const key = await cacheKey(checkpointPath, header, precision);
-  const tag = precision === "float16" ? "fp16" : "fp32";
+  const key = await cacheKey(checkpointPath, header, precision, attention);
+  const tag = `${precision === "float16" ? "fp16" : "fp32"}${attention === "fused" ? "-mha" : ""}`;
   const dir = join(cacheRoot, `${name}-${tag}-${key}`);
   const manifestFile = Bun.file(join(dir, MANIFEST_FILE));
   if (await manifestFile.exists()) {
     const manifest = (await manifestFile.json()) as Manifest;
     if (manifest.graphVersion === GRAPH_VERSION)
-      return { files: manifest.files, kind: manifest.kind, reused: true, buildMs: 0 };
+      return { files: manifest.files, kind: manifest.kind, reused: true, buildMs: 0, attention };
   }
 
   const t0 = performance.now();
@@ -208,7 +232,7 @@ export async function prepareCheckpoint(
       ...(headsPerLevel ? { headsPerLevel } : {}),
       ...(pooledDim !== null ? { admPooledDim: pooledDim } : {}),
     });
-    await writeGraph(join(tmp, "unet.onnx"), buildUNetGraph(weights, unetConfig));
+    await writeGraph(join(tmp, "unet.onnx"), buildUNetGraph(weights, unetConfig, { attention }));
     const vae = detectVae(vaeWeights, VAE_PREFIX);
     await writeGraph(join(tmp, "vae_decoder.onnx"), buildVaeDecoderGraph(vaeWeights, vae));
     const hasEncoder = vaeWeights.has(`${VAE_PREFIX}encoder.conv_in.weight`);
@@ -238,7 +262,14 @@ export async function prepareCheckpoint(
       },
     };
     const buildMs = performance.now() - t0;
-    const manifest: Manifest = { graphVersion: GRAPH_VERSION, kind, predictionType, files, buildMs };
+    const manifest: Manifest = {
+      graphVersion: GRAPH_VERSION,
+      attention,
+      kind,
+      predictionType,
+      files,
+      buildMs,
+    };
     await writeFileAtomic(join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
     await rm(dir, { recursive: true, force: true });
     await rename(tmp, dir);
@@ -249,7 +280,7 @@ export async function prepareCheckpoint(
         await rm(join(cacheRoot, entry), { recursive: true, force: true });
       }
     }
-    return { files, kind, reused: false, buildMs };
+    return { files, kind, reused: false, buildMs, attention };
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;

@@ -14,9 +14,14 @@
  * Precision: everything runs in `weights.precision`; graph inputs are cast to it where they enter and the output
  * back to float32. GroupNorm (statistics and affine, as LDM's GroupNorm32), softmax and the sinusoidal timestep
  * embeddings are computed in float32 whatever the compute type; LayerNormalization keeps its statistics in float32
- * through its stash_type. With "float32" (the only precision used so far) all of these casts are left out.
+ * through its stash_type. With "float32" all of these casts are left out.
+ *
+ * Attention (`options.attention`, see attention.ts): "plain" spells softmax(q·kᵀ/√d)·v out in opset-17 operators
+ * (softmax in float32); "fused" hands q, k, v to onnxruntime's com.microsoft MultiHeadAttention, which the CUDA
+ * provider runs with its flash / memory-efficient kernels.
  */
 import { GraphBuilder } from "../onnx/graph_builder.ts";
+import { type AttentionVariant, CONTRIB_DOMAIN, CONTRIB_OPSET, multiHeadAttention } from "./attention.ts";
 import { CheckpointError, type CheckpointWeights } from "./weights.ts";
 
 export const UNET_PREFIX = "model.diffusion_model.";
@@ -250,9 +255,18 @@ export function detectUNet(
   };
 }
 
+export interface UNetGraphOptions {
+  /** How attention is computed (default "plain"; "fused" imports com.microsoft operator set 1). */
+  attention?: AttentionVariant;
+}
+
 /** The UNet as an ONNX graph (opset 17) whose initializers point into the checkpoint file. */
-export function buildUNetGraph(weights: CheckpointWeights, config: UNetConfig): GraphBuilder {
-  return new UNetGraph(weights, config).build();
+export function buildUNetGraph(
+  weights: CheckpointWeights,
+  config: UNetConfig,
+  options: UNetGraphOptions = {},
+): GraphBuilder {
+  return new UNetGraph(weights, config, options.attention ?? "plain").build();
 }
 
 /** Sinusoidal frequencies exp(-ln(10000)·i/half) rounded as torch computes them in float32. */
@@ -265,7 +279,7 @@ function sinusoidFrequencies(dim: number): Float32Array {
 }
 
 class UNetGraph {
-  private readonly g = new GraphBuilder("unet", 17);
+  private readonly g: GraphBuilder;
   private readonly half: boolean;
   private readonly intConstants = new Map<string, string>();
   private readonly floatConstants = new Map<string, string>();
@@ -273,8 +287,14 @@ class UNetGraph {
   constructor(
     private readonly w: CheckpointWeights,
     private readonly c: UNetConfig,
+    private readonly attentionVariant: AttentionVariant,
   ) {
     this.half = w.precision === "float16";
+    this.g = new GraphBuilder(
+      "unet",
+      17,
+      attentionVariant === "fused" ? { [CONTRIB_DOMAIN]: CONTRIB_OPSET } : {},
+    );
   }
 
   build(): GraphBuilder {
@@ -460,6 +480,14 @@ class UNetGraph {
     const dHead = inner / heads;
     if (!Number.isInteger(dHead))
       throw new CheckpointError(`${prefix}: ${inner} channels do not split into ${heads} heads`);
+    if (this.attentionVariant === "fused") {
+      // q, k, v [batch, tokens, inner] in the compute precision; the kernel splits and merges the heads and
+      // applies the 1/√d scale itself.
+      const q = this.linear(x, `${prefix}.to_q`);
+      const k = this.linear(context ?? x, `${prefix}.to_k`);
+      const v = this.linear(context ?? x, `${prefix}.to_v`);
+      return this.linear(multiHeadAttention(g, q, k, v, heads, dHead), `${prefix}.to_out.0`);
+    }
     // The 1/√d scale is folded into to_q's weight (a constant onnxruntime folds at load).
     const q = this.linear(x, `${prefix}.to_q`, 1 / Math.sqrt(dHead));
     const k = this.linear(context ?? x, `${prefix}.to_k`);

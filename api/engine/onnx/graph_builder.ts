@@ -238,8 +238,26 @@ export class GraphBuilder {
     return this.nodes.length;
   }
 
+  /** Node counts by operator (`domain:op` for operators outside the default domain), for tests and reports. */
+  opCounts(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const n of this.nodes) {
+      const key = n.domain ? `${n.domain}:${n.op}` : n.op;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    return counts;
+  }
+
   /** The ModelProto bytes. */
   toBytes(): Uint8Array {
+    // A node of a domain the model does not import fails only when onnxruntime loads it; fail here instead.
+    for (const n of this.nodes) {
+      if (n.domain && n.domain !== "ai.onnx" && !(n.domain in this.extraOpsets)) {
+        throw new Error(
+          `graph ${this.name}: node ${n.name} (${n.op}) is in domain ${n.domain}, which the graph does not import`,
+        );
+      }
+    }
     const model = new Writer();
     model.int(1, 8); // ir_version 8 (opset ≤ 18)
     model.str(2, "sdx");

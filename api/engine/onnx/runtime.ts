@@ -61,6 +61,58 @@ export interface OnnxModelOptions {
   optimizationLevel?: (typeof OPTIMIZATION_LEVELS)[number];
   /** Threads for one operator (0 = onnxruntime's default, all cores). */
   intraOpThreads?: number;
+  /** CUDA: the GPU to run on (default 0). */
+  deviceId?: number;
+}
+
+/**
+ * The CUDA execution provider's options. onnxruntime-node 1.30's binding reads `deviceId` only (its
+ * session_options_helper.cc: the other names are absent from the 1.30 binary); later bindings also read the
+ * rest, named as in OrtCUDAProviderOptionsV2, so they are set now and take effect on upgrade:
+ * - arenaExtendStrategy kSameAsRequested: the GPU arena grows by what is asked, not to the next power of two,
+ *   so a server whose image sizes vary does not strand gigabytes of rounding;
+ * - cudnnConvAlgoSearch EXHAUSTIVE: cuDNN benchmarks every convolution algorithm once per shape (onnxruntime's
+ *   default; the warm-up at the default size pays for it before the first request);
+ * - cudnnConvUseMaxWorkspace: lets cuDNN pick the fastest algorithms, which need workspace;
+ * - doCopyInDefaultStream: copies on the compute stream (no cross-stream sync).
+ * Not set: enableCudaGraph (CUDA graphs need fixed input shapes and addresses; sdx's shapes vary per request),
+ * and IO binding, which onnxruntime-node does not offer (inputs and outputs cross as CPU tensors; for SD they are
+ * small: latents and text states, well under a megabyte per step).
+ */
+export function cudaProviderOptions(deviceId = 0): ort.InferenceSession.ExecutionProviderConfig {
+  return {
+    name: "cuda",
+    deviceId,
+    arenaExtendStrategy: "kSameAsRequested",
+    cudnnConvAlgoSearch: "EXHAUSTIVE",
+    cudnnConvUseMaxWorkspace: true,
+    doCopyInDefaultStream: true,
+  } as ort.InferenceSession.ExecutionProviderConfig;
+}
+
+/**
+ * The session options per provider. CPU: as sdx has always run it (level "all", onnxruntime's default arena and
+ * threads). CUDA: the CUDA provider first with the CPU provider behind it for the few shape operators CUDA leaves
+ * to the host, level "all" (onnxruntime's CUDA fusions: LayerNorm, GELU, bias adds), the CPU arena for those host
+ * tensors, memory patterns, sequential execution (one stream: parallel mode only adds host threads).
+ */
+export function sessionOptionsFor(options: OnnxModelOptions): ort.InferenceSession.SessionOptions {
+  const graphOptimizationLevel = options.optimizationLevel ?? "all";
+  if (options.provider === "cuda") {
+    return {
+      executionProviders: [cudaProviderOptions(options.deviceId ?? 0), "cpu"],
+      graphOptimizationLevel,
+      enableCpuMemArena: true,
+      enableMemPattern: true,
+      executionMode: "sequential",
+      intraOpNumThreads: options.intraOpThreads ?? 0,
+    };
+  }
+  return {
+    executionProviders: ["cpu"],
+    graphOptimizationLevel,
+    intraOpNumThreads: options.intraOpThreads ?? 0,
+  };
 }
 
 export class OnnxModel {
@@ -73,11 +125,7 @@ export class OnnxModel {
   ) {}
 
   static async load(path: string, options: OnnxModelOptions): Promise<OnnxModel> {
-    const sessionOptions: ort.InferenceSession.SessionOptions = {
-      executionProviders: options.provider === "cuda" ? ["cuda", "cpu"] : ["cpu"],
-      graphOptimizationLevel: options.optimizationLevel ?? "all",
-      intraOpNumThreads: options.intraOpThreads ?? 0,
-    };
+    const sessionOptions = sessionOptionsFor(options);
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(path, sessionOptions);

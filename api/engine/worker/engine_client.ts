@@ -62,14 +62,22 @@ export class EngineWorker {
     });
   }
 
+  /** Loads a model's sessions; `warmUp` runs one short generation at its native size right after. */
   async load(
     entry: ModelEntry,
     provider: ExecutionProvider,
+    warmUp = false,
   ): Promise<Omit<Extract<WorkerReply, { type: "loaded" }>, "type" | "id">> {
-    const reply = await this.call({ type: "load", id: this.nextId++, entry, provider });
+    const reply = await this.call({ type: "load", id: this.nextId++, entry, provider, warmUp });
     if (reply.type !== "loaded") throw new GenerationFailed(`unexpected reply ${reply.type} to load`);
     const { type: _type, id: _id, ...loaded } = reply;
     return loaded;
+  }
+
+  /** Releases a model's sessions in the worker. */
+  async unload(name: string): Promise<void> {
+    const reply = await this.call({ type: "unload", id: this.nextId++, name });
+    if (reply.type !== "unloaded") throw new GenerationFailed(`unexpected reply ${reply.type} to unload`);
   }
 
   async generate(

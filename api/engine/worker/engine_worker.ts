@@ -1,6 +1,7 @@
 /**
- * The engine worker: a long-lived thread that owns the onnxruntime sessions of the loaded model, so the
- * server thread never runs tensor math and stays responsive while a generation runs.
+ * The engine worker: a long-lived thread that owns the onnxruntime sessions of the loaded models (the server
+ * thread decides which stay loaded), so the server thread never runs tensor math and stays responsive while a
+ * generation runs.
  */
 import type { ExecutionProvider } from "../onnx/runtime.ts";
 import { Residency } from "../pipeline/residency.ts";
@@ -12,6 +13,7 @@ import {
   loadOnnxPipeline,
   type PipelineComponents,
 } from "../pipeline/stable_diffusion.ts";
+import { warmUp } from "../pipeline/warmup.ts";
 import { PromptSyntaxError } from "../prompt/attention.ts";
 import type { WorkerErrorKind, WorkerReply, WorkerRequest } from "./protocol.ts";
 
@@ -22,9 +24,10 @@ interface Loaded {
   residency: Residency;
 }
 
-let loaded: Loaded | null = null;
-/** CPU sessions of the same model, created for the first sequential-CPU-offload request on a GPU server. */
-let cpuCopy: Loaded | null = null;
+/** The loaded models by name. */
+const loaded = new Map<string, Loaded>();
+/** CPU sessions of a model, created for its first sequential-CPU-offload request on a GPU server. */
+const cpuCopies = new Map<string, Loaded>();
 const running = new Map<number, AbortController>();
 
 async function load(
@@ -33,6 +36,14 @@ async function load(
 ): Promise<Loaded> {
   const components = await loadOnnxPipeline(entry, provider);
   return { components, residency: new Residency(components) };
+}
+
+/** Releases a model's sessions (and its CPU copy's), if it is loaded. */
+async function unload(name: string): Promise<void> {
+  for (const models of [loaded, cpuCopies]) {
+    await models.get(name)?.residency.releaseAll();
+    models.delete(name);
+  }
 }
 
 function reply(message: WorkerReply, transfer: ArrayBuffer[] = []): void {
@@ -49,31 +60,38 @@ async function handle(request: WorkerRequest): Promise<void> {
   switch (request.type) {
     case "load": {
       const t0 = performance.now();
-      for (const old of [loaded, cpuCopy]) await old?.residency.releaseAll();
-      loaded = null;
-      cpuCopy = null;
-      loaded = await load(request.entry, request.provider);
+      await unload(request.entry.name);
+      const model = await load(request.entry, request.provider);
+      const loadMs = performance.now() - t0;
+      loaded.set(request.entry.name, model);
+      const warm = request.warmUp ? await warmUp(model.components, { size: request.entry.nativeSize }) : null;
       reply({
         type: "loaded",
         id: request.id,
-        capabilities: loaded.components.capabilities,
-        tokenizerDir: loaded.components.files.tokenizerDir,
-        checkpointGraphs: loaded.components.checkpointGraphs,
-        loadMs: performance.now() - t0,
+        capabilities: model.components.capabilities,
+        tokenizerDir: model.components.files.tokenizerDir,
+        checkpointGraphs: model.components.checkpointGraphs,
+        loadMs,
+        warmUp: warm ? { ms: warm.ms, size: warm.width } : null,
       });
       return;
     }
+    case "unload":
+      await unload(request.name);
+      reply({ type: "unloaded", id: request.id });
+      return;
     case "generate": {
-      if (!loaded) throw new GenerationFailed("no model is loaded");
+      const model = loaded.get(request.entry.name);
+      if (!model) throw new GenerationFailed(`model ${request.entry.name} is not loaded`);
       const controller = new AbortController();
       running.set(request.id, controller);
       // The stage that runs now, so an onnxruntime failure can say where it happened.
       let stage = "prepare";
       try {
-        let target = loaded;
-        if (request.offload === "sequential" && loaded.components.provider !== "cpu") {
-          cpuCopy ??= await load(request.entry, "cpu");
-          target = cpuCopy;
+        let target = model;
+        if (request.offload === "sequential" && model.components.provider !== "cpu") {
+          target = cpuCopies.get(request.entry.name) ?? (await load(request.entry, "cpu"));
+          cpuCopies.set(request.entry.name, target);
         }
         const enter = target.residency.enterStage(request.offload === "model");
         const output = await generate(target.components, request.input, {

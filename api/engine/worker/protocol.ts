@@ -9,7 +9,8 @@ import type {
 } from "../pipeline/stable_diffusion.ts";
 
 export type WorkerRequest =
-  | { type: "load"; id: number; entry: ModelEntry; provider: ExecutionProvider }
+  | { type: "load"; id: number; entry: ModelEntry; provider: ExecutionProvider; warmUp: boolean }
+  | { type: "unload"; id: number; name: string }
   | { type: "generate"; id: number; input: GenerateInput; entry: ModelEntry; offload: Offload }
   | { type: "cancel"; id: number };
 
@@ -30,7 +31,10 @@ export type WorkerReply =
       tokenizerDir: string;
       checkpointGraphs: { reused: boolean; buildMs: number } | null;
       loadMs: number;
+      /** The warm-up generation's time and size, when one ran. */
+      warmUp: { ms: number; size: number } | null;
     }
+  | { type: "unloaded"; id: number }
   | { type: "step"; id: number; event: StepEvent }
   | { type: "generated"; id: number; output: GenerateOutput }
   | { type: "error"; id: number; kind: WorkerErrorKind; message: string; stage: string | null };

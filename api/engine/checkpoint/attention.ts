@@ -1,0 +1,85 @@
+/**
+ * How the graphs sdx builds compute attention.
+ *
+ * - "plain": softmax(q·kᵀ/√d)·v spelled out with MatMul, Softmax and Transpose (opset 17), which every execution
+ *   provider runs; the scores [batch, heads, tokens, tokens] are materialized.
+ * - "fused": onnxruntime's contrib operator `MultiHeadAttention` (domain com.microsoft, operator set 1), which the
+ *   CUDA provider runs with flash / memory-efficient attention kernels (no scores in memory) and the CPU provider
+ *   also implements (float32; float16 through inserted casts), so the fused graph can be checked on a CPU.
+ *
+ * MultiHeadAttention's contract as used here (onnxruntime docs/ContribOperators.md): inputs `query`
+ * [batch, sequence, hidden], `key` [batch, kv_sequence, hidden], `value` [batch, kv_sequence, v_hidden] — the
+ * projections already applied, heads not split — and output [batch, sequence, v_hidden] with the heads merged
+ * back; attribute `num_heads` (required), `scale` (default 1/√head_size; given explicitly here). The optional
+ * `bias`, masks and past/present inputs are left out (SD's to_q/to_k/to_v have no bias).
+ *
+ * Only the UNet's transformer blocks (self- and cross-attention) take the fused form. The CLIP text encoders stay
+ * plain: their causal mask would need MHA's `unidirectional` attribute, which not every kernel accepts (the WebGPU
+ * kernel refuses it, the CUDA fast paths gained it late), and over 77 tokens attention is a negligible share of a
+ * text encoder that runs once per request. The VAE's single-head mid-block attention stays plain too.
+ */
+import type { GraphBuilder } from "../onnx/graph_builder.ts";
+
+export const ATTENTION_VARIANTS = ["plain", "fused"] as const;
+export type AttentionVariant = (typeof ATTENTION_VARIANTS)[number];
+
+/** The domain and operator-set version a fused graph imports. */
+export const CONTRIB_DOMAIN = "com.microsoft";
+export const CONTRIB_OPSET = 1;
+
+export const ATTENTION_ENV = "SDX_ATTENTION";
+
+export function isAttentionVariant(value: string): value is AttentionVariant {
+  return (ATTENTION_VARIANTS as readonly string[]).includes(value);
+}
+
+/** The variant forced by `SDX_ATTENTION` (plain|fused), or null when unset; anything else is an error. */
+export function attentionFromEnv(
+  env: Record<string, string | undefined> = process.env,
+): AttentionVariant | null {
+  const value = env[ATTENTION_ENV]?.trim();
+  if (value === undefined || value === "") return null;
+  if (!isAttentionVariant(value)) {
+    throw new Error(`${ATTENTION_ENV}=${value}: expected one of ${ATTENTION_VARIANTS.join(", ")}`);
+  }
+  return value;
+}
+
+/** The variant an execution provider gets: fused attention on CUDA, the plain form on the CPU. */
+export function attentionForProvider(provider: "cpu" | "cuda"): AttentionVariant {
+  return provider === "cuda" ? "fused" : "plain";
+}
+
+/**
+ * The variant a build uses: the caller's, else `SDX_ATTENTION`, else by precision — float16 graphs are built for
+ * the CUDA provider (loadOnnxPipeline asks for float16 exactly there), so they get fused attention.
+ */
+export function resolveAttention(
+  requested: AttentionVariant | undefined,
+  precision: "float32" | "float16",
+  env: Record<string, string | undefined> = process.env,
+): AttentionVariant {
+  return requested ?? attentionFromEnv(env) ?? (precision === "float16" ? "fused" : "plain");
+}
+
+/**
+ * One com.microsoft MultiHeadAttention node: q [b, s, heads·d], k and v [b, l, heads·d] → [b, s, heads·d]. The
+ * graph must import CONTRIB_DOMAIN (GraphBuilder's `extraOpsets`).
+ */
+export function multiHeadAttention(
+  g: GraphBuilder,
+  q: string,
+  k: string,
+  v: string,
+  heads: number,
+  headDim: number,
+): string {
+  const [out] = g.node(
+    "MultiHeadAttention",
+    [q, k, v],
+    { num_heads: heads, scale: { f: 1 / Math.sqrt(headDim) } },
+    1,
+    CONTRIB_DOMAIN,
+  );
+  return out as string;
+}

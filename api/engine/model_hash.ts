@@ -1,0 +1,116 @@
+/**
+ * A model's SHA-256, the identity AUTOMATIC1111 and Civitai use for checkpoints ("Model hash" in infotext is its
+ * first 10 hex digits). A single-file checkpoint's hash is the file's; an ONNX folder's is the hash of its
+ * `sha256sum`-style manifest (one "<sha256>  <relative path>" line per file, sorted by path). File hashes are
+ * cached in `<cacheDir>/hashes.json`, keyed by path and checked against size and modification time, so a
+ * multi-gigabyte file is read once.
+ */
+import { readdir, stat } from "node:fs/promises";
+import { join, relative } from "node:path";
+import { writeFileAtomic } from "../fs/atomic.ts";
+import type { ModelEntry } from "./model_folder.ts";
+
+interface CachedHash {
+  size: number;
+  mtimeMs: number;
+  sha256: string;
+}
+
+type HashCache = Record<string, CachedHash>;
+
+/** Serialises cache writes per cache file, so concurrent hashes never lose each other's entries. */
+const writeChains = new Map<string, Promise<unknown>>();
+
+async function readCache(cacheFile: string): Promise<HashCache> {
+  try {
+    const data = (await Bun.file(cacheFile).json()) as unknown;
+    return data && typeof data === "object" && !Array.isArray(data) ? (data as HashCache) : {};
+  } catch {
+    return {};
+  }
+}
+
+async function fileSha256(path: string): Promise<string> {
+  const hasher = new Bun.CryptoHasher("sha256");
+  for await (const chunk of Bun.file(path).stream()) hasher.update(chunk);
+  return hasher.digest("hex");
+}
+
+async function modelFiles(entry: ModelEntry): Promise<string[]> {
+  if (entry.format !== "onnx") return [entry.path];
+  const files: string[] = [];
+  for (const e of await readdir(entry.path, { withFileTypes: true, recursive: true })) {
+    const path = join(e.parentPath, e.name);
+    if (
+      e.isFile() &&
+      !relative(entry.path, path)
+        .split("/")
+        .some((part) => part.startsWith("."))
+    )
+      files.push(path);
+  }
+  return files.sort();
+}
+
+/** The cached hash of each file whose size and modification time still match, or null for each that does not. */
+async function cachedHashes(files: string[], cache: HashCache): Promise<(string | null)[]> {
+  return Promise.all(
+    files.map(async (path) => {
+      const hit = cache[path];
+      if (!hit) return null;
+      const s = await stat(path).catch(() => null);
+      return s && s.size === hit.size && s.mtimeMs === hit.mtimeMs ? hit.sha256 : null;
+    }),
+  );
+}
+
+function combine(entry: ModelEntry, files: string[], hashes: string[]): string {
+  if (entry.format !== "onnx") return hashes[0] as string;
+  const manifest = files.map((f, i) => `${hashes[i]}  ${relative(entry.path, f)}\n`).join("");
+  return new Bun.CryptoHasher("sha256").update(manifest).digest("hex");
+}
+
+/** The model's hash when every file's is cached and current, else null; reads no weights. */
+export async function cachedModelHash(entry: ModelEntry, cacheDir: string): Promise<string | null> {
+  try {
+    const files = await modelFiles(entry);
+    const hashes = await cachedHashes(files, await readCache(join(cacheDir, "hashes.json")));
+    return hashes.every((h) => h !== null) ? combine(entry, files, hashes as string[]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The model's hash, reading (and caching) whatever is not cached yet. */
+export async function modelHash(entry: ModelEntry, cacheDir: string): Promise<string> {
+  const cacheFile = join(cacheDir, "hashes.json");
+  const files = await modelFiles(entry);
+  const known = await cachedHashes(files, await readCache(cacheFile));
+  const fresh: HashCache = {};
+  const hashes: string[] = [];
+  for (const [i, path] of files.entries()) {
+    const hit = known[i];
+    if (hit) {
+      hashes.push(hit);
+      continue;
+    }
+    const before = await stat(path);
+    const sha256 = await fileSha256(path);
+    hashes.push(sha256);
+    fresh[path] = { size: before.size, mtimeMs: before.mtimeMs, sha256 };
+  }
+  if (Object.keys(fresh).length > 0) {
+    const previous = writeChains.get(cacheFile) ?? Promise.resolve();
+    const next = previous.then(async () => {
+      const cache = { ...(await readCache(cacheFile)), ...fresh };
+      await writeFileAtomic(cacheFile, `${JSON.stringify(cache, null, 1)}\n`);
+    });
+    writeChains.set(
+      cacheFile,
+      next.catch(() => {}),
+    );
+    // A cache that cannot be written (a read-only models folder) only costs a re-read next time.
+    await next.catch(() => {});
+  }
+  return combine(entry, files, hashes);
+}

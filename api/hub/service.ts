@@ -1,0 +1,232 @@
+/**
+ * The online catalog and pulls from the Hugging Face hub, for the API: what is installed, one download per
+ * model however many requests ask for it, and the engine's hub errors as API errors.
+ */
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
+import { CATALOG, PullNameError, type PullTarget, resolvePullName } from "../engine/hub/catalog.ts";
+import {
+  DEFAULT_HUB_ENDPOINT,
+  HubError,
+  type HubOptions,
+  type PullProgress,
+  type PullResult,
+  pullModel,
+} from "../engine/hub/download.ts";
+import type { ModelHost } from "../engine/model_host.ts";
+import { ApiError } from "../errors.ts";
+import type { ModelCatalog, PullRequest, PullResultBody } from "./model.ts";
+
+/** Where pulls come from; createApp passes what api/config.ts read from HF_ENDPOINT and HF_TOKEN. */
+export interface HubSettings {
+  endpoint?: string | undefined;
+  token?: string | undefined;
+  /** Download tuning (tests make retries quick). */
+  retryDelayMs?: number;
+  stallTimeoutMs?: number;
+}
+
+export type ProgressListener = (progress: PullProgress) => void;
+
+interface RunningPull {
+  target: PullTarget;
+  result: Promise<PullResult>;
+  controller: AbortController;
+  listeners: Set<ProgressListener>;
+  waiters: number;
+  last: PullProgress | null;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An engine HubError as the API's error. */
+export function hubApiError(e: unknown): unknown {
+  if (!(e instanceof HubError)) return e;
+  switch (e.kind) {
+    case "exists":
+      return new ApiError(409, "model_exists", e.message);
+    case "busy":
+      return new ApiError(409, "download_busy", e.message);
+    case "not_found":
+      return new ApiError(404, "hub_not_found", e.message);
+    case "forbidden":
+      return new ApiError(403, "hub_forbidden", e.message);
+    case "unreachable":
+      return new ApiError(502, "hub_unreachable", e.message);
+    case "not_onnx":
+      return new ApiError(422, "hub_not_onnx", e.message);
+    case "no_space":
+      return new ApiError(507, "insufficient_storage", e.message);
+    default:
+      return new ApiError(502, "download_failed", e.message);
+  }
+}
+
+function cancelled(): ApiError {
+  return new ApiError(499, "cancelled", "the pull was cancelled; pull again to resume it");
+}
+
+export class HubService {
+  private readonly running = new Map<string, RunningPull>();
+
+  constructor(
+    private readonly host: ModelHost,
+    private readonly settings: HubSettings = {},
+  ) {}
+
+  get endpoint(): string {
+    return (this.settings.endpoint || DEFAULT_HUB_ENDPOINT).replace(/\/+$/, "");
+  }
+
+  private get modelsDir(): string {
+    return this.host.options.modelsDir;
+  }
+
+  async catalog(): Promise<ModelCatalog> {
+    const models = await Promise.all(
+      CATALOG.map(async (e) => ({
+        name: e.name,
+        repo: e.repo,
+        revision: e.revision,
+        kind: e.kind,
+        description: e.description,
+        approx_size_bytes: e.approxBytes,
+        installed: await exists(join(this.modelsDir, e.name)),
+      })),
+    );
+    return { hub: this.endpoint, models };
+  }
+
+  /**
+   * Checks the request and what is on disk now, so that a bad name or an existing folder is a plain error
+   * before any download (and before an event stream starts).
+   */
+  async check(body: PullRequest): Promise<PullTarget> {
+    let target: PullTarget;
+    try {
+      target = resolvePullName(body.name, body.folder);
+    } catch (e) {
+      if (!(e instanceof PullNameError)) throw e;
+      if (e.notInCatalog) throw new ApiError(404, "not_in_catalog", e.message);
+      const field = e.message.startsWith("folder") ? "folder" : "name";
+      throw new ApiError(422, "validation_failed", `invalid body: ${field} ${e.message}`, [
+        { field, message: e.message },
+      ]);
+    }
+    const running = this.running.get(target.folder);
+    if (running && (running.target.repo !== target.repo || running.target.revision !== target.revision)) {
+      throw new ApiError(
+        409,
+        "download_busy",
+        `${target.folder} is being pulled from ${running.target.repo}@${running.target.revision}; wait for it, or pull into another folder`,
+      );
+    }
+    if (!running && (await exists(join(this.modelsDir, target.folder)))) {
+      throw new ApiError(
+        409,
+        "model_exists",
+        `${target.folder} is already in the models directory; remove that folder to pull it again, or pull into another folder`,
+      );
+    }
+    return target;
+  }
+
+  /** POST /v1/models/pull's JSON answer: `check`, then `pull`. */
+  async pullRequest(body: PullRequest, signal?: AbortSignal): Promise<PullResultBody> {
+    return this.pull(await this.check(body), signal);
+  }
+
+  /**
+   * Pulls `target` (from `check`), or joins the pull of it already running. `onProgress` gets this request's
+   * progress; aborting `signal` leaves the pull, which stops (staged files kept for a resume) once no request
+   * waits for it.
+   */
+  async pull(
+    target: PullTarget,
+    signal?: AbortSignal,
+    onProgress?: ProgressListener,
+  ): Promise<PullResultBody> {
+    let run = this.running.get(target.folder);
+    // A pull every request left is stopping: let it release the folder, then start afresh (resuming its files).
+    while (run?.controller.signal.aborted) {
+      await run.result.catch(() => undefined);
+      run = this.running.get(target.folder);
+    }
+    const joined = run !== undefined;
+    if (!run) run = this.start(target);
+    const current = run;
+    current.waiters++;
+    if (onProgress) {
+      current.listeners.add(onProgress);
+      if (current.last) onProgress(current.last);
+    }
+    let onAbort = () => {};
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(cancelled());
+      if (signal?.aborted) onAbort();
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      const result = await Promise.race([current.result, aborted]);
+      return {
+        name: result.name,
+        repo: result.repo,
+        revision: result.revision,
+        commit: result.commit,
+        files: result.files,
+        size_bytes: result.bytes,
+        resumed_bytes: result.resumedBytes,
+        joined,
+        kind: result.entry.kind,
+        loadable: result.entry.problem === null,
+        problem: result.entry.problem,
+      };
+    } catch (e) {
+      if (e instanceof DOMException && e.name === "AbortError") throw cancelled();
+      throw hubApiError(e);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      if (onProgress) current.listeners.delete(onProgress);
+      current.waiters--;
+      if (current.waiters === 0) current.controller.abort();
+    }
+  }
+
+  private start(target: PullTarget): RunningPull {
+    const controller = new AbortController();
+    const run: RunningPull = {
+      target,
+      controller,
+      listeners: new Set(),
+      waiters: 0,
+      last: null,
+      result: Promise.resolve() as unknown as Promise<PullResult>,
+    };
+    const hub: HubOptions = { endpoint: this.settings.endpoint, token: this.settings.token };
+    run.result = pullModel(target, {
+      ...hub,
+      modelsDir: this.modelsDir,
+      signal: controller.signal,
+      ...(this.settings.retryDelayMs !== undefined ? { retryDelayMs: this.settings.retryDelayMs } : {}),
+      ...(this.settings.stallTimeoutMs !== undefined ? { stallTimeoutMs: this.settings.stallTimeoutMs } : {}),
+      onProgress: (p) => {
+        run.last = p;
+        for (const listener of run.listeners) listener(p);
+      },
+    }).finally(() => {
+      this.running.delete(target.folder);
+    });
+    // The pull is awaited by its requests; a rejection nobody waits for any more must not go unhandled.
+    run.result.catch(() => undefined);
+    run.result.then(() => this.host.list({ fresh: true })).catch(() => undefined);
+    this.running.set(target.folder, run);
+    return run;
+  }
+}

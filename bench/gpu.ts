@@ -1,0 +1,301 @@
+/**
+ * `bun run bench gpu`: the whole text-to-image pipeline on an NVIDIA GPU through onnxruntime's CUDA provider, at
+ * full size with random weights of the real shapes (scripts/ldm_keys.ts presets, as the full-size check writes):
+ * - SD 1.5 (runwayml v1-5-pruned-emaonly layout), 512×512, 30 steps of dpmsolver++, CFG 7.5, batch 1;
+ * - SDXL (sd_xl_base_1.0 layout), 1024×1024, the same settings.
+ * Each model: checkpoint written once into the cache folder (reused after), graphs built (float16, fused
+ * MultiHeadAttention: the CUDA path), sessions loaded, one warm-up generation at the same size, then `--runs`
+ * timed generations. Reported per run: seconds per image, UNet iterations per second (denoising steps per second
+ * of the denoising stage; each step is one UNet call at CFG's batch 2) and the share of wall time spent outside
+ * onnxruntime's `run`; then the published anchors with our time's ratio to them.
+ *
+ * Without CUDA (no NVIDIA GPU, or onnxruntime-node's CUDA provider libraries missing) it prints one line,
+ * `bench gpu: no CUDA (reason); nothing measured`, and exits 0. `--cpu` runs the same code on the CPU provider
+ * over random-weight checkpoints of the tiny fixture models' shapes (presets tiny_sd15 and tiny_sdxl; 64×64,
+ * 3 steps, fused attention through SDX_ATTENTION=fused unless set): a smoke test of this script, not a measurement.
+ *
+ *   bun run bench gpu [--only sd15|sdxl] [--runs 3] [--steps 30] [--cache DIR] [--cpu]
+ */
+import { mkdir, rename, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, dirname, join } from "node:path";
+import { parseArgs } from "node:util";
+import { ATTENTION_ENV } from "../api/engine/checkpoint/attention.ts";
+import { inspectCheckpoint } from "../api/engine/model_folder.ts";
+import { type GpuInfo, gpuInfo } from "../api/engine/onnx/gpu_info.ts";
+import {
+  chooseProvider,
+  type ExecutionProvider,
+  onnxruntimeVersion,
+  runStats,
+} from "../api/engine/onnx/runtime.ts";
+import {
+  type GenerateInput,
+  generate,
+  loadOnnxPipeline,
+  type PipelineComponents,
+  releasePipeline,
+} from "../api/engine/pipeline/stable_diffusion.ts";
+import { warmUp } from "../api/engine/pipeline/warmup.ts";
+import { ldmTensors, PRESETS, type PresetName, writeRandomCheckpoint } from "../scripts/ldm_keys.ts";
+import { printTable } from "./engine.ts";
+
+/** A published figure to compare against: `seconds` for `steps` denoising steps at the same size and settings. */
+interface Anchor {
+  label: string;
+  seconds: number;
+  steps: number;
+}
+
+interface BenchModel {
+  name: string;
+  size: number;
+  /** The random-weight checkpoint preset (scripts/ldm_keys.ts) and the sidecar it needs, if any. */
+  preset: PresetName;
+  sidecar?: Record<string, unknown>;
+  anchor: Anchor | null;
+}
+
+const GPU_MODELS: BenchModel[] = [
+  {
+    name: "sd15",
+    size: 512,
+    preset: "sd15",
+    anchor: { label: "ONNX Runtime CUDA SD 1.5 pipeline, H100", seconds: 0.57, steps: 50 },
+  },
+  {
+    name: "sdxl",
+    size: 1024,
+    preset: "sdxl",
+    anchor: { label: "TensorRT SDXL, H100", seconds: 1.47, steps: 30 },
+  },
+];
+
+/** The same two families at the tiny fixture models' shapes (random weights too). */
+const CPU_SMOKE_MODELS: BenchModel[] = [
+  { name: "sd15", size: 64, preset: "tiny_sd15", anchor: null },
+  // The tiny SDXL's attention heads (2, 4, 8) are not in its weights: its sidecar names them.
+  { name: "sdxl", size: 64, preset: "tiny_sdxl", sidecar: { unet_attention_heads: [2, 4, 8] }, anchor: null },
+];
+
+const NO_CUDA_PREFIX = "bench gpu: no CUDA";
+
+const seconds = (ms: number, digits = 3) => (ms / 1000).toFixed(digits);
+
+/**
+ * The model's random-weight checkpoint in `cacheDir`, written once (a `.complete` marker beside it says the write
+ * finished) and reused by later runs: SDXL's is 6.9 GB.
+ */
+async function checkpointFor(model: BenchModel, cacheDir: string): Promise<{ path: string; note: string }> {
+  const arch = PRESETS[model.preset];
+  const path = join(cacheDir, `${model.preset}.safetensors`);
+  if (model.sidecar) await Bun.write(path.replace(/\.safetensors$/, ".json"), JSON.stringify(model.sidecar));
+  const done = `${path}.complete`;
+  if ((await Bun.file(done).exists()) && (await Bun.file(path).exists())) {
+    const bytes = (await stat(path)).size;
+    return {
+      path,
+      note: `preset ${model.preset} (${arch.mirrors}), random fp16 weights, ${(bytes / 1e9).toFixed(2)} GB (reused)`,
+    };
+  }
+  const partial = `${path}.partial`;
+  const started = performance.now();
+  const { bytes } = await writeRandomCheckpoint(partial, ldmTensors(arch), { arch });
+  await rename(partial, path);
+  await Bun.write(done, String(bytes));
+  return {
+    path,
+    note: `preset ${model.preset} (${arch.mirrors}), random fp16 weights, ${(bytes / 1e9).toFixed(2)} GB written in ${seconds(performance.now() - started, 1)} s`,
+  };
+}
+
+function requestFor(model: BenchModel, steps: number, seed: number): GenerateInput {
+  return {
+    prompt: "a lighthouse on a rocky coast at dawn, dramatic clouds, oil painting",
+    negativePrompt: "blurry, low quality",
+    promptSyntax: "a1111",
+    seeds: [seed],
+    width: model.size,
+    height: model.size,
+    numSteps: steps,
+    guidanceScale: 7.5,
+    scheduler: "dpmsolver++",
+    schedulerOptions: {},
+    clipSkip: 1,
+    vaeSlicing: false,
+    vaeTiling: false,
+  };
+}
+
+/** What the graph folder's name says: precision and attention variant (…-fp16-mha-<key>). */
+function graphsOf(pipeline: PipelineComponents): string {
+  const folder = basename(dirname(pipeline.files.unet));
+  const precision = /-fp16(-|$)/.test(folder) ? "float16" : "float32";
+  return `${precision}, ${/-mha-/.test(folder) ? "fused MultiHeadAttention" : "plain attention"}`;
+}
+
+interface ModelResult {
+  rows: string[][];
+  notes: string[];
+  /** Median seconds per image of the timed runs. */
+  median: number;
+}
+
+async function benchModel(
+  model: BenchModel,
+  provider: ExecutionProvider,
+  cacheDir: string,
+  runs: number,
+  steps: number,
+): Promise<ModelResult> {
+  const notes: string[] = [];
+  const { path, note } = await checkpointFor(model, cacheDir);
+  notes.push(`${model.name}: ${note}`);
+  const entry = await inspectCheckpoint(model.name, path);
+  if (entry.problem) throw new Error(`${path}: ${entry.problem}`);
+  const loadStart = performance.now();
+  const pipeline = await loadOnnxPipeline(entry, provider);
+  const loadMs = performance.now() - loadStart;
+  try {
+    const built = pipeline.checkpointGraphs;
+    notes.push(
+      `${model.name}: graphs ${built?.reused ? "reused" : `built in ${seconds(built?.buildMs ?? 0)} s`} (${graphsOf(pipeline)}); ` +
+        `sessions loaded in ${seconds(loadMs, 1)} s`,
+    );
+    const warm = await warmUp(pipeline, { size: model.size });
+    notes.push(
+      `${model.name}: warm-up (${warm.steps} steps at ${warm.width}×${warm.height}) ${seconds(warm.ms)} s`,
+    );
+    const rows: string[][] = [];
+    const times: number[] = [];
+    for (let run = 1; run <= runs; run++) {
+      const before = { ...runStats };
+      const started = performance.now();
+      const out = await generate(pipeline, requestFor(model, steps, 41 + run));
+      const wall = performance.now() - started;
+      const inside = runStats.ms - before.ms;
+      times.push(wall);
+      const anchor = model.anchor;
+      const anchorSeconds = anchor ? (anchor.seconds * steps) / anchor.steps : null;
+      rows.push([
+        model.name,
+        `${model.size}×${model.size}`,
+        String(steps),
+        String(run),
+        seconds(wall),
+        (steps / (out.timings.denoiseMs / 1000)).toFixed(2),
+        seconds(inside),
+        `${(((wall - inside) / wall) * 100).toFixed(2)} %`,
+        anchorSeconds === null ? "–" : anchorSeconds.toFixed(3),
+        anchorSeconds === null ? "–" : `${(wall / 1000 / anchorSeconds).toFixed(2)}×`,
+      ]);
+    }
+    const sorted = [...times].sort((a, b) => a - b);
+    return { rows, notes, median: (sorted[Math.floor((sorted.length - 1) / 2)] as number) / 1000 };
+  } finally {
+    await releasePipeline(pipeline);
+  }
+}
+
+const describeGpu = (gpu: GpuInfo | null) =>
+  gpu === null
+    ? "GPU: nvidia-smi gave no answer"
+    : `GPU: ${gpu.name}, ${gpu.memoryTotalMiB} MiB, ${gpu.memoryUsedMiB ?? "?"} MiB in use, driver ${gpu.driverVersion}`;
+
+export async function benchGpu(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      only: { type: "string" },
+      runs: { type: "string" },
+      steps: { type: "string" },
+      cache: { type: "string", default: join(tmpdir(), "sdx-bench-gpu") },
+      cpu: { type: "boolean", default: false },
+    },
+  });
+  const cpu = values.cpu;
+  const runs = Math.max(1, Number(values.runs ?? (cpu ? 1 : 3)) || 1);
+  const steps = Math.max(1, Number(values.steps ?? (cpu ? 3 : 30)) || 1);
+  const models = (cpu ? CPU_SMOKE_MODELS : GPU_MODELS).filter((m) => !values.only || m.name === values.only);
+  if (models.length === 0) {
+    console.error(
+      "usage: bun run bench gpu [--only sd15|sdxl] [--runs 3] [--steps 30] [--cache DIR] [--cpu]",
+    );
+    process.exitCode = 2;
+    return;
+  }
+
+  let provider: ExecutionProvider = "cpu";
+  if (!cpu) {
+    const choice = chooseProvider("auto");
+    if (choice.provider !== "cuda") {
+      console.log(`${NO_CUDA_PREFIX} (${choice.reason}); nothing measured`);
+      return;
+    }
+    provider = "cuda";
+  } else if (!process.env[ATTENTION_ENV]?.trim()) {
+    // The smoke exercises the GPU path's graphs (fused attention) on the CPU provider, in float32.
+    process.env[ATTENTION_ENV] = "fused";
+  }
+  const cacheDir = cpu ? join(values.cache, "cpu-smoke") : values.cache;
+  await mkdir(cacheDir, { recursive: true });
+
+  const header = cpu
+    ? "bench gpu --cpu: smoke of the GPU benchmark's code on the CPU provider, tiny random-weight models (not a measurement)"
+    : `bench gpu: onnxruntime-node ${onnxruntimeVersion}, CUDA provider; ${describeGpu(await gpuInfo({ cacheMs: 0 }))}`;
+  console.log(header);
+  console.log(
+    `settings: ${steps} steps of dpmsolver++, CFG 7.5, batch 1, ${runs} timed run(s) after one warm-up; cache ${cacheDir}`,
+  );
+
+  const rows: string[][] = [];
+  const notes: string[] = [];
+  const summary: string[] = [];
+  let failed = false;
+  for (const model of models) {
+    try {
+      const result = await benchModel(model, provider, cacheDir, runs, steps);
+      rows.push(...result.rows);
+      notes.push(...result.notes);
+      if (model.anchor) {
+        const scaled = (model.anchor.seconds * steps) / model.anchor.steps;
+        summary.push(
+          `${model.name}: median ${result.median.toFixed(3)} s/image; anchor ${model.anchor.label}: ${model.anchor.seconds} s for ` +
+            `${model.anchor.steps} steps` +
+            (model.anchor.steps !== steps ? ` (${scaled.toFixed(3)} s scaled to ${steps} steps)` : "") +
+            `; ratio ${(result.median / scaled).toFixed(2)}× (${result.median <= scaled ? "beats it" : "slower"})`,
+        );
+      }
+    } catch (e) {
+      failed = true;
+      const message = e instanceof Error ? e.message : String(e);
+      notes.push(`${model.name}: FAILED: ${message.split("\n")[0]}`);
+    }
+    Bun.gc(true);
+  }
+  for (const line of notes) console.log(line);
+  printTable([
+    [
+      "model",
+      "size",
+      "steps",
+      "run",
+      "s/image",
+      "UNet it/s",
+      "in ORT s",
+      "outside share",
+      "anchor s",
+      "vs anchor",
+    ],
+    ...rows,
+  ]);
+  for (const line of summary) console.log(line);
+  if (!cpu) {
+    console.log(describeGpu(await gpuInfo({ cacheMs: 0 })).replace("GPU:", "GPU after:"));
+    console.log(
+      "UNet it/s: denoising steps per second (one UNet call at CFG's batch 2 each); anchor s: the published time " +
+        "scaled linearly to these steps; vs anchor < 1× beats it",
+    );
+  }
+  if (failed) process.exitCode = 1;
+}
