@@ -85,3 +85,13 @@ export class ApiError extends Error {
 
 /** The `Error` model, registered once; every feature plugin uses it to document its error responses. */
 export const errorModel = new Elysia({ name: "sdx.error-model" }).model({ Error: ErrorSchema });
+
+/** The 422 for fields that fail a check: one message naming each field, and the fields themselves. */
+export function validationFailed(fields: FieldError[]): ApiError {
+  return new ApiError(
+    422,
+    "validation_failed",
+    fields.map((f) => `${f.field}: ${f.message}`).join("; "),
+    fields,
+  );
+}

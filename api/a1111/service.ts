@@ -6,7 +6,7 @@ import type { ModelHost } from "../engine/model_host.ts";
 import { ModelLoadFailed } from "../engine/model_host.ts";
 import { readPngText } from "../engine/pipeline/image.ts";
 import { SCHEDULERS, type SchedulerName } from "../engine/schedulers/index.ts";
-import { ApiError, type FieldError } from "../errors.ts";
+import { ApiError, type FieldError, validationFailed } from "../errors.ts";
 import type { GenerateRequest, GenerateResponse } from "../generate/model.ts";
 import { generateImages, type ModelFacts } from "../generate/service.ts";
 import type { ModelInfo } from "../models/model.ts";
@@ -129,15 +129,6 @@ function a1111Error(e: unknown): unknown {
   return new ApiError(e.status, e.code, message, fields, e.headers);
 }
 
-function rejected(fields: FieldError[]): ApiError {
-  return new ApiError(
-    422,
-    "validation_failed",
-    fields.map((f) => `${f.field}: ${f.message}`).join("; "),
-    fields,
-  );
-}
-
 /** What the A1111 routes keep between requests, and the A1111 jobs in flight (for /progress, /interrupt, /skip). */
 export class A1111Session {
   /** CLIP_stop_at_last_layers of requests that do not override it (POST /sdapi/v1/options). */
@@ -217,7 +208,7 @@ export async function resolveCheckpoint(host: ModelHost, search: string, field: 
   const found = byTitle(search) ?? byTitle(search.replace(/\s*\[[^\]]+\]\s*$/, ""));
   if (found) return found;
   const titles = models.map((m) => sdModelItem(m).title);
-  throw rejected([
+  throw validationFailed([
     {
       field,
       message: `no checkpoint matches "${search}"; ${titles.length ? `checkpoints: ${titles.join(", ")}` : "the models folder has none"}`,
@@ -304,7 +295,7 @@ export function resolveSampler(req: {
   const names = (Object.keys(A1111_SAMPLERS) as SchedulerName[]).map(a1111SamplerName);
   if (!sampler) {
     const a1111Only = A1111_ONLY_SAMPLERS.find((s) => s.toLowerCase() === lower);
-    throw rejected([
+    throw validationFailed([
       {
         field,
         message: a1111Only
@@ -317,7 +308,7 @@ export function resolveSampler(req: {
   if (!schedule && req.scheduler) {
     schedule = findSchedule(req.scheduler);
     if (!schedule) {
-      throw rejected([
+      throw validationFailed([
         {
           field: "scheduler",
           message: `"${req.scheduler}" is not a schedule type; sdx has: ${SDX_SCHEDULES.join(", ")}`,
@@ -331,7 +322,7 @@ export function resolveSampler(req: {
   const warnings: string[] = [];
   const explicit = schedule && schedule.name !== "automatic" ? schedule : null;
   if (explicit && !SDX_SCHEDULES.includes(explicit.name)) {
-    throw rejected([
+    throw validationFailed([
       {
         field: scheduleField,
         message: `A1111's ${explicit.label} schedule has no sdx implementation; sdx has: ${SDX_SCHEDULES.join(", ")}`,
@@ -350,7 +341,7 @@ export function resolveSampler(req: {
   const effective = explicit?.name ?? meta.automatic;
   if (effective === "karras") {
     if (!SCHEDULERS[sampler].karras) {
-      throw rejected([
+      throw validationFailed([
         {
           field: scheduleField,
           message: `sdx's ${a1111Name} has no Karras schedule (diffusers offers none for it); use "automatic"`,
@@ -445,7 +436,7 @@ async function checkSettings(
       });
     }
   }
-  if (fields.length > 0) throw rejected(fields);
+  if (fields.length > 0) throw validationFailed(fields);
   return unknown;
 }
 
@@ -661,7 +652,7 @@ async function mapRequest(
   if (sampler.scheduler === "ddim" && req.eta !== undefined && (req.eta < 0 || req.eta > 1)) {
     fields.push({ field: "eta", message: `DDIM's η must be from 0 to 1; got ${req.eta}` });
   }
-  if (fields.length > 0) throw rejected(fields);
+  if (fields.length > 0) throw validationFailed(fields);
   const checkpoint = overrides.sd_model_checkpoint;
   const model = checkpoint
     ? await resolveCheckpoint(host, checkpoint, "override_settings.sd_model_checkpoint")

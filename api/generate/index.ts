@@ -1,9 +1,10 @@
 import { Elysia } from "elysia";
 import type { ModelHost } from "../engine/model_host.ts";
 import { errorModel } from "../errors.ts";
+import { wantsEventStream } from "../sse.ts";
 import { GenerateRequestSchema, GenerateResponseSchema, LIMITS } from "./model.ts";
 import { generateImages, type ModelFacts } from "./service.ts";
-import { generationEventStream, wantsEventStream } from "./sse.ts";
+import { generationEventStream } from "./sse.ts";
 
 const STREAM_DESCRIPTION =
   "\n\n**Progress as server-sent events.** Send `Accept: text/event-stream` to get `text/event-stream` instead of JSON. " +

@@ -14,7 +14,7 @@ import {
 import { xlPromptTexts } from "../engine/pipeline/stable_diffusion_xl.ts";
 import { resolveSchedulerChoice, SCHEDULERS } from "../engine/schedulers/index.ts";
 import type { Offload } from "../engine/worker/protocol.ts";
-import { ApiError, type FieldError } from "../errors.ts";
+import { ApiError, type FieldError, validationFailed } from "../errors.ts";
 import { requestedModel, withModel } from "../models/service.ts";
 import { tokenizeField } from "../tokenize/service.ts";
 import { VERSION } from "../version.ts";
@@ -26,15 +26,6 @@ type MemoryReport = GenerateResponse["metadata"]["memory"];
 
 function randomSeed(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0] as number;
-}
-
-function rejected(fields: FieldError[]): ApiError {
-  return new ApiError(
-    422,
-    "validation_failed",
-    fields.map((f) => `${f.field}: ${f.message}`).join("; "),
-    fields,
-  );
 }
 
 export interface ModelFacts {
@@ -137,7 +128,7 @@ export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedP
       allowed: Array.from({ length: clipSkipMax }, (_, i) => i + 1),
     });
   }
-  if (fields.length > 0) throw rejected(fields);
+  if (fields.length > 0) throw validationFailed(fields);
   return applied;
 }
 
@@ -384,7 +375,7 @@ function checkRequest(
   if (!capabilities.longPrompts && long) {
     const [field, t] = long;
     const message = `${entry.name}'s UNet takes exactly 77 text tokens, so this ${t.tokenCount}-token prompt cannot be encoded in chunks; shorten it or send prompt_syntax "diffusers" to cut it at 75 tokens`;
-    throw rejected([{ field, message }]);
+    throw validationFailed([{ field, message }]);
   }
   const seeds = Array.from({ length: params.batch_size }, (_, i) => (params.seed + i) % SEED_SPACE);
   const schedulerEntry = SCHEDULERS[params.scheduler_type];

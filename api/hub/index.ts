@@ -1,7 +1,7 @@
 import { Elysia } from "elysia";
 import type { ModelHost } from "../engine/model_host.ts";
 import { errorModel } from "../errors.ts";
-import { wantsEventStream } from "../generate/sse.ts";
+import { wantsEventStream } from "../sse.ts";
 import { ModelCatalogSchema, PullRequestSchema, PullResultSchema } from "./model.ts";
 import { HubService, type HubSettings } from "./service.ts";
 import { pullAsEvents } from "./sse.ts";

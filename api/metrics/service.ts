@@ -68,42 +68,28 @@ export class ServerMetrics {
   modelLoadSeconds: number | null = null;
 
   constructor(queue: () => QueueView) {
-    const self = this;
-    new Gauge({
-      name: "sdx_queue_depth",
-      help: "Generations waiting for a slot.",
-      registers: this.registers,
-      collect() {
-        this.set(queue().queued);
-      },
-    });
-    new Gauge({
-      name: "sdx_running",
-      help: "Generations holding a slot.",
-      registers: this.registers,
-      collect() {
-        this.set(queue().running);
-      },
-    });
-    new Gauge({
-      name: "sdx_model_load_seconds",
-      help: "Time the last model load took (NaN before any has loaded).",
-      registers: this.registers,
-      collect() {
-        this.set(self.modelLoadSeconds ?? Number.NaN);
-      },
-    });
-    for (const counter of [this.steps, this.images]) counter.inc(0);
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: this.registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge("sdx_queue_depth", "Generations waiting for a slot.", () => queue().queued);
+    gauge("sdx_running", "Generations holding a slot.", () => queue().running);
+    gauge(
+      "sdx_model_load_seconds",
+      "Time the last model load took (NaN before any has loaded).",
+      () => this.modelLoadSeconds ?? Number.NaN,
+    );
     // prom-client's default process metrics rely on Node's event-loop monitor, which Bun does not fill in;
     // resident memory is the one that matters here (onnxruntime's sessions live in this process).
-    new Gauge({
-      name: "sdx_process_resident_memory_bytes",
-      help: "Resident memory of the server process, bytes.",
-      registers: this.registers,
-      collect() {
-        this.set(process.memoryUsage.rss());
-      },
-    });
+    gauge("sdx_process_resident_memory_bytes", "Resident memory of the server process, bytes.", () =>
+      process.memoryUsage.rss(),
+    );
+    for (const counter of [this.steps, this.images]) counter.inc(0);
   }
 
   /** The text exposition format, and its content type. */

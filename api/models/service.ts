@@ -6,7 +6,7 @@ import {
   ModelLoadFailed,
   ModelNotFoundError,
 } from "../engine/model_host.ts";
-import { ApiError } from "../errors.ts";
+import { ApiError, validationFailed } from "../errors.ts";
 import type { ModelList } from "./model.ts";
 
 export async function listModels(host: ModelHost): Promise<ModelList> {
@@ -57,9 +57,7 @@ export async function requestedModel(
   } catch (e) {
     if (!(e instanceof ModelNotFoundError)) throw e;
     const allowed = (await host.list()).filter((m) => m.problem === null).map((m) => m.name);
-    throw new ApiError(422, "validation_failed", `${field}: ${e.message}`, [
-      { field, message: e.message, allowed },
-    ]);
+    throw validationFailed([{ field, message: e.message, allowed }]);
   }
 }
 
