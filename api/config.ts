@@ -1,5 +1,10 @@
 /** Server options from flags, then SDX_* environment variables, then defaults. */
 import { parseArgs } from "node:util";
+import {
+  ATTENTION_VARIANTS,
+  type AttentionVariant,
+  isAttentionVariant,
+} from "./engine/checkpoint/attention.ts";
 import { WARM_UP_MODES, type WarmUpMode } from "./engine/model_host.ts";
 import { PROVIDER_CHOICES, type ProviderChoice } from "./engine/onnx/runtime.ts";
 import { DEFAULT_LIMITS, type Limits } from "./security/model.ts";
@@ -17,6 +22,8 @@ export interface ServerConfig {
   host: string;
   port: number;
   provider: ProviderChoice;
+  /** Attention of the UNet graphs built from checkpoints; undefined: by provider (fused on CUDA, plain on CPU). */
+  attention: AttentionVariant | undefined;
   /** A warm-up generation after the startup load: auto (CUDA only), on, off. */
   warmUp: WarmUpMode;
   /** Models kept loaded at once; undefined: 1 on a GPU, 2 on the CPU. */
@@ -83,6 +90,8 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
   --max-batch N      most batch_size (env SDX_MAX_BATCH, default ${DEFAULT_LIMITS.batchMax})
   --max-prompt-chars N  longest prompt (env SDX_MAX_PROMPT_CHARS, default ${DEFAULT_LIMITS.promptMaxChars})
   --max-body-bytes N largest request body (env SDX_MAX_BODY_BYTES, default ${DEFAULT_LIMITS.bodyMaxBytes})
+  --attention MODE   how the UNet graphs built from checkpoints compute attention: auto | ${ATTENTION_VARIANTS.join(" | ")}
+                     (env SDX_ATTENTION, default auto: fused MultiHeadAttention on CUDA, plain on the CPU)
   --warm-up MODE     one short generation at the native size after the startup load, so the first request
                      is not slow: ${WARM_UP_MODES.join(" | ")} (env SDX_WARM_UP, default auto: on CUDA only)
   --max-loaded-models N  models kept loaded at once, least recently used unloaded first
@@ -146,6 +155,12 @@ export function readServerConfig(
     throw new ConfigError(`--provider must be one of ${PROVIDER_CHOICES.join(", ")}; got "${provider}"`);
   }
   const model = values.model ?? fromEnv("SDX_MODEL");
+  const attention = values.attention ?? fromEnv("SDX_ATTENTION") ?? "auto";
+  if (attention !== "auto" && !isAttentionVariant(attention)) {
+    throw new ConfigError(
+      `--attention must be one of auto, ${ATTENTION_VARIANTS.join(", ")}; got "${attention}"`,
+    );
+  }
   const warmUp = values["warm-up"] ?? fromEnv("SDX_WARM_UP") ?? "auto";
   if (!WARM_UP_MODES.includes(warmUp as WarmUpMode)) {
     throw new ConfigError(`--warm-up must be one of ${WARM_UP_MODES.join(", ")}; got "${warmUp}"`);
@@ -173,6 +188,7 @@ export function readServerConfig(
     modelsDir: values["models-dir"] ?? fromEnv("SDX_MODELS_DIR") ?? "models",
     model,
     warmUp: warmUp as WarmUpMode,
+    attention: attention === "auto" ? undefined : attention,
     host: values.host ?? fromEnv("SDX_HOST") ?? "127.0.0.1",
     port,
     provider: provider as ProviderChoice,
@@ -245,6 +261,7 @@ function parse(argv: string[]) {
       "max-body-bytes": { type: "string" },
       "max-loaded-models": { type: "string" },
       "warm-up": { type: "string" },
+      attention: { type: "string" },
       concurrency: { type: "string" },
       "max-queue": { type: "string" },
       "drain-timeout": { type: "string" },

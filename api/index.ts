@@ -47,6 +47,7 @@ async function main(): Promise<number | null> {
     provider,
     model: config.model,
     warmUp: config.warmUp,
+    ...(config.attention ? { attention: config.attention } : {}),
     ...(config.maxLoadedModels !== undefined ? { maxLoadedModels: config.maxLoadedModels } : {}),
     concurrency: config.concurrency,
     maxQueue: config.maxQueue,

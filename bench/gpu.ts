@@ -12,7 +12,7 @@
  * Without CUDA (no NVIDIA GPU, or onnxruntime-node's CUDA provider libraries missing) it prints one line,
  * `bench gpu: no CUDA (reason); nothing measured`, and exits 0. `--cpu` runs the same code on the CPU provider
  * over random-weight checkpoints of the tiny fixture models' shapes (presets tiny_sd15 and tiny_sdxl; 64×64,
- * 3 steps, fused attention through SDX_ATTENTION=fused unless set): a smoke test of this script, not a measurement.
+ * 3 steps, fused attention as on CUDA): a smoke test of this script, not a measurement.
  *
  *   bun run bench gpu [--only sd15|sdxl] [--runs 3] [--steps 30] [--cache DIR] [--cpu]
  */
@@ -20,7 +20,6 @@ import { mkdir, rename, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { ATTENTION_ENV } from "../api/engine/checkpoint/attention.ts";
 import { inspectCheckpoint } from "../api/engine/model_folder.ts";
 import { type GpuInfo, gpuInfo } from "../api/engine/onnx/gpu_info.ts";
 import {
@@ -154,7 +153,8 @@ async function benchModel(
   const entry = await inspectCheckpoint(model.name, path);
   if (entry.problem) throw new Error(`${path}: ${entry.problem}`);
   const loadStart = performance.now();
-  const pipeline = await loadOnnxPipeline(entry, provider);
+  // The GPU path's graphs (fused attention) on either provider: the --cpu smoke runs them in float32.
+  const pipeline = await loadOnnxPipeline(entry, provider, { attention: "fused" });
   const loadMs = performance.now() - loadStart;
   try {
     const built = pipeline.checkpointGraphs;
@@ -233,9 +233,6 @@ export async function benchGpu(argv: string[]): Promise<void> {
       return;
     }
     provider = "cuda";
-  } else if (!process.env[ATTENTION_ENV]?.trim()) {
-    // The smoke exercises the GPU path's graphs (fused attention) on the CPU provider, in float32.
-    process.env[ATTENTION_ENV] = "fused";
   }
   const cacheDir = cpu ? join(values.cache, "cpu-smoke") : values.cache;
   await mkdir(cacheDir, { recursive: true });

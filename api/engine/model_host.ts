@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { ServerMetrics } from "../metrics/service.ts";
 import { Admission, type Ticket } from "./admission.ts";
+import type { AttentionVariant } from "./checkpoint/attention.ts";
 import { type ModelEntry, scanModelsDir } from "./model_folder.ts";
 import { modelHash } from "./model_hash.ts";
 import type { ExecutionProvider } from "./onnx/runtime.ts";
@@ -15,6 +16,7 @@ import {
   type GenerateOutput,
   GenerationAborted,
   GenerationFailed,
+  type LoadOptions,
   type ModelCapabilities,
 } from "./pipeline/stable_diffusion.ts";
 import { ClipTokenizer } from "./tokenizer/clip.ts";
@@ -70,6 +72,8 @@ export interface ModelHostOptions {
    * (onnxruntime's first-run allocations, cuDNN's algorithm search): "auto" (default) on CUDA only.
    */
   warmUp?: WarmUpMode;
+  /** How the UNet graphs sdx builds from checkpoints compute attention (default: by provider; see attention.ts). */
+  attention?: AttentionVariant;
   /** Generations that run at once (default 1). */
   concurrency?: number;
   /** Generations that may wait for a slot (default 16); more are refused at once. */
@@ -320,6 +324,10 @@ export class ModelHost {
     }
   }
 
+  private get loadOptions(): LoadOptions {
+    return this.options.attention ? { attention: this.options.attention } : {};
+  }
+
   /** Whether the startup load is followed by a warm-up generation. */
   private get warmsUp(): boolean {
     const mode = this.options.warmUp ?? "auto";
@@ -362,7 +370,7 @@ export class ModelHost {
   /** Loads on the active provider; a CUDA provider that cannot start falls back to the CPU, once, saying why. */
   private async loadOnWorker(worker: EngineWorker, entry: ModelEntry, warmUp: boolean) {
     try {
-      return await worker.load(entry, this.activeProvider, warmUp);
+      return await worker.load(entry, this.activeProvider, warmUp, this.loadOptions);
     } catch (e) {
       if (
         this.activeProvider !== "cuda" ||
@@ -373,7 +381,12 @@ export class ModelHost {
       this.providerNote = `fell back to the CPU: ${(e as Error).message}`;
       console.warn(`sdx: execution provider cpu (${this.providerNote})`);
       // "auto" warms up for CUDA only.
-      return worker.load(entry, this.activeProvider, warmUp && this.options.warmUp === "on");
+      return worker.load(
+        entry,
+        this.activeProvider,
+        warmUp && this.options.warmUp === "on",
+        this.loadOptions,
+      );
     }
   }
 

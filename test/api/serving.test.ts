@@ -68,6 +68,24 @@ describe("config", () => {
     expect(set).toMatchObject({ concurrency: 2, maxQueue: 4, drainTimeoutMs: 5000, stepTimeoutMs: 9000 });
     expect(() => readServerConfig(["--concurrency", "0"], {})).toThrow("--concurrency must be an integer");
   });
+
+  test("model cache, warm-up and attention flags, variables and defaults", () => {
+    expect(readServerConfig([], {})).toMatchObject({
+      maxLoadedModels: undefined,
+      warmUp: "auto",
+      attention: undefined,
+    });
+    expect(
+      readServerConfig(["--max-loaded-models", "3", "--attention", "fused"], { SDX_WARM_UP: "off" }),
+    ).toMatchObject({ maxLoadedModels: 3, warmUp: "off", attention: "fused" });
+    expect(readServerConfig([], { SDX_ATTENTION: "auto" })).toMatchObject({ attention: undefined });
+    expect(() => readServerConfig(["--attention", "flash"], {})).toThrow(
+      '--attention must be one of auto, plain, fused; got "flash"',
+    );
+    expect(() => readServerConfig(["--max-loaded-models", "0"], {})).toThrow(
+      "--max-loaded-models must be an integer of at least 1",
+    );
+  });
 });
 
 describe("admission, progress and cancellation", () => {

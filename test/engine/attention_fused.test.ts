@@ -9,12 +9,7 @@ import { linkSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:
 import { copyFile, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  ATTENTION_ENV,
-  attentionForProvider,
-  attentionFromEnv,
-  resolveAttention,
-} from "../../api/engine/checkpoint/attention.ts";
+import { attentionForProvider, resolveAttention } from "../../api/engine/checkpoint/attention.ts";
 import { prepareCheckpoint } from "../../api/engine/checkpoint/build.ts";
 import { buildUNetGraph, detectUNet, type UNetConfig } from "../../api/engine/checkpoint/unet_graph.ts";
 import { CheckpointWeights } from "../../api/engine/checkpoint/weights.ts";
@@ -117,18 +112,13 @@ describe("the UNet graph with fused attention", () => {
 });
 
 describe("choosing the variant", () => {
-  test("the provider picks fused for CUDA and plain for the CPU; SDX_ATTENTION overrides; by default float16 is fused", () => {
+  test("the provider picks fused for CUDA and plain for the CPU; by default float16 is fused", () => {
     expect(attentionForProvider("cuda")).toBe("fused");
     expect(attentionForProvider("cpu")).toBe("plain");
-    expect(resolveAttention(undefined, "float32", {})).toBe("plain");
-    expect(resolveAttention(undefined, "float16", {})).toBe("fused");
-    expect(resolveAttention(undefined, "float32", { [ATTENTION_ENV]: "fused" })).toBe("fused");
-    expect(resolveAttention(undefined, "float16", { [ATTENTION_ENV]: "plain" })).toBe("plain");
-    expect(resolveAttention("plain", "float16", { [ATTENTION_ENV]: "fused" })).toBe("plain");
-    expect(attentionFromEnv({ [ATTENTION_ENV]: "" })).toBeNull();
-    expect(() => attentionFromEnv({ [ATTENTION_ENV]: "flash" })).toThrow(
-      /SDX_ATTENTION=flash: expected one of plain, fused/,
-    );
+    expect(resolveAttention(undefined, "float32")).toBe("plain");
+    expect(resolveAttention(undefined, "float16")).toBe("fused");
+    expect(resolveAttention("fused", "float32")).toBe("fused");
+    expect(resolveAttention("plain", "float16")).toBe("plain");
   });
 
   test("plain and fused graphs get their own cache folders, and each is reused", async () => {
@@ -152,47 +142,23 @@ describe("choosing the variant", () => {
       expect(await ops(fused.files.unet)).toContain("MultiHeadAttention");
       expect(await ops(plain.files.unet)).not.toContain("MultiHeadAttention");
       // float16 graphs (what loadOnnxPipeline builds for CUDA) are fused unless told otherwise.
-      const saved16 = process.env[ATTENTION_ENV];
-      delete process.env[ATTENTION_ENV];
-      try {
-        const half = await prepareCheckpoint(path, { precision: "float16" });
-        expect(half.attention).toBe("fused");
-        expect(half.files.unet).toMatch(/\/tiny-fp16-mha-[0-9a-f]{16}\/unet\.onnx$/);
-      } finally {
-        if (saved16 !== undefined) process.env[ATTENTION_ENV] = saved16;
-      }
-      // SDX_ATTENTION decides when the caller does not.
-      const saved = process.env[ATTENTION_ENV];
-      process.env[ATTENTION_ENV] = "fused";
-      try {
-        const byEnv = await prepareCheckpoint(path);
-        expect(byEnv.attention).toBe("fused");
-        expect(byEnv.files.unet).toBe(fused.files.unet);
-      } finally {
-        if (saved === undefined) delete process.env[ATTENTION_ENV];
-        else process.env[ATTENTION_ENV] = saved;
-      }
+      const half = await prepareCheckpoint(path, { precision: "float16" });
+      expect(half.attention).toBe("fused");
+      expect(half.files.unet).toMatch(/\/tiny-fp16-mha-[0-9a-f]{16}\/unet\.onnx$/);
     } finally {
       rmSync(models, { recursive: true, force: true });
     }
   });
 });
 
-/** Loads a checkpoint's pipeline on the CPU with the fused graphs (SDX_ATTENTION=fused, as the bench smoke does). */
+/** Loads a checkpoint's pipeline on the CPU with the fused graphs (as the bench smoke does). */
 async function loadFused(path: string) {
   const entry = await inspectCheckpoint("tiny", path);
   expect(entry.problem).toBeNull();
-  const saved = process.env[ATTENTION_ENV];
-  process.env[ATTENTION_ENV] = "fused";
-  try {
-    const pipeline = await loadOnnxPipeline(entry, "cpu");
-    const ops = (await readOnnxGraph(pipeline.files.unet)).nodes.map((n) => n.opType);
-    expect(ops).toContain("MultiHeadAttention");
-    return pipeline;
-  } finally {
-    if (saved === undefined) delete process.env[ATTENTION_ENV];
-    else process.env[ATTENTION_ENV] = saved;
-  }
+  const pipeline = await loadOnnxPipeline(entry, "cpu", { attention: "fused" });
+  const ops = (await readOnnxGraph(pipeline.files.unet)).nodes.map((n) => n.opType);
+  expect(ops).toContain("MultiHeadAttention");
+  return pipeline;
 }
 
 describe("whole generations with the fused graphs give diffusers' images", () => {

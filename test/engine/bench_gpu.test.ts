@@ -18,7 +18,7 @@ async function bench(...args: string[]): Promise<{ code: number; stdout: string;
     cwd: REPO_ROOT,
     stdout: "pipe",
     stderr: "pipe",
-    env: { ...process.env, SDX_ATTENTION: undefined },
+    env: process.env,
   });
   const [stdout, stderr, code] = await Promise.all([
     new Response(child.stdout).text(),

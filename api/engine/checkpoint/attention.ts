@@ -27,22 +27,8 @@ export type AttentionVariant = (typeof ATTENTION_VARIANTS)[number];
 export const CONTRIB_DOMAIN = "com.microsoft";
 export const CONTRIB_OPSET = 1;
 
-export const ATTENTION_ENV = "SDX_ATTENTION";
-
 export function isAttentionVariant(value: string): value is AttentionVariant {
   return (ATTENTION_VARIANTS as readonly string[]).includes(value);
-}
-
-/** The variant forced by `SDX_ATTENTION` (plain|fused), or null when unset; anything else is an error. */
-export function attentionFromEnv(
-  env: Record<string, string | undefined> = process.env,
-): AttentionVariant | null {
-  const value = env[ATTENTION_ENV]?.trim();
-  if (value === undefined || value === "") return null;
-  if (!isAttentionVariant(value)) {
-    throw new Error(`${ATTENTION_ENV}=${value}: expected one of ${ATTENTION_VARIANTS.join(", ")}`);
-  }
-  return value;
 }
 
 /** The variant an execution provider gets: fused attention on CUDA, the plain form on the CPU. */
@@ -51,15 +37,14 @@ export function attentionForProvider(provider: "cpu" | "cuda"): AttentionVariant
 }
 
 /**
- * The variant a build uses: the caller's, else `SDX_ATTENTION`, else by precision — float16 graphs are built for
- * the CUDA provider (loadOnnxPipeline asks for float16 exactly there), so they get fused attention.
+ * The variant a build uses: the caller's, else by precision — float16 graphs are built for the CUDA provider
+ * (loadOnnxPipeline asks for float16 exactly there), so they get fused attention.
  */
 export function resolveAttention(
   requested: AttentionVariant | undefined,
   precision: "float32" | "float16",
-  env: Record<string, string | undefined> = process.env,
 ): AttentionVariant {
-  return requested ?? attentionFromEnv(env) ?? (precision === "float16" ? "fused" : "plain");
+  return requested ?? (precision === "float16" ? "fused" : "plain");
 }
 
 /**

@@ -159,8 +159,8 @@ async function writeGraph(path: string, graph: GraphBuilder): Promise<void> {
 export interface PrepareOptions {
   precision?: ComputePrecision;
   /**
-   * How the UNet computes attention. Default: `SDX_ATTENTION` (plain|fused) when set, else "fused" for float16
-   * graphs (the CUDA path) and "plain" for float32 ones (the CPU path); see attention.ts.
+   * How the UNet computes attention. Default: "fused" for float16 graphs (the CUDA path) and "plain" for float32
+   * ones (the CPU path); see attention.ts.
    */
   attention?: AttentionVariant;
   log?: (line: string) => void;

@@ -6,6 +6,7 @@
  * diffusers' literal prompts. Components are passed in; nothing here reaches for globals.
  */
 import { join } from "node:path";
+import { type AttentionVariant, attentionForProvider } from "../checkpoint/attention.ts";
 import { type PipelineFiles, prepareCheckpoint } from "../checkpoint/build.ts";
 import type { ModelEntry } from "../model_folder.ts";
 import { type FinalLayerNorm, findFinalLayerNorm, layerNorm } from "../onnx/final_layer_norm.ts";
@@ -39,6 +40,14 @@ export interface ModelCapabilities {
   unetBatch: number | null;
   /** SDXL: the empty-negative-prompt rule of its model_index.json; absent or null for SD 1.x/2.x. */
   xl?: { forceZerosForEmptyPrompt: boolean } | null;
+}
+
+export interface LoadOptions {
+  /**
+   * How the UNet graphs sdx builds from a checkpoint compute attention (ONNX folders bring their own graphs).
+   * Default: fused (MultiHeadAttention) on CUDA, plain on the CPU.
+   */
+  attention?: AttentionVariant;
 }
 
 export interface PipelineComponents {
@@ -213,10 +222,13 @@ export async function onnxFolderFiles(dir: string): Promise<PipelineFiles> {
 export async function loadOnnxPipeline(
   entry: ModelEntry,
   provider: ExecutionProvider,
+  options: LoadOptions = {},
 ): Promise<PipelineComponents> {
   // On CUDA the checkpoint's text encoder and UNet compute in float16, as diffusers runs SD on GPUs.
   const precision = provider === "cuda" ? "float16" : "float32";
-  const built = entry.format === "safetensors" ? await prepareCheckpoint(entry.path, { precision }) : null;
+  const attention = options.attention ?? attentionForProvider(provider);
+  const built =
+    entry.format === "safetensors" ? await prepareCheckpoint(entry.path, { precision, attention }) : null;
   const files = built ? built.files : await onnxFolderFiles(entry.path);
   const paths: Record<Stage, string> = {
     text_encoder: files.textEncoder,

@@ -8,6 +8,7 @@ import {
   GenerationAborted,
   GenerationFailed,
   GenerationInvalid,
+  type LoadOptions,
 } from "../pipeline/stable_diffusion.ts";
 import type { Offload, WorkerReply, WorkerRequest } from "./protocol.ts";
 
@@ -67,8 +68,9 @@ export class EngineWorker {
     entry: ModelEntry,
     provider: ExecutionProvider,
     warmUp = false,
+    options: LoadOptions = {},
   ): Promise<Omit<Extract<WorkerReply, { type: "loaded" }>, "type" | "id">> {
-    const reply = await this.call({ type: "load", id: this.nextId++, entry, provider, warmUp });
+    const reply = await this.call({ type: "load", id: this.nextId++, entry, provider, warmUp, options });
     if (reply.type !== "loaded") throw new GenerationFailed(`unexpected reply ${reply.type} to load`);
     const { type: _type, id: _id, ...loaded } = reply;
     return loaded;

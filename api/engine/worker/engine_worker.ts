@@ -10,6 +10,7 @@ import {
   GenerationFailed,
   GenerationInvalid,
   generate,
+  type LoadOptions,
   loadOnnxPipeline,
   type PipelineComponents,
 } from "../pipeline/stable_diffusion.ts";
@@ -30,11 +31,14 @@ const loaded = new Map<string, Loaded>();
 const cpuCopies = new Map<string, Loaded>();
 const running = new Map<number, AbortController>();
 
+/** How models load, as the server was told (the same for every model of this worker). */
+let loadOptions: LoadOptions = {};
+
 async function load(
   entry: Parameters<typeof loadOnnxPipeline>[0],
   provider: ExecutionProvider,
 ): Promise<Loaded> {
-  const components = await loadOnnxPipeline(entry, provider);
+  const components = await loadOnnxPipeline(entry, provider, loadOptions);
   return { components, residency: new Residency(components) };
 }
 
@@ -60,6 +64,7 @@ async function handle(request: WorkerRequest): Promise<void> {
   switch (request.type) {
     case "load": {
       const t0 = performance.now();
+      loadOptions = request.options;
       await unload(request.entry.name);
       const model = await load(request.entry, request.provider);
       const loadMs = performance.now() - t0;

@@ -4,12 +4,20 @@ import type { ExecutionProvider } from "../onnx/runtime.ts";
 import type {
   GenerateInput,
   GenerateOutput,
+  LoadOptions,
   ModelCapabilities,
   StepEvent,
 } from "../pipeline/stable_diffusion.ts";
 
 export type WorkerRequest =
-  | { type: "load"; id: number; entry: ModelEntry; provider: ExecutionProvider; warmUp: boolean }
+  | {
+      type: "load";
+      id: number;
+      entry: ModelEntry;
+      provider: ExecutionProvider;
+      warmUp: boolean;
+      options: LoadOptions;
+    }
   | { type: "unload"; id: number; name: string }
   | { type: "generate"; id: number; input: GenerateInput; entry: ModelEntry; offload: Offload }
   | { type: "cancel"; id: number };

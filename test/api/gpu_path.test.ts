@@ -1,15 +1,17 @@
 /**
  * The GPU path's server-side wiring that runs without a GPU: /health's `gpu` block read from nvidia-smi (here a
- * stand-in script on PATH printing what nvidia-smi prints for the query), and the warm-up after the startup load.
+ * stand-in script on PATH printing what nvidia-smi prints for the query), the warm-up after the startup load, and
+ * --attention reaching the graphs built from a checkpoint.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { clearGpuInfoCache } from "../../api/engine/onnx/gpu_info.ts";
-import { MODELS_DIR } from "../helpers/fixtures.ts";
+import { createSdxClient } from "../../sdk/index.ts";
+import { FIXTURES, imageDiff, MODELS_DIR } from "../helpers/fixtures.ts";
 import { startServer } from "../helpers/server.ts";
 
 const dirs: string[] = [];
@@ -91,5 +93,35 @@ describe("warm-up", () => {
     });
     expect(await proc.exited).toBe(2);
     expect(await new Response(proc.stderr).text()).toContain("--warm-up must be one of auto, on, off");
+  });
+});
+
+describe("--attention", () => {
+  test("fused builds the checkpoint's UNet with MultiHeadAttention, giving the plain graph's image", async () => {
+    const pngs: Buffer[] = [];
+    for (const attention of ["plain", "fused"]) {
+      const dir = await mkdtemp(join(tmpdir(), `sdx-attention-${attention}-`));
+      dirs.push(dir);
+      await copyFile(join(FIXTURES, "checkpoints", "tiny_sd15.safetensors"), join(dir, "tiny.safetensors"));
+      const server = await startServer(["--models-dir", dir, "--attention", attention]);
+      try {
+        const res = await createSdxClient({ baseUrl: server.url }).generate({
+          prompt: "a red fox",
+          seed: 3,
+          width: 64,
+          height: 64,
+          num_steps: 3,
+        });
+        pngs.push(Buffer.from(res.images[0]?.png ?? "", "base64"));
+      } finally {
+        await server.stop();
+      }
+      const caches = (await readdir(join(dir, ".sdx-cache"))).filter((f) => f !== "hashes.json");
+      expect(caches).toEqual([
+        expect.stringMatching(attention === "fused" ? /^tiny-fp32-mha-/ : /^tiny-fp32-[0-9a-f]+$/),
+      ]);
+    }
+    const diff = await imageDiff(pngs[1] as Buffer, pngs[0] as Buffer);
+    expect(diff.max).toBeLessThanOrEqual(1);
   });
 });
