@@ -1,12 +1,14 @@
 /**
  * The startup menu of `bun api/index.ts` on a terminal with no --model: the local models (name, kind, size,
  * sidecar description; ones that cannot be loaded shown disabled, with why) and the online catalog's models not
- * installed yet, chosen with the arrow keys (@inquirer/select). An online choice is downloaded first, with a
- * progress bar. Input and output are injectable, so tests drive it with real keystrokes.
+ * installed yet, chosen with the arrow keys (@inquirer/select), or any Hugging Face repository typed in
+ * (@inquirer/input). An online choice is downloaded first, with a progress bar. Input and output are injectable,
+ * so tests drive it with real keystrokes.
  */
 import { Writable } from "node:stream";
+import input from "@inquirer/input";
 import select, { Separator } from "@inquirer/select";
-import { CATALOG, resolvePullName } from "../engine/hub/catalog.ts";
+import { CATALOG, PullNameError, resolvePullName } from "../engine/hub/catalog.ts";
 import { HubError, type HubOptions, type PullOptions, pullModel } from "../engine/hub/download.ts";
 import { type ModelEntry, scanModelsDir } from "../engine/model_folder.ts";
 import { formatBytes, type ProgressStream, progressView } from "./progress.ts";
@@ -28,7 +30,11 @@ export class MenuCancelled extends Error {
   override name = "MenuCancelled";
 }
 
-type MenuPick = { kind: "local"; name: string } | { kind: "online"; name: string } | { kind: "none" };
+type MenuPick =
+  | { kind: "local"; name: string }
+  | { kind: "online"; name: string }
+  | { kind: "repository" }
+  | { kind: "none" };
 
 const cut = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
@@ -58,6 +64,12 @@ export function menuChoices(local: ModelEntry[], endpoint: string) {
       short: e.name,
       description: `${e.description} From ${e.repo}${e.revision === "main" ? "" : `@${e.revision}`}.`,
     })),
+    {
+      value: { kind: "repository" } as MenuPick,
+      name: "Another repository…",
+      description:
+        "Type a Hugging Face repository holding an ONNX Stable Diffusion export: org/name, or org/name@revision.",
+    },
     new Separator(" "),
     {
       value: { kind: "none" } as MenuPick,
@@ -101,6 +113,7 @@ export async function startupMenu(options: StartupMenuOptions): Promise<string |
     const firstLoadable = local.find((e) => e.problem === null);
     const choices = menuChoices(local, endpoint);
     let picked: MenuPick;
+    let repository = "";
     try {
       picked = await select<MenuPick>(
         {
@@ -121,6 +134,26 @@ export async function startupMenu(options: StartupMenuOptions): Promise<string |
         },
         context(),
       );
+      if (picked.kind === "repository") {
+        repository = await input(
+          {
+            message: "Repository (org/name or org/name@revision, empty to go back):",
+            validate: (text) => {
+              if (text.trim() === "") return true;
+              try {
+                resolvePullName(text.trim());
+                return true;
+              } catch (e) {
+                if (e instanceof PullNameError) return e.message;
+                throw e;
+              }
+            },
+          },
+          context(),
+        );
+        repository = repository.trim();
+        if (repository === "") continue;
+      }
     } catch (e) {
       const name = (e as Error).name;
       if (name === "ExitPromptError" || name === "AbortPromptError")
@@ -130,8 +163,9 @@ export async function startupMenu(options: StartupMenuOptions): Promise<string |
     if (picked.kind === "none") return null;
     if (picked.kind === "local") return picked.name;
 
-    const target = resolvePullName(picked.name);
-    output.write(`Downloading ${picked.name} from ${target.repo} into ${options.modelsDir}\n`);
+    const name = picked.kind === "repository" ? repository : picked.name;
+    const target = resolvePullName(name);
+    output.write(`Downloading ${target.folder} from ${target.repo} into ${options.modelsDir}\n`);
     const view = progressView(output);
     try {
       const result = await pullModel(target, {
@@ -151,7 +185,7 @@ export async function startupMenu(options: StartupMenuOptions): Promise<string |
       view.stop();
       if (options.signal?.aborted) throw new MenuCancelled("download cancelled");
       if (!(e instanceof HubError)) throw e;
-      if (e.kind === "exists") return picked.name;
+      if (e.kind === "exists") return target.folder;
       output.write(`Download failed: ${e.message}\n`);
     }
   }

@@ -156,3 +156,37 @@ describe("a default model with others on demand", () => {
     expect(b.images[0]?.png).toBe(a.images[0]?.png ?? "");
   });
 });
+
+describe("two models at once", () => {
+  let third: RunningServer;
+  beforeAll(async () => {
+    third = await startServer([
+      "--models-dir",
+      dir,
+      "--provider",
+      "cpu",
+      "--concurrency",
+      "2",
+      "--max-loaded-models",
+      "1",
+    ]);
+  });
+  afterAll(() => third?.stop());
+
+  test("with --concurrency 2, generations on two models run together; the cache shrinks back once both end", async () => {
+    const c = createSdxClient({ baseUrl: third.url });
+    const [a, b] = await Promise.all([
+      c.generate({ ...small, model: "alpha", num_steps: 4 }),
+      c.generate({ ...small, model: "gamma", num_steps: 4 }),
+    ]);
+    expect(a.metadata.model.name).toBe("alpha");
+    expect(b.metadata.model.name).toBe("gamma");
+    // Both were loaded while both ran (a model in use is never unloaded); afterwards the bound holds again.
+    const deadline = Date.now() + 5000;
+    while ((await c.health()).loaded_models.length > 1 && Date.now() < deadline) await Bun.sleep(20);
+    expect((await c.health()).loaded_models).toHaveLength(1);
+    // Both still answer, reloading as needed, with the same images.
+    const again = await c.generate({ ...small, model: "alpha", num_steps: 4 });
+    expect(again.images[0]?.png).toBe(a.images[0]?.png ?? "");
+  });
+});

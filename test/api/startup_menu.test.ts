@@ -25,6 +25,7 @@ beforeAll(async () => {
   hub = await startFakeHub({
     [first.repo]: { dir: TINY_SD15, revisions: [first.revision] },
     [second.repo]: { dir: TINY_SD15, revisions: [second.revision], corrupt: ["unet/model.onnx"] },
+    "someone/tiny-sd": { dir: TINY_SD15, revisions: ["main", "v2"] },
   });
 });
 afterAll(() => hub.stop());
@@ -120,6 +121,27 @@ describe("the startup menu", () => {
     await term.type(...Array(CATALOG.length + 2).fill(DOWN), ENTER);
     expect(await choice).toBeNull();
     expect((await readdir(models)).filter((n) => !n.startsWith("."))).toEqual([]);
+  });
+
+  test("Another repository… takes any org/name[@revision], refusing what is not one", async () => {
+    const models = await mkdtemp(join(tmpdir(), "sdx-menu-"));
+    const term = fakeTerminal();
+    const choice = startupMenu({
+      modelsDir: models,
+      hub: { endpoint: hub.url },
+      input: term.input,
+      output: term.output,
+      pull: { progressIntervalMs: 0 },
+    });
+    await term.waitFor("Which model should sdx serve?");
+    await term.type(...Array(CATALOG.length).fill(DOWN), ENTER);
+    await term.waitFor("Repository (org/name");
+    await term.type(..."../etc", ENTER);
+    await term.waitFor("is not a Hugging Face repository id");
+    await term.type(...Array(6).fill("\x7f"), ..."someone/tiny-sd@v2", ENTER);
+    expect(await choice).toBe("tiny-sd-v2");
+    expect(term.text()).toContain("Downloading tiny-sd-v2 from someone/tiny-sd");
+    expect(await readdir(models)).toEqual(["tiny-sd-v2"]);
   });
 
   test("Ctrl-C leaves the menu", async () => {
