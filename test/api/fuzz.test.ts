@@ -169,6 +169,86 @@ describe("with no model", () => {
   }
 });
 
+describe("every route of the spec", () => {
+  // The hub is a closed local port, so a body that happens to name a repository fails fast, offline.
+  const app = createApp(new ModelHost({ modelsDir: "/nonexistent", provider: "cpu" }), {
+    hub: { endpoint: "http://127.0.0.1:9", retryDelayMs: 1 },
+  });
+  type Schema = { properties?: object; $ref?: string };
+  type Operation = { requestBody?: { content?: Record<string, { schema?: Schema }> } };
+  let operations: { method: string; path: string; fields: string[] }[] = [];
+
+  beforeAll(async () => {
+    const spec = (await (await app.handle(new Request("http://localhost/swagger/json"))).json()) as {
+      paths: Record<string, Record<string, Operation>>;
+      components: { schemas: Record<string, Schema> };
+    };
+    const resolve = (schema: Schema | undefined): Schema | undefined =>
+      schema?.$ref ? spec.components.schemas[schema.$ref.split("/").at(-1) as string] : schema;
+    operations = Object.entries(spec.paths).flatMap(([path, methods]) =>
+      Object.entries(methods).map(([method, op]) => ({
+        method: method.toUpperCase(),
+        path,
+        fields: Object.keys(resolve(op.requestBody?.content?.["application/json"]?.schema)?.properties ?? {}),
+      })),
+    );
+  });
+
+  test("the spec lists the routes of every feature, with their body fields", () => {
+    const paths = new Set(operations.map((o) => o.path));
+    const fieldsOf = (path: string) => operations.find((o) => o.path === path)?.fields ?? [];
+    expect(fieldsOf("/v1/generate")).toContain("prompt");
+    expect(fieldsOf("/sdapi/v1/txt2img")).toContain("sampler_name");
+    expect(fieldsOf("/v1/models/pull")).toContain("name");
+    for (const path of [
+      "/v1/generate",
+      "/v1/models/pull",
+      "/sdapi/v1/txt2img",
+      "/sdapi/v1/options",
+      "/metrics",
+    ])
+      expect(paths).toContain(path);
+  });
+
+  test("random bodies, queries and content types at every operation: 2xx, 4xx or 503, in the error shape", async () => {
+    const operation = fc.integer({ min: 0, max: 10_000 }).map((i) => operations[i % operations.length]);
+    await fc.assert(
+      fc.asyncProperty(operation, bodyText, contentType, query, async (op, text, type, q) => {
+        if (!op) return;
+        const headers: Record<string, string> = type ? { "content-type": type } : {};
+        const hasBody = op.method !== "GET" && op.method !== "HEAD";
+        const req = new Request(urlWith(op.path, q), {
+          method: op.method,
+          headers,
+          ...(hasBody ? { body: text } : {}),
+        });
+        await checkAnswer(await app.handle(req));
+      }),
+      { numRuns: RUNS * 2 },
+    );
+  });
+
+  test("objects of each operation's own fields with random values", async () => {
+    const withBody = () => operations.filter((o) => o.fields.length > 0);
+    const pick = fc.integer({ min: 0, max: 10_000 });
+    await fc.assert(
+      fc.asyncProperty(pick, fc.array(fc.tuple(pick, nasty), { maxLength: 6 }), async (i, values) => {
+        const ops = withBody();
+        const op = ops[i % ops.length];
+        if (!op) return;
+        const body = Object.fromEntries(values.map(([k, v]) => [op.fields[k % op.fields.length], v]));
+        const req = new Request(`http://localhost${op.path}`, {
+          method: op.method,
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        await checkAnswer(await app.handle(req));
+      }),
+      { numRuns: RUNS * 2 },
+    );
+  });
+});
+
 describe("with the tiny model", () => {
   const host = new ModelHost({ modelsDir: MODELS_DIR, provider: "cpu" });
   const app = createApp(host);
