@@ -19,6 +19,13 @@ export const ProjectConfigSchema = Type.Object(
   {
     server_url: Type.String({ format: "uri", pattern: "^https?://", description: "The sdx server." }),
     name: Type.Optional(safeName("Output folder name of the project; default: the project's folder name.")),
+    model: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 255,
+        description: "A model of the server (`sdx models`); default: the server's default model.",
+      }),
+    ),
     default_params: Type.Optional(GenerateParamsSchema),
     ollama: Type.Optional(
       Type.Object(

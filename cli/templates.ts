@@ -12,6 +12,10 @@ server_url: ${serverUrl}
 # Name of this project's folder under the outputs folder (default: the project's folder name).
 # name: ${name}
 
+# The server's model to use (\`sdx models\` lists them; default: the server's default model). \`--model\` and
+# \`--all-models\` override it for one command.
+# model: my-model
+
 # Generation parameters for every prompt set; a set's own \`params\` override them, and \`--batch\`/\`--seed\`
 # override both. \`sdx gen --help\` and the API docs (/swagger on the server) list every parameter.
 default_params:

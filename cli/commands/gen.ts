@@ -72,7 +72,9 @@ export class GenCommand extends SdxCommand {
     ]),
   });
 
-  model = Option.String("--model", { description: "A model of the server (see `sdx models`)" });
+  model = Option.String("--model", {
+    description: "A model of the server (see `sdx models`); default: the config's `model`, else the server's",
+  });
   allModels = Option.Boolean("--all-models", false, {
     description: "Make the same images on every loadable model of the server, side by side",
   });
@@ -114,7 +116,7 @@ export class GenCommand extends SdxCommand {
     const seed = this.seed ?? (base.seed !== undefined && base.seed >= 0 ? base.seed : randomSeed());
     const { seed: _s, batch_size: _b, ...rest } = base;
     const client = this.client(project.config.server_url);
-    const models = this.allModels ? await this.serverModels(client) : [this.model];
+    const models = this.allModels ? await this.serverModels(client) : [this.model ?? project.config.model];
     const ollamaConfig = project.config.ollama;
     const first = models[0];
     const plansFor = (model: string | undefined): AsyncIterable<PlannedRequest> =>

@@ -92,6 +92,22 @@ describe("choosing models from the command line", () => {
     );
   });
 
+  test("the config's model is used when --model is not given", async () => {
+    const projects = join(work, "projects");
+    const file = join(projects, "demo", "config.yaml");
+    const before = await readFile(file, "utf8");
+    await writeFile(file, before.replace("# model: my-model", "model: onnx_tiny"));
+    try {
+      const res = await sdx(["gen", ...common, "--prompt", "portrait", "--seed", "3"]);
+      expect(res.stderr).toBe("");
+      expect(res.code).toBe(0);
+      const runs = await readdir(join(work, "outputs", "demo", "portrait"));
+      expect(runs.filter((r) => r.endsWith("_onnx_tiny"))).toHaveLength(1);
+    } finally {
+      await writeFile(file, before);
+    }
+  });
+
   test("--all-models makes the same images on every model, side by side", async () => {
     const res = await sdx([
       "gen",
