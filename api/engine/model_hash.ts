@@ -30,7 +30,8 @@ async function readCache(cacheFile: string): Promise<HashCache> {
   }
 }
 
-async function fileSha256(path: string): Promise<string> {
+/** A file's SHA-256, read in a stream. */
+export async function fileSha256(path: string): Promise<string> {
   const hasher = new Bun.CryptoHasher("sha256");
   for await (const chunk of Bun.file(path).stream()) hasher.update(chunk);
   return hasher.digest("hex");
@@ -99,18 +100,37 @@ export async function modelHash(entry: ModelEntry, cacheDir: string): Promise<st
     hashes.push(sha256);
     fresh[path] = { size: before.size, mtimeMs: before.mtimeMs, sha256 };
   }
-  if (Object.keys(fresh).length > 0) {
-    const previous = writeChains.get(cacheFile) ?? Promise.resolve();
-    const next = previous.then(async () => {
-      const cache = { ...(await readCache(cacheFile)), ...fresh };
-      await writeFileAtomic(cacheFile, `${JSON.stringify(cache, null, 1)}\n`);
-    });
-    writeChains.set(
-      cacheFile,
-      next.catch(() => {}),
-    );
-    // A cache that cannot be written (a read-only models folder) only costs a re-read next time.
-    await next.catch(() => {});
-  }
+  await remember(cacheFile, fresh);
   return combine(entry, files, hashes);
+}
+
+/** Adds entries to the cache file, one writer at a time; a cache that cannot be written only costs a re-read. */
+async function remember(cacheFile: string, fresh: HashCache): Promise<void> {
+  if (Object.keys(fresh).length === 0) return;
+  const previous = writeChains.get(cacheFile) ?? Promise.resolve();
+  const next = previous.then(async () => {
+    const cache = { ...(await readCache(cacheFile)), ...fresh };
+    await writeFileAtomic(cacheFile, `${JSON.stringify(cache, null, 1)}\n`);
+  });
+  writeChains.set(
+    cacheFile,
+    next.catch(() => {}),
+  );
+  await next.catch(() => {});
+}
+
+/**
+ * Records hashes known from elsewhere (a download verified against the hub's SHA-256), so the first load of a
+ * pulled model reads no file twice. Each file is stat'ed now; one changed later is simply hashed again.
+ */
+export async function rememberFileHashes(
+  cacheDir: string,
+  files: { path: string; sha256: string }[],
+): Promise<void> {
+  const fresh: HashCache = {};
+  for (const { path, sha256 } of files) {
+    const s = await stat(path).catch(() => null);
+    if (s?.isFile()) fresh[path] = { size: s.size, mtimeMs: s.mtimeMs, sha256 };
+  }
+  await remember(join(cacheDir, "hashes.json"), fresh);
 }

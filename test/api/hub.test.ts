@@ -7,6 +7,8 @@ import { mkdir, mkdtemp, readdir, readFile, stat, writeFile } from "node:fs/prom
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp } from "../../api/app.ts";
+import { inspectModelFolder } from "../../api/engine/model_folder.ts";
+import { modelHash } from "../../api/engine/model_hash.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { createSdxClient, type PullProgress, type SdxClient, SdxError } from "../../sdk/index.ts";
 import { type FakeHub, startFakeHub } from "../helpers/fake_hub.ts";
@@ -84,6 +86,11 @@ describe("POST /v1/models/pull", () => {
     expect(hub.requests.some((r) => r.server === "cdn" && r.range !== null)).toBe(true);
     const listed = (await client.models.list()).models.find((m) => m.name === "tiny");
     expect(listed).toMatchObject({ format: "onnx", kind: "sd1", loadable: true });
+    // The hashes verified while downloading are cached: the model's hash is known before it is ever loaded,
+    // and is the one hashing every file from scratch gives.
+    const scratch = await mkdtemp(join(tmpdir(), "sdx-hash-"));
+    const entry = await inspectModelFolder("tiny", join(models, "tiny"));
+    expect(listed?.hash).toBe(await modelHash(entry, scratch));
     expect(
       Buffer.compare(
         await readFile(join(models, "tiny", "unet/model.onnx")),

@@ -29,6 +29,7 @@ import { join } from "node:path";
 import { writeFileAtomic } from "../../fs/atomic.ts";
 import { VERSION } from "../../version.ts";
 import { inspectModelFolder, type ModelEntry } from "../model_folder.ts";
+import { fileSha256, rememberFileHashes } from "../model_hash.ts";
 import type { PullTarget } from "./catalog.ts";
 
 export const DEFAULT_HUB_ENDPOINT = "https://huggingface.co";
@@ -707,6 +708,16 @@ export async function pullModel(target: PullTarget, options: PullOptions): Promi
       );
     }
     await rename(staging, dest);
+    // The model's hash needs every file's SHA-256: the LFS files' were verified, the few small others are read.
+    await rememberFileHashes(
+      join(modelsDir, ".sdx-cache"),
+      await Promise.all(
+        snapshot.files.map(async (f) => {
+          const path = join(dest, f.path);
+          return { path, sha256: f.sha256 ?? (await fileSha256(path)) };
+        }),
+      ),
+    );
     return {
       name: target.folder,
       repo: snapshot.repo,
