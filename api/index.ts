@@ -52,6 +52,7 @@ async function main(): Promise<number | null> {
     concurrency: config.concurrency,
     maxQueue: config.maxQueue,
     stepTimeoutMs: config.stepTimeoutMs,
+    log: (line) => console.log(line),
   });
   let entry: Awaited<ReturnType<ModelHost["choose"]>>;
   try {

@@ -80,6 +80,8 @@ export interface ModelHostOptions {
   maxQueue?: number;
   /** A running generation with no step for this long is reported stuck by /health (default 120 000 ms). */
   stepTimeoutMs?: number;
+  /** Where the host says what it did (graphs built, warm-up, a provider fallback); default: nowhere. */
+  log?: (line: string) => void;
 }
 
 /** A generation running on the engine, as /health and progress reports see it. */
@@ -161,6 +163,10 @@ export class ModelHost {
 
   get stepTimeoutMs(): number {
     return this.options.stepTimeoutMs ?? 120_000;
+  }
+
+  private log(line: string): void {
+    this.options.log?.(line);
   }
 
   /** The execution provider the sessions run on. */
@@ -344,7 +350,7 @@ export class ModelHost {
       const loaded = await this.loadOnWorker(this.worker, entry, warmUp);
       const { capabilities, tokenizerDir, loadMs, checkpointGraphs } = loaded;
       if (checkpointGraphs) {
-        console.log(
+        this.log(
           checkpointGraphs.reused
             ? `sdx: ${entry.name}: reused cached graphs`
             : `sdx: ${entry.name}: built ONNX graphs from the checkpoint in ${Math.round(checkpointGraphs.buildMs)} ms`,
@@ -352,7 +358,7 @@ export class ModelHost {
       }
       if (loaded.warmUp) {
         const { ms, size } = loaded.warmUp;
-        console.log(`sdx: ${entry.name}: warmed up at ${size}×${size} in ${Math.round(ms)} ms`);
+        this.log(`sdx: ${entry.name}: warmed up at ${size}×${size} in ${Math.round(ms)} ms`);
       }
       const tokenizer = await ClipTokenizer.fromDir(tokenizerDir);
       const model: LoadedModel = { entry, capabilities, tokenizer, loadMs, hash: await hashing };
@@ -379,7 +385,7 @@ export class ModelHost {
         throw e;
       this.activeProvider = "cpu";
       this.providerNote = `fell back to the CPU: ${(e as Error).message}`;
-      console.warn(`sdx: execution provider cpu (${this.providerNote})`);
+      this.log(`sdx: execution provider cpu (${this.providerNote})`);
       // "auto" warms up for CUDA only.
       return worker.load(
         entry,
