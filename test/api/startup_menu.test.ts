@@ -56,18 +56,24 @@ function fakeTerminal() {
   return { input, output, text: () => text, waitFor, type };
 }
 
+/** The menu on a fake terminal over `models`, once it has drawn its question. */
+async function openMenu(models: string) {
+  const term = fakeTerminal();
+  const choice = startupMenu({
+    modelsDir: models,
+    hub: { endpoint: hub.url },
+    input: term.input,
+    output: term.output,
+    pull: { progressIntervalMs: 0 },
+  });
+  await term.waitFor("Which model should sdx serve?");
+  return { term, choice };
+}
+
 describe("the startup menu", () => {
   test("with no local model, an online choice downloads with a progress bar and is served", async () => {
     const models = await mkdtemp(join(tmpdir(), "sdx-menu-"));
-    const term = fakeTerminal();
-    const choice = startupMenu({
-      modelsDir: models,
-      hub: { endpoint: hub.url },
-      input: term.input,
-      output: term.output,
-      pull: { progressIntervalMs: 0 },
-    });
-    await term.waitFor("Which model should sdx serve?");
+    const { term, choice } = await openMenu(models);
     expect(term.text()).toContain("No local models yet");
     for (const entry of CATALOG) expect(term.text()).toContain(entry.name);
     await term.type(ENTER);
@@ -86,14 +92,7 @@ describe("the startup menu", () => {
       join(models, "broken", "model_index.json"),
       JSON.stringify({ _class_name: "FluxPipeline" }),
     );
-    const term = fakeTerminal();
-    const choice = startupMenu({
-      modelsDir: models,
-      hub: { endpoint: hub.url },
-      input: term.input,
-      output: term.output,
-    });
-    await term.waitFor("Which model should sdx serve?");
+    const { term, choice } = await openMenu(models);
     const screen = term.text();
     expect(screen).toContain("Local models");
     expect(screen).toMatch(/broken .*cannot be loaded: pipeline class FluxPipeline/);
@@ -104,14 +103,7 @@ describe("the startup menu", () => {
 
   test("a failed download says why and the menu comes back; Continue without choosing gives null", async () => {
     const models = await mkdtemp(join(tmpdir(), "sdx-menu-"));
-    const term = fakeTerminal();
-    const choice = startupMenu({
-      modelsDir: models,
-      hub: { endpoint: hub.url },
-      input: term.input,
-      output: term.output,
-    });
-    await term.waitFor("Which model should sdx serve?");
+    const { term, choice } = await openMenu(models);
     await term.type(DOWN, ENTER);
     await term.waitFor("Download failed:");
     expect(term.text()).toContain("SHA-256");
@@ -125,15 +117,7 @@ describe("the startup menu", () => {
 
   test("Another repository… takes any org/name[@revision], refusing what is not one", async () => {
     const models = await mkdtemp(join(tmpdir(), "sdx-menu-"));
-    const term = fakeTerminal();
-    const choice = startupMenu({
-      modelsDir: models,
-      hub: { endpoint: hub.url },
-      input: term.input,
-      output: term.output,
-      pull: { progressIntervalMs: 0 },
-    });
-    await term.waitFor("Which model should sdx serve?");
+    const { term, choice } = await openMenu(models);
     await term.type(...Array(CATALOG.length).fill(DOWN), ENTER);
     await term.waitFor("Repository (org/name");
     await term.type(..."../etc", ENTER);
@@ -146,14 +130,7 @@ describe("the startup menu", () => {
 
   test("Ctrl-C leaves the menu", async () => {
     const models = await mkdtemp(join(tmpdir(), "sdx-menu-"));
-    const term = fakeTerminal();
-    const choice = startupMenu({
-      modelsDir: models,
-      hub: { endpoint: hub.url },
-      input: term.input,
-      output: term.output,
-    });
-    await term.waitFor("Which model should sdx serve?");
+    const { term, choice } = await openMenu(models);
     const outcome = choice.then(
       () => null,
       (e: unknown) => e,
