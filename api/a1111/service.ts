@@ -8,7 +8,7 @@ import { readPngText } from "../engine/pipeline/image.ts";
 import { SCHEDULERS, type SchedulerName } from "../engine/schedulers/index.ts";
 import { ApiError, type FieldError, validationFailed } from "../errors.ts";
 import type { GenerateRequest, GenerateResponse } from "../generate/model.ts";
-import { generateImages, type ModelFacts } from "../generate/service.ts";
+import { generateImages, type ModelFacts, SEED_SPACE } from "../generate/service.ts";
 import type { ModelInfo } from "../models/model.ts";
 import { listModels, requestedModel } from "../models/service.ts";
 import type {
@@ -22,8 +22,6 @@ import type {
   A1111Txt2ImgRequest,
   A1111Txt2ImgResponse,
 } from "./model.ts";
-
-const SEED_SPACE = 2 ** 32;
 
 /** A1111's metadata of each sdx sampler: its aliases and options, and what its "automatic" schedule is. */
 interface A1111Sampler {
@@ -383,9 +381,15 @@ function fixedOptions(
   };
 }
 
+/** The default model as GET /v1/models lists it (with its hash), or undefined when there is none. */
+async function defaultModelInfo(host: ModelHost): Promise<ModelInfo | undefined> {
+  const name = host.defaultModel;
+  return name === null ? undefined : (await listModels(host)).models.find((m) => m.name === name);
+}
+
 export async function getOptions(host: ModelHost, session: A1111Session): Promise<A1111Options> {
   const name = host.defaultModel;
-  const current = name === null ? undefined : (await listModels(host)).models.find((m) => m.name === name);
+  const current = await defaultModelInfo(host);
   const fixed = Object.fromEntries(Object.entries(fixedOptions(host)).map(([k, v]) => [k, v.value]));
   return {
     sd_model_checkpoint: current ? sdModelItem(current).title : name,
@@ -413,8 +417,7 @@ async function checkSettings(
   for (const [key, value] of Object.entries(settings)) {
     if (key === "sd_model_checkpoint" || key === "CLIP_stop_at_last_layers") continue;
     if (key === "sd_checkpoint_hash") {
-      const name = host.defaultModel;
-      const current = name ? (await listModels(host)).models.find((m) => m.name === name) : undefined;
+      const current = await defaultModelInfo(host);
       if (value !== (current?.hash ?? null)) {
         fields.push({
           field: `${prefix}${key}`,

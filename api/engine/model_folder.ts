@@ -6,6 +6,7 @@
  */
 import { readdir, stat } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
+import { pathExists } from "../fs/exists.ts";
 import {
   detectKind as detectCheckpointKind,
   detectPredictionType,
@@ -54,10 +55,6 @@ const REQUIRED_SDXL_FILES = [
 
 const DEFAULT_NATIVE_SIZE: Record<ModelKind, number> = { sd1: 512, sd2: 768, sdxl: 1024 };
 
-async function exists(path: string): Promise<boolean> {
-  return Bun.file(path).exists();
-}
-
 async function readJson(path: string): Promise<Record<string, unknown> | null> {
   try {
     return (await Bun.file(path).json()) as Record<string, unknown>;
@@ -98,7 +95,7 @@ export async function inspectModelFolder(name: string, path: string): Promise<Mo
 
   const missing: string[] = [];
   const required = kind === "sdxl" ? [...REQUIRED_FILES, ...REQUIRED_SDXL_FILES] : REQUIRED_FILES;
-  for (const file of required) if (!(await exists(join(path, file)))) missing.push(file);
+  for (const file of required) if (!(await pathExists(join(path, file)))) missing.push(file);
   let problem: string | null = null;
   if (index === null) problem = "model_index.json is missing or not valid JSON";
   else if (kind === null)
@@ -166,7 +163,7 @@ export async function inspectCheckpoint(name: string, path: string): Promise<Mod
  * holds just that model. A missing directory holds no models.
  */
 export async function scanModelsDir(modelsDir: string): Promise<ModelEntry[]> {
-  if (await exists(join(modelsDir, "model_index.json"))) {
+  if (await pathExists(join(modelsDir, "model_index.json"))) {
     return [await inspectModelFolder(basename(resolve(modelsDir)), modelsDir)];
   }
   let entries: import("node:fs").Dirent[];
@@ -181,7 +178,7 @@ export async function scanModelsDir(modelsDir: string): Promise<ModelEntry[]> {
     if (entry.name.startsWith(".")) continue;
     const path = join(modelsDir, entry.name);
     if (entry.isDirectory()) {
-      if (await exists(join(path, "model_index.json")))
+      if (await pathExists(join(path, "model_index.json")))
         models.push(await inspectModelFolder(entry.name, path));
     } else if (entry.isFile() && entry.name.endsWith(".safetensors")) {
       const stem = entry.name.slice(0, -".safetensors".length);

@@ -20,7 +20,8 @@ import { tokenizeField } from "../tokenize/service.ts";
 import { VERSION } from "../version.ts";
 import type { AppliedParams, GenerateRequest, GenerateResponse } from "./model.ts";
 
-const SEED_SPACE = 2 ** 32;
+/** Seeds are 32-bit: seed + i wraps here, as torch's manual_seed takes them. */
+export const SEED_SPACE = 2 ** 32;
 
 type MemoryReport = GenerateResponse["metadata"]["memory"];
 
@@ -187,6 +188,9 @@ export function memoryReport(
   };
 }
 
+/** AUTOMATIC1111's extra-network tags (`<lora:name:0.8>`), which sdx has nothing to apply with. */
+const EXTRA_NETWORK = /<(?:lora|lyco|hypernet):[^>]*>/gi;
+
 /** The SDXL-only request fields, for warnings when the model is not SDXL. */
 const SDXL_FIELDS = [
   "prompt_2",
@@ -259,6 +263,14 @@ export function warningsFor(
   }
   if (p.scheduler_scale !== null) {
     warnings.push("scheduler_scale has no effect: Stable Diffusion's samplers take no such scale.");
+  }
+  for (const field of ["prompt", "negative_prompt", "prompt_2", "negative_prompt_2"] as const) {
+    const tags = p[field]?.match(EXTRA_NETWORK) ?? [];
+    if (tags.length > 0) {
+      warnings.push(
+        `${field}: ${tags.join(" ")} ${tags.length === 1 ? "was" : "were"} read as text: sdx loads no LoRA, LyCORIS or hypernetwork (AUTOMATIC1111's extra networks).`,
+      );
+    }
   }
   for (const [key, report] of Object.entries(memory)) {
     if (typeof report === "object" && report.requested && !report.applied) {

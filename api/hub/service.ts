@@ -2,7 +2,6 @@
  * The online catalog and pulls from the Hugging Face hub, for the API: what is installed, one download per
  * model however many requests ask for it, and the engine's hub errors as API errors.
  */
-import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { CATALOG, PullNameError, type PullTarget, resolvePullName } from "../engine/hub/catalog.ts";
 import {
@@ -15,6 +14,7 @@ import {
 } from "../engine/hub/download.ts";
 import type { ModelHost } from "../engine/model_host.ts";
 import { ApiError } from "../errors.ts";
+import { pathExists } from "../fs/exists.ts";
 import type { ModelCatalog, PullRequest, PullResultBody } from "./model.ts";
 
 /** Where pulls come from; createApp passes what api/config.ts read from HF_ENDPOINT and HF_TOKEN. */
@@ -35,15 +35,6 @@ interface RunningPull {
   listeners: Set<ProgressListener>;
   waiters: number;
   last: PullProgress | null;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** An engine HubError as the API's error. */
@@ -98,7 +89,7 @@ export class HubService {
         kind: e.kind,
         description: e.description,
         approx_size_bytes: e.approxBytes,
-        installed: await exists(join(this.modelsDir, e.name)),
+        installed: await pathExists(join(this.modelsDir, e.name)),
       })),
     );
     return { hub: this.endpoint, models };
@@ -128,7 +119,7 @@ export class HubService {
         `${target.folder} is being pulled from ${running.target.repo}@${running.target.revision}; wait for it, or pull into another folder`,
       );
     }
-    if (!running && (await exists(join(this.modelsDir, target.folder)))) {
+    if (!running && (await pathExists(join(this.modelsDir, target.folder)))) {
       throw new ApiError(
         409,
         "model_exists",

@@ -106,6 +106,21 @@ describe("with the tiny model", () => {
     expect(text).toContain("offload");
   });
 
+  test("AUTOMATIC1111 extra-network tags are named in warnings, since nothing applies them", async () => {
+    const res = await client.generate({
+      prompt: "a cat <lora:fluffy:0.8>, <LyCO:style:1>",
+      negative_prompt: "dog",
+      width: 64,
+      height: 64,
+      num_steps: 1,
+    });
+    expect(res.warnings).toContain(
+      "prompt: <lora:fluffy:0.8> <LyCO:style:1> were read as text: sdx loads no LoRA, LyCORIS or hypernetwork (AUTOMATIC1111's extra networks).",
+    );
+    const plain = await client.generate({ prompt: "a cat", width: 64, height: 64, num_steps: 1 });
+    expect(plain.warnings.join("\n")).not.toContain("extra networks");
+  });
+
   test("a default size beyond the server's size limit is a 422 naming the field, not a silent resize", async () => {
     const limited = createApp(host, { limits: { sizeMax: 128 } });
     const res = await limited.handle(

@@ -32,8 +32,7 @@ class Capture extends Writable {
 }
 
 const CSI = "\x1b[";
-// biome-ignore lint/suspicious/noControlCharactersInRegex: terminal control sequences are what is removed
-const plain = (text: string) => text.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "");
+const plain = (text: string) => Bun.stripANSI(text);
 
 async function sdx(
   args: string[],

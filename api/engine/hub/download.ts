@@ -11,7 +11,6 @@
  */
 import { createHash } from "node:crypto";
 import {
-  lstat,
   mkdir,
   open,
   readdir,
@@ -27,6 +26,7 @@ import {
 } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../../fs/atomic.ts";
+import { pathExists } from "../../fs/exists.ts";
 import { VERSION } from "../../version.ts";
 import { inspectModelFolder, type ModelEntry } from "../model_folder.ts";
 import { fileSha256, rememberFileHashes } from "../model_hash.ts";
@@ -542,16 +542,6 @@ async function acquireLock(path: string, name: string): Promise<() => Promise<vo
   throw new HubError("busy", `${name} is being downloaded by another sdx process`);
 }
 
-/** Whether anything is at `path`, a dangling link included. */
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 interface SourceRecord {
   repo: string;
   revision: string;
@@ -594,13 +584,13 @@ const GiB = 2 ** 30;
 export async function pullModel(target: PullTarget, options: PullOptions): Promise<PullResult> {
   const { modelsDir, signal } = options;
   const dest = join(modelsDir, target.folder);
-  if (await exists(dest)) {
+  if (await pathExists(dest)) {
     throw new HubError(
       "exists",
       `${target.folder} is already in ${modelsDir}; remove it first to pull it again`,
     );
   }
-  if (await exists(join(modelsDir, "model_index.json"))) {
+  if (await pathExists(join(modelsDir, "model_index.json"))) {
     throw new HubError(
       "failed",
       `${modelsDir} is itself a model folder; start the server with a models directory to pull into`,
@@ -701,7 +691,7 @@ export async function pullModel(target: PullTarget, options: PullOptions): Promi
       sourcePath,
       `${JSON.stringify({ ...record, completed_at: new Date().toISOString() }, null, 2)}\n`,
     );
-    if (await exists(dest)) {
+    if (await pathExists(dest)) {
       throw new HubError(
         "exists",
         `${target.folder} appeared in ${modelsDir} during the download; it was left untouched`,
