@@ -1,5 +1,6 @@
 /** Server options from flags, then SDX_* environment variables, then defaults. */
 import { parseArgs } from "node:util";
+import { DEFAULT_LIMITS, type Limits, SERVER_DEFAULTS } from "../contract/index.ts";
 import {
   ATTENTION_VARIANTS,
   type AttentionVariant,
@@ -7,7 +8,6 @@ import {
 } from "./engine/checkpoint/attention.ts";
 import { WARM_UP_MODES, type WarmUpMode } from "./engine/model_host.ts";
 import { PROVIDER_CHOICES, type ProviderChoice } from "./engine/onnx/runtime.ts";
-import { DEFAULT_LIMITS, type Limits } from "./security/model.ts";
 import {
   commaList,
   isLoopbackAddress,
@@ -15,6 +15,9 @@ import {
   resolveLimits,
   SettingError,
 } from "./security/service.ts";
+
+/** The defaults every option falls back to. */
+const D = SERVER_DEFAULTS;
 
 export interface ServerConfig {
   modelsDir: string;
@@ -69,10 +72,10 @@ export class ConfigError extends Error {
 
 export const SERVER_USAGE = `Usage: bun api/index.ts [options]
 
-  --models-dir DIR   models directory (env SDX_MODELS_DIR, default models/)
+  --models-dir DIR   models directory (env SDX_MODELS_DIR, default ${D.modelsDir}/)
   --model NAME       model folder to serve (env SDX_MODEL; default: the only model there)
-  --host HOST        address to bind (env SDX_HOST, default 127.0.0.1)
-  --port PORT        port (env SDX_PORT, default 8001)
+  --host HOST        address to bind (env SDX_HOST, default ${D.host})
+  --port PORT        port (env SDX_PORT, default ${D.port})
   --provider NAME    execution provider: ${PROVIDER_CHOICES.join(" | ")} (env SDX_PROVIDER, default auto:
                      CUDA when an NVIDIA GPU and onnxruntime's CUDA libraries are there, else CPU)
   --api-key KEY      require Authorization: Bearer KEY on every route but /health and /swagger
@@ -95,18 +98,18 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
   --warm-up MODE     one short generation at the native size after the startup load, so the first request
                      is not slow: ${WARM_UP_MODES.join(" | ")} (env SDX_WARM_UP, default auto: on CUDA only)
   --max-loaded-models N  models kept loaded at once, least recently used unloaded first
-                     (env SDX_MAX_LOADED_MODELS, default 1 on a GPU, 2 on the CPU)
-  --concurrency N    generations that run at once (env SDX_CONCURRENCY, default 1)
-  --max-queue N      generations that may wait; more get 429 with Retry-After (env SDX_MAX_QUEUE, default 16)
+                     (env SDX_MAX_LOADED_MODELS, default ${D.maxLoadedModels.gpu} on a GPU, ${D.maxLoadedModels.cpu} on the CPU)
+  --concurrency N    generations that run at once (env SDX_CONCURRENCY, default ${D.concurrency})
+  --max-queue N      generations that may wait; more get 429 with Retry-After (env SDX_MAX_QUEUE, default ${D.maxQueue})
   --drain-timeout S  on SIGTERM/SIGINT, seconds running and queued generations get to finish
-                     (env SDX_DRAIN_TIMEOUT, default 60)
+                     (env SDX_DRAIN_TIMEOUT, default ${D.drainTimeoutS})
   --step-timeout S   seconds without a denoising step before /health reports a generation stuck
-                     (env SDX_STEP_TIMEOUT, default 120)
+                     (env SDX_STEP_TIMEOUT, default ${D.stepTimeoutS})
   --no-menu          on a terminal with no --model, start without the model menu (env SDX_NO_MENU=1)
   --help             this text
 
 Model downloads (the startup menu, POST /v1/models/pull, sdx models pull) read HF_ENDPOINT (default
-https://huggingface.co) and HF_TOKEN (sent to the hub only, for gated or private repositories).`;
+${D.hubEndpoint}) and HF_TOKEN (sent to the hub only, for gated or private repositories).`;
 
 /** The admission and shutdown options: integers from flags, then variables, then defaults. */
 function servingOptions(
@@ -125,10 +128,10 @@ function servingOptions(
   return {
     maxLoadedModels:
       maxLoaded === undefined ? undefined : integer("max-loaded-models", "SDX_MAX_LOADED_MODELS", 1, 1),
-    concurrency: integer("concurrency", "SDX_CONCURRENCY", 1, 1),
-    maxQueue: integer("max-queue", "SDX_MAX_QUEUE", 16, 0),
-    drainTimeoutMs: integer("drain-timeout", "SDX_DRAIN_TIMEOUT", 60, 0) * 1000,
-    stepTimeoutMs: integer("step-timeout", "SDX_STEP_TIMEOUT", 120, 1) * 1000,
+    concurrency: integer("concurrency", "SDX_CONCURRENCY", D.concurrency, 1),
+    maxQueue: integer("max-queue", "SDX_MAX_QUEUE", D.maxQueue, 0),
+    drainTimeoutMs: integer("drain-timeout", "SDX_DRAIN_TIMEOUT", D.drainTimeoutS, 0) * 1000,
+    stepTimeoutMs: integer("step-timeout", "SDX_STEP_TIMEOUT", D.stepTimeoutS, 1) * 1000,
   };
 }
 
@@ -145,7 +148,7 @@ export function readServerConfig(
   if (values.help) return "help";
   // An empty variable counts as unset, as shells and container runtimes often pass them.
   const fromEnv = (name: string) => env[name] || undefined;
-  const portText = values.port ?? fromEnv("SDX_PORT") ?? "8001";
+  const portText = values.port ?? fromEnv("SDX_PORT") ?? String(D.port);
   const port = Number(portText);
   if (!/^\d+$/.test(portText) || port > 65535) {
     throw new ConfigError(`--port must be an integer from 0 (any free port) to 65535; got "${portText}"`);
@@ -185,11 +188,11 @@ export function readServerConfig(
   const serving = servingOptions(values, fromEnv);
   return {
     ...serving,
-    modelsDir: values["models-dir"] ?? fromEnv("SDX_MODELS_DIR") ?? "models",
+    modelsDir: values["models-dir"] ?? fromEnv("SDX_MODELS_DIR") ?? D.modelsDir,
     model,
     warmUp: warmUp as WarmUpMode,
     attention: attention === "auto" ? undefined : attention,
-    host: values.host ?? fromEnv("SDX_HOST") ?? "127.0.0.1",
+    host: values.host ?? fromEnv("SDX_HOST") ?? D.host,
     port,
     provider: provider as ProviderChoice,
     apiKey: values["api-key"] ?? fromEnv("SDX_API_KEY"),
@@ -205,7 +208,7 @@ export function readServerConfig(
 
 /** HF_ENDPOINT without its trailing slash; an http(s) URL. */
 function hubEndpoint(text: string | undefined): string {
-  const value = (text ?? "https://huggingface.co").trim().replace(/\/+$/, "");
+  const value = (text ?? D.hubEndpoint).trim().replace(/\/+$/, "");
   if (!/^https?:\/\/[^/]/.test(value) || !URL.canParse(value)) {
     throw new ConfigError(`HF_ENDPOINT must be an http(s) URL such as https://huggingface.co; got "${text}"`);
   }

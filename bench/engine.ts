@@ -5,11 +5,12 @@
  *
  *   bun run bench engine [--model DIR] [--size 512] [--steps 30] [--scheduler dpmsolver++] [--runs 2]
  */
+
 import { parseArgs } from "node:util";
 import { inspectModelFolder } from "../api/engine/model_folder.ts";
 import { runStats } from "../api/engine/onnx/runtime.ts";
 import { generate, loadOnnxPipeline } from "../api/engine/pipeline/stable_diffusion.ts";
-import { isSchedulerName } from "../api/engine/schedulers/index.ts";
+import { isSchedulerName } from "../contract/index.ts";
 import { TINY_SD15 } from "../test/helpers/fixtures.ts";
 
 export async function benchEngine(argv: string[]): Promise<void> {

@@ -16,18 +16,14 @@
  *
  *   bun run bench gpu [--only sd15|sdxl] [--runs 3] [--steps 30] [--cache DIR] [--cpu]
  */
+
 import { mkdir, rename, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { inspectCheckpoint } from "../api/engine/model_folder.ts";
 import { type GpuInfo, gpuInfo } from "../api/engine/onnx/gpu_info.ts";
-import {
-  chooseProvider,
-  type ExecutionProvider,
-  onnxruntimeVersion,
-  runStats,
-} from "../api/engine/onnx/runtime.ts";
+import { chooseProvider, onnxruntimeVersion, runStats } from "../api/engine/onnx/runtime.ts";
 import {
   type GenerateInput,
   generate,
@@ -36,6 +32,7 @@ import {
   releasePipeline,
 } from "../api/engine/pipeline/stable_diffusion.ts";
 import { warmUp } from "../api/engine/pipeline/warmup.ts";
+import type { ExecutionProvider } from "../contract/index.ts";
 import { ldmTensors, PRESETS, type PresetName, writeRandomCheckpoint } from "../scripts/ldm_keys.ts";
 import { printTable } from "./engine.ts";
 

@@ -1,5 +1,6 @@
 /** Options every project command shares, and the conversions of errors into what a user should read. */
 import { type BaseContext, Command, Option, UsageError } from "clipanion";
+import { DEFAULT_SERVER_URL } from "../contract/index.ts";
 import { createSdxClient, type SdxClient, SdxError } from "../sdk/index.ts";
 import { loadProject, type Project, ProjectError } from "./project.ts";
 
@@ -57,6 +58,12 @@ export abstract class SdxCommand extends Command<SdxContext> {
       if (e instanceof ProjectError) throw new UsageError(`project "${name}" is not valid:\n${e.message}`);
       throw e;
     }
+  }
+
+  /** The client of the project's server (`--project`), of `--server`, or of a server here at the default address. */
+  protected async serverClient(projectName: string | undefined): Promise<SdxClient> {
+    const serverUrl = projectName ? (await this.project(projectName)).config.server_url : undefined;
+    return this.client(serverUrl ?? (this.server ? undefined : DEFAULT_SERVER_URL));
   }
 
   protected client(serverUrl: string | undefined): SdxClient {

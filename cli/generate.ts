@@ -1,5 +1,5 @@
 /**
- * One `sdx gen` run: the requests of a batch (at most the server's 16 images each, image i using seed + i),
+ * One `sdx gen` run: the requests of a batch (at most MAX_BATCH images each, image i using seed + i),
  * each sent as a streamed generation (server-sent events), each image written with its metadata as soon as
  * its request is done, each failed request written to `errors/` while the batch goes on. The stream's
  * queue, start and step events are handed to `progress` (bars on a terminal, see progress.ts).
@@ -7,16 +7,17 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import YAML from "yaml";
-import { writeFileAtomic } from "../api/fs/atomic.ts";
-import { VERSION } from "../api/version.ts";
+import { DEFAULT_LIMITS, seedAt } from "../contract/index.ts";
+import { writeFileAtomic } from "../lib/fs/atomic.ts";
+import { VERSION } from "../lib/version.ts";
 import type { GenerateEvent, GenerateRequest, GenerateResponse, SdxClient } from "../sdk/index.ts";
 import { SdxError } from "../sdk/index.ts";
 import { describeSdxError, UnreachableError } from "./base.ts";
 import { createRunFolder, type RunFolder, TimestampClock, writeImageWithMetadata } from "./outputs.ts";
 
 /** The server's batch_size limit: bigger batches are split into several requests. */
-export const MAX_BATCH = 16;
-export const SEED_RANGE = 2 ** 32;
+/** Images per request: a server's default limit (a server with a lower --max-batch answers 422). */
+export const MAX_BATCH = DEFAULT_LIMITS.batchMax;
 
 export type PlannedRequest = {
   request: GenerateRequest & { seed: number; batch_size: number };
@@ -88,11 +89,6 @@ export interface RunOptions {
 const isAbort = (e: unknown, signal: AbortSignal | undefined) =>
   signal?.aborted === true || (e instanceof Error && e.name === "AbortError");
 
-/** Seeds 0..n-1 of a batch starting at `seed`, wrapping at 2³² as the server does. */
-export function batchSeed(seed: number, offset: number): number {
-  return (seed + offset) % SEED_RANGE;
-}
-
 /** The requests of a plain batch: `total` images in requests of at most MAX_BATCH, continuing seed + i. */
 export async function* batchPlans(
   base: GenerateRequest,
@@ -101,7 +97,7 @@ export async function* batchPlans(
 ): AsyncGenerator<PlannedRequest> {
   for (let index = 0; index < total; index += MAX_BATCH) {
     const batch_size = Math.min(MAX_BATCH, total - index);
-    yield { index, request: { ...base, seed: batchSeed(seed, index), batch_size } };
+    yield { index, request: { ...base, seed: seedAt(seed, index), batch_size } };
   }
 }
 
@@ -292,7 +288,7 @@ export async function runGeneration(options: RunOptions): Promise<RunSummary> {
           event: "error",
           index: first + k,
           total: options.total,
-          seed: batchSeed(plan?.request.seed ?? batchSeed(options.seed, first), k),
+          seed: seedAt(plan?.request.seed ?? seedAt(options.seed, first), k),
           error: message,
           error_file: errorFile,
         });

@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 /** The `sdx` command line: the only place that touches `process`. */
 import { Builtins, Cli } from "clipanion";
-import { VERSION } from "../api/version.ts";
+import { VERSION } from "../lib/version.ts";
 import { EXIT, type SdxContext } from "./base.ts";
 import { GenCommand } from "./commands/gen.ts";
 import { HealthCommand } from "./commands/health.ts";

@@ -4,9 +4,10 @@
  * (404) or cannot be reached, the config's `fallback_prompt` is used, with a warning and metadata saying so.
  */
 import { Ollama } from "ollama";
+import { seedAt } from "../contract/index.ts";
 import type { GenerateRequest, SdxClient } from "../sdk/index.ts";
 import { SdxError } from "../sdk/index.ts";
-import { batchSeed, type PlannedRequest } from "./generate.ts";
+import type { PlannedRequest } from "./generate.ts";
 import type { OllamaConfig } from "./project.ts";
 
 export const DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434";
@@ -168,7 +169,7 @@ export async function* ollamaPlans(options: {
   const { client, config, base, total, seed, signal } = options;
   const syntax = base.prompt_syntax ?? "a1111";
   for (let index = 0; index < total; index++) {
-    const imageSeed = batchSeed(seed, index);
+    const imageSeed = seedAt(seed, index);
     const answer = await askOllama(config, { seed: imageSeed, ...(signal ? { signal } : {}) });
     const warnings: string[] = [];
     let fitted: FittedPrompt = { prompt: answer.prompt, tokens: -1, cut: null };

@@ -5,8 +5,8 @@
 import { mkdir } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
 import YAML from "yaml";
-import { FileExistsError, writeFileAtomic } from "../api/fs/atomic.ts";
-import { SAFE_NAME } from "./project.ts";
+import { SAFE_NAME } from "../contract/index.ts";
+import { FileExistsError, writeFileAtomic } from "../lib/fs/atomic.ts";
 
 export class OutputPathError extends Error {
   override name = "OutputPathError";

@@ -4,15 +4,15 @@
  * parameter schema, before anything runs; every problem names the file, the line, the column and the key.
  */
 import { join, relative } from "node:path";
-import { type TSchema, Type } from "@sinclair/typebox";
+import { FormatRegistry, type TSchema, Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 import { type Document, isMap, isScalar, LineCounter, parseDocument } from "yaml";
-import { GenerateParamsSchema } from "../api/generate/model.ts";
-import { constraintMessage } from "../api/schema.ts";
+import { constraintMessage, GenerateParamsSchema, SAFE_NAME, SAFE_NAME_RULE } from "../contract/index.ts";
 import type { GenerateRequest } from "../sdk/index.ts";
 
-/** Names that become folder names: letters, digits, dot, dash, underscore; no leading dot. */
-export const SAFE_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$/;
+/** JSON Schema's "uri" format, which TypeBox leaves to its user: what the WHATWG URL parser accepts. */
+if (!FormatRegistry.Has("uri")) FormatRegistry.Set("uri", (value) => URL.canParse(value));
+
 const safeName = (description: string) => Type.String({ pattern: SAFE_NAME.source, description });
 
 export const ProjectConfigSchema = Type.Object(
@@ -218,8 +218,7 @@ function schemaProblems(parsed: ParsedFile, schema: TSchema, value: unknown): Pr
       const suggestion = closest(String(path.at(-1)), known);
       message = `unknown key${suggestion ? `; did you mean "${suggestion}"?` : ""} (known keys: ${known.join(", ")})`;
     } else if (error.schema.pattern === SAFE_NAME.source) {
-      message =
-        "must be a safe folder name: letters, digits, '.', '-' and '_', not starting with '.' (no paths)";
+      message = `must be a safe folder name: ${SAFE_NAME_RULE}`;
     } else {
       message = constraintMessage(error.schema, error.value) ?? message;
     }

@@ -1,6 +1,5 @@
 /** The commented files `sdx init` writes: a project that works as-is against a GPU server on this machine. */
-
-export const DEFAULT_SERVER_URL = "http://127.0.0.1:8001";
+import { DEFAULT_SERVER_URL, GENERATE_DEFAULTS } from "../contract/index.ts";
 
 export function configTemplate(name: string, serverUrl: string = DEFAULT_SERVER_URL): string {
   return `# sdx project "${name}". Every key is checked before anything runs: \`sdx validate --project ${name}\`;
@@ -21,13 +20,13 @@ server_url: ${serverUrl}
 default_params:
   width: 512 # multiple of 64 for SD UNets; omit to use the model's native size
   height: 512
-  num_steps: 30
-  guidance_scale: 7.5 # 1 or less turns classifier-free guidance (and the negative prompt) off
-  scheduler_type: dpmsolver++ # \`curl <server>/v1/schedulers\` lists them all
+  num_steps: ${GENERATE_DEFAULTS.num_steps}
+  guidance_scale: ${GENERATE_DEFAULTS.guidance_scale} # 1 or less turns classifier-free guidance (and the negative prompt) off
+  scheduler_type: ${GENERATE_DEFAULTS.scheduler_type} # \`curl <server>/v1/schedulers\` lists them all
   karras_sigmas: true
-  # clip_skip: 1 # AUTOMATIC1111 counting: 1 = last text-encoder layer
+  # clip_skip: ${GENERATE_DEFAULTS.clip_skip} # AUTOMATIC1111 counting: 1 = last text-encoder layer
   # seed: 42 # omit (or -1) for a random seed per run; image i of a batch uses seed + i
-  # batch_size: 1 # images per run when --batch is not given
+  # batch_size: ${GENERATE_DEFAULTS.batch_size} # images per run when --batch is not given
 
 # A local LLM (https://ollama.com) that writes a new prompt for every image of \`sdx gen --ollama\`.
 # Prompts are cut to CLIP's 75 tokens at a word boundary; when Ollama is slow, unreachable or lacks the

@@ -7,7 +7,7 @@
  * - every `bun run NAME` names a package.json script;
  * - the files CMD, ENTRYPOINT and HEALTHCHECK run exist and are copied into the final image;
  * - base images are pinned to a tag (not `latest`) or a digest;
- * - the final stage runs as a non-root USER, has a HEALTHCHECK and EXPOSEs 8001.
+ * - the final stage runs as a non-root USER, has a HEALTHCHECK and EXPOSEs the server's default port.
  *
  * Exit 0 when all hold, 1 with one `file:line: problem` per line otherwise, 2 on usage errors.
  */
@@ -16,6 +16,7 @@ import { basename, dirname, join, posix, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DockerfileParser, type Instruction } from "dockerfile-ast";
 import { validate } from "dockerfile-utils";
+import { SERVER_DEFAULTS } from "../contract/index.ts";
 
 export interface DockerProblem {
   /** 1-based line of the Dockerfile; 0 for the file as a whole. */
@@ -24,7 +25,7 @@ export interface DockerProblem {
 }
 
 /** The port the image must expose: the server's default. */
-const SDX_PORT = "8001";
+const SDX_PORT = String(SERVER_DEFAULTS.port);
 const RUNNABLE_FILE = /\.(ts|tsx|js|mjs|cjs|sh)$/;
 
 /** .dockerignore's patterns, in order, as Docker reads them (comments and blank lines dropped, paths cleaned). */

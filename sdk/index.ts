@@ -20,22 +20,15 @@ export type CatalogEntry = ModelCatalog["models"][number];
 export type PullRequest = Schemas["PullRequest"];
 export type PullResult = Schemas["PullResult"];
 
+type PullEvents = Schemas["PullEvents"];
 /** A pull's progress: the file being downloaded, and bytes and files of the whole pull. */
-export interface PullProgress {
-  file: string;
-  file_bytes: number;
-  file_total: number;
-  bytes: number;
-  total: number;
-  files_done: number;
-  files_total: number;
-}
+export type PullProgress = PullEvents["progress"];
 
-/** The events of `models.pullStream`: progress…, then done or error. */
+/** The events of `models.pullStream`: progress…, then done (its result) or error. */
 export type PullEvent =
-  | ({ type: "progress" } & PullProgress)
-  | { type: "done"; result: PullResult }
-  | { type: "error"; error: ErrorBody };
+  | Spread<PullEvents, "done" | "error">
+  | { type: "done"; result: PullEvents["done"] }
+  | { type: "error"; error: PullEvents["error"] };
 
 export interface PullOptions extends RequestOptions {
   /** Folder name in the models directory (default: the catalog name or the repository's name). */
@@ -51,20 +44,36 @@ export type ErrorBody = Schemas["Error"];
 export type ErrorCode = ErrorBody["code"] | "unreachable" | "unexpected_response";
 export type SchedulerType = NonNullable<GenerateRequest["scheduler_type"]>;
 
+type GenerateEvents = Schemas["GenerateEvents"];
 /** The events of `generateStream`, in order: queued…, started, loading (if the model loads), step…, image…, then done or error. */
 export type GenerateEvent =
-  | { type: "queued"; position: number }
-  | { type: "started" }
-  | { type: "loading"; model: string }
-  | { type: "step"; image: number; step: number; total: number; elapsed_ms: number; eta_ms: number }
-  | { type: "image"; index: number; seed: number; png: string }
-  | { type: "done"; metadata: GenerateResponse["metadata"]; warnings: string[] }
-  | { type: "error"; error: ErrorBody };
+  | Spread<GenerateEvents, "error">
+  | { type: "error"; error: GenerateEvents["error"] };
 
-const STREAM_EVENTS = new Set(["queued", "started", "loading", "step", "image", "done", "error"]);
+/** Each event of a stream's event map (the spec's) but `Except`, as its data with its name in `type`. */
+type Spread<M, Except extends keyof M> = {
+  [K in Exclude<keyof M, Except> & string]: M[K] extends Record<string, never>
+    ? { type: K }
+    : { type: K } & M[K];
+}[Exclude<keyof M, Except> & string];
+
+/** Every event name of each stream, checked against the spec's maps: a new event fails the typecheck here. */
+const GENERATE_EVENTS: Record<keyof GenerateEvents, true> = {
+  queued: true,
+  started: true,
+  loading: true,
+  step: true,
+  image: true,
+  done: true,
+  error: true,
+};
+const PULL_EVENTS: Record<keyof PullEvents, true> = { progress: true, done: true, error: true };
+
+const isEventOf = <M>(names: Record<keyof M, true>, name: string | undefined): name is keyof M & string =>
+  name !== undefined && Object.hasOwn(names, name);
 
 function toEvent(message: EventSourceMessage): GenerateEvent | null {
-  if (!message.event || !STREAM_EVENTS.has(message.event)) return null;
+  if (!isEventOf(GENERATE_EVENTS, message.event)) return null;
   const data = JSON.parse(message.data) as Record<string, unknown>;
   if (message.event === "error") return { type: "error", error: data as ErrorBody };
   return { ...data, type: message.event } as GenerateEvent;
@@ -254,10 +263,8 @@ async function errorFrom(response: Response): Promise<SdxError> {
   return new SdxError(response.status, "unexpected_response", `HTTP ${response.status}: ${text}`);
 }
 
-const PULL_EVENTS = new Set(["progress", "done", "error"]);
-
 function toPullEvent(message: EventSourceMessage): PullEvent | null {
-  if (!message.event || !PULL_EVENTS.has(message.event)) return null;
+  if (!isEventOf(PULL_EVENTS, message.event)) return null;
   const data = JSON.parse(message.data);
   if (message.event === "done") return { type: "done", result: data as PullResult };
   if (message.event === "error") return { type: "error", error: data as ErrorBody };

@@ -511,6 +511,69 @@ export interface components {
             loadable: boolean;
             problem: string | null;
         };
+        /** @description The events of POST /v1/models/pull's `text/event-stream` answer: progress…, then done or error. Each property is an event's name and the schema of its `data`. */
+        PullEvents: {
+            /** @description at most ten a second. */
+            progress: {
+                /** @description The file being downloaded. */
+                file: string;
+                file_bytes: number;
+                file_total: number;
+                /** @description Bytes of the whole pull so far. */
+                bytes: number;
+                total: number;
+                files_done: number;
+                files_total: number;
+            };
+            /**
+             * PullResult
+             * @description the JSON answer. Last event.
+             */
+            done: {
+                /**
+                 * @description The new model's name: its folder in the models directory.
+                 * @example sd-turbo
+                 */
+                name: string;
+                /** @example onnxruntime/sd-turbo */
+                repo: string;
+                /** @example main */
+                revision: string;
+                /** @description The commit the files came from. */
+                commit: string;
+                /** @description Files downloaded (the ONNX folder's; other formats and docs are skipped). */
+                files: number;
+                size_bytes: number;
+                /** @description Bytes kept from an earlier, interrupted pull. */
+                resumed_bytes: number;
+                /** @description Whether this request joined a pull of the same model already running. */
+                joined: boolean;
+                kind: ("sd1" | "sd2" | "sdxl") | null;
+                /** @description Whether the server can load it (see `problem` when not). */
+                loadable: boolean;
+                problem: string | null;
+            };
+            /**
+             * Error
+             * @description e.g. `download_failed`, `hub_unreachable`. Last event.
+             */
+            error: {
+                /** @description HTTP status, repeated. */
+                status: number;
+                /** @enum {string} */
+                code: "bad_request" | "unauthorized" | "forbidden_host" | "validation_failed" | "not_found" | "payload_too_large" | "no_model" | "model_loading" | "model_unavailable" | "generation_failed" | "cancelled" | "queue_full" | "draining" | "model_exists" | "download_busy" | "not_in_catalog" | "hub_not_found" | "hub_forbidden" | "hub_unreachable" | "hub_not_onnx" | "download_failed" | "insufficient_storage" | "internal";
+                /** @description What went wrong and what to do about it. */
+                message: string;
+                /** @description Per-field problems of a rejected request. */
+                fields?: {
+                    /** @description The request field, as a path (`width`, `params.seed`). */
+                    field: string;
+                    message: string;
+                    /** @description Allowed values. */
+                    allowed?: (string | number | boolean)[];
+                }[];
+            };
+        };
         SchedulerList: {
             schedulers: {
                 /**
@@ -1216,6 +1279,178 @@ export interface components {
             };
             /** @description One sentence per parameter that did not change the result, saying why. */
             warnings: string[];
+        };
+        /** @description The events of POST /v1/generate's `text/event-stream` answer, in order: queued…, started, loading (when the model loads), step…, image…, then done or error. Each property is an event's name and the schema of its `data`. */
+        GenerateEvents: {
+            /** @description place in the queue (1 = next, 0 = runs now); sent first and whenever it changes. */
+            queued: {
+                /** @description 1 = next, 0 = runs now. */
+                position: number;
+            };
+            /** @description the generation holds a slot and the engine starts. */
+            started: Record<string, never>;
+            /** @description the requested model is not loaded and loads now (its time is `timings.load_ms`). */
+            loading: {
+                model: string;
+            };
+            /** @description a denoising step finished (a batch is denoised together; `image` is the first image's index). */
+            step: {
+                image: number;
+                step: number;
+                total: number;
+                elapsed_ms: number;
+                eta_ms: number;
+            };
+            /** @description a finished image, PNG base64. */
+            image: {
+                index: number;
+                seed: number;
+                /** @description The PNG file, base64-encoded. */
+                png: string;
+            };
+            /** @description the JSON answer's body without `images`. Last event. */
+            done: {
+                metadata: {
+                    model: {
+                        name: string;
+                        /** @enum {string} */
+                        kind: "sd1" | "sd2" | "sdxl";
+                        /** @description SHA-256 of the checkpoint file (AUTOMATIC1111's and Civitai's model hash; its first 10 digits are the infotext's `Model hash`), or of an ONNX folder's sha256sum-style file manifest. */
+                        hash: string;
+                    };
+                    /** @description Every parameter as the engine applied it, defaults filled in. */
+                    parameters: {
+                        prompt: string;
+                        negative_prompt: string | null;
+                        /** @description SDXL: the text the second encoder read. null on SD 1.x/2.x. */
+                        prompt_2: string | null;
+                        /** @description SDXL: the text the second encoder read for the unconditional pass; null when that pass used zero embeddings (or would have, with guidance off), or on SD 1.x/2.x. */
+                        negative_prompt_2: string | null;
+                        /** @description SDXL: [height, width] fed as time ids. null on SD 1.x/2.x. */
+                        original_size: number[] | null;
+                        /** @description SDXL: [top, left] fed as time ids. null on SD 1.x/2.x. */
+                        crops_coords_top_left: number[] | null;
+                        /** @description SDXL: [height, width] fed as time ids. null on SD 1.x/2.x. */
+                        target_size: number[] | null;
+                        seed: number;
+                        batch_size: number;
+                        width: number;
+                        height: number;
+                        num_steps: number;
+                        guidance_scale: number;
+                        /** @enum {string} */
+                        scheduler_type: "ddim" | "pndm" | "lms" | "euler" | "euler_a" | "heun" | "dpm2" | "dpmsolver++" | "dpmsolver++_sde" | "dpmsolver_singlestep" | "unipc" | "lcm";
+                        karras_sigmas: boolean;
+                        /** @description null: the model's own. */
+                        timestep_spacing: ("linspace" | "leading" | "trailing") | null;
+                        eta: number | null;
+                        /** @enum {string} */
+                        prompt_syntax: "a1111" | "diffusers";
+                        scheduler_scale: number | null;
+                        clip_skip: number;
+                        enable_attention_slicing: boolean;
+                        enable_vae_slicing: boolean;
+                        enable_vae_tiling: boolean;
+                        enable_model_cpu_offload: boolean;
+                        enable_sequential_cpu_offload: boolean;
+                    };
+                    seeds: number[];
+                    /** @description CLIP tokens in the prompt (without start and end tokens). */
+                    prompt_tokens: number;
+                    prompt: {
+                        /** @description Text tokens, without start, end and padding tokens. */
+                        tokens: number;
+                        /** @description 77-token rows the text encoder read. */
+                        chunks: number;
+                        /** @description Tokens cut off (prompt_syntax diffusers only). */
+                        truncated_tokens: number;
+                    };
+                    negative_prompt: {
+                        /** @description Text tokens, without start, end and padding tokens. */
+                        tokens: number;
+                        /** @description 77-token rows the text encoder read. */
+                        chunks: number;
+                        /** @description Tokens cut off (prompt_syntax diffusers only). */
+                        truncated_tokens: number;
+                    };
+                    scheduler: {
+                        /** @enum {string} */
+                        name: "ddim" | "pndm" | "lms" | "euler" | "euler_a" | "heun" | "dpm2" | "dpmsolver++" | "dpmsolver++_sde" | "dpmsolver_singlestep" | "unipc" | "lcm";
+                        /** @description AUTOMATIC1111's name, with " Karras" when Karras sigmas were used. */
+                        display_name: string;
+                    };
+                    /** @description What each of diffusers' memory switches did for this generation. */
+                    memory: {
+                        attention_slicing: {
+                            requested: boolean;
+                            applied: boolean;
+                            /** @description What the switch did, or why it does not apply. */
+                            note: string;
+                        };
+                        vae_slicing: {
+                            requested: boolean;
+                            applied: boolean;
+                            /** @description What the switch did, or why it does not apply. */
+                            note: string;
+                        };
+                        vae_tiling: {
+                            requested: boolean;
+                            applied: boolean;
+                            /** @description What the switch did, or why it does not apply. */
+                            note: string;
+                        };
+                        model_cpu_offload: {
+                            requested: boolean;
+                            applied: boolean;
+                            /** @description What the switch did, or why it does not apply. */
+                            note: string;
+                        };
+                        sequential_cpu_offload: {
+                            requested: boolean;
+                            applied: boolean;
+                            /** @description What the switch did, or why it does not apply. */
+                            note: string;
+                        };
+                        /** @description The first attempt ran out of memory and the generation was retried with VAE slicing and tiling. */
+                        retried_after_out_of_memory: boolean;
+                    };
+                    /** @description The sampler's timesteps, in order. */
+                    timesteps: number[];
+                    timings: {
+                        queue_ms: number;
+                        /** @description Time spent loading the model for this request (0 when it was loaded). */
+                        load_ms: number;
+                        encode_ms: number;
+                        denoise_ms: number;
+                        decode_ms: number;
+                        png_ms: number;
+                        total_ms: number;
+                    };
+                    execution_provider: string;
+                    sdx_version: string;
+                };
+                warnings: string[];
+            };
+            /**
+             * Error
+             * @description the error body (e.g. `generation_failed`, `cancelled`). Last event.
+             */
+            error: {
+                /** @description HTTP status, repeated. */
+                status: number;
+                /** @enum {string} */
+                code: "bad_request" | "unauthorized" | "forbidden_host" | "validation_failed" | "not_found" | "payload_too_large" | "no_model" | "model_loading" | "model_unavailable" | "generation_failed" | "cancelled" | "queue_full" | "draining" | "model_exists" | "download_busy" | "not_in_catalog" | "hub_not_found" | "hub_forbidden" | "hub_unreachable" | "hub_not_onnx" | "download_failed" | "insufficient_storage" | "internal";
+                /** @description What went wrong and what to do about it. */
+                message: string;
+                /** @description Per-field problems of a rejected request. */
+                fields?: {
+                    /** @description The request field, as a path (`width`, `params.seed`). */
+                    field: string;
+                    message: string;
+                    /** @description Allowed values. */
+                    allowed?: (string | number | boolean)[];
+                }[];
+            };
         };
     };
     responses: never;

@@ -3,9 +3,6 @@
  * path and model host, so A1111 clients (sdwebuiapi, UIs, bots) work against sdx. Errors keep sdx's shape.
  */
 import { Elysia } from "elysia";
-import type { ModelHost } from "../engine/model_host.ts";
-import { errorModel } from "../errors.ts";
-import { DEFAULT_LIMITS, type Limits } from "../security/model.ts";
 import {
   A1111EmptySchema,
   A1111InfoSchema,
@@ -17,21 +14,19 @@ import {
   A1111SchedulersSchema,
   A1111SdModelsSchema,
   A1111Txt2ImgResponseSchema,
+  DEFAULT_LIMITS,
+  type Limits,
   txt2imgRequestSchema,
-} from "./model.ts";
-import {
-  A1111Session,
-  getOptions,
-  interrupt,
-  listSamplers,
-  listSchedulers,
-  listSdModels,
-  progressOf,
-  setOptions,
-  skip,
-  txt2img,
-  withoutNulls,
-} from "./service.ts";
+} from "../../contract/index.ts";
+import type { ModelHost } from "../engine/model_host.ts";
+import { errorModel } from "../http/errors.ts";
+import { listSdModels } from "./checkpoints.ts";
+import { getOptions, setOptions } from "./options.ts";
+import { interrupt, progressOf, skip } from "./progress.ts";
+import { withoutNulls } from "./request.ts";
+import { listSamplers, listSchedulers } from "./samplers.ts";
+import { A1111Session } from "./session.ts";
+import { txt2img } from "./txt2img.ts";
 
 const TAG = "automatic1111";
 

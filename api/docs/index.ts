@@ -5,8 +5,8 @@
 import { dirname, join } from "node:path";
 import { swagger } from "@elysiajs/swagger";
 import { Elysia, t } from "elysia";
-import { DEFAULT_LIMITS, type Limits, PUBLIC_PATHS } from "../security/model.ts";
-import { VERSION } from "../version.ts";
+import { BEARER_SCHEME_NAME, DEFAULT_LIMITS, type Limits, PUBLIC_PATHS } from "../../contract/index.ts";
+import { VERSION } from "../../lib/version.ts";
 
 const SPEC_PATH = "/swagger/json";
 const ASSETS_DIR = dirname(Bun.resolveSync("swagger-ui-dist/package.json", import.meta.dir));
@@ -111,14 +111,14 @@ export const docsPlugin = (limits: Limits = DEFAULT_LIMITS) =>
           info: { title: "sdx", version: VERSION, description: API_DESCRIPTION + limitsDescription(limits) },
           components: {
             securitySchemes: {
-              bearer: {
+              [BEARER_SCHEME_NAME]: {
                 type: "http",
                 scheme: "bearer",
                 description: "The server's API key (--api-key / SDX_API_KEY); needed only when one is set.",
               },
             },
           },
-          security: [{ bearer: [] }],
+          security: [{ [BEARER_SCHEME_NAME]: [] }],
           tags: [
             { name: "generate", description: "Text to image" },
             {

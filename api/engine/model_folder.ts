@@ -4,16 +4,17 @@
  * vae_decoder/model.onnx, vae_encoder/ optional; SDXL adds tokenizer_2/ and text_encoder_2/), and single-file `.safetensors` checkpoints in the original
  * LDM key layout, each with an optional sidecar `<name>.json`.
  */
+
 import { readdir, stat } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
-import { pathExists } from "../fs/exists.ts";
+import type { ModelFormat, ModelKind } from "../../contract/index.ts";
+import { pathExists } from "../../lib/fs/exists.ts";
 import {
   detectKind as detectCheckpointKind,
   detectPredictionType,
   readSidecar,
   type Sidecar,
 } from "./checkpoint/detect.ts";
-import type { ModelFormat, ModelKind } from "./model_kinds.ts";
 import { readSafetensorsHeader } from "./safetensors.ts";
 
 export interface ModelEntry {

@@ -7,7 +7,7 @@
  */
 import { readdir, stat } from "node:fs/promises";
 import { join, relative } from "node:path";
-import { writeFileAtomic } from "../fs/atomic.ts";
+import { writeFileAtomic } from "../../lib/fs/atomic.ts";
 import type { ModelEntry } from "./model_folder.ts";
 
 interface CachedHash {

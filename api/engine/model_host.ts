@@ -4,12 +4,11 @@
  */
 
 import { join } from "node:path";
-import { ServerMetrics } from "../metrics/service.ts";
-import { Admission, type Ticket } from "./admission.ts";
+import { type ExecutionProvider, SERVER_DEFAULTS } from "../../contract/index.ts";
+import { Admission, AdmissionRefused, type RefusalReason, type Ticket } from "./admission.ts";
 import type { AttentionVariant } from "./checkpoint/attention.ts";
 import { type ModelEntry, scanModelsDir } from "./model_folder.ts";
 import { modelHash } from "./model_hash.ts";
-import type { ExecutionProvider } from "./onnx/runtime.ts";
 import {
   type GenerateHooks,
   type GenerateInput,
@@ -65,7 +64,7 @@ export interface ModelHostOptions {
   provider: ExecutionProvider;
   /** The model to serve when a request names none; when absent the only loadable model is chosen. */
   model?: string;
-  /** Models kept loaded at once, least recently used evicted first (default 1 on a GPU, 2 on the CPU). */
+  /** Models kept loaded at once, least recently used evicted first (default: SERVER_DEFAULTS, by provider). */
   maxLoadedModels?: number;
   /**
    * One short generation at the native size right after the startup load, so the first request is not slow
@@ -74,14 +73,32 @@ export interface ModelHostOptions {
   warmUp?: WarmUpMode;
   /** How the UNet graphs sdx builds from checkpoints compute attention (default: by provider; see attention.ts). */
   attention?: AttentionVariant;
-  /** Generations that run at once (default 1). */
+  /** Generations that run at once (default: SERVER_DEFAULTS). */
   concurrency?: number;
-  /** Generations that may wait for a slot (default 16); more are refused at once. */
+  /** Generations that may wait for a slot (default: SERVER_DEFAULTS); more are refused at once. */
   maxQueue?: number;
-  /** A running generation with no step for this long is reported stuck by /health (default 120 000 ms). */
+  /** A running generation with no step for this long is reported stuck by /health (default: SERVER_DEFAULTS). */
   stepTimeoutMs?: number;
   /** Where the host says what it did (graphs built, warm-up, a provider fallback); default: nowhere. */
   log?: (line: string) => void;
+}
+
+/** What the host reports as it works (the server's metrics listen); every hook is optional. */
+export interface HostObserver {
+  /** A queued generation's client went away before it started. */
+  queuedCancelled?(): void;
+  /** A generation was refused at admission. */
+  refused?(reason: RefusalReason): void;
+  /** A denoising step of a running generation finished, `seconds` after the previous one. */
+  stepDone?(seconds: number): void;
+  /** A generation finished with `count` images. */
+  imagesMade?(count: number): void;
+  /** A running generation was stopped (its client went away, or an interrupt). */
+  runningCancelled?(): void;
+  /** A generation failed in the engine, in this stage. */
+  failed?(stage: string): void;
+  /** A model loaded, in `seconds`. */
+  modelLoaded?(model: string, seconds: number): void;
 }
 
 /** A generation running on the engine, as /health and progress reports see it. */
@@ -131,22 +148,33 @@ export class ModelHost {
   providerNote: string | null = null;
 
   readonly admission: Admission;
-  readonly metrics: ServerMetrics;
   readonly maxLoadedModels: number;
+  private readonly observers = new Set<HostObserver>();
   private readonly jobs = new Set<RunningJob>();
   /** Moving average of recent step times, ms; null before the first step. */
   private stepMsAverage: number | null = null;
 
   constructor(readonly options: ModelHostOptions) {
     this.activeProvider = options.provider;
-    this.maxLoadedModels = options.maxLoadedModels ?? (options.provider === "cpu" ? 2 : 1);
-    this.metrics = new ServerMetrics(() => this.admission);
+    const { maxLoadedModels } = SERVER_DEFAULTS;
+    this.maxLoadedModels =
+      options.maxLoadedModels ?? (options.provider === "cpu" ? maxLoadedModels.cpu : maxLoadedModels.gpu);
     this.admission = new Admission({
-      concurrency: options.concurrency ?? 1,
-      maxQueue: options.maxQueue ?? 16,
+      concurrency: options.concurrency ?? SERVER_DEFAULTS.concurrency,
+      maxQueue: options.maxQueue ?? SERVER_DEFAULTS.maxQueue,
       stepMs: () => this.stepMsAverage,
-      onQueuedCancel: () => this.metrics.cancellations.inc({ where: "queued" }),
+      onQueuedCancel: () => this.notify((o) => o.queuedCancelled?.()),
     });
+  }
+
+  /** Adds an observer of what the host does; returns the function that removes it. */
+  observe(observer: HostObserver): () => void {
+    this.observers.add(observer);
+    return () => this.observers.delete(observer);
+  }
+
+  private notify(event: (observer: HostObserver) => void): void {
+    for (const observer of this.observers) event(observer);
   }
 
   /** Recent time of one denoising step, ms (null before any). */
@@ -162,7 +190,7 @@ export class ModelHost {
   }
 
   get stepTimeoutMs(): number {
-    return this.options.stepTimeoutMs ?? 120_000;
+    return this.options.stepTimeoutMs ?? SERVER_DEFAULTS.stepTimeoutS * 1000;
   }
 
   private log(line: string): void {
@@ -363,8 +391,7 @@ export class ModelHost {
       const tokenizer = await ClipTokenizer.fromDir(tokenizerDir);
       const model: LoadedModel = { entry, capabilities, tokenizer, loadMs, hash: await hashing };
       this.cache.set(entry.name, { model, users: 0, lastUsed: performance.now() });
-      this.metrics.modelLoadSeconds = loadMs / 1000;
-      this.metrics.modelLoads.inc({ model: entry.name });
+      this.notify((o) => o.modelLoaded?.(entry.name, loadMs / 1000));
       return model;
     } catch (e) {
       const message = `Model ${entry.name} failed to load: ${(e as Error).message}`;
@@ -404,7 +431,7 @@ export class ModelHost {
     try {
       return this.admission.enter(work, signal);
     } catch (e) {
-      if (e instanceof Error && "reason" in e) this.metrics.rejections.inc({ reason: String(e.reason) });
+      if (e instanceof AdmissionRefused) this.notify((o) => o.refused?.(e.reason));
       throw e;
     }
   }
@@ -442,17 +469,16 @@ export class ModelHost {
           job.lastProgress = now;
           job.step = event.step;
           job.total = event.total;
-          this.metrics.steps.inc();
-          this.metrics.stepSeconds.observe(ms / 1000);
+          this.notify((o) => o.stepDone?.(ms / 1000));
           this.stepMsAverage = this.stepMsAverage === null ? ms : 0.8 * this.stepMsAverage + 0.2 * ms;
           hooks.onStep?.(event);
         },
       });
-      this.metrics.images.inc({}, output.images.length);
+      this.notify((o) => o.imagesMade?.(output.images.length));
       return { output, entry: model.entry };
     } catch (e) {
-      if (e instanceof GenerationAborted) this.metrics.cancellations.inc({ where: "running" });
-      else if (e instanceof GenerationFailed) this.metrics.failures.inc({ stage: e.stage ?? "unknown" });
+      if (e instanceof GenerationAborted) this.notify((o) => o.runningCancelled?.());
+      else if (e instanceof GenerationFailed) this.notify((o) => o.failed?.(e.stage ?? "unknown"));
       throw e;
     } finally {
       this.jobs.delete(job);

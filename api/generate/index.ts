@@ -1,40 +1,53 @@
 import { Elysia } from "elysia";
+import {
+  DEFAULT_LIMITS,
+  describeEvents,
+  GenerateEventsSchema,
+  GenerateResponseSchema,
+  generateRequestSchema,
+  HEARTBEAT_MS,
+  type Limits,
+} from "../../contract/index.ts";
+import { generateImages } from "../engine/generation/run.ts";
 import type { ModelHost } from "../engine/model_host.ts";
-import { errorModel } from "../errors.ts";
-import { wantsEventStream } from "../sse.ts";
-import { GenerateRequestSchema, GenerateResponseSchema, LIMITS } from "./model.ts";
-import { generateImages, type ModelFacts } from "./service.ts";
+import { errorModel } from "../http/errors.ts";
+import { wantsEventStream } from "../http/sse.ts";
 import { generationEventStream } from "./sse.ts";
 
 const STREAM_DESCRIPTION =
   "\n\n**Progress as server-sent events.** Send `Accept: text/event-stream` to get `text/event-stream` instead of JSON. " +
   "Request errors (422, 429, 503) are still plain JSON answers; once the stream starts, events are " +
   "`event: <name>` with one JSON `data:` line:\n" +
-  "- `queued` `{ position }`: place in the queue (1 = next, 0 = runs now); sent first and whenever it changes.\n" +
-  "- `started` `{}`: the generation holds a slot and the engine starts.\n" +
-  "- `loading` `{ model }`: the requested model is not loaded and loads now (its time is `timings.load_ms`).\n" +
-  "- `step` `{ image, step, total, elapsed_ms, eta_ms }`: a denoising step finished (a batch is denoised together; `image` is the first image's index).\n" +
-  "- `image` `{ index, seed, png }`: a finished image, PNG base64.\n" +
-  "- `done` `{ metadata, warnings }`: the JSON answer's body without `images`. Last event.\n" +
-  "- `error` `Error`: the error body (e.g. `generation_failed`, `cancelled`). Last event.\n" +
-  "A `: heartbeat` comment comes every 10 s. Closing the connection cancels the generation (queued: dropped; running: stopped before the next step).\n\n" +
+  describeEvents(GenerateEventsSchema) +
+  `A \`: heartbeat\` comment comes every ${HEARTBEAT_MS / 1000} s. Closing the connection cancels the generation (queued: dropped; running: stopped before the next step).\n\n` +
   "**Admission.** Generations run a few at a time (`--concurrency`) and the rest wait in a bounded queue (`--max-queue`); " +
   "a request that finds it full gets 429 `queue_full` at once, with `Retry-After` in seconds. While the server drains for shutdown, 503 `draining`.";
 
-/** `requestSchema`: the request schema with the server's limits (createApp builds it); default: the spec's. */
-export const generatePlugin = (
-  host: ModelHost,
-  requestSchema = GenerateRequestSchema,
-  sizeRange: ModelFacts["sizeRange"] = { min: LIMITS.sizeMin, max: LIMITS.sizeMax },
-) =>
-  new Elysia({ name: "sdx.generate" })
+export interface GeneratePluginOptions {
+  /** The server's limits (createApp passes them); default: the spec's. */
+  limits?: Limits;
+  /** Called with a streamed request's whole time, in seconds, when its stream ends. */
+  onStreamEnd?: (seconds: number) => void;
+}
+
+export const generatePlugin = (host: ModelHost, options: GeneratePluginOptions = {}) => {
+  const limits = options.limits ?? DEFAULT_LIMITS;
+  const sizeRange = { min: limits.sizeMin, max: limits.sizeMax };
+  return new Elysia({ name: "sdx.generate" })
     .use(errorModel)
-    .model({ GenerateRequest: requestSchema, GenerateResponse: GenerateResponseSchema })
+    .model({
+      GenerateRequest: generateRequestSchema(limits),
+      GenerateResponse: GenerateResponseSchema,
+      GenerateEvents: GenerateEventsSchema,
+    })
     .post(
       "/v1/generate",
       ({ body, request }) =>
         wantsEventStream(request)
-          ? generationEventStream(host, body, request, sizeRange)
+          ? generationEventStream(host, body, request, {
+              sizeRange,
+              ...(options.onStreamEnd ? { onEnd: options.onStreamEnd } : {}),
+            })
           : generateImages(host, body, request.signal, {}, sizeRange),
       {
         body: "GenerateRequest",
@@ -59,3 +72,4 @@ export const generatePlugin = (
         },
       },
     );
+};

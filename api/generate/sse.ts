@@ -1,11 +1,20 @@
 /**
  * POST /v1/generate as server-sent events: the HTTP framing of a generation's progress. The generation itself
- * (checks, admission, engine) is the service's; this file only turns its progress hooks into an event stream.
+ * (checks, admission, engine) is the engine's; this file only turns its progress hooks into the contract's
+ * events (contract/events.ts).
  */
+import { type GenerateEvents, type GenerateRequest, HEARTBEAT_MS } from "../../contract/index.ts";
+import type { ModelFacts } from "../engine/generation/params.ts";
+import { prepareGeneration } from "../engine/generation/run.ts";
 import type { ModelHost } from "../engine/model_host.ts";
-import { clientSignal, eventStreamResponse, HEARTBEAT_MS } from "../sse.ts";
-import type { GenerateRequest } from "./model.ts";
-import { type ModelFacts, prepareGeneration } from "./service.ts";
+import { clientSignal, eventStreamResponse } from "../http/sse.ts";
+
+export interface StreamOptions {
+  sizeRange?: ModelFacts["sizeRange"];
+  heartbeatMs?: number;
+  /** Called with the stream's whole time, in seconds, when it ends (the request metrics). */
+  onEnd?: (seconds: number) => void;
+}
 
 /**
  * Checks and admits the request now (so a bad request, a full queue or a draining server is a plain JSON
@@ -16,19 +25,18 @@ export async function generationEventStream(
   host: ModelHost,
   body: GenerateRequest,
   request: Request,
-  sizeRange?: ModelFacts["sizeRange"],
-  heartbeatMs = HEARTBEAT_MS,
+  options: StreamOptions = {},
 ): Promise<Response> {
   const startedAt = performance.now();
   const client = clientSignal(request);
   let job: Awaited<ReturnType<typeof prepareGeneration>>;
   try {
-    job = await prepareGeneration(host, body, client.controller.signal, sizeRange);
+    job = await prepareGeneration(host, body, client.controller.signal, options.sizeRange);
   } catch (e) {
     client.unlink();
     throw e;
   }
-  return eventStreamResponse(
+  return eventStreamResponse<GenerateEvents>(
     client,
     async (send) => {
       const res = await job.run({
@@ -50,13 +58,8 @@ export async function generationEventStream(
       send("done", { metadata: res.metadata, warnings: res.warnings });
     },
     {
-      heartbeatMs,
-      // The request's time in /metrics is the whole stream's (the HTTP hook sees only its start).
-      onEnd: () =>
-        host.metrics.requestSeconds.observe(
-          { route: "/v1/generate" },
-          (performance.now() - startedAt) / 1000,
-        ),
+      heartbeatMs: options.heartbeatMs ?? HEARTBEAT_MS,
+      onEnd: () => options.onEnd?.((performance.now() - startedAt) / 1000),
     },
   );
 }

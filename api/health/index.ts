@@ -1,7 +1,7 @@
 import { Elysia } from "elysia";
+import { HealthSchema } from "../../contract/index.ts";
 import type { ModelHost } from "../engine/model_host.ts";
-import { errorModel } from "../errors.ts";
-import { HealthSchema } from "./model.ts";
+import { errorModel } from "../http/errors.ts";
 import { health } from "./service.ts";
 
 export const healthPlugin = (host: ModelHost) =>

@@ -1,8 +1,8 @@
+import type { Health } from "../../contract/index.ts";
+import { VERSION } from "../../lib/version.ts";
 import type { ModelHost } from "../engine/model_host.ts";
 import { gpuInfo } from "../engine/onnx/gpu_info.ts";
 import { onnxruntimeVersion } from "../engine/onnx/runtime.ts";
-import { VERSION } from "../version.ts";
-import type { Health } from "./model.ts";
 
 /** The health body; `unhealthy` (answered 503) while draining or while a generation is stuck. */
 export async function health(host: ModelHost): Promise<{ body: Health; unhealthy: boolean }> {

@@ -1,8 +1,15 @@
 import { Elysia } from "elysia";
+import {
+  describeEvents,
+  HEARTBEAT_MS,
+  ModelCatalogSchema,
+  PullEventsSchema,
+  PullRequestSchema,
+  PullResultSchema,
+} from "../../contract/index.ts";
 import type { ModelHost } from "../engine/model_host.ts";
-import { errorModel } from "../errors.ts";
-import { wantsEventStream } from "../sse.ts";
-import { ModelCatalogSchema, PullRequestSchema, PullResultSchema } from "./model.ts";
+import { errorModel } from "../http/errors.ts";
+import { wantsEventStream } from "../http/sse.ts";
 import { HubService, type HubSettings } from "./service.ts";
 import { pullAsEvents } from "./sse.ts";
 
@@ -21,17 +28,20 @@ const PULL_DESCRIPTION =
   "`download_failed` (a file failed its hash check or the connection kept failing), 507 `insufficient_storage`.\n\n" +
   "**Progress as server-sent events.** Send `Accept: text/event-stream`; request errors are still plain JSON, then " +
   "events are `event: <name>` with one JSON `data:` line:\n" +
-  "- `progress` `{ file, file_bytes, file_total, bytes, total, files_done, files_total }`: at most ten a second.\n" +
-  "- `done` `PullResult`: the JSON answer. Last event.\n" +
-  "- `error` `Error`: e.g. `download_failed`, `hub_unreachable`. Last event.\n" +
-  "A `: heartbeat` comment comes every 10 s. Closing the connection leaves the pull; it stops when no request " +
+  describeEvents(PullEventsSchema) +
+  `A \`: heartbeat\` comment comes every ${HEARTBEAT_MS / 1000} s. Closing the connection leaves the pull; it stops when no request ` +
   "waits for it any more, keeping what was downloaded for the next pull.";
 
 export const hubPlugin = (host: ModelHost, settings: HubSettings = {}) => {
   const service = new HubService(host, settings);
   return new Elysia({ name: "sdx.hub" })
     .use(errorModel)
-    .model({ ModelCatalog: ModelCatalogSchema, PullRequest: PullRequestSchema, PullResult: PullResultSchema })
+    .model({
+      ModelCatalog: ModelCatalogSchema,
+      PullRequest: PullRequestSchema,
+      PullResult: PullResultSchema,
+      PullEvents: PullEventsSchema,
+    })
     .get("/v1/models/catalog", () => service.catalog(), {
       response: { 200: "ModelCatalog" },
       parse: "json",

@@ -3,7 +3,15 @@
  * model however many requests ask for it, and the engine's hub errors as API errors.
  */
 import { join } from "node:path";
-import { CATALOG, PullNameError, type PullTarget, resolvePullName } from "../engine/hub/catalog.ts";
+import {
+  ApiError,
+  type ModelCatalog,
+  PullNameError,
+  type PullRequest,
+  type PullResult as PullResultBody,
+} from "../../contract/index.ts";
+import { pathExists } from "../../lib/fs/exists.ts";
+import { CATALOG, type PullTarget, resolvePullName } from "../engine/hub/catalog.ts";
 import {
   DEFAULT_HUB_ENDPOINT,
   HubError,
@@ -13,9 +21,6 @@ import {
   pullModel,
 } from "../engine/hub/download.ts";
 import type { ModelHost } from "../engine/model_host.ts";
-import { ApiError } from "../errors.ts";
-import { pathExists } from "../fs/exists.ts";
-import type { ModelCatalog, PullRequest, PullResultBody } from "./model.ts";
 
 /** Where pulls come from; createApp passes what api/config.ts read from HF_ENDPOINT and HF_TOKEN. */
 export interface HubSettings {

@@ -1,10 +1,12 @@
 /**
  * POST /v1/models/pull as server-sent events: the HTTP framing of a pull's progress. The pull itself is the
- * service's; this file only turns its progress into `progress` events and its end into `done` or `error`.
+ * service's; this file only turns its progress into the contract's `progress` events and its end into `done` or
+ * `error` (contract/events.ts).
  */
+import { HEARTBEAT_MS, type PullEvents, type PullRequest } from "../../contract/index.ts";
 import type { PullTarget } from "../engine/hub/catalog.ts";
-import { clientSignal, eventStreamResponse, HEARTBEAT_MS } from "../sse.ts";
-import type { PullRequest } from "./model.ts";
+import { progressEvent } from "../engine/hub/progress_event.ts";
+import { clientSignal, eventStreamResponse } from "../http/sse.ts";
 import type { HubService } from "./service.ts";
 
 /** Streams `progress`… then `done` or `error`. Closing the connection leaves the pull (see HubService.pull). */
@@ -15,19 +17,11 @@ export function pullEventStream(
   heartbeatMs = HEARTBEAT_MS,
 ): Response {
   const client = clientSignal(request);
-  return eventStreamResponse(
+  return eventStreamResponse<PullEvents>(
     client,
     async (send) => {
       const result = await service.pull(target, client.controller.signal, (p) =>
-        send("progress", {
-          file: p.file,
-          file_bytes: p.fileBytes,
-          file_total: p.fileTotal,
-          bytes: p.bytes,
-          total: p.total,
-          files_done: p.filesDone,
-          files_total: p.filesTotal,
-        }),
+        send("progress", progressEvent(p)),
       );
       send("done", result);
     },

@@ -1,5 +1,6 @@
 /** The server's Prometheus metrics (prom-client): what the HTTP layer and the model host count, for GET /metrics. */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { HostObserver } from "../engine/model_host.ts";
 
 const SECOND_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
@@ -91,6 +92,23 @@ export class ServerMetrics {
     );
     for (const counter of [this.steps, this.images]) counter.inc(0);
   }
+
+  /** What the model host reports, counted (see ModelHost.observe). */
+  readonly hostObserver: HostObserver = {
+    queuedCancelled: () => this.cancellations.inc({ where: "queued" }),
+    refused: (reason) => this.rejections.inc({ reason }),
+    stepDone: (seconds) => {
+      this.steps.inc();
+      this.stepSeconds.observe(seconds);
+    },
+    imagesMade: (count) => this.images.inc({}, count),
+    runningCancelled: () => this.cancellations.inc({ where: "running" }),
+    failed: (stage) => this.failures.inc({ stage }),
+    modelLoaded: (model, seconds) => {
+      this.modelLoadSeconds = seconds;
+      this.modelLoads.inc({ model });
+    },
+  };
 
   /** The text exposition format, and its content type. */
   async render(): Promise<{ text: string; contentType: string }> {

@@ -1,8 +1,8 @@
 import { Elysia } from "elysia";
+import { ModelListSchema } from "../../contract/index.ts";
 import type { ModelHost } from "../engine/model_host.ts";
-import { errorModel } from "../errors.ts";
-import { ModelListSchema } from "./model.ts";
-import { listModels } from "./service.ts";
+import { listModels } from "../engine/models.ts";
+import { errorModel } from "../http/errors.ts";
 
 export const modelsPlugin = (host: ModelHost) =>
   new Elysia({ name: "sdx.models" })

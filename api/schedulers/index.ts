@@ -1,5 +1,5 @@
 import { Elysia } from "elysia";
-import { SchedulerListSchema } from "./model.ts";
+import { SchedulerListSchema } from "../../contract/index.ts";
 import { listSchedulers } from "./service.ts";
 
 export const schedulersPlugin = () =>

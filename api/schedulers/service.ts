@@ -1,10 +1,10 @@
 import {
   SCHEDULER_ALIASES,
   SCHEDULER_NAMES,
-  SCHEDULERS,
   type SchedulerAlias,
-} from "../engine/schedulers/index.ts";
-import type { SchedulerList } from "./model.ts";
+  type SchedulerList,
+} from "../../contract/index.ts";
+import { SCHEDULERS } from "../engine/schedulers/index.ts";
 
 export function listSchedulers(): SchedulerList {
   const aliases = Object.entries(SCHEDULER_ALIASES) as [

@@ -5,8 +5,7 @@
  * Refusals leave in the API's error shape.
  */
 import { Elysia } from "elysia";
-import { ApiError, type ErrorBody, UNPARSABLE_BODY } from "../errors.ts";
-import { AUTH_REALM, type Limits, type SecurityOptions } from "./model.ts";
+import { ApiError, AUTH_REALM, type ErrorBody, type Limits, UNPARSABLE_BODY } from "../../contract/index.ts";
 import {
   corsHeaders,
   createKeyCheck,
@@ -18,6 +17,7 @@ import {
   preflightHeaders,
   readBodyText,
   requestPath,
+  type SecurityOptions,
 } from "./service.ts";
 
 function refuse(body: ErrorBody, headers: Record<string, string>): Response {

@@ -1,13 +1,21 @@
 /**
  * The pure logic of the security plugin: limits, loopback and Host checks, bearer-key comparison,
- * CORS headers and the request schemas rebuilt with configured limits. No I/O, no Elysia.
+ * CORS headers and the reading of a body within its limit. No Elysia.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { CloneType } from "@sinclair/typebox";
-import { ApiError } from "../errors.ts";
-import type { GenerateRequestSchema } from "../generate/model.ts";
-import type { TokenizeRequestSchema } from "../tokenize/model.ts";
-import { DEFAULT_LIMITS, type Limits, PUBLIC_PATHS, PUBLIC_PREFIX } from "./model.ts";
+import { ApiError, DEFAULT_LIMITS, type Limits, PUBLIC_PATHS, PUBLIC_PREFIX } from "../../contract/index.ts";
+
+/** Who may reach the API. Everything is off by default except the loopback Host guard. */
+export interface SecurityOptions {
+  /** With a key, every route but the public ones needs `Authorization: Bearer <key>`. */
+  apiKey?: string | undefined;
+  /** Origins (scheme://host[:port]) that get CORS headers; empty: CORS off. */
+  corsOrigins?: readonly string[];
+  /** Host names accepted besides the loopback names while bound to a loopback address. */
+  allowedHosts?: readonly string[];
+  /** The address the server binds; a loopback one turns on the DNS-rebinding guard. Default 127.0.0.1. */
+  bindHost?: string;
+}
 
 export class SettingError extends Error {
   override name = "SettingError";
@@ -30,35 +38,6 @@ export function resolveLimits(partial: Partial<Limits> = {}): Limits {
     throw new SettingError(`limit sizeMin (${limits.sizeMin}) is larger than sizeMax (${limits.sizeMax})`);
   }
   return limits;
-}
-
-/** The generate request schema with the configured limits in place of the defaults. */
-export function limitGenerateRequest(
-  schema: typeof GenerateRequestSchema,
-  limits: Limits,
-): typeof GenerateRequestSchema {
-  const s = CloneType(schema);
-  const p = s.properties;
-  for (const size of [p.width, p.height]) {
-    size.minimum = limits.sizeMin;
-    size.maximum = limits.sizeMax;
-  }
-  p.num_steps.maximum = limits.stepsMax;
-  p.batch_size.maximum = limits.batchMax;
-  for (const text of [p.prompt, p.negative_prompt, p.prompt_2, p.negative_prompt_2]) {
-    text.maxLength = limits.promptMaxChars;
-  }
-  return s;
-}
-
-/** The tokenize request schema with the configured prompt length. */
-export function limitTokenizeRequest(
-  schema: typeof TokenizeRequestSchema,
-  limits: Limits,
-): typeof TokenizeRequestSchema {
-  const s = CloneType(schema);
-  s.properties.prompt.maxLength = limits.promptMaxChars;
-  return s;
 }
 
 const LOOPBACK_NAMES = new Set(["localhost", "127.0.0.1", "[::1]", "::1"]);

@@ -8,10 +8,12 @@
 import { Writable } from "node:stream";
 import input from "@inquirer/input";
 import select, { Separator } from "@inquirer/select";
-import { CATALOG, PullNameError, resolvePullName } from "../engine/hub/catalog.ts";
+import { PullNameError, SERVER_DEFAULTS } from "../../contract/index.ts";
+import { formatBytes, type ProgressStream, progressView } from "../../lib/terminal/download_progress.ts";
+import { CATALOG, resolvePullName } from "../engine/hub/catalog.ts";
 import { HubError, type HubOptions, type PullOptions, pullModel } from "../engine/hub/download.ts";
+import { progressEvent } from "../engine/hub/progress_event.ts";
 import { type ModelEntry, scanModelsDir } from "../engine/model_folder.ts";
-import { formatBytes, type ProgressStream, progressView } from "./progress.ts";
 
 export interface StartupMenuOptions {
   modelsDir: string;
@@ -107,7 +109,7 @@ export async function startupMenu(options: StartupMenuOptions): Promise<string |
     output: promptOutput(output),
     ...(options.signal ? { signal: options.signal } : {}),
   });
-  const endpoint = options.hub.endpoint || "https://huggingface.co";
+  const endpoint = options.hub.endpoint || SERVER_DEFAULTS.hubEndpoint;
   while (true) {
     const local = await scanModelsDir(options.modelsDir);
     const firstLoadable = local.find((e) => e.problem === null);
@@ -172,7 +174,7 @@ export async function startupMenu(options: StartupMenuOptions): Promise<string |
         ...options.hub,
         ...options.pull,
         modelsDir: options.modelsDir,
-        onProgress: (p) => view.update(p),
+        onProgress: (p) => view.update(progressEvent(p)),
         ...(options.signal ? { signal: options.signal } : {}),
       });
       view.stop();

@@ -1,14 +1,19 @@
 import { Elysia } from "elysia";
+import {
+  DEFAULT_LIMITS,
+  type Limits,
+  TokenizeResponseSchema,
+  tokenizeRequestSchema,
+} from "../../contract/index.ts";
 import type { ModelHost } from "../engine/model_host.ts";
-import { errorModel } from "../errors.ts";
-import { TokenizeRequestSchema, TokenizeResponseSchema } from "./model.ts";
+import { errorModel } from "../http/errors.ts";
 import { tokenize } from "./service.ts";
 
-/** `requestSchema`: the request schema with the server's limits (createApp builds it); default: the spec's. */
-export const tokenizePlugin = (host: ModelHost, requestSchema = TokenizeRequestSchema) =>
+/** `limits`: the server's (createApp passes them); default: the spec's. */
+export const tokenizePlugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
   new Elysia({ name: "sdx.tokenize" })
     .use(errorModel)
-    .model({ TokenizeRequest: requestSchema, TokenizeResponse: TokenizeResponseSchema })
+    .model({ TokenizeRequest: tokenizeRequestSchema(limits), TokenizeResponse: TokenizeResponseSchema })
     .post("/v1/tokenize", ({ body }) => tokenize(host, body), {
       body: "TokenizeRequest",
       response: { 200: "TokenizeResponse", 400: "Error", 422: "Error", 503: "Error" },

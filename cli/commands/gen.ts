@@ -1,8 +1,9 @@
 import { Command, Option, UsageError } from "clipanion";
 import * as tanyan from "typanion";
+import { randomSeed, SEED_MAX } from "../../contract/index.ts";
 import type { GenerateRequest } from "../../sdk/index.ts";
 import { EXIT, SdxCommand } from "../base.ts";
-import { batchPlans, type PlannedRequest, runGeneration, SEED_RANGE } from "../generate.ts";
+import { batchPlans, MAX_BATCH, type PlannedRequest, runGeneration } from "../generate.ts";
 import { ollamaPlans } from "../ollama.ts";
 import { BarView, type GenerationView, JsonView, LineView } from "../progress.ts";
 import { effectiveRequest } from "../project.ts";
@@ -20,7 +21,7 @@ export class GenCommand extends SdxCommand {
       Parameters are the project's \`default_params\`, then the prompt set's \`params\`, then \`--batch\` and \`--seed\`.
       Images land in \`<output>/<project>/<prompt set>/<timestamp>_<model>/images/\`, one YAML metadata file per
       image in \`metadata/\`. Image i of a batch uses seed + i, so any image can be made again alone; batches above
-      16 are sent as several requests. A failed request is written to \`errors/\` and the batch goes on.
+      ${MAX_BATCH} are sent as several requests. A failed request is written to \`errors/\` and the batch goes on.
 
       With \`--ollama\`, the project's \`ollama\` block asks a local LLM for a new prompt per image (fitted to CLIP's
       75 tokens); outputs go under the prompt name \`ollama\`.
@@ -58,17 +59,17 @@ export class GenCommand extends SdxCommand {
     description: "Let the project's Ollama model write the prompts",
   });
   batch = Option.String("--batch", {
-    description: `Images to make (1-${MAX_IMAGES}; sent 16 per request)`,
+    description: `Images to make (1-${MAX_IMAGES}; sent ${MAX_BATCH} per request)`,
     validator: tanyan.cascade(tanyan.isNumber(), [
       tanyan.isInteger(),
       tanyan.isInInclusiveRange(1, MAX_IMAGES),
     ]),
   });
   seed = Option.String("--seed", {
-    description: "Seed of the first image (0-4294967295); default: the prompt set's, else random",
+    description: `Seed of the first image (0-${SEED_MAX}); default: the prompt set's, else random`,
     validator: tanyan.cascade(tanyan.isNumber(), [
       tanyan.isInteger(),
-      tanyan.isInInclusiveRange(0, SEED_RANGE - 1),
+      tanyan.isInInclusiveRange(0, SEED_MAX),
     ]),
   });
 
@@ -217,8 +218,4 @@ async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
 /** The same planned requests, sent to another model. */
 async function* replay(plans: PlannedRequest[], model: string): AsyncGenerator<PlannedRequest> {
   for (const plan of plans) yield { ...plan, request: { ...plan.request, model } };
-}
-
-function randomSeed(): number {
-  return crypto.getRandomValues(new Uint32Array(1))[0] as number;
 }

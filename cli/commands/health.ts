@@ -15,8 +15,7 @@ export class HealthCommand extends SdxCommand {
   projectName = Option.String("--project", { description: "Take server_url from this project" });
 
   async execute(): Promise<number> {
-    const serverUrl = this.projectName ? (await this.project(this.projectName)).config.server_url : undefined;
-    const client = this.client(serverUrl ?? (this.server ? undefined : "http://127.0.0.1:8001"));
+    const client = await this.serverClient(this.projectName);
     // Unreachable exits 3 and other server errors 1 (SdxCommand.validateAndExecute).
     const health = await client.health(this.context.signal ? { signal: this.context.signal } : {});
     if (this.json) this.printJson(health);

@@ -1,10 +1,10 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Command, Option, UsageError } from "clipanion";
-import { FileExistsError, writeFileAtomic } from "../../api/fs/atomic.ts";
+import { DEFAULT_SERVER_URL, SAFE_NAME } from "../../contract/index.ts";
+import { FileExistsError, writeFileAtomic } from "../../lib/fs/atomic.ts";
 import { SdxCommand } from "../base.ts";
-import { SAFE_NAME } from "../project.ts";
-import { configTemplate, DEFAULT_SERVER_URL, promptsTemplate } from "../templates.ts";
+import { configTemplate, promptsTemplate } from "../templates.ts";
 
 export class InitCommand extends SdxCommand {
   static override paths = [["init"]];

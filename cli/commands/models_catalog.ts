@@ -1,5 +1,5 @@
 import { Command, Option } from "clipanion";
-import { formatBytes } from "../../api/startup/progress.ts";
+import { formatBytes } from "../../lib/terminal/download_progress.ts";
 import { SdxCommand } from "../base.ts";
 
 export class ModelsCatalogCommand extends SdxCommand {
@@ -15,8 +15,7 @@ export class ModelsCatalogCommand extends SdxCommand {
   projectName = Option.String("--project", { description: "Take server_url from this project" });
 
   async execute(): Promise<number> {
-    const serverUrl = this.projectName ? (await this.project(this.projectName)).config.server_url : undefined;
-    const client = this.client(serverUrl ?? (this.server ? undefined : "http://127.0.0.1:8001"));
+    const client = await this.serverClient(this.projectName);
     const catalog = await client.models.catalog(this.context.signal ? { signal: this.context.signal } : {});
     if (this.json) {
       this.printJson(catalog);

@@ -1,6 +1,6 @@
 import { Command, Option, UsageError } from "clipanion";
-import { PullNameError, resolvePullName } from "../../api/engine/hub/catalog.ts";
-import { formatBytes, progressView } from "../../api/startup/progress.ts";
+import { checkPullFolder, PullNameError, parseRepoReference } from "../../contract/index.ts";
+import { formatBytes, progressView } from "../../lib/terminal/download_progress.ts";
 import { EXIT, SdxCommand, SdxError } from "../base.ts";
 
 export class ModelsPullCommand extends SdxCommand {
@@ -38,30 +38,22 @@ export class ModelsPullCommand extends SdxCommand {
   projectName = Option.String("--project", { description: "Take server_url from this project" });
 
   async execute(): Promise<number> {
+    // The naming rules are checked here; whether a bare name is in the catalog, the server says.
     try {
-      resolvePullName(this.name, this.folder);
+      if (this.folder !== undefined) checkPullFolder(this.folder);
+      parseRepoReference(this.name);
     } catch (e) {
       if (e instanceof PullNameError) throw new UsageError(e.message);
       throw e;
     }
-    const serverUrl = this.projectName ? (await this.project(this.projectName)).config.server_url : undefined;
-    const client = this.client(serverUrl ?? (this.server ? undefined : "http://127.0.0.1:8001"));
+    const client = await this.serverClient(this.projectName);
     const view = progressView(this.context.stderr, this.context.stderrIsTTY === true);
     let result: Awaited<ReturnType<typeof client.models.pull>>;
     try {
       result = await client.models.pull(this.name, {
         ...(this.folder !== undefined ? { folder: this.folder } : {}),
         ...(this.context.signal ? { signal: this.context.signal } : {}),
-        onProgress: (p) =>
-          view.update({
-            file: p.file,
-            fileBytes: p.file_bytes,
-            fileTotal: p.file_total,
-            bytes: p.bytes,
-            total: p.total,
-            filesDone: p.files_done,
-            filesTotal: p.files_total,
-          }),
+        onProgress: (p) => view.update(p),
       });
     } catch (e) {
       view.stop();

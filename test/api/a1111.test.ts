@@ -4,6 +4,7 @@
  * have A1111's shapes, their PNGs must decode and carry the infotext that `info` reports, and a txt2img must give
  * the same bytes as the equivalent POST /v1/generate.
  */
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cp, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -11,7 +12,8 @@ import { join } from "node:path";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { readPngText } from "../../api/engine/pipeline/image.ts";
-import { SCHEDULER_NAMES, SCHEDULERS } from "../../api/engine/schedulers/index.ts";
+import { SCHEDULERS } from "../../api/engine/schedulers/index.ts";
+import { SCHEDULER_NAMES } from "../../contract/index.ts";
 import { FIXTURES, pixels, TINY_SD15 } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
 

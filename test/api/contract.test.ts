@@ -2,15 +2,15 @@
  * Contract tests: the generated SDK drives the app in-process (`app.handle`, no network) and every answer
  * must match the spec's shapes; errors come back as one SdxError naming the field and the allowed values.
  */
+
 import { beforeAll, describe, expect, test } from "bun:test";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp } from "../../api/app.ts";
+import { resolveParams } from "../../api/engine/generation/params.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
-import { SCHEDULER_CHOICES } from "../../api/engine/schedulers/index.ts";
-import { ApiError } from "../../api/errors.ts";
-import { resolveParams } from "../../api/generate/service.ts";
+import { ApiError, SCHEDULER_CHOICES } from "../../contract/index.ts";
 import { createSdxClient, SdxError } from "../../sdk/index.ts";
 import { MODELS_DIR, TINY_SD15 } from "../helpers/fixtures.ts";
 

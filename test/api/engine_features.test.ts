@@ -2,11 +2,12 @@
  * Engine features through the API, on the tiny model: clip skip, A1111 prompts and the tokenize route, the
  * sampler table, memory switches, PNG infotext, and /health staying responsive while a generation runs.
  */
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { readPngText } from "../../api/engine/pipeline/image.ts";
-import { SCHEDULER_NAMES } from "../../api/engine/schedulers/index.ts";
+import { SCHEDULER_NAMES } from "../../contract/index.ts";
 import { createSdxClient, type GenerateRequest, SdxError } from "../../sdk/index.ts";
 import { imageDiff, MODELS_DIR } from "../helpers/fixtures.ts";
 

@@ -7,6 +7,7 @@
  * noise. Sizes the traced optimum UNet cannot take (torch only) are refused for the folder with a 422 naming
  * the size, and must match diffusers' torch UNet from the checkpoint, whose graph upsamples to each skip's size.
  */
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { copyFile, mkdtemp } from "node:fs/promises";
@@ -14,7 +15,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
-import { SCHEDULERS, type SchedulerName } from "../../api/engine/schedulers/index.ts";
+import { SCHEDULERS } from "../../api/engine/schedulers/index.ts";
+import type { SchedulerName } from "../../contract/index.ts";
 import { createSdxClient, type GenerateRequest, SdxError } from "../../sdk/index.ts";
 import { FIXTURES, imageDiff, MODELS_DIR, referenceCase } from "../helpers/fixtures.ts";
 

@@ -8,6 +8,7 @@
  * Then what SDXL adds around the cases: the a1111 syntax, diffusers' empty-negative-prompt rule, the native
  * size, clip skip limits, and warnings for the SDXL-only fields on an SD 1.x model.
  */
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { copyFile, mkdtemp, writeFile } from "node:fs/promises";
@@ -16,7 +17,8 @@ import { join } from "node:path";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { readPngText } from "../../api/engine/pipeline/image.ts";
-import { SCHEDULER_NAMES, SCHEDULERS, type SchedulerName } from "../../api/engine/schedulers/index.ts";
+import { SCHEDULERS } from "../../api/engine/schedulers/index.ts";
+import { SCHEDULER_NAMES, type SchedulerName } from "../../contract/index.ts";
 import { createSdxClient, type GenerateRequest, SdxError } from "../../sdk/index.ts";
 import {
   FIXTURES,

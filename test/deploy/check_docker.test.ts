@@ -59,20 +59,25 @@ describe("check:docker", () => {
 
   test("a COPY source that .dockerignore leaves out", async () => {
     const root = join(tmp, "repo");
-    await mkdir(join(root, "api"), { recursive: true });
-    await mkdir(join(root, "scripts"), { recursive: true });
+    for (const dir of ["api", "contract", "lib", "scripts"])
+      await mkdir(join(root, dir), { recursive: true });
     for (const file of [
       "package.json",
       "bun.lock",
       "bunfig.toml",
       "api/index.ts",
+      "contract/index.ts",
+      "lib/version.ts",
       "scripts/healthcheck.ts",
     ]) {
       await Bun.write(join(root, file), await Bun.file(join(REPO_ROOT, file)).text());
     }
     await Bun.write(join(root, ".dockerignore"), await Bun.file(join(REPO_ROOT, ".dockerignore")).text());
     expect(await problemsOf(SHIPPED, root)).toEqual([]);
-    await Bun.write(join(root, ".dockerignore"), "*\n!package.json\n!bun.lock\n!bunfig.toml\n!api/\n");
+    await Bun.write(
+      join(root, ".dockerignore"),
+      "*\n!package.json\n!bun.lock\n!bunfig.toml\n!contract/\n!lib/\n!api/\n",
+    );
     expect(await problemsOf(SHIPPED, root)).toEqual([
       expect.stringMatching(/COPY source "scripts\/healthcheck.ts" is excluded by .dockerignore/),
       // …and so the image would lack what HEALTHCHECK runs.

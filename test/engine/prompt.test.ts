@@ -3,7 +3,6 @@ import { join } from "node:path";
 import { PromptSyntaxError, parsePromptAttention } from "../../api/engine/prompt/attention.ts";
 import {
   CHUNK_LENGTH,
-  PROMPT_SYNTAXES,
   type PromptChunk,
   type TokenizedPrompt,
   tokenizePrompt,
@@ -15,6 +14,7 @@ import {
   padToSameLength,
 } from "../../api/engine/prompt/encode.ts";
 import { ClipTokenizer } from "../../api/engine/tokenizer/clip.ts";
+import { PROMPT_SYNTAXES } from "../../contract/index.ts";
 
 const FIXTURE_DIR = join(import.meta.dir, "../fixtures/tokenizer");
 

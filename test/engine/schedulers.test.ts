@@ -7,10 +7,11 @@ import {
   DPMSolverMultistepScheduler,
   resolveDPMSolverMultistepConfig,
 } from "../../api/engine/schedulers/dpmsolver_multistep.ts";
-import { createScheduler, SCHEDULER_NAMES, SCHEDULERS } from "../../api/engine/schedulers/index.ts";
+import { createScheduler, SCHEDULERS } from "../../api/engine/schedulers/index.ts";
 import { SchedulerConfigError } from "../../api/engine/schedulers/schedule_utils.ts";
 import type { SchedulerConfig } from "../../api/engine/schedulers/scheduler.ts";
 import { expf, expm1f, logf, tanhf } from "../../api/engine/schedulers/sleef.ts";
+import { SCHEDULER_NAMES } from "../../contract/index.ts";
 import {
   diffusersConfig,
   diffusersConfigWithout,

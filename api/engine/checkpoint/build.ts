@@ -10,11 +10,12 @@
  * graphs, and plain and fused graphs never share a folder.
  * The folder is built under a temporary name and renamed into place, so a half-built cache is never used.
  */
+
 import { createHash, randomBytes } from "node:crypto";
 import { copyFile, link, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { writeFileAtomic } from "../../fs/atomic.ts";
-import type { ModelKind } from "../model_kinds.ts";
+import type { ModelKind } from "../../../contract/index.ts";
+import { writeFileAtomic } from "../../../lib/fs/atomic.ts";
 import type { GraphBuilder } from "../onnx/graph_builder.ts";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../safetensors.ts";
 import type { SchedulerConfig } from "../schedulers/scheduler.ts";

@@ -2,7 +2,7 @@
  * What a single-file checkpoint is, told from its keys and shapes the way ComfyUI's model detection does —
  * never from the file name — plus the seed's optional sidecar `<name>.json`.
  */
-import type { ModelKind } from "../model_kinds.ts";
+import type { ModelKind } from "../../../contract/index.ts";
 import { readTensorAsFloat32, type SafetensorsHeader } from "../safetensors.ts";
 
 export const UNET_PREFIX = "model.diffusion_model.";

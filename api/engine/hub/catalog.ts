@@ -4,7 +4,13 @@
  * Exact file lists, sizes and hashes are read from the hub when a model is pulled; the sizes here are what the
  * menu and /v1/models/catalog show before that.
  */
-import type { ModelKind } from "../model_kinds.ts";
+import {
+  checkPullFolder,
+  type ModelKind,
+  PullNameError,
+  parseRepoReference,
+  SAFE_NAME,
+} from "../../../contract/index.ts";
 
 export interface CatalogEntry {
   /** Folder name under the models directory, and the name users pull it by. */
@@ -58,14 +64,6 @@ export const CATALOG = [
 
 export type CatalogName = (typeof CATALOG)[number]["name"];
 
-/** Folder names a pull may create: letters, digits, dot, dash, underscore; no leading dot; no paths. */
-export const MODEL_FOLDER_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$/;
-
-/** A hub repository id, `org/name`, as the hub accepts them (no `--` or `..`, not ending in `.git`). */
-const REPO_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$/;
-/** A branch, tag or commit; sent URL-encoded, never used as a path. */
-const REVISION = /^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$/;
-
 /** What a pull downloads and where it goes. */
 export interface PullTarget {
   repo: string;
@@ -74,17 +72,6 @@ export interface PullTarget {
   folder: string;
   /** The catalog entry, when the name was one. */
   entry: CatalogEntry | null;
-}
-
-export class PullNameError extends Error {
-  override name = "PullNameError";
-  constructor(
-    message: string,
-    /** Whether the name was neither a catalog name nor `org/name`: the catalog lacks it. */
-    readonly notInCatalog = false,
-  ) {
-    super(message);
-  }
 }
 
 export function findCatalogEntry(name: string): CatalogEntry | null {
@@ -99,7 +86,7 @@ export function folderNameFor(repo: string, revision: string): string {
     .replace(/[^A-Za-z0-9._-]+/g, "-")
     .replace(/^[.-]+/, "")
     .slice(0, 100);
-  return MODEL_FOLDER_NAME.test(cleaned) ? cleaned : "model";
+  return SAFE_NAME.test(cleaned) ? cleaned : "model";
 }
 
 /**
@@ -107,29 +94,16 @@ export function folderNameFor(repo: string, revision: string): string {
  * overrides the folder name. Throws PullNameError, saying what is accepted, for anything else.
  */
 export function resolvePullName(name: string, folder?: string): PullTarget {
-  if (folder !== undefined && !MODEL_FOLDER_NAME.test(folder)) {
-    throw new PullNameError(
-      `folder "${folder}" is not a safe folder name: letters, digits, '.', '-' and '_', not starting with '.' (no paths)`,
-    );
-  }
+  if (folder !== undefined) checkPullFolder(folder);
   const entry = findCatalogEntry(name);
   if (entry) return { repo: entry.repo, revision: entry.revision, folder: folder ?? entry.name, entry };
-  if (!name.includes("/")) {
+  const reference = parseRepoReference(name);
+  if (reference === null) {
     throw new PullNameError(
       `"${name}" is not in the catalog (${CATALOG.map((e) => e.name).join(", ")}); name a Hugging Face repository as org/name or org/name@revision`,
       true,
     );
   }
-  const at = name.indexOf("@");
-  const repo = at === -1 ? name : name.slice(0, at);
-  const revision = at === -1 ? "main" : name.slice(at + 1);
-  if (!REPO_ID.test(repo) || /--|\.\./.test(repo) || repo.endsWith(".git")) {
-    throw new PullNameError(
-      `"${repo}" is not a Hugging Face repository id: org/name with letters, digits, '-', '_' and '.'`,
-    );
-  }
-  if (!REVISION.test(revision) || revision.includes("..")) {
-    throw new PullNameError(`"${revision}" is not a branch, tag or commit name`);
-  }
+  const { repo, revision } = reference;
   return { repo, revision, folder: folder ?? folderNameFor(repo, revision), entry: null };
 }

@@ -25,9 +25,9 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { join } from "node:path";
-import { writeFileAtomic } from "../../fs/atomic.ts";
-import { pathExists } from "../../fs/exists.ts";
-import { VERSION } from "../../version.ts";
+import { writeFileAtomic } from "../../../lib/fs/atomic.ts";
+import { pathExists } from "../../../lib/fs/exists.ts";
+import { VERSION } from "../../../lib/version.ts";
 import { inspectModelFolder, type ModelEntry } from "../model_folder.ts";
 import { fileSha256, rememberFileHashes } from "../model_hash.ts";
 import type { PullTarget } from "./catalog.ts";

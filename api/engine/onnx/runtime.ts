@@ -6,10 +6,8 @@
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
+import { EXECUTION_PROVIDERS, type ExecutionProvider } from "../../../contract/index.ts";
 import { floatsToHalfBits, halfBitsToFloats } from "../half.ts";
-
-export const EXECUTION_PROVIDERS = ["cpu", "cuda"] as const;
-export type ExecutionProvider = (typeof EXECUTION_PROVIDERS)[number];
 
 export interface ValueInfo {
   name: string;

@@ -5,16 +5,18 @@
  * AUTOMATIC1111's prompt conventions (75-token chunks, attention weights) unless the request asks for
  * diffusers' literal prompts. Components are passed in; nothing here reaches for globals.
  */
+
 import { join } from "node:path";
+import type { ExecutionProvider, PromptSyntax, SchedulerName } from "../../../contract/index.ts";
 import { type AttentionVariant, attentionForProvider } from "../checkpoint/attention.ts";
 import { type PipelineFiles, prepareCheckpoint } from "../checkpoint/build.ts";
 import type { ModelEntry } from "../model_folder.ts";
 import { type FinalLayerNorm, findFinalLayerNorm, layerNorm } from "../onnx/final_layer_norm.ts";
-import { type ExecutionProvider, type FeedValue, OnnxModel } from "../onnx/runtime.ts";
-import { type PromptSyntax, type TokenizedPrompt, tokenizePrompt } from "../prompt/chunks.ts";
+import { type FeedValue, OnnxModel } from "../onnx/runtime.ts";
+import { type TokenizedPrompt, tokenizePrompt } from "../prompt/chunks.ts";
 import { type Conditioning, encodePrompt } from "../prompt/encode.ts";
 import { TorchGenerator } from "../rng/torch_generator.ts";
-import { createScheduler, type SchedulerName } from "../schedulers/index.ts";
+import { createScheduler } from "../schedulers/index.ts";
 import type { Scheduler, SchedulerConfig, SchedulerOptions } from "../schedulers/scheduler.ts";
 import { ClipTokenizer } from "../tokenizer/clip.ts";
 import { GenerationAborted, GenerationFailed, GenerationInvalid } from "./errors.ts";

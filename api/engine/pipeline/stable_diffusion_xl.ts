@@ -6,9 +6,10 @@
  * inputs, and zero unconditional embeddings when no negative prompt is given (`force_zeros_for_empty_prompt`).
  * Timesteps, seeded latents, denoising and decoding are the shared stages of `stable_diffusion.ts`.
  */
+import type { ExecutionProvider, PromptSyntax } from "../../../contract/index.ts";
 import type { PipelineFiles } from "../checkpoint/build.ts";
-import { type ExecutionProvider, OnnxModel } from "../onnx/runtime.ts";
-import { CHUNK_LENGTH, type PromptSyntax, type TokenizedPrompt, tokenizePrompt } from "../prompt/chunks.ts";
+import { OnnxModel } from "../onnx/runtime.ts";
+import { CHUNK_LENGTH, type TokenizedPrompt, tokenizePrompt } from "../prompt/chunks.ts";
 import { type Conditioning, type EncodeChunks, encodePrompt } from "../prompt/encode.ts";
 import { ClipTokenizer } from "../tokenizer/clip.ts";
 import { GenerationInvalid } from "./errors.ts";

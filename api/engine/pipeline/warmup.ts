@@ -6,7 +6,7 @@
  * guidance (so the UNet sees the batch of 2 that a one-image request gives it) for a couple of steps, and
  * decodes, so the text encoder(s), UNet and VAE decoder all run once at the shapes a default request uses.
  */
-import type { SchedulerName } from "../schedulers/index.ts";
+import { GENERATE_DEFAULTS, type SchedulerName } from "../../../contract/index.ts";
 import {
   type GenerateHooks,
   type GenerateOutput,
@@ -22,7 +22,7 @@ export interface WarmUpOptions {
   size?: number;
   /** Denoising steps (default 2: the UNet's shapes are the same at every step). */
   steps?: number;
-  /** Default 7.5: guidance on, so the UNet runs at the batch of 2 a one-image request uses. */
+  /** Default: the API's default, guidance on, so the UNet runs at the batch of 2 a one-image request uses. */
   guidanceScale?: number;
   scheduler?: SchedulerName;
   signal?: AbortSignal;
@@ -51,15 +51,15 @@ export async function warmUp(
     {
       prompt: "a photograph of a lighthouse on a cliff",
       negativePrompt: null,
-      promptSyntax: "a1111",
+      promptSyntax: GENERATE_DEFAULTS.prompt_syntax,
       seeds: [0],
       width: size,
       height: size,
       numSteps: steps,
-      guidanceScale: options.guidanceScale ?? 7.5,
+      guidanceScale: options.guidanceScale ?? GENERATE_DEFAULTS.guidance_scale,
       scheduler: options.scheduler ?? "euler",
       schedulerOptions: {},
-      clipSkip: 1,
+      clipSkip: GENERATE_DEFAULTS.clip_skip,
       vaeSlicing: false,
       vaeTiling: false,
     },

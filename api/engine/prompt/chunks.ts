@@ -11,11 +11,9 @@
  * Textual-inversion embeddings (A1111's `embedding_db.find_embedding_at_position`) are not supported: every token
  * is an ordinary vocabulary token.
  */
+import type { PromptSyntax } from "../../../contract/index.ts";
 import { type ClipTokenizer, isPythonSpace } from "../tokenizer/clip.ts";
 import { parsePromptAttention } from "./attention.ts";
-
-export const PROMPT_SYNTAXES = ["a1111", "diffusers"] as const;
-export type PromptSyntax = (typeof PROMPT_SYNTAXES)[number];
 
 /** Text tokens per chunk: A1111's `chunk_length`. */
 export const CHUNK_TOKENS = 75;

@@ -3,6 +3,7 @@
  * read ᾱ_t there, with no σ schedule. Everything is float32 in diffusers' operation order. `AlphaIndexedScheduler`
  * holds their common state, as `SigmaScheduler` does for the k-diffusion samplers; the algorithms stay in their files.
  */
+import type { PredictionType, TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { alphasCumprod, type BetaScheduleConfig, betasFromConfig } from "./betas.ts";
@@ -10,10 +11,8 @@ import {
   checkStepCount,
   npArange,
   npLinspace,
-  type PredictionType,
   roundHalfEven,
   SchedulerConfigError,
-  type TimestepSpacing,
 } from "./schedule_utils.ts";
 import type { Scheduler, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import { checkStepInputs } from "./step_index.ts";

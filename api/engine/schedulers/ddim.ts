@@ -18,6 +18,7 @@
  * correctly rounded `sqrt`. With that, every step equals diffusers on torch's x86 CPU kernels bit for bit.
  */
 
+import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import {
@@ -29,14 +30,7 @@ import {
   refuseKarras,
 } from "./alpha_indexed.ts";
 import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import {
-  ConfigReader,
-  PREDICTION_TYPES,
-  type PredictionType,
-  refuseThresholding,
-  SchedulerConfigError,
-  type TimestepSpacing,
-} from "./schedule_utils.ts";
+import { ConfigReader, refuseThresholding, SchedulerConfigError } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */

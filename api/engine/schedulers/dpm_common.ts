@@ -9,6 +9,7 @@
  * λ_t = log(α_t/σ_t). Every 0-d tensor and elementwise operation is one float32 operation, with torch's SLEEF
  * `log`/`exp` (sleef.ts); the schedule follows numpy float64 where diffusers uses numpy.
  */
+import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { type BetaConfig, readBetaConfig } from "./betas.ts";
@@ -18,12 +19,9 @@ import {
   logSigmas,
   npArange,
   npLinspace,
-  PREDICTION_TYPES,
-  type PredictionType,
   roundHalfEven,
   SchedulerConfigError,
   sigmaToT,
-  type TimestepSpacing,
   trainingSigmas,
 } from "./schedule_utils.ts";
 import type { Scheduler, StepOutput } from "./scheduler.ts";

@@ -35,6 +35,7 @@
  * the last float64 bit; that moves a timestep only if it sits within ~1e-12 of a rounding boundary.
  */
 
+import type { PredictionType, TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import type { BetaSchedule } from "./betas.ts";
@@ -57,10 +58,8 @@ import {
   checkStepCount,
   type FinalSigmasType,
   finalSigma,
-  type PredictionType,
   refuseThresholding,
   SchedulerConfigError,
-  type TimestepSpacing,
   timestepSpacingOption,
 } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";

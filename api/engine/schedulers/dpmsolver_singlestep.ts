@@ -20,6 +20,7 @@
  * with torch's SLEEF `log`/`exp` (sleef.ts), so each step equals diffusers on torch's x86 CPU kernels bit for bit.
  */
 
+import type { PredictionType } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import type { BetaSchedule } from "./betas.ts";
@@ -41,7 +42,6 @@ import {
   checkStepCount,
   type FinalSigmasType,
   finalSigma,
-  type PredictionType,
   refuseThresholding,
   SchedulerConfigError,
 } from "./schedule_utils.ts";

@@ -7,18 +7,11 @@
  * Numerics: the schedule follows numpy (float64, float32 where diffusers casts), every elementwise step is one
  * float32 torch op, rounded in the same order as diffusers.
  */
+import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { type BetaSchedule, readBetaConfig, torchLinspaceF32 } from "./betas.ts";
-import {
-  ConfigReader,
-  checkStepCount,
-  type FinalSigmasType,
-  finalSigma,
-  PREDICTION_TYPES,
-  type PredictionType,
-  type TimestepSpacing,
-} from "./schedule_utils.ts";
+import { ConfigReader, checkStepCount, type FinalSigmasType, finalSigma } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import {
   denoise,

@@ -8,15 +8,11 @@
  *   x_{i+1} = x + (σ_down − σ_i)·(x − D(x; σ_i))/σ_i + σ_up·z,   z ~ N(0, I) from the step's generator.
  * diffusers 0.29.2 has no Karras option for this class (it only arrives in later releases).
  */
+import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import {
-  ConfigReader,
-  checkStepCount,
-  SchedulerConfigError,
-  type TimestepSpacing,
-} from "./schedule_utils.ts";
+import { ConfigReader, checkStepCount, SchedulerConfigError } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import {
   denoise,

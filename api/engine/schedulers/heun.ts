@@ -8,16 +8,11 @@
  * evaluations. diffusers exposes each evaluation as its own `step`: the timesteps are t_0, t_1, t_1, t_2, t_2, …
  * and the σ table σ_0, σ_1, σ_1, …, σ_{n−1}, σ_{n−1}, 0; the predictor stores d, Δσ and x_i for the corrector.
  */
+import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { BETA_SCHEDULES, type BetaSchedule, readBetaConfig } from "./betas.ts";
-import {
-  ConfigReader,
-  checkStepCount,
-  PREDICTION_TYPES,
-  type PredictionType,
-  type TimestepSpacing,
-} from "./schedule_utils.ts";
+import { ConfigReader, checkStepCount } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import {
   denoise,

@@ -1,8 +1,9 @@
 /**
- * The one table of samplers: request names → scheduler implementations, with AUTOMATIC1111's display names
- * accepted as aliases. This table drives the API's enum, GET /v1/schedulers, the spec, the SDK types and the
- * CLI's validation.
+ * The one table of samplers: each name of the contract's SCHEDULER_NAMES → its scheduler implementation and
+ * what it accepts (GET /v1/schedulers, the A1111 sampler list and the request checks read these).
  */
+
+import type { SchedulerName } from "../../../contract/index.ts";
 import { DDIMScheduler } from "./ddim.ts";
 import { DPMSolverMultistepScheduler } from "./dpmsolver_multistep.ts";
 import { DPMSolverSinglestepScheduler } from "./dpmsolver_singlestep.ts";
@@ -16,22 +17,6 @@ import { PNDMScheduler } from "./pndm.ts";
 import { SchedulerConfigError, withOverrides } from "./schedule_utils.ts";
 import type { Scheduler, SchedulerConfig, SchedulerOptions } from "./scheduler.ts";
 import { UniPCMultistepScheduler } from "./unipc.ts";
-
-export const SCHEDULER_NAMES = [
-  "ddim",
-  "pndm",
-  "lms",
-  "euler",
-  "euler_a",
-  "heun",
-  "dpm2",
-  "dpmsolver++",
-  "dpmsolver++_sde",
-  "dpmsolver_singlestep",
-  "unipc",
-  "lcm",
-] as const;
-export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
 
 export interface SchedulerEntry {
   /** AUTOMATIC1111's sampler name. */
@@ -172,48 +157,6 @@ export const SCHEDULERS: Record<SchedulerName, SchedulerEntry> = {
     create: (config, options) => new LCMScheduler(config, options),
   },
 };
-
-/** AUTOMATIC1111's names, some of which imply the Karras schedule ("DPM++ 2M Karras"). */
-export const SCHEDULER_ALIASES = {
-  DDIM: { scheduler: "ddim" },
-  PLMS: { scheduler: "pndm" },
-  LCM: { scheduler: "lcm" },
-  LMS: { scheduler: "lms" },
-  "LMS Karras": { scheduler: "lms", karras: true },
-  Euler: { scheduler: "euler" },
-  "Euler a": { scheduler: "euler_a" },
-  Heun: { scheduler: "heun" },
-  DPM2: { scheduler: "dpm2" },
-  "DPM2 Karras": { scheduler: "dpm2", karras: true },
-  "DPM++ 2M": { scheduler: "dpmsolver++" },
-  "DPM++ 2M Karras": { scheduler: "dpmsolver++", karras: true },
-  "DPM++ 2M SDE": { scheduler: "dpmsolver++_sde" },
-  "DPM++ 2M SDE Karras": { scheduler: "dpmsolver++_sde", karras: true },
-  UniPC: { scheduler: "unipc" },
-} as const satisfies Record<string, { scheduler: SchedulerName; karras?: true }>;
-export type SchedulerAlias = keyof typeof SCHEDULER_ALIASES;
-
-/** Every accepted `scheduler_type`: the names, then the aliases. */
-export const SCHEDULER_CHOICES = [
-  ...SCHEDULER_NAMES,
-  ...(Object.keys(SCHEDULER_ALIASES) as SchedulerAlias[]),
-] as [SchedulerName | SchedulerAlias, ...(SchedulerName | SchedulerAlias)[]];
-export type SchedulerChoice = SchedulerName | SchedulerAlias;
-
-/** A name or alias as the scheduler it names and whether the alias implies Karras sigmas. */
-export function resolveSchedulerChoice(choice: SchedulerChoice): {
-  scheduler: SchedulerName;
-  karras: boolean | null;
-} {
-  if ((SCHEDULER_NAMES as readonly string[]).includes(choice))
-    return { scheduler: choice as SchedulerName, karras: null };
-  const alias: { scheduler: SchedulerName; karras?: true } = SCHEDULER_ALIASES[choice as SchedulerAlias];
-  return { scheduler: alias.scheduler, karras: alias.karras ?? null };
-}
-
-export function isSchedulerName(name: string): name is SchedulerName {
-  return (SCHEDULER_NAMES as readonly string[]).includes(name);
-}
 
 export function createScheduler(
   name: SchedulerName,

@@ -9,10 +9,11 @@
  * The last step, to σ = 0, is a plain Euler step (σ_mid = 0), so n steps cost 2n − 1 network evaluations; the
  * midpoint evaluations get the fractional training timestep of σ_mid, interleaved: t_0, t_mid1, t_1, t_mid2, …
  */
+import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import { ConfigReader, checkStepCount, roundHalfEven, type TimestepSpacing } from "./schedule_utils.ts";
+import { ConfigReader, checkStepCount, roundHalfEven } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import {
   denoise,

@@ -23,6 +23,7 @@
  * exactly as diffusers' `randn_tensor` draws it, so trajectories equal diffusers' bit for bit.
  */
 
+import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import {
@@ -33,14 +34,7 @@ import {
   refuseKarras,
 } from "./alpha_indexed.ts";
 import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import {
-  ConfigReader,
-  PREDICTION_TYPES,
-  type PredictionType,
-  refuseThresholding,
-  SchedulerConfigError,
-  type TimestepSpacing,
-} from "./schedule_utils.ts";
+import { ConfigReader, refuseThresholding, SchedulerConfigError } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import { StepIndex } from "./step_index.ts";
 

@@ -13,16 +13,11 @@
  * weights, float32 integrand and summation order), which gives diffusers' coefficients bit for bit rather than
  * the mathematically exact integral (the two differ by float32 rounding noise only).
  */
+import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import {
-  ConfigReader,
-  checkStepCount,
-  PREDICTION_TYPES,
-  type PredictionType,
-  type TimestepSpacing,
-} from "./schedule_utils.ts";
+import { ConfigReader, checkStepCount } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import {
   denoise,

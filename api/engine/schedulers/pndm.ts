@@ -21,6 +21,7 @@
  * become float32 scalars); every step equals diffusers on torch's x86 CPU kernels bit for bit.
  */
 
+import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import {
@@ -31,7 +32,7 @@ import {
   vToEpsilon,
 } from "./alpha_indexed.ts";
 import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import { ConfigReader, type TimestepSpacing } from "./schedule_utils.ts";
+import { ConfigReader } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */

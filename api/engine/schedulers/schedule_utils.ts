@@ -4,14 +4,10 @@
  * the sigma-space helpers that diffusers copies between schedulers (`_convert_to_karras`, `_sigma_to_t`).
  * Everything reproduces the exact float64 / float32 operation order of diffusers 0.29.2 on numpy 1.x and torch.
  */
+import { TIMESTEP_SPACINGS, type TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { SchedulerConfig, SchedulerOptions } from "./scheduler.ts";
 
-export const PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"] as const;
-export type PredictionType = (typeof PREDICTION_TYPES)[number];
-/** Timestep spacings of Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2. */
-export const TIMESTEP_SPACINGS = ["linspace", "leading", "trailing"] as const;
-export type TimestepSpacing = (typeof TIMESTEP_SPACINGS)[number];
 export const FINAL_SIGMAS_TYPES = ["zero", "sigma_min"] as const;
 export type FinalSigmasType = (typeof FINAL_SIGMAS_TYPES)[number];
 

@@ -1,5 +1,5 @@
+import type { TimestepSpacing } from "../../../contract/index.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import type { TimestepSpacing } from "./schedule_utils.ts";
 
 /**
  * The one contract every sampler implements, after diffusers' SchedulerMixin:

@@ -14,16 +14,15 @@
  * a scalar, by numpy 1.x value-based casting) and torch float32; each function below states which it follows.
  * numpy's float32 `log` is its own AVX2/AVX-512F kernel (not the correctly rounded log), reproduced by `npLogF32`.
  */
+import type { PredictionType, TimestepSpacing } from "../../../contract/index.ts";
 import { bitsOf, f32, fmaF32, fromBits } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { alphasCumprod, type BetaSchedule, betasForAlphaBar, betasFromConfig } from "./betas.ts";
 import {
   npArange,
   npLinspace,
-  type PredictionType,
   roundHalfEven,
   SchedulerConfigError,
-  type TimestepSpacing,
   trainingSigmas,
 } from "./schedule_utils.ts";
 import type { Scheduler, StepOutput } from "./scheduler.ts";

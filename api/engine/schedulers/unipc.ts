@@ -33,6 +33,7 @@
  * are `einsum`s, accumulated in order. With that, every step equals diffusers bit for bit on the fixtures.
  */
 
+import type { PredictionType, TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import type { BetaSchedule } from "./betas.ts";
@@ -49,10 +50,8 @@ import {
   checkStepCount,
   type FinalSigmasType,
   finalSigma,
-  type PredictionType,
   refuseThresholding,
   SchedulerConfigError,
-  type TimestepSpacing,
   timestepSpacingOption,
 } from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";

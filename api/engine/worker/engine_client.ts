@@ -1,6 +1,6 @@
 /** The server thread's handle on the engine worker: promise-returning calls, step events and cancellation. */
+import type { ExecutionProvider } from "../../../contract/index.ts";
 import type { ModelEntry } from "../model_folder.ts";
-import type { ExecutionProvider } from "../onnx/runtime.ts";
 import {
   type GenerateHooks,
   type GenerateInput,

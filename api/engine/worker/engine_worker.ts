@@ -3,7 +3,7 @@
  * thread decides which stay loaded), so the server thread never runs tensor math and stays responsive while a
  * generation runs.
  */
-import type { ExecutionProvider } from "../onnx/runtime.ts";
+import type { ExecutionProvider } from "../../../contract/index.ts";
 import { Residency } from "../pipeline/residency.ts";
 import {
   GenerationAborted,

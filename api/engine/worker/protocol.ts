@@ -1,6 +1,6 @@
 /** Messages between the server thread and the engine worker that owns the onnxruntime sessions. */
+import type { ExecutionProvider } from "../../../contract/index.ts";
 import type { ModelEntry } from "../model_folder.ts";
-import type { ExecutionProvider } from "../onnx/runtime.ts";
 import type {
   GenerateInput,
   GenerateOutput,

@@ -1,9 +1,11 @@
 /**
  * A download's progress for people: a bar (cli-progress) on a terminal, one line per finished file elsewhere.
- * The startup menu and `sdx models pull` share it.
+ * The server's startup menu and `sdx models pull` share it; both hand it the pull's `progress` events.
  */
 import { SingleBar } from "cli-progress";
-import type { PullProgress } from "../engine/hub/download.ts";
+import type { PullEvents } from "../../contract/index.ts";
+
+type PullProgress = PullEvents["progress"];
 
 /** 1.5 GiB, 12.0 MiB, 512 B. */
 export function formatBytes(bytes: number): string {
@@ -27,11 +29,11 @@ export function progressView(stream: ProgressStream, tty = stream.isTTY === true
     let filesDone = 0;
     return {
       update(p) {
-        while (filesDone < p.filesDone) {
+        while (filesDone < p.files_done) {
           filesDone++;
-          const file = filesDone === p.filesDone ? ` ${p.file} (${formatBytes(p.fileTotal)})` : "";
+          const file = filesDone === p.files_done ? ` ${p.file} (${formatBytes(p.file_total)})` : "";
           stream.write(
-            `  [${filesDone}/${p.filesTotal}]${file}, ${formatBytes(p.bytes)} of ${formatBytes(p.total)}\n`,
+            `  [${filesDone}/${p.files_total}]${file}, ${formatBytes(p.bytes)} of ${formatBytes(p.total)}\n`,
           );
         }
       },
@@ -69,7 +71,7 @@ export function progressView(stream: ProgressStream, tty = stream.isTTY === true
         done: formatBytes(p.bytes),
         size: formatBytes(p.total),
         speed: speed > 0 ? `${formatBytes(speed)}/s` : "…",
-        files: `${p.filesDone}/${p.filesTotal} files`,
+        files: `${p.files_done}/${p.files_total} files`,
         file: p.file,
       });
     },

@@ -3,7 +3,6 @@
  * `{ status, code, message, fields? }`; the spec documents it as the `Error` model.
  */
 import { Type } from "@sinclair/typebox";
-import { Elysia, t } from "elysia";
 import { Enum } from "./schema.ts";
 
 export const ERROR_CODES = [
@@ -33,21 +32,23 @@ export const ERROR_CODES = [
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
-export const FieldErrorSchema = t.Object({
-  field: t.String({ description: "The request field, as a path (`width`, `params.seed`)." }),
-  message: t.String(),
-  allowed: t.Optional(
-    t.Array(t.Union([t.String(), t.Number(), t.Boolean()]), { description: "Allowed values." }),
+export const FieldErrorSchema = Type.Object({
+  field: Type.String({ description: "The request field, as a path (`width`, `params.seed`)." }),
+  message: Type.String(),
+  allowed: Type.Optional(
+    Type.Array(Type.Union([Type.String(), Type.Number(), Type.Boolean()]), {
+      description: "Allowed values.",
+    }),
   ),
 });
 
-export const ErrorSchema = t.Object(
+export const ErrorSchema = Type.Object(
   {
     status: Type.Integer({ description: "HTTP status, repeated." }),
     code: Enum(ERROR_CODES),
-    message: t.String({ description: "What went wrong and what to do about it." }),
-    fields: t.Optional(
-      t.Array(FieldErrorSchema, { description: "Per-field problems of a rejected request." }),
+    message: Type.String({ description: "What went wrong and what to do about it." }),
+    fields: Type.Optional(
+      Type.Array(FieldErrorSchema, { description: "Per-field problems of a rejected request." }),
     ),
   },
   { description: "Every error response." },
@@ -82,9 +83,6 @@ export class ApiError extends Error {
     };
   }
 }
-
-/** The `Error` model, registered once; every feature plugin uses it to document its error responses. */
-export const errorModel = new Elysia({ name: "sdx.error-model" }).model({ Error: ErrorSchema });
 
 /** The 422 for fields that fail a check: one message naming each field, and the fields themselves. */
 export function validationFailed(fields: FieldError[]): ApiError {

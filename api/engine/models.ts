@@ -1,13 +1,12 @@
-import type { ModelEntry } from "../engine/model_folder.ts";
-import { cachedModelHash } from "../engine/model_hash.ts";
-import {
-  type LoadedModel,
-  type ModelHost,
-  ModelLoadFailed,
-  ModelNotFoundError,
-} from "../engine/model_host.ts";
-import { ApiError, validationFailed } from "../errors.ts";
-import type { ModelList } from "./model.ts";
+/**
+ * Models as requests see them: the list GET /v1/models answers (A1111's checkpoint list is built from it), the
+ * model a request names (or the default one), and a model pinned for one use. Every feature that takes a
+ * `model` resolves it here, so all of them answer the same 422s and 503s.
+ */
+import { ApiError, type ModelList, validationFailed } from "../../contract/index.ts";
+import type { ModelEntry } from "./model_folder.ts";
+import { cachedModelHash } from "./model_hash.ts";
+import { type LoadedModel, type ModelHost, ModelLoadFailed, ModelNotFoundError } from "./model_host.ts";
 
 export async function listModels(host: ModelHost): Promise<ModelList> {
   const loaded = new Set(host.loadedModels);

@@ -5,18 +5,79 @@
  * validation, so each field is declared `nullable` and typed by its non-null value.
  */
 import { type TSchema, Type } from "@sinclair/typebox";
-import { t } from "elysia";
-import { LIMITS } from "../generate/model.ts";
-import { DEFAULT_LIMITS, type Limits } from "../security/model.ts";
+import { DEFAULT_LIMITS, FIXED_LIMITS, type Limits } from "./limits.ts";
+import { RANDOM_SEED, SEED_MAX, SEED_SPACE } from "./seeds.ts";
 
 /** Most iterations (`n_iter`) one txt2img request may ask for; each is one sdx generation. */
 export const N_ITER_MAX = 100;
 
 /** The OpenAPI 3.0 way to say a field may be `null` (TypeBox ignores the keyword; nulls are removed first). */
-const nullable = <T extends TSchema>(schema: T) => t.Optional({ ...schema, nullable: true } as T);
+const nullable = <T extends TSchema>(schema: T) => Type.Optional({ ...schema, nullable: true } as T);
 
 const ACCEPTED =
   "Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field.";
+
+/** A1111's defaults of the fields txt2img's `parameters` echoes (StableDiffusionProcessingTxt2Img and the API's). */
+export const A1111_DEFAULTS = {
+  prompt: "",
+  negative_prompt: "",
+  styles: null,
+  seed: RANDOM_SEED,
+  subseed: RANDOM_SEED,
+  subseed_strength: 0,
+  seed_resize_from_h: -1,
+  seed_resize_from_w: -1,
+  sampler_name: null,
+  scheduler: null,
+  batch_size: 1,
+  n_iter: 1,
+  steps: 50,
+  cfg_scale: 7,
+  width: 512,
+  height: 512,
+  restore_faces: null,
+  tiling: null,
+  do_not_save_samples: false,
+  do_not_save_grid: false,
+  eta: null,
+  denoising_strength: 0.75,
+  s_min_uncond: null,
+  s_churn: null,
+  s_tmax: null,
+  s_tmin: null,
+  s_noise: null,
+  override_settings: null,
+  override_settings_restore_afterwards: true,
+  refiner_checkpoint: null,
+  refiner_switch_at: null,
+  disable_extra_networks: false,
+  firstpass_image: null,
+  comments: null,
+  enable_hr: false,
+  firstphase_width: 0,
+  firstphase_height: 0,
+  hr_scale: 2,
+  hr_upscaler: null,
+  hr_second_pass_steps: 0,
+  hr_resize_x: 0,
+  hr_resize_y: 0,
+  hr_checkpoint_name: null,
+  hr_sampler_name: null,
+  hr_scheduler: null,
+  hr_prompt: "",
+  hr_negative_prompt: "",
+  force_task_id: null,
+  sampler_index: "Euler",
+  script_name: null,
+  script_args: [],
+  send_images: true,
+  save_images: false,
+  alwayson_scripts: {},
+  infotext: null,
+} as const satisfies Record<string, unknown>;
+
+/** A1111 draws random seeds with `random.randrange(4294967294)`: two short of every seed. */
+export const A1111_RANDOM_SEED_SPACE = SEED_SPACE - 2;
 
 /** A txt2img request as A1111 takes it, with the server's limits. */
 export function txt2imgRequestSchema(limits: Limits = DEFAULT_LIMITS) {
@@ -26,16 +87,17 @@ export function txt2imgRequestSchema(limits: Limits = DEFAULT_LIMITS) {
         minimum: limits.sizeMin,
         maximum: limits.sizeMax,
         multipleOf: 8,
-        description: `Image ${name} in pixels (a multiple of the model's own multiple, 64 for SD UNets). Default: 512, as in A1111.`,
+        description: `Image ${name} in pixels (a multiple of the model's own multiple, 64 for SD UNets). Default: ${A1111_DEFAULTS.width}, as in A1111.`,
       }),
     );
-  const text = (description: string) => nullable(t.String({ maxLength: limits.promptMaxChars, description }));
-  return t.Object(
+  const text = (description: string) =>
+    nullable(Type.String({ maxLength: limits.promptMaxChars, description }));
+  return Type.Object(
     {
       prompt: text("What to draw (A1111 prompt syntax: `(word:1.3)`, `[word]`, `BREAK`). Default: empty."),
       negative_prompt: text("What the image should not show. Default: empty."),
       styles: nullable(
-        t.Array(t.String(), {
+        Type.Array(Type.String(), {
           description:
             "A1111 prompt styles. sdx has none: a non-empty list is accepted and named in `info.sdx_warnings` (A1111 also skips style names it does not know).",
         }),
@@ -43,7 +105,7 @@ export function txt2imgRequestSchema(limits: Limits = DEFAULT_LIMITS) {
       seed: nullable(
         Type.Integer({
           minimum: -1,
-          maximum: LIMITS.seedMax,
+          maximum: SEED_MAX,
           description:
             "Seed of the first image; -1 (the default) draws one at random. Image i of iteration j uses seed + j × batch_size + i (`info.all_seeds`).",
         }),
@@ -52,7 +114,7 @@ export function txt2imgRequestSchema(limits: Limits = DEFAULT_LIMITS) {
         Type.Integer({ description: "Variation seed; only reported back (`info.all_subseeds`), -1 random." }),
       ),
       subseed_strength: nullable(
-        t.Number({
+        Type.Number({
           minimum: 0,
           maximum: 1,
           description: "Variation strength. sdx has no variation seeds: only 0 (the default) is accepted.",
@@ -65,17 +127,16 @@ export function txt2imgRequestSchema(limits: Limits = DEFAULT_LIMITS) {
         Type.Integer({ description: "Resize seed from width. Only 0 or -1 (off) is accepted." }),
       ),
       sampler_name: nullable(
-        t.String({
-          description:
-            'A1111 sampler name (GET /sdapi/v1/samplers: name or alias, case-insensitive). A1111 ≥ 1.9 sends the schedule separately in `scheduler`; older clients write it into the name ("DPM++ 2M Karras"), which works too. A sampler sdx does not have is a 422 listing the ones it has. Default: `sampler_index`, else "Euler".',
+        Type.String({
+          description: `A1111 sampler name (GET /sdapi/v1/samplers: name or alias, case-insensitive). A1111 ≥ 1.9 sends the schedule separately in \`scheduler\`; older clients write it into the name ("DPM++ 2M Karras"), which works too. A sampler sdx does not have is a 422 listing the ones it has. Default: \`sampler_index\`, else "${A1111_DEFAULTS.sampler_index}".`,
           examples: ["DPM++ 2M", "Euler a", "DPM++ 2M Karras"],
         }),
       ),
       sampler_index: nullable(
-        t.String({ description: "Deprecated spelling of `sampler_name`, used when that is empty." }),
+        Type.String({ description: "Deprecated spelling of `sampler_name`, used when that is empty." }),
       ),
       scheduler: nullable(
-        t.String({
+        Type.String({
           description:
             'Schedule type (GET /sdapi/v1/schedulers: name or label). sdx offers "automatic" and "karras". "automatic" (the default) is the sampler\'s own, as in A1111: Karras for DPM++ 2M and DPM2; A1111\'s Exponential for DPM++ 2M SDE is not in sdx, so there sdx keeps the sampler\'s diffusers schedule and says so in `info.sdx_warnings`. DDIM, PLMS and UniPC ignore the schedule, as in A1111.',
           examples: ["automatic", "karras", "Karras"],
@@ -85,73 +146,72 @@ export function txt2imgRequestSchema(limits: Limits = DEFAULT_LIMITS) {
         Type.Integer({
           minimum: 1,
           maximum: limits.batchMax,
-          description: "Images per iteration. Default: 1.",
+          description: `Images per iteration. Default: ${A1111_DEFAULTS.batch_size}.`,
         }),
       ),
       n_iter: nullable(
         Type.Integer({
           minimum: 1,
           maximum: N_ITER_MAX,
-          description:
-            "Iterations (A1111's batch count); each is one sdx generation of batch_size images, queued on its own. Default: 1.",
+          description: `Iterations (A1111's batch count); each is one sdx generation of batch_size images, queued on its own. Default: ${A1111_DEFAULTS.n_iter}.`,
         }),
       ),
       steps: nullable(
         Type.Integer({
           minimum: 1,
           maximum: limits.stepsMax,
-          description: "Sampling steps. Default: 50, as in A1111.",
+          description: `Sampling steps. Default: ${A1111_DEFAULTS.steps}, as in A1111.`,
         }),
       ),
       cfg_scale: nullable(
-        t.Number({
+        Type.Number({
           minimum: 0,
-          maximum: LIMITS.guidanceMax,
-          description: "Classifier-free guidance scale (sdx's guidance_scale). Default: 7.",
+          maximum: FIXED_LIMITS.guidanceMax,
+          description: `Classifier-free guidance scale (sdx's guidance_scale). Default: ${A1111_DEFAULTS.cfg_scale}.`,
         }),
       ),
       width: size("width"),
       height: size("height"),
       restore_faces: nullable(
-        t.Boolean({
+        Type.Boolean({
           description:
             "Face restoration. sdx has none: true is accepted (the image is otherwise the same) and said in `info.sdx_warnings`.",
         }),
       ),
-      tiling: nullable(t.Boolean({ description: `Seamless tiling. ${ACCEPTED}` })),
-      do_not_save_samples: nullable(t.Boolean({ description: "sdx never saves images on the server." })),
-      do_not_save_grid: nullable(t.Boolean({ description: "sdx never saves images on the server." })),
+      tiling: nullable(Type.Boolean({ description: `Seamless tiling. ${ACCEPTED}` })),
+      do_not_save_samples: nullable(Type.Boolean({ description: "sdx never saves images on the server." })),
+      do_not_save_grid: nullable(Type.Boolean({ description: "sdx never saves images on the server." })),
       eta: nullable(
-        t.Number({
+        Type.Number({
           description:
             "DDIM's η (0–1; A1111's eta_ddim). Euler a and DPM++ 2M SDE always run at η 1 in sdx (A1111's eta_ancestral default); another value there is said in `info.sdx_warnings`. Other samplers ignore it, as in A1111.",
         }),
       ),
       denoising_strength: nullable(
-        t.Number({ description: "Used by the hires fix only; accepted and ignored." }),
+        Type.Number({ description: "Used by the hires fix only; accepted and ignored." }),
       ),
       s_min_uncond: nullable(
-        t.Number({ description: "A1111 NGMS; a value above 0 is said in `info.sdx_warnings`." }),
+        Type.Number({ description: "A1111 NGMS; a value above 0 is said in `info.sdx_warnings`." }),
       ),
       s_churn: nullable(
-        t.Number({
+        Type.Number({
           description:
             "k-diffusion churn; sdx's samplers run at 0 (a value above 0 is said in `info.sdx_warnings`).",
         }),
       ),
-      s_tmax: nullable(t.Number({ description: "k-diffusion churn range; accepted (churn is off)." })),
-      s_tmin: nullable(t.Number({ description: "k-diffusion churn range; accepted (churn is off)." })),
+      s_tmax: nullable(Type.Number({ description: "k-diffusion churn range; accepted (churn is off)." })),
+      s_tmin: nullable(Type.Number({ description: "k-diffusion churn range; accepted (churn is off)." })),
       s_noise: nullable(
-        t.Number({
+        Type.Number({
           description:
             "k-diffusion noise multiplier; sdx's samplers run at 1 (another value is said in `info.sdx_warnings`).",
         }),
       ),
       override_settings: nullable(
-        t.Object(
+        Type.Object(
           {
             sd_model_checkpoint: nullable(
-              t.String({
+              Type.String({
                 minLength: 1,
                 maxLength: 300,
                 description:
@@ -162,7 +222,7 @@ export function txt2imgRequestSchema(limits: Limits = DEFAULT_LIMITS) {
             CLIP_stop_at_last_layers: nullable(
               Type.Integer({
                 minimum: 1,
-                maximum: 12,
+                maximum: FIXED_LIMITS.clipSkipMax,
                 description: "Clip skip, counted as A1111 counts it (1 = last layer); sdx's clip_skip.",
               }),
             ),
@@ -175,51 +235,51 @@ export function txt2imgRequestSchema(limits: Limits = DEFAULT_LIMITS) {
         ),
       ),
       override_settings_restore_afterwards: nullable(
-        t.Boolean({
+        Type.Boolean({
           description:
             "Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model and CLIP_stop_at_last_layers the A1111 routes' default.",
         }),
       ),
       refiner_checkpoint: nullable(
-        t.String({ description: `SDXL refiner. ${ACCEPTED} ("", "None" are off)` }),
+        Type.String({ description: `SDXL refiner. ${ACCEPTED} ("", "None" are off)` }),
       ),
-      refiner_switch_at: nullable(t.Number({ description: "Used with refiner_checkpoint only." })),
-      disable_extra_networks: nullable(t.Boolean()),
-      firstpass_image: nullable(t.String({ description: `Hires-fix first pass image. ${ACCEPTED}` })),
-      comments: nullable(t.Object({}, { additionalProperties: true })),
+      refiner_switch_at: nullable(Type.Number({ description: "Used with refiner_checkpoint only." })),
+      disable_extra_networks: nullable(Type.Boolean()),
+      firstpass_image: nullable(Type.String({ description: `Hires-fix first pass image. ${ACCEPTED}` })),
+      comments: nullable(Type.Object({}, { additionalProperties: true })),
       enable_hr: nullable(
-        t.Boolean({
+        Type.Boolean({
           description: `Hires fix. ${ACCEPTED} Generate at the final size instead. The hr_* fields are accepted and ignored while it is off.`,
         }),
       ),
       firstphase_width: nullable(Type.Integer()),
       firstphase_height: nullable(Type.Integer()),
-      hr_scale: nullable(t.Number()),
-      hr_upscaler: nullable(t.String()),
+      hr_scale: nullable(Type.Number()),
+      hr_upscaler: nullable(Type.String()),
       hr_second_pass_steps: nullable(Type.Integer()),
       hr_resize_x: nullable(Type.Integer()),
       hr_resize_y: nullable(Type.Integer()),
-      hr_checkpoint_name: nullable(t.String()),
-      hr_sampler_name: nullable(t.String()),
-      hr_scheduler: nullable(t.String()),
-      hr_prompt: nullable(t.String()),
-      hr_negative_prompt: nullable(t.String()),
-      force_task_id: nullable(t.String({ description: "A1111's task id; accepted and ignored." })),
-      script_name: nullable(t.String({ description: `A1111 script. ${ACCEPTED} ("" is off)` })),
+      hr_checkpoint_name: nullable(Type.String()),
+      hr_sampler_name: nullable(Type.String()),
+      hr_scheduler: nullable(Type.String()),
+      hr_prompt: nullable(Type.String()),
+      hr_negative_prompt: nullable(Type.String()),
+      force_task_id: nullable(Type.String({ description: "A1111's task id; accepted and ignored." })),
+      script_name: nullable(Type.String({ description: `A1111 script. ${ACCEPTED} ("" is off)` })),
       script_args: nullable(
-        t.Array(t.Unknown(), { description: "Arguments of script_name; ignored without it." }),
+        Type.Array(Type.Unknown(), { description: "Arguments of script_name; ignored without it." }),
       ),
-      send_images: nullable(t.Boolean({ description: "false: `images` is empty. Default: true." })),
+      send_images: nullable(Type.Boolean({ description: "false: `images` is empty. Default: true." })),
       save_images: nullable(
-        t.Boolean({ description: "sdx never saves on the server; true is said in `info.sdx_warnings`." }),
+        Type.Boolean({ description: "sdx never saves on the server; true is said in `info.sdx_warnings`." }),
       ),
       alwayson_scripts: nullable(
-        t.Object(
+        Type.Object(
           {},
           { additionalProperties: true, description: `A1111 extension scripts. ${ACCEPTED} ({} is off)` },
         ),
       ),
-      infotext: nullable(t.String({ description: `Parameters as infotext. ${ACCEPTED}` })),
+      infotext: nullable(Type.String({ description: `Parameters as infotext. ${ACCEPTED}` })),
     },
     {
       additionalProperties: true,
@@ -287,47 +347,51 @@ export function txt2imgRequestSchema(limits: Limits = DEFAULT_LIMITS) {
   );
 }
 
-export const A1111InfoSchema = t.Object(
+export const A1111InfoSchema = Type.Object(
   {
-    prompt: t.String(),
-    all_prompts: t.Array(t.String()),
-    negative_prompt: t.String(),
-    all_negative_prompts: t.Array(t.String()),
+    prompt: Type.String(),
+    all_prompts: Type.Array(Type.String()),
+    negative_prompt: Type.String(),
+    all_negative_prompts: Type.Array(Type.String()),
     seed: Type.Integer(),
-    all_seeds: t.Array(Type.Integer(), {
+    all_seeds: Type.Array(Type.Integer(), {
       description: "Every image's seed, iteration after iteration: seed + j × batch_size + i (mod 2³²).",
     }),
     subseed: Type.Integer(),
-    all_subseeds: t.Array(Type.Integer()),
-    subseed_strength: t.Number(),
+    all_subseeds: Type.Array(Type.Integer()),
+    subseed_strength: Type.Number(),
     width: Type.Integer(),
     height: Type.Integer(),
-    sampler_name: t.String({ description: "A1111's sampler name, without the schedule." }),
-    cfg_scale: t.Number(),
+    sampler_name: Type.String({ description: "A1111's sampler name, without the schedule." }),
+    cfg_scale: Type.Number(),
     steps: Type.Integer(),
     batch_size: Type.Integer(),
-    restore_faces: t.Boolean(),
-    face_restoration_model: t.Null(),
-    sd_model_name: t.String({ description: "The sdx model name (A1111's model_name)." }),
-    sd_model_hash: t.Union([t.String(), t.Null()], { description: "First 10 hex digits of the SHA-256." }),
-    sd_vae_name: t.Null(),
-    sd_vae_hash: t.Null(),
+    restore_faces: Type.Boolean(),
+    face_restoration_model: Type.Null(),
+    sd_model_name: Type.String({ description: "The sdx model name (A1111's model_name)." }),
+    sd_model_hash: Type.Union([Type.String(), Type.Null()], {
+      description: "First 10 hex digits of the SHA-256.",
+    }),
+    sd_vae_name: Type.Null(),
+    sd_vae_hash: Type.Null(),
     seed_resize_from_w: Type.Integer(),
     seed_resize_from_h: Type.Integer(),
-    denoising_strength: t.Union([t.Number(), t.Null()]),
-    extra_generation_params: t.Object(
-      { "Schedule type": t.String({ description: '"Automatic" or "Karras".' }) },
+    denoising_strength: Type.Union([Type.Number(), Type.Null()]),
+    extra_generation_params: Type.Object(
+      { "Schedule type": Type.String({ description: '"Automatic" or "Karras".' }) },
       { additionalProperties: true },
     ),
     index_of_first_image: Type.Integer(),
-    infotexts: t.Array(t.String(), {
+    infotexts: Type.Array(Type.String(), {
       description: "Each returned image's infotext, the same text as its PNG `parameters` chunk.",
     }),
-    styles: t.Array(t.String()),
-    job_timestamp: t.String({ description: "When the job started, YYYYMMDDhhmmss (server's local time)." }),
+    styles: Type.Array(Type.String()),
+    job_timestamp: Type.String({
+      description: "When the job started, YYYYMMDDhhmmss (server's local time).",
+    }),
     clip_skip: Type.Integer(),
-    is_using_inpainting_conditioning: t.Boolean(),
-    sdx_warnings: t.Array(t.String(), {
+    is_using_inpainting_conditioning: Type.Boolean(),
+    sdx_warnings: Type.Array(Type.String(), {
       description:
         "sdx's addition: one sentence for each request field or setting that was accepted but not applied, each sampler or schedule difference from A1111, and an interrupted or skipped iteration. A1111's response has no warnings field, so they travel here.",
     }),
@@ -338,20 +402,20 @@ export const A1111InfoSchema = t.Object(
   },
 );
 
-export const A1111Txt2ImgResponseSchema = t.Object(
+export const A1111Txt2ImgResponseSchema = Type.Object(
   {
-    images: t.Array(t.String(), {
+    images: Type.Array(Type.String(), {
       description:
         "The images, PNG base64 (no data: prefix), each carrying its infotext in the `parameters` text chunk. Empty with send_images false.",
     }),
-    parameters: t.Object(
+    parameters: Type.Object(
       {},
       {
         additionalProperties: true,
         description: "The request as received, A1111's defaults filled in for the fields it leaves out.",
       },
     ),
-    info: t.String({ description: "JSON text of an `A1111Info` object (parse it with JSON.parse)." }),
+    info: Type.String({ description: "JSON text of an `A1111Info` object (parse it with JSON.parse)." }),
   },
   {
     description: "A1111's TextToImageResponse.",
@@ -365,22 +429,22 @@ export const A1111Txt2ImgResponseSchema = t.Object(
   },
 );
 
-export const A1111SdModelSchema = t.Object({
-  title: t.String({
+export const A1111SdModelSchema = Type.Object({
+  title: Type.String({
     description: 'A1111\'s title: "<file name> [<hash10>]", or the file name until the hash is known.',
   }),
-  model_name: t.String({ description: "The sdx model name." }),
-  hash: t.Union([t.String(), t.Null()], {
+  model_name: Type.String({ description: "The sdx model name." }),
+  hash: Type.Union([Type.String(), Type.Null()], {
     description: "First 10 hex digits of the SHA-256; null until the model has been loaded once.",
   }),
-  sha256: t.Union([t.String(), t.Null()]),
-  filename: t.String({
+  sha256: Type.Union([Type.String(), Type.Null()]),
+  filename: Type.String({
     description: "The file or folder name inside the models directory (never a full path).",
   }),
-  config: t.Null(),
+  config: Type.Null(),
 });
 
-export const A1111SdModelsSchema = t.Array(A1111SdModelSchema, {
+export const A1111SdModelsSchema = Type.Array(A1111SdModelSchema, {
   description: "The loadable models of GET /v1/models, as A1111's SDModelItem list.",
   examples: [
     [
@@ -396,11 +460,13 @@ export const A1111SdModelsSchema = t.Array(A1111SdModelSchema, {
   ],
 });
 
-export const A1111SamplersSchema = t.Array(
-  t.Object({
-    name: t.String({ description: "A1111's sampler name." }),
-    aliases: t.Array(t.String(), { description: "A1111's aliases, then sdx's own name (scheduler_type)." }),
-    options: t.Object(
+export const A1111SamplersSchema = Type.Array(
+  Type.Object({
+    name: Type.String({ description: "A1111's sampler name." }),
+    aliases: Type.Array(Type.String(), {
+      description: "A1111's aliases, then sdx's own name (scheduler_type).",
+    }),
+    options: Type.Object(
       {},
       { additionalProperties: true, description: "A1111's sampler options (e.g. its default schedule)." },
     ),
@@ -413,13 +479,13 @@ export const A1111SamplersSchema = t.Array(
   },
 );
 
-export const A1111SchedulersSchema = t.Array(
-  t.Object({
-    name: t.String(),
-    label: t.String(),
-    aliases: t.Union([t.Array(t.String()), t.Null()]),
-    default_rho: t.Number(),
-    need_inner_model: t.Boolean(),
+export const A1111SchedulersSchema = Type.Array(
+  Type.Object({
+    name: Type.String(),
+    label: Type.String(),
+    aliases: Type.Union([Type.Array(Type.String()), Type.Null()]),
+    default_rho: Type.Number(),
+    need_inner_model: Type.Boolean(),
   }),
   {
     description: "The schedule types sdx has (SchedulerItem): automatic and karras.",
@@ -432,12 +498,12 @@ export const A1111SchedulersSchema = t.Array(
   },
 );
 
-export const A1111OptionsSchema = t.Object(
+export const A1111OptionsSchema = Type.Object(
   {
-    sd_model_checkpoint: t.Union([t.String(), t.Null()], {
+    sd_model_checkpoint: Type.Union([Type.String(), Type.Null()], {
       description: "Title of the server's default model (null while it has none).",
     }),
-    sd_checkpoint_hash: t.Union([t.String(), t.Null()], {
+    sd_checkpoint_hash: Type.Union([Type.String(), Type.Null()], {
       description: "SHA-256 of the default model, once known.",
     }),
     CLIP_stop_at_last_layers: Type.Integer({
@@ -446,21 +512,21 @@ export const A1111OptionsSchema = t.Object(
     sd_checkpoints_limit: Type.Integer({
       description: "Models kept loaded at once (--max-loaded-models); fixed.",
     }),
-    sd_vae: t.String({
+    sd_vae: Type.String({
       description: 'Always the model\'s own VAE: "Automatic" ("None" is accepted too); fixed.',
     }),
-    samples_format: t.String({ description: '"png"; fixed.' }),
-    randn_source: t.String({
+    samples_format: Type.String({ description: '"png"; fixed.' }),
+    randn_source: Type.String({
       description: '"CPU": noise is drawn as torch\'s CPU generator draws it; fixed.',
     }),
     eta_noise_seed_delta: Type.Integer({ description: "0; fixed." }),
-    eta_ddim: t.Number({ description: "DDIM's η when a request sends no eta: 0; fixed." }),
-    eta_ancestral: t.Number({ description: "η of Euler a and DPM++ 2M SDE: 1; fixed." }),
-    s_churn: t.Number({ description: "0; fixed." }),
-    s_tmin: t.Number({ description: "0; fixed." }),
-    s_tmax: t.Number({ description: "0 (= infinity); fixed." }),
-    s_noise: t.Number({ description: "1; fixed." }),
-    s_min_uncond: t.Number({ description: "0; fixed." }),
+    eta_ddim: Type.Number({ description: "DDIM's η when a request sends no eta: 0; fixed." }),
+    eta_ancestral: Type.Number({ description: "η of Euler a and DPM++ 2M SDE: 1; fixed." }),
+    s_churn: Type.Number({ description: "0; fixed." }),
+    s_tmin: Type.Number({ description: "0; fixed." }),
+    s_tmax: Type.Number({ description: "0 (= infinity); fixed." }),
+    s_noise: Type.Number({ description: "1; fixed." }),
+    s_min_uncond: Type.Number({ description: "0; fixed." }),
   },
   {
     description:
@@ -468,10 +534,10 @@ export const A1111OptionsSchema = t.Object(
   },
 );
 
-export const A1111OptionsUpdateSchema = t.Object(
+export const A1111OptionsUpdateSchema = Type.Object(
   {
     sd_model_checkpoint: nullable(
-      t.String({
+      Type.String({
         minLength: 1,
         maxLength: 300,
         description:
@@ -481,7 +547,7 @@ export const A1111OptionsUpdateSchema = t.Object(
     CLIP_stop_at_last_layers: nullable(
       Type.Integer({
         minimum: 1,
-        maximum: 12,
+        maximum: FIXED_LIMITS.clipSkipMax,
         description: "Clip skip for A1111 requests that do not override it.",
       }),
     ),
@@ -496,31 +562,31 @@ export const A1111OptionsUpdateSchema = t.Object(
   },
 );
 
-export const A1111ProgressQuerySchema = t.Object({
-  skip_current_image: t.Optional(
-    t.Boolean({ description: "Accepted; sdx makes no previews, so current_image is always null." }),
+export const A1111ProgressQuerySchema = Type.Object({
+  skip_current_image: Type.Optional(
+    Type.Boolean({ description: "Accepted; sdx makes no previews, so current_image is always null." }),
   ),
 });
 
-export const A1111ProgressSchema = t.Object(
+export const A1111ProgressSchema = Type.Object(
   {
-    progress: t.Number({
+    progress: Type.Number({
       description: "0 to 1, A1111's formula (0.01 + finished iterations + the running one's steps).",
     }),
-    eta_relative: t.Number({ description: "Estimated seconds left." }),
-    state: t.Object({
-      skipped: t.Boolean(),
-      interrupted: t.Boolean(),
-      stopping_generation: t.Boolean(),
-      job: t.String({ description: 'e.g. "Batch 2 out of 3"; "" when idle.' }),
+    eta_relative: Type.Number({ description: "Estimated seconds left." }),
+    state: Type.Object({
+      skipped: Type.Boolean(),
+      interrupted: Type.Boolean(),
+      stopping_generation: Type.Boolean(),
+      job: Type.String({ description: 'e.g. "Batch 2 out of 3"; "" when idle.' }),
       job_count: Type.Integer({ description: "Iterations of the job (0 when idle)." }),
-      job_timestamp: t.String(),
+      job_timestamp: Type.String(),
       job_no: Type.Integer({ description: "The running iteration, from 0." }),
       sampling_step: Type.Integer(),
       sampling_steps: Type.Integer(),
     }),
-    current_image: t.Null({ description: "sdx makes no previews." }),
-    textinfo: t.Union([t.String(), t.Null()]),
+    current_image: Type.Null({ description: "sdx makes no previews." }),
+    textinfo: Type.Union([Type.String(), Type.Null()]),
   },
   {
     description:
@@ -547,7 +613,7 @@ export const A1111ProgressSchema = t.Object(
   },
 );
 
-export const A1111EmptySchema = t.Object({}, { description: "An empty object, as A1111 answers." });
+export const A1111EmptySchema = Type.Object({}, { description: "An empty object, as A1111 answers." });
 
 export type A1111Txt2ImgRequest = ReturnType<typeof txt2imgRequestSchema>["static"];
 export type A1111Txt2ImgResponse = typeof A1111Txt2ImgResponseSchema.static;

@@ -1,12 +1,10 @@
 /**
  * Server-sent events, the framing every streamed route shares: `event: <name>` + one JSON `data:` line per event,
  * a heartbeat comment so proxies and idle timeouts never cut a quiet stream, and cancellation when the client
- * goes away (the request's signal, or the stream cancelled by the server).
+ * goes away (the request's signal, or the stream cancelled by the server). Which events a stream sends, and
+ * their data, is the contract's (contract/events.ts).
  */
-import { ApiError, type ErrorBody } from "./errors.ts";
-
-/** A comment line this often keeps proxies from cutting a long, quiet stream. */
-export const HEARTBEAT_MS = 10_000;
+import { ApiError, type ErrorBody, HEARTBEAT_MS, type SendEvent } from "../../contract/index.ts";
 
 export function wantsEventStream(request: Request): boolean {
   return (request.headers.get("accept") ?? "").includes("text/event-stream");
@@ -30,15 +28,14 @@ export function clientSignal(request: Request): { controller: AbortController; u
   return { controller, unlink: () => request.signal.removeEventListener("abort", onAbort) };
 }
 
-export type SendEvent = (event: string, data: unknown) => void;
-
 /**
- * Answers with an event stream: `produce(send)` sends the events and settles when it is done; a throw is sent
- * as an `error` event. `client` (see clientSignal) is aborted when the connection closes; `onEnd` runs last.
+ * Answers with an event stream of the events `E` maps (every stream ends with `error` when it fails):
+ * `produce(send)` sends the events and settles when it is done; a throw is sent as an `error` event. `client`
+ * (see clientSignal) is aborted when the connection closes; `onEnd` runs last.
  */
-export function eventStreamResponse(
+export function eventStreamResponse<E extends { error: ErrorBody }>(
   client: ReturnType<typeof clientSignal>,
-  produce: (send: SendEvent) => Promise<void>,
+  produce: (send: SendEvent<E>) => Promise<void>,
   options: { heartbeatMs?: number; onEnd?: () => void } = {},
 ): Response {
   const encoder = new TextEncoder();
@@ -54,10 +51,10 @@ export function eventStreamResponse(
           client.controller.abort();
         }
       };
-      const send: SendEvent = (event, data) => write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      const send: SendEvent<E> = (event, data) => write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
       const heartbeat = setInterval(() => write(": heartbeat\n\n"), options.heartbeatMs ?? HEARTBEAT_MS);
       produce(send)
-        .catch((e: unknown) => send("error", errorBody(e)))
+        .catch((e: unknown) => send("error", errorBody(e) as E["error"]))
         .finally(() => {
           clearInterval(heartbeat);
           client.unlink();

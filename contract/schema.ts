@@ -1,13 +1,39 @@
-import { t } from "elysia";
+/**
+ * Schema helpers of the contract, on TypeBox alone: string enums from `as const` lists, and the sentence that
+ * says a rejected value's whole rule.
+ */
+import { Kind, type SchemaOptions, type TSchema, TypeRegistry } from "@sinclair/typebox";
 
 /**
- * A string enum from an `as const` list. Elysia's UnionEnum makes the first value the default; a response
- * field or an enum without a real default must not claim one in the spec.
+ * A string enum's kind. The name is Elysia's (`t.UnionEnum`), so the server treats these schemas exactly as
+ * its own; registered here too, so TypeBox checks them where Elysia is not loaded (the CLI).
+ */
+const STRING_ENUM = "UnionEnum";
+if (!TypeRegistry.Has(STRING_ENUM)) {
+  TypeRegistry.Set<{ enum: unknown[] }>(
+    STRING_ENUM,
+    (schema, value) =>
+      (typeof value === "number" || typeof value === "string" || value === null) &&
+      schema.enum.includes(value),
+  );
+}
+
+export interface TStringEnum<T extends readonly string[]> extends TSchema {
+  [Kind]: typeof STRING_ENUM;
+  static: T[number];
+  type: "string";
+  enum: T;
+}
+
+/**
+ * A string enum from an `as const` list: `{ type: "string", enum: [...] }` in the spec. A response field or an
+ * enum without a real default claims none.
  */
 export const Enum = <const T extends readonly [string, ...string[]]>(
   values: T,
-  options: { default?: T[number]; description?: string } = {},
-) => t.UnionEnum(values, { default: undefined, ...options });
+  options: { default?: T[number]; description?: string } & SchemaOptions = {},
+): TStringEnum<T> =>
+  ({ default: undefined, ...options, [Kind]: STRING_ENUM, type: "string", enum: values }) as TStringEnum<T>;
 
 interface ConstraintSchema {
   type?: unknown;

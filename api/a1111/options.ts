@@ -1,0 +1,103 @@
+/** A1111's settings: the ones sdx has (the default model, clip skip) and the fixed ones it reports. */
+import {
+  type A1111Options,
+  type A1111OptionsUpdate,
+  type FieldError,
+  validationFailed,
+} from "../../contract/index.ts";
+import type { ModelHost } from "../engine/model_host.ts";
+import { defaultModelInfo, makeDefault, resolveCheckpoint, sdModelItem } from "./checkpoints.ts";
+import type { A1111Session } from "./session.ts";
+
+/** The A1111 settings sdx reports but cannot change: their value, and the values accepted as the same. */
+function fixedOptions(
+  host: ModelHost,
+): Record<string, { value: string | number; same: (string | number)[] }> {
+  const fixed = (value: string | number, ...also: (string | number)[]) => ({ value, same: [value, ...also] });
+  return {
+    sd_checkpoints_limit: fixed(host.maxLoadedModels),
+    sd_vae: fixed("Automatic", "None"),
+    samples_format: fixed("png"),
+    randn_source: fixed("CPU"),
+    eta_noise_seed_delta: fixed(0),
+    eta_ddim: fixed(0),
+    eta_ancestral: fixed(1),
+    s_churn: fixed(0),
+    s_tmin: fixed(0),
+    s_tmax: fixed(0),
+    s_noise: fixed(1),
+    s_min_uncond: fixed(0),
+  };
+}
+
+export async function getOptions(host: ModelHost, session: A1111Session): Promise<A1111Options> {
+  const name = host.defaultModel;
+  const current = await defaultModelInfo(host);
+  const fixed = Object.fromEntries(Object.entries(fixedOptions(host)).map(([k, v]) => [k, v.value]));
+  return {
+    sd_model_checkpoint: current ? sdModelItem(current).title : name,
+    sd_checkpoint_hash: current?.hash ?? null,
+    CLIP_stop_at_last_layers: session.clipSkip,
+    ...(fixed as Omit<
+      A1111Options,
+      "sd_model_checkpoint" | "sd_checkpoint_hash" | "CLIP_stop_at_last_layers"
+    >),
+  };
+}
+
+/**
+ * Checks settings against what sdx can do: the fixed ones must keep their value (a 422 naming `prefix + key`).
+ * Returns the keys sdx does not have (not applied).
+ */
+export async function checkSettings(
+  host: ModelHost,
+  settings: Record<string, unknown>,
+  prefix: string,
+): Promise<string[]> {
+  const fixed = fixedOptions(host);
+  const fields: FieldError[] = [];
+  const unknown: string[] = [];
+  for (const [key, value] of Object.entries(settings)) {
+    if (key === "sd_model_checkpoint" || key === "CLIP_stop_at_last_layers") continue;
+    if (key === "sd_checkpoint_hash") {
+      const current = await defaultModelInfo(host);
+      if (value !== (current?.hash ?? null)) {
+        fields.push({
+          field: `${prefix}${key}`,
+          message: "is read-only; choose the model with sd_model_checkpoint",
+        });
+      }
+      continue;
+    }
+    const rule = fixed[key];
+    if (!rule) {
+      unknown.push(key);
+      continue;
+    }
+    if (!rule.same.includes(value as string | number)) {
+      fields.push({
+        field: `${prefix}${key}`,
+        message: `sdx cannot change this setting: it is ${JSON.stringify(rule.value)}`,
+        allowed: rule.same,
+      });
+    }
+  }
+  if (fields.length > 0) throw validationFailed(fields);
+  return unknown;
+}
+
+/** POST /sdapi/v1/options: checks everything first, then applies; returns the keys accepted and not applied. */
+export async function setOptions(
+  host: ModelHost,
+  session: A1111Session,
+  update: A1111OptionsUpdate,
+): Promise<string[]> {
+  const ignored = await checkSettings(host, update, "");
+  const target =
+    update.sd_model_checkpoint === undefined
+      ? null
+      : await resolveCheckpoint(host, update.sd_model_checkpoint, "sd_model_checkpoint");
+  if (target) await makeDefault(host, target.name);
+  if (update.CLIP_stop_at_last_layers !== undefined) session.clipSkip = update.CLIP_stop_at_last_layers;
+  return ignored;
+}

@@ -1,0 +1,26 @@
+/** What the A1111 routes keep between requests, and the A1111 jobs in flight (for /progress, /interrupt, /skip). */
+import { GENERATE_DEFAULTS } from "../../contract/index.ts";
+
+export class A1111Session {
+  /** CLIP_stop_at_last_layers of requests that do not override it (POST /sdapi/v1/options). */
+  clipSkip: number = GENERATE_DEFAULTS.clip_skip;
+  readonly jobs = new Set<A1111Job>();
+}
+
+/** One txt2img call: n_iter sdx generations, one after the other. */
+export interface A1111Job {
+  readonly startedAt: number;
+  readonly timestamp: string;
+  readonly nIter: number;
+  iteration: number;
+  step: number;
+  steps: number;
+  /** The current iteration holds an engine slot. */
+  running: boolean;
+  /** Place in sdx's queue while the current iteration waits (1 = next). */
+  queuePosition: number;
+  interrupted: boolean;
+  skipped: boolean;
+  /** Stops the current iteration (interrupt and skip). */
+  controller: AbortController;
+}

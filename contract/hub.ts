@@ -1,0 +1,119 @@
+/** The online catalog and pulls from the Hugging Face hub: GET /v1/models/catalog, POST /v1/models/pull. */
+import { Type } from "@sinclair/typebox";
+import { MODEL_KINDS } from "./lists.ts";
+import { SAFE_NAME, SAFE_NAME_RULE } from "./names.ts";
+import { Enum } from "./schema.ts";
+
+/** A hub repository id, `org/name`, as the hub accepts them (no `--` or `..`, not ending in `.git`). */
+const REPO_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$/;
+/** A branch, tag or commit; sent URL-encoded, never used as a path. */
+const REVISION = /^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$/;
+
+/** A pull's name or folder that breaks the naming rules; the message says what is accepted. */
+export class PullNameError extends Error {
+  override name = "PullNameError";
+  constructor(
+    message: string,
+    /** Whether the name was neither a catalog name nor `org/name`: the catalog lacks it. */
+    readonly notInCatalog = false,
+  ) {
+    super(message);
+  }
+}
+
+/** Checks a pull's folder name (a name in the models directory); throws PullNameError. */
+export function checkPullFolder(folder: string): void {
+  if (!SAFE_NAME.test(folder)) {
+    throw new PullNameError(`folder "${folder}" is not a safe folder name: ${SAFE_NAME_RULE}`);
+  }
+}
+
+/**
+ * A hub repository named as `org/name` or `org/name@revision` (default main), checked; throws PullNameError
+ * saying what is accepted. A name without "/" is not a repository (it may be a catalog name): null.
+ */
+export function parseRepoReference(name: string): { repo: string; revision: string } | null {
+  if (!name.includes("/")) return null;
+  const at = name.indexOf("@");
+  const repo = at === -1 ? name : name.slice(0, at);
+  const revision = at === -1 ? "main" : name.slice(at + 1);
+  if (!REPO_ID.test(repo) || /--|\.\./.test(repo) || repo.endsWith(".git")) {
+    throw new PullNameError(
+      `"${repo}" is not a Hugging Face repository id: org/name with letters, digits, '-', '_' and '.'`,
+    );
+  }
+  if (!REVISION.test(revision) || revision.includes("..")) {
+    throw new PullNameError(`"${revision}" is not a branch, tag or commit name`);
+  }
+  return { repo, revision };
+}
+
+export const CatalogEntrySchema = Type.Object({
+  name: Type.String({
+    description: "The name to pull it by, and its folder name in the models directory.",
+    examples: ["sd-turbo"],
+  }),
+  repo: Type.String({ description: "Hugging Face hub repository.", examples: ["onnxruntime/sd-turbo"] }),
+  revision: Type.String({ description: "Branch, tag or commit downloaded.", examples: ["main"] }),
+  kind: Enum(MODEL_KINDS),
+  description: Type.String(),
+  approx_size_bytes: Type.Integer({
+    description: "About what a pull downloads (the ONNX files only); the exact sizes come from the hub.",
+  }),
+  installed: Type.Boolean({ description: "Whether a folder of that name is in the models directory." }),
+});
+
+export const ModelCatalogSchema = Type.Object({
+  hub: Type.String({
+    description: "The hub pulls download from (HF_ENDPOINT).",
+    examples: ["https://huggingface.co"],
+  }),
+  models: Type.Array(CatalogEntrySchema),
+});
+
+export const PullRequestSchema = Type.Object(
+  {
+    name: Type.String({
+      minLength: 1,
+      maxLength: 300,
+      description:
+        "A catalog name (GET /v1/models/catalog), or any Hugging Face repository holding an ONNX export in the optimum layout, as `org/name` or `org/name@revision`.",
+      examples: ["sd-turbo", "CompVis/stable-diffusion-v1-4@onnx"],
+    }),
+    folder: Type.Optional(
+      Type.String({
+        pattern: SAFE_NAME.source,
+        description:
+          "Folder name in the models directory (letters, digits, '.', '-', '_'). Default: the catalog name, or the repository's name (with `-<revision>` when not main).",
+        examples: ["sd14"],
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const PullResultSchema = Type.Object({
+  name: Type.String({
+    description: "The new model's name: its folder in the models directory.",
+    examples: ["sd-turbo"],
+  }),
+  repo: Type.String({ examples: ["onnxruntime/sd-turbo"] }),
+  revision: Type.String({ examples: ["main"] }),
+  commit: Type.String({ description: "The commit the files came from." }),
+  files: Type.Integer({
+    description: "Files downloaded (the ONNX folder's; other formats and docs are skipped).",
+  }),
+  size_bytes: Type.Integer(),
+  resumed_bytes: Type.Integer({ description: "Bytes kept from an earlier, interrupted pull." }),
+  joined: Type.Boolean({
+    description: "Whether this request joined a pull of the same model already running.",
+  }),
+  kind: Type.Union([Enum(MODEL_KINDS), Type.Null()]),
+  loadable: Type.Boolean({ description: "Whether the server can load it (see `problem` when not)." }),
+  problem: Type.Union([Type.String(), Type.Null()]),
+});
+
+export type CatalogEntry = typeof CatalogEntrySchema.static;
+export type ModelCatalog = typeof ModelCatalogSchema.static;
+export type PullRequest = typeof PullRequestSchema.static;
+export type PullResult = typeof PullResultSchema.static;
