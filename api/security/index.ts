@@ -5,7 +5,8 @@
  * Refusals leave in the API's error shape.
  */
 import { Elysia } from "elysia";
-import { ApiError, AUTH_REALM, type ErrorBody, type Limits, UNPARSABLE_BODY } from "../../contract/index.ts";
+import { AUTH_REALM, type ErrorBody, type Limits } from "../../contract/index.ts";
+import { parseJsonBody } from "../http/json_body.ts";
 import {
   corsHeaders,
   createKeyCheck,
@@ -100,10 +101,6 @@ export const securityPlugin = (options: SecurityOptions, limits: Limits) => {
       const text = await readBodyText(request.body, limits.bodyMaxBytes);
       // An empty body is no body (e.g. POST /sdapi/v1/interrupt); routes that need one say it is required.
       if (text.trim() === "") return null;
-      try {
-        return JSON.parse(text) as unknown;
-      } catch {
-        throw new ApiError(400, "bad_request", UNPARSABLE_BODY);
-      }
+      return parseJsonBody(text);
     });
 };

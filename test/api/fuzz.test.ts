@@ -247,6 +247,70 @@ describe("every route of the spec", () => {
       { numRuns: RUNS * 2 },
     );
   });
+
+  test("a key that reaches a prototype is a 422 naming it, at any depth, on every operation with a body", async () => {
+    const posts = () => operations.filter((o) => o.method === "POST");
+    const forbidden = fc.constantFrom(
+      { key: "__proto__", json: '"__proto__":{"width":4096,"batch_size":16}', field: "__proto__" },
+      { key: "constructor", json: '"constructor":{"prototype":{"seed":1}}', field: "constructor.prototype" },
+      { key: "toString", json: '"toString":1', field: "toString" },
+      { key: "valueOf", json: '"valueOf":{"x":1}', field: "valueOf" },
+    );
+    const pick = fc.integer({ min: 0, max: 10_000 });
+    await fc.assert(
+      fc.asyncProperty(
+        pick,
+        fc.array(fc.tuple(pick, nasty), { maxLength: 4 }),
+        forbidden,
+        fc.array(
+          fc.string({ minLength: 1, maxLength: 6 }).filter((k) => /^[a-z_]+$/.test(k)),
+          {
+            maxLength: 2,
+          },
+        ),
+        async (i, values, bad, nesting) => {
+          const ops = posts();
+          const op = ops[i % ops.length];
+          if (!op) return;
+          const own = Object.fromEntries(
+            values.map(([k, v]) => [op.fields[k % Math.max(op.fields.length, 1)] ?? "prompt", v]),
+          );
+          // The forbidden key inside `nesting` objects, after the operation's own fields (a repeated key: last wins).
+          const inner = nesting.reduceRight((json, key) => `"${key}":{${json}}`, bad.json);
+          const rest = JSON.stringify(own).slice(1, -1);
+          const text = `{${rest ? `${rest},` : ""}${inner}}`;
+          const res = await app.handle(
+            new Request(`http://localhost${op.path}`, {
+              method: op.method,
+              headers: { "content-type": "application/json" },
+              body: text,
+            }),
+          );
+          const body = (await res.json()) as { fields?: { field: string }[] };
+          expect({ path: op.path, status: res.status }).toEqual({ path: op.path, status: 422 });
+          const field = body.fields?.[0]?.field ?? "";
+          expect(field).toMatch(/(^|\.)(__proto__|constructor\.prototype|toString|valueOf)$/);
+          // Random values may hold such keys themselves (fast-check tries them); else it is ours that is named.
+          if (!/__proto__|constructor|toString|valueOf/.test(rest)) {
+            expect(field).toBe([...nesting, bad.field].join("."));
+          }
+        },
+      ),
+      { numRuns: RUNS },
+    );
+  });
+
+  test('the issue\'s own example, {"__proto__": {"width": 4096}, "prompt": "x"}, is refused before anything reads it', async () => {
+    const res = await app.handle(
+      new Request("http://localhost/v1/generate", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: '{"__proto__": {"width": 4096}, "prompt": "x"}',
+      }),
+    );
+    expect(res.status).toBe(422);
+    expect(await res.json()).toMatchObject({ code: "validation_failed", fields: [{ field: "__proto__" }] });
+  });
 });
 
 describe("with the tiny model", () => {
