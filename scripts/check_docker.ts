@@ -5,7 +5,8 @@
  *
  * - every COPY/ADD source from the build context exists in the repository and is not left out by .dockerignore;
  * - every `bun run NAME` names a package.json script;
- * - the files CMD, ENTRYPOINT and HEALTHCHECK run exist and are copied into the final image;
+ * - the files CMD, ENTRYPOINT and HEALTHCHECK run exist and are copied into the final image, and so is every
+ *   project file they import (their import closure: contract/, lib/ and package.json for the server);
  * - base images are pinned to a tag (not `latest`) or a digest;
  * - the final stage runs as a non-root USER, has a HEALTHCHECK and EXPOSEs the server's default port.
  *
@@ -17,6 +18,7 @@ import { parseArgs } from "node:util";
 import { DockerfileParser, type Instruction } from "dockerfile-ast";
 import { validate } from "dockerfile-utils";
 import { SERVER_DEFAULTS } from "../contract/index.ts";
+import { importClosure } from "./module_graph.ts";
 
 export interface DockerProblem {
   /** 1-based line of the Dockerfile; 0 for the file as a whole. */
@@ -252,6 +254,24 @@ export async function checkDockerfile(dockerfilePath: string, root: string): Pro
             if (!inRepo(repoPath)) problem(line, `${keyword} runs "${word}", but ${repoPath} does not exist`);
             else if (isDockerignored(repoPath, ignore)) {
               problem(line, `${keyword} runs "${word}", but .dockerignore leaves ${repoPath} out`);
+            }
+            // What it imports must be in the image too.
+            for (const needed of importClosure(root, repoPath)) {
+              if (needed === repoPath) continue;
+              const neededInImage = posix.join(
+                source.imagePath,
+                posix.relative(source.repoPath, posix.dirname(repoPath)),
+                posix.relative(posix.dirname(repoPath), needed),
+              );
+              const copy = copied.findLast(
+                (c) => neededInImage === c.imagePath || neededInImage.startsWith(`${c.imagePath}/`),
+              );
+              if (!copy || (copy.repoPath !== null && isDockerignored(needed, ignore))) {
+                problem(
+                  line,
+                  `${keyword} runs "${word}", which imports ${needed}, but no COPY puts it in the image`,
+                );
+              }
             }
           }
           break;

@@ -1,7 +1,8 @@
 /**
  * `bun run check:docker` (scripts/check_docker.ts): passes the shipped Dockerfile.cuda, and fails each broken
  * variant written to a temp dir (lint errors and warnings, missing or .dockerignored COPY sources, unknown
- * scripts, entry files that are missing or not copied, unpinned bases, root, no HEALTHCHECK or EXPOSE 8001).
+ * scripts, entry files that are missing or not copied, files they import left out, unpinned bases, root, no
+ * HEALTHCHECK or EXPOSE 8001).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
@@ -108,6 +109,14 @@ describe("check:docker", () => {
         /HEALTHCHECK runs "scripts\/healthcheck.ts" \(\/app\/scripts\/healthcheck.ts\), which no COPY/,
       ),
     ]);
+  });
+
+  test("every project file the server imports is copied in too (contract/, lib/, package.json)", async () => {
+    const problems = await problemsOf(broken("COPY lib ./lib\n", ""));
+    expect(problems.length).toBeGreaterThan(0);
+    for (const p of problems)
+      expect(p).toMatch(/CMD runs "api\/index.ts", which imports lib\/\S+\.ts, but no COPY/);
+    expect(problems).toContainEqual(expect.stringMatching(/imports lib\/version.ts/));
   });
 
   test("base images must be pinned", async () => {
