@@ -10,12 +10,11 @@ import { TINY_SD15 } from "../helpers/fixtures.ts";
 import { floatValue, model, node, pb, tensor } from "../helpers/onnx_writer.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
 
-const INT64 = 7;
 const int64s = (name: string, values: number[]) =>
   tensor(
     name,
     [values.length],
-    INT64,
+    "int64",
     pb.len(9, new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer)),
   );
 
@@ -33,7 +32,7 @@ function fixedDecoder(): Uint8Array {
       int64s("starts", [0]),
       int64s("ends", [3]),
       int64s("axes", [1]),
-      tensor("scales", [4], 1, pb.len(9, new Uint8Array(Float32Array.from([1, 1, 8, 8]).buffer))),
+      tensor("scales", [4], "float32", pb.len(9, new Uint8Array(Float32Array.from([1, 1, 8, 8]).buffer))),
     ],
     [floatValue("latent_sample", ["batch", 4, "h", "w"])],
     [floatValue("sample", ["batch", 3, "H", "W"])],

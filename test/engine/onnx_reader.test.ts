@@ -165,8 +165,8 @@ describe("hand-built ONNX files", () => {
         ),
       ],
       [
-        tensor("scale", [4], 1, external("weights.bin", 8, 16)),
-        tensor("bias", [4], 1, pb.len(4, f32Bytes(beta))),
+        tensor("scale", [4], "float32", external("weights.bin", 8, 16)),
+        tensor("bias", [4], "float32", pb.len(4, f32Bytes(beta))),
       ],
       [floatValue("x", [2, 3, 4])],
       [floatValue("y", [2, 3, 4])],
@@ -219,9 +219,9 @@ describe("hand-built ONNX files", () => {
         node("Identity", ["y0"], ["y"]),
       ],
       [
-        tensor("gamma", [4], 1, pb.len(9, f32Bytes(gamma))),
+        tensor("gamma", [4], "float32", pb.len(9, f32Bytes(gamma))),
         // beta as unpacked float_data: one fixed32 field per value.
-        tensor("beta", [4], 1, ...beta.map((b) => pb.f32(4, b))),
+        tensor("beta", [4], "float32", ...beta.map((b) => pb.f32(4, b))),
       ],
       [floatValue("x", [3, 2, 4])],
       [floatValue("y", [3, 2, 4])],
@@ -253,13 +253,13 @@ describe("hand-built ONNX files", () => {
       17,
       [],
       [
-        tensor("half", [2, 2], 10, pb.len(9, half)),
-        tensor("bf16", [2], 16, pb.len(9, new Uint8Array(new Uint16Array([0x3f80, 0xc040]).buffer))),
-        tensor("ints", [3], 7, pb.len(7, varint(-1), varint(5), varint(2 ** 40))),
-        tensor("nested", [2], 1, external("sub/w.bin", 0, 8)),
-        tensor("up", [1], 1, external("../weights.bin", 8, 4)),
-        tensor("abs", [1], 1, external(join(dir, "weights.bin"), 8, 4)),
-        tensor("short", [4], 1, external("sub/w.bin", 0, 8)),
+        tensor("half", [2, 2], "float16", pb.len(9, half)),
+        tensor("bf16", [2], "bfloat16", pb.len(9, new Uint8Array(new Uint16Array([0x3f80, 0xc040]).buffer))),
+        tensor("ints", [3], "int64", pb.len(7, varint(-1), varint(5), varint(2 ** 40))),
+        tensor("nested", [2], "float32", external("sub/w.bin", 0, 8)),
+        tensor("up", [1], "float32", external("../weights.bin", 8, 4)),
+        tensor("abs", [1], "float32", external(join(dir, "weights.bin"), 8, 4)),
+        tensor("short", [4], "float32", external("sub/w.bin", 0, 8)),
       ],
       [],
       [],
@@ -286,8 +286,8 @@ describe("hand-built ONNX files", () => {
 
   test("a 512 MiB (sparse) initializer is skipped, not read", async () => {
     const big = 512 * 1024 * 1024;
-    const head = tensor("big", [big / 4], 1);
-    const small = tensor("small", [2], 1, pb.len(9, f32Bytes([3, 4])));
+    const head = tensor("big", [big / 4], "float32");
+    const small = tensor("small", [2], "float32", pb.len(9, f32Bytes([3, 4])));
     const bigTensorLength = head.length + pb.lenHeader(9, big).length + big;
     const tail = cat(pb.len(5, small), pb.len(12, floatValue("y", [2])));
     const graphPrefix = cat(

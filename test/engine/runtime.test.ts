@@ -6,16 +6,12 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type ElemType, elementTypeCode } from "../../api/engine/onnx/dtypes.ts";
 import { OnnxModel, OnnxRunError } from "../../api/engine/onnx/runtime.ts";
 import { cat, f32Bytes, floatValue, model, node, pb, tensor } from "../helpers/onnx_writer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "sdx-runtime-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const FLOAT = 1;
-const INT32 = 6;
-const INT64 = 7;
-const FLOAT16 = 10;
 
 function save(name: string, bytes: Uint8Array): string {
   const path = join(dir, name);
@@ -24,11 +20,11 @@ function save(name: string, bytes: Uint8Array): string {
 }
 
 /** y = x · 2 with x of the given element type and dims (a string is a dynamic axis). */
-function doubler(elemType: number, dims: (number | string)[]): Uint8Array {
+function doubler(elemType: ElemType, dims: (number | string)[]): Uint8Array {
   const two =
-    elemType === FLOAT16
-      ? [tensor("two", [], FLOAT16, pb.len(9, Uint8Array.of(0x00, 0x40)))]
-      : [tensor("two", [], FLOAT, pb.len(9, f32Bytes([2])))];
+    elemType === "float16"
+      ? [tensor("two", [], "float16", pb.len(9, Uint8Array.of(0x00, 0x40)))]
+      : [tensor("two", [], "float32", pb.len(9, f32Bytes([2])))];
   return model(
     14,
     [node("Mul", ["x", "two"], ["y"])],
@@ -39,8 +35,8 @@ function doubler(elemType: number, dims: (number | string)[]): Uint8Array {
 }
 
 test("a fixed batch axis is run in slices of its size and concatenated", async () => {
-  const fixed = await OnnxModel.load(save("fixed.onnx", doubler(FLOAT, [1, 3])), { provider: "cpu" });
-  const dynamic = await OnnxModel.load(save("dynamic.onnx", doubler(FLOAT, ["batch", 3])), {
+  const fixed = await OnnxModel.load(save("fixed.onnx", doubler("float32", [1, 3])), { provider: "cpu" });
+  const dynamic = await OnnxModel.load(save("dynamic.onnx", doubler("float32", ["batch", 3])), {
     provider: "cpu",
   });
   expect(fixed.fixedDim("x", 0)).toBe(1);
@@ -51,24 +47,31 @@ test("a fixed batch axis is run in slices of its size and concatenated", async (
     expect([...(out.y?.data ?? [])]).toEqual([2, 4, 6, 8, 10, 12, 14, 16, 18]);
     expect(out.y?.dims).toEqual([3, 3]);
   }
-  const two = await OnnxModel.load(save("two.onnx", doubler(FLOAT, [2, 3])), { provider: "cpu" });
+  const two = await OnnxModel.load(save("two.onnx", doubler("float32", [2, 3])), { provider: "cpu" });
   await expect(two.runBatched({ x: { data: x, dims: [3, 3] } }, ["x"], 3, ["y"])).rejects.toBeInstanceOf(
     OnnxRunError,
   );
 });
 
 test("fp16 graphs take and give float32 at the boundary", async () => {
-  const half = await OnnxModel.load(save("half.onnx", doubler(FLOAT16, ["n"])), { provider: "cpu" });
+  const half = await OnnxModel.load(save("half.onnx", doubler("float16", ["n"])), { provider: "cpu" });
   expect(half.inputs.get("x")?.type).toBe("float16");
   const out = await half.run({ x: { data: Float32Array.from([0.1, -3.5, 1000]), dims: [3] } });
   expect([...(out.y?.data ?? [])]).toEqual([Math.fround(0.199951171875), -7, 2000]);
 });
 
 test("integer inputs are fed as the graph's int32 or int64, and a failed run names every input's shape and type", async () => {
-  for (const elemType of [INT32, INT64]) {
+  for (const elemType of ["int32", "int64"] as const) {
     const bytes = model(
       14,
-      [node("Cast", ["ids"], ["y"], cat(pb.str(1, "to"), pb.int(3, FLOAT), pb.int(20, 2)))],
+      [
+        node(
+          "Cast",
+          ["ids"],
+          ["y"],
+          cat(pb.str(1, "to"), pb.int(3, elementTypeCode("float32")), pb.int(20, 2)),
+        ),
+      ],
       [],
       [floatValue("ids", ["b", 4], elemType)],
       [floatValue("y", ["b", 4])],

@@ -7,21 +7,20 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { ElemType } from "../../api/engine/onnx/dtypes.ts";
 import { OnnxModel } from "../../api/engine/onnx/runtime.ts";
 import { assertFiniteDecode, GenerationFailed } from "../../api/engine/pipeline/stable_diffusion.ts";
 import { f32Bytes, floatValue, model, node, pb, tensor } from "../helpers/onnx_writer.ts";
 
-const FLOAT = 1;
-const FLOAT16 = 10;
 const dir = mkdtempSync(join(tmpdir(), "sdx-vae-nonfinite-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** sample = latent_sample × the largest finite value of the element type. */
-async function scalingDecoder(elemType: number): Promise<OnnxModel> {
+async function scalingDecoder(elemType: ElemType): Promise<OnnxModel> {
   const big =
-    elemType === FLOAT16
-      ? tensor("big", [], FLOAT16, pb.len(9, Uint8Array.of(0xff, 0x7b)))
-      : tensor("big", [], FLOAT, pb.len(9, f32Bytes([3.4e38])));
+    elemType === "float16"
+      ? tensor("big", [], "float16", pb.len(9, Uint8Array.of(0xff, 0x7b)))
+      : tensor("big", [], "float32", pb.len(9, f32Bytes([3.4e38])));
   const dims = ["batch", 4, "h", "w"];
   const path = join(dir, `decoder${elemType}.onnx`);
   writeFileSync(
@@ -49,14 +48,14 @@ async function decodeError(decoder: OnnxModel): Promise<unknown> {
 }
 
 test("a float16 VAE decoder that overflows is an error naming the fp16-fix VAE", async () => {
-  const error = await decodeError(await scalingDecoder(FLOAT16));
+  const error = await decodeError(await scalingDecoder("float16"));
   expect(error).toBeInstanceOf(GenerationFailed);
   expect((error as Error).message).toContain("float16");
   expect((error as Error).message).toContain("madebyollin/sdxl-vae-fp16-fix");
 });
 
 test("a float32 decoder that overflows is an error too, without the float16 advice", async () => {
-  const error = await decodeError(await scalingDecoder(FLOAT));
+  const error = await decodeError(await scalingDecoder("float32"));
   expect(error).toBeInstanceOf(GenerationFailed);
   expect((error as Error).message).toBe("image 0 decoded to NaN or infinite values");
 });

@@ -1,4 +1,5 @@
 /** A minimal protobuf writer for hand-built ONNX files in tests (field numbers from onnx/onnx.proto). */
+import { type ElemType, elementTypeCode } from "../../api/engine/onnx/dtypes.ts";
 
 export type Bytes = Uint8Array;
 
@@ -44,8 +45,8 @@ export const pb = {
 export const f32Bytes = (values: number[]) => new Uint8Array(Float32Array.from(values).buffer);
 
 /** TensorProto: dims 1, data_type 2, name 8, raw_data 9, external_data 13, data_location 14. */
-export function tensor(name: string, dims: number[], dataType: number, ...data: Bytes[]): Bytes {
-  return cat(...dims.map((d) => pb.int(1, d)), pb.int(2, dataType), pb.str(8, name), ...data);
+export function tensor(name: string, dims: number[], type: ElemType, ...data: Bytes[]): Bytes {
+  return cat(...dims.map((d) => pb.int(1, d)), pb.int(2, elementTypeCode(type)), pb.str(8, name), ...data);
 }
 
 export function external(location: string, offset: number, length: number): Bytes {
@@ -70,10 +71,10 @@ export function node(op: string, inputs: string[], outputs: string[], ...attribu
 }
 
 /** ValueInfoProto for a float tensor: name 1, type 2 → tensor_type 1 → elem_type 1, shape 2 → dim 1 → dim_value 1. */
-export function floatValue(name: string, dims: (number | string)[], elemType = 1): Bytes {
+export function floatValue(name: string, dims: (number | string)[], type: ElemType = "float32"): Bytes {
   // Dimension: dim_value 1 or dim_param 2 (a symbolic, dynamic axis).
   const shape = pb.len(2, ...dims.map((d) => pb.len(1, typeof d === "number" ? pb.int(1, d) : pb.str(2, d))));
-  return cat(pb.str(1, name), pb.len(2, pb.len(1, pb.int(1, elemType), shape)));
+  return cat(pb.str(1, name), pb.len(2, pb.len(1, pb.int(1, elementTypeCode(type)), shape)));
 }
 
 /** ModelProto: ir_version 1, producer_name 2, graph 7 (node 1, name 2, initializer 5, input 11, output 12), opset_import 8. */

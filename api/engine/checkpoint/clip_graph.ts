@@ -12,6 +12,7 @@
  * `last_hidden_state`, `pooler_output`, `text_embeds` (when the checkpoint has a projection) and every
  * `hidden_states.N`, so that clip skip can pick any layer.
  */
+import { elementTypeCode } from "../onnx/dtypes.ts";
 import { GraphBuilder } from "../onnx/graph_builder.ts";
 import { CheckpointError, type CheckpointWeights } from "./weights.ts";
 
@@ -179,24 +180,24 @@ const lin = (key: string): LinearKeys => ({ weight: `${key}.weight`, bias: `${ke
 
 class ClipGraph {
   readonly g: GraphBuilder;
-  private readonly elem: 1 | 10;
 
   constructor(
     private readonly w: CheckpointWeights,
     private readonly c: ClipConfig,
   ) {
     this.g = new GraphBuilder(`clip_text_${c.layout}`);
-    this.elem = w.precision === "float16" ? 10 : 1;
   }
 
   // ---- precision: compute in weights.precision, softmax and graph outputs in float32 ----
 
   private toCompute(x: string): string {
-    return this.elem === 1 ? x : this.g.node("Cast", [x], { to: this.elem });
+    return this.w.precision === "float32"
+      ? x
+      : this.g.node("Cast", [x], { to: elementTypeCode(this.w.precision) });
   }
 
   private toFloat32(x: string): string {
-    return this.elem === 1 ? x : this.g.node("Cast", [x], { to: 1 });
+    return this.w.precision === "float32" ? x : this.g.node("Cast", [x], { to: elementTypeCode("float32") });
   }
 
   private scalar(value: number): string {
@@ -359,7 +360,10 @@ class ClipGraph {
 
     // CLIPTextTransformer pooling (legacy eos_token_id == 2 path, also open_clip's text_global_pool "argmax"):
     // the final-norm state at the first position of the largest token id.
-    const eos = g.node("ArgMax", [g.node("Cast", [ids], { to: 6 })], { axis: -1, keepdims: 1 });
+    const eos = g.node("ArgMax", [g.node("Cast", [ids], { to: elementTypeCode("int32") })], {
+      axis: -1,
+      keepdims: 1,
+    });
     const pooled = g.node("GatherND", [last, eos], { batch_dims: 1 });
 
     const dims = ["batch_size", "sequence_length", c.width];

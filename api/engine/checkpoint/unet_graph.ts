@@ -20,14 +20,12 @@
  * (softmax in float32); "fused" hands q, k, v to onnxruntime's com.microsoft MultiHeadAttention, which the CUDA
  * provider runs with its flash / memory-efficient kernels.
  */
+import { elementTypeCode } from "../onnx/dtypes.ts";
 import { GraphBuilder } from "../onnx/graph_builder.ts";
 import { type AttentionVariant, CONTRIB_DOMAIN, CONTRIB_OPSET, multiHeadAttention } from "./attention.ts";
 import { CheckpointError, type CheckpointWeights } from "./weights.ts";
 
 export const UNET_PREFIX = "model.diffusion_model.";
-
-const FLOAT = 1;
-const FLOAT16 = 10;
 
 export interface UNetConfig {
   /** Key prefix of the UNet's tensors ("model.diffusion_model."). */
@@ -640,7 +638,7 @@ class UNetGraph {
     let name = this.floatConstants.get(id);
     if (!name) {
       name = this.g.constant([value], []);
-      if (this.half) name = this.g.node("Cast", [name], { to: FLOAT16 });
+      if (this.half) name = this.g.node("Cast", [name], { to: elementTypeCode("float16") });
       this.floatConstants.set(id, name);
     }
     return name;
@@ -649,14 +647,14 @@ class UNetGraph {
   /** A checkpoint weight as float32 whatever the compute precision (for float32-only parts). */
   private float32Weight(key: string, reshape: readonly number[]): string {
     const value = this.w.weight(this.g, key, reshape);
-    return this.half ? this.g.node("Cast", [value], { to: FLOAT }) : value;
+    return this.half ? this.g.node("Cast", [value], { to: elementTypeCode("float32") }) : value;
   }
 
   private toCompute(x: string): string {
-    return this.half ? this.g.node("Cast", [x], { to: FLOAT16 }) : x;
+    return this.half ? this.g.node("Cast", [x], { to: elementTypeCode("float16") }) : x;
   }
 
   private toFloat32(x: string): string {
-    return this.half ? this.g.node("Cast", [x], { to: FLOAT }) : x;
+    return this.half ? this.g.node("Cast", [x], { to: elementTypeCode("float32") }) : x;
   }
 }

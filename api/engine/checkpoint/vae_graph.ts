@@ -7,6 +7,7 @@
  * [b, out, 8h, 8w] (for 4 resolutions); the encoder takes `sample` [b, in, H, W] and gives `latent_parameters`
  * [b, 2z, H/8, W/8], the mean ‖ logvar of the latent distribution (no sampling in the graph).
  */
+import { elementTypeCode } from "../onnx/dtypes.ts";
 import { GraphBuilder } from "../onnx/graph_builder.ts";
 import { CheckpointError, type CheckpointWeights } from "./weights.ts";
 
@@ -93,7 +94,6 @@ export function detectVae(weights: CheckpointWeights, prefix = "first_stage_mode
 
 class VaeGraph {
   readonly g: GraphBuilder;
-  private readonly elem: 1 | 10;
 
   constructor(
     private readonly w: CheckpointWeights,
@@ -101,17 +101,18 @@ class VaeGraph {
     name: string,
   ) {
     this.g = new GraphBuilder(name);
-    this.elem = w.precision === "float16" ? 10 : 1;
   }
 
   // ---- precision: compute in weights.precision; group-norm statistics, softmax and graph I/O in float32 ----
 
   toCompute(x: string): string {
-    return this.elem === 1 ? x : this.g.node("Cast", [x], { to: this.elem });
+    return this.w.precision === "float32"
+      ? x
+      : this.g.node("Cast", [x], { to: elementTypeCode(this.w.precision) });
   }
 
   toFloat32(x: string): string {
-    return this.elem === 1 ? x : this.g.node("Cast", [x], { to: 1 });
+    return this.w.precision === "float32" ? x : this.g.node("Cast", [x], { to: elementTypeCode("float32") });
   }
 
   private ints(values: readonly number[]): string {

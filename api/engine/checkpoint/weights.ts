@@ -3,7 +3,8 @@
  * into the .safetensors file (no copy), cast in the graph when the file stores another precision than the
  * graph computes in (onnxruntime folds such casts of constants at load).
  */
-import type { ElemType, GraphBuilder } from "../onnx/graph_builder.ts";
+import { type ElemType, elementTypeCode } from "../onnx/dtypes.ts";
+import type { GraphBuilder } from "../onnx/graph_builder.ts";
 import type { SafetensorsDtype, SafetensorsHeader, TensorInfo } from "../safetensors.ts";
 
 export const COMPUTE_PRECISIONS = ["float32", "float16"] as const;
@@ -76,8 +77,7 @@ export class CheckpointWeights {
       },
       key,
     );
-    if (stored !== this.precision)
-      value = g.node("Cast", [value], { to: this.precision === "float16" ? 10 : 1 });
+    if (stored !== this.precision) value = g.node("Cast", [value], { to: elementTypeCode(this.precision) });
     if (reshape) value = g.node("Reshape", [value, g.constant(reshape, [reshape.length], "int64")]);
     byGraph.set(cacheKey, value);
     return value;

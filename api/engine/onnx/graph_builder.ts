@@ -3,19 +3,7 @@
  * from onnx/onnx.proto). Weights stay where they are: an initializer can point into another file as ONNX
  * external data (location, offset, length), so a graph over a .safetensors checkpoint holds no copy of it.
  */
-
-export const ELEM_TYPES = {
-  float32: 1,
-  uint8: 2,
-  int8: 3,
-  int32: 6,
-  int64: 7,
-  bool: 9,
-  float16: 10,
-  float64: 11,
-  bfloat16: 16,
-} as const;
-export type ElemType = keyof typeof ELEM_TYPES;
+import { type ElemType, elementTypeCode } from "./dtypes.ts";
 
 /** A tensor stored in another file, relative to the graph's folder. */
 export interface ExternalTensor {
@@ -103,7 +91,7 @@ class Writer {
 function writeShape(w: Writer, type: ElemType, dims: readonly (number | string)[]): void {
   // TypeProto.tensor_type (1): elem_type (1), shape (2) → dim (1) → dim_value (1) | dim_param (2).
   w.message(1, (t) => {
-    t.int(1, ELEM_TYPES[type]);
+    t.int(1, elementTypeCode(type));
     t.message(2, (s) => {
       for (const d of dims) s.message(1, (dim) => (typeof d === "number" ? dim.int(1, d) : dim.str(2, d)));
     });
@@ -310,7 +298,7 @@ function writeAttribute(a: Writer, name: string, value: AttributeValue): void {
 function writeInitializer(w: Writer, t: PendingInitializer): void {
   // TensorProto: dims 1, data_type 2, name 8, raw_data 9, external_data 13, data_location 14 (EXTERNAL = 1).
   for (const d of t.dims) w.int(1, d);
-  w.int(2, ELEM_TYPES[t.type]);
+  w.int(2, elementTypeCode(t.type));
   w.str(8, t.name);
   if (t.raw) w.len(9, t.raw);
   if (t.external) {

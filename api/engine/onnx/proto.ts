@@ -7,52 +7,7 @@
  */
 import { type FileHandle, open } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
-
-/** TensorProto.DataType values. */
-export const OnnxDataType = {
-  UNDEFINED: 0,
-  FLOAT: 1,
-  UINT8: 2,
-  INT8: 3,
-  UINT16: 4,
-  INT16: 5,
-  INT32: 6,
-  INT64: 7,
-  STRING: 8,
-  BOOL: 9,
-  FLOAT16: 10,
-  DOUBLE: 11,
-  UINT32: 12,
-  UINT64: 13,
-  COMPLEX64: 14,
-  COMPLEX128: 15,
-  BFLOAT16: 16,
-} as const;
-
-/** onnxruntime's names for ONNX element types (as in `InferenceSession.inputMetadata`). */
-const ELEMENT_TYPE_NAMES: Readonly<Record<number, string>> = {
-  1: "float32",
-  2: "uint8",
-  3: "int8",
-  4: "uint16",
-  5: "int16",
-  6: "int32",
-  7: "int64",
-  8: "string",
-  9: "bool",
-  10: "float16",
-  11: "float64",
-  12: "uint32",
-  13: "uint64",
-  14: "complex64",
-  15: "complex128",
-  16: "bfloat16",
-};
-
-/** onnxruntime's name for an ONNX element type, or "unknown". */
-export function elementTypeName(dataType: number): string {
-  return ELEMENT_TYPE_NAMES[dataType] ?? "unknown";
-}
+import { ELEMENT_TYPES, elementBytes, elementTypeName } from "./dtypes.ts";
 
 /** A byte range of the model file. */
 export interface ByteRange {
@@ -607,23 +562,6 @@ function* parseModel(win: FileWindow): Reads<OnnxGraphSummary> {
   return summary;
 }
 
-/** Bytes per element for the types `readTensor` converts. */
-const ELEMENT_BYTES: Readonly<Record<number, number>> = {
-  1: 4,
-  2: 1,
-  3: 1,
-  4: 2,
-  5: 2,
-  6: 4,
-  7: 8,
-  9: 1,
-  10: 2,
-  11: 8,
-  12: 4,
-  13: 8,
-  16: 2,
-};
-
 /** IEEE half → number. */
 function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
@@ -656,7 +594,9 @@ export function resolveExternalPath(dir: string, location: string): string {
 }
 
 function toFloat32(bytes: Uint8Array, dataType: number, count: number, what: string): Float32Array {
-  const size = ELEMENT_BYTES[dataType];
+  // Every fixed-size type converts to float32 but complex ones.
+  const complex = dataType === ELEMENT_TYPES.complex64.code || dataType === ELEMENT_TYPES.complex128.code;
+  const size = complex ? undefined : elementBytes(dataType);
   if (size === undefined)
     throw new OnnxFormatError(`${what}: data type ${elementTypeName(dataType)} (${dataType}) not supported`);
   if (bytes.length !== count * size)
@@ -667,30 +607,30 @@ function toFloat32(bytes: Uint8Array, dataType: number, count: number, what: str
   const out = new Float32Array(count);
   const get = ((): ((i: number) => number) => {
     switch (dataType) {
-      case OnnxDataType.FLOAT:
+      case ELEMENT_TYPES.float32.code:
         return (i) => view.getFloat32(i * 4, true);
-      case OnnxDataType.FLOAT16:
+      case ELEMENT_TYPES.float16.code:
         return (i) => halfToFloat(view.getUint16(i * 2, true));
-      case OnnxDataType.BFLOAT16: {
+      case ELEMENT_TYPES.bfloat16.code: {
         const bits = new Uint32Array(out.buffer);
         for (let i = 0; i < count; i++) bits[i] = view.getUint16(i * 2, true) << 16;
         return (i) => out[i] as number;
       }
-      case OnnxDataType.DOUBLE:
+      case ELEMENT_TYPES.float64.code:
         return (i) => view.getFloat64(i * 8, true);
-      case OnnxDataType.INT8:
+      case ELEMENT_TYPES.int8.code:
         return (i) => view.getInt8(i);
-      case OnnxDataType.UINT16:
+      case ELEMENT_TYPES.uint16.code:
         return (i) => view.getUint16(i * 2, true);
-      case OnnxDataType.INT16:
+      case ELEMENT_TYPES.int16.code:
         return (i) => view.getInt16(i * 2, true);
-      case OnnxDataType.INT32:
+      case ELEMENT_TYPES.int32.code:
         return (i) => view.getInt32(i * 4, true);
-      case OnnxDataType.UINT32:
+      case ELEMENT_TYPES.uint32.code:
         return (i) => view.getUint32(i * 4, true);
-      case OnnxDataType.INT64:
+      case ELEMENT_TYPES.int64.code:
         return (i) => Number(view.getBigInt64(i * 8, true));
-      case OnnxDataType.UINT64:
+      case ELEMENT_TYPES.uint64.code:
         return (i) => Number(view.getBigUint64(i * 8, true));
       default:
         return (i) => view.getUint8(i); // UINT8, BOOL
@@ -704,8 +644,9 @@ function toFloat32(bytes: Uint8Array, dataType: number, count: number, what: str
 function typedValuesToFloat32(values: number[], dataType: number, count: number, what: string): Float32Array {
   if (values.length !== count)
     throw new OnnxFormatError(`${what}: ${values.length} values for ${count} elements`);
-  if (dataType === OnnxDataType.FLOAT16) return Float32Array.from(values, (v) => halfToFloat(v & 0xffff));
-  if (dataType === OnnxDataType.BFLOAT16) {
+  if (dataType === ELEMENT_TYPES.float16.code)
+    return Float32Array.from(values, (v) => halfToFloat(v & 0xffff));
+  if (dataType === ELEMENT_TYPES.bfloat16.code) {
     const bits = Uint32Array.from(values, (v) => (v & 0xffff) << 16);
     return new Float32Array(bits.buffer);
   }
@@ -753,7 +694,7 @@ function decodePacked(field: number, bytes: Uint8Array): number[] {
 export async function readTensor(graph: OnnxGraphSummary, tensor: OnnxTensorRef): Promise<Float32Array> {
   const count = tensor.dims.reduce((a, b) => a * b, 1);
   const what = `${graph.path}: tensor ${tensor.name || "(unnamed)"}`;
-  if (tensor.dataType === OnnxDataType.STRING)
+  if (tensor.dataType === ELEMENT_TYPES.string.code)
     throw new OnnxFormatError(`${what}: string tensors are not numeric`);
   const loc = tensor.location;
   switch (loc.kind) {
