@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { prepareCheckpoint } from "../api/engine/checkpoint/build.ts";
+import { COND_STAGE_PREFIX, UNET_PREFIX, VAE_PREFIX } from "../api/engine/checkpoint/keys.ts";
 import { inspectCheckpoint } from "../api/engine/model_folder.ts";
 import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/stable_diffusion.ts";
 import {
@@ -22,8 +23,6 @@ import {
   ldmTensors,
   PRESETS,
   type TensorSpec,
-  UNET_PREFIX,
-  VAE_PREFIX,
   writeRandomCheckpoint,
 } from "../scripts/ldm_keys.ts";
 import { printTable } from "./engine.ts";
@@ -80,7 +79,7 @@ export function sessionWeightBytes(tensors: readonly TensorSpec[]): number {
     (t) =>
       t.dtype === "float" &&
       (t.key.startsWith(UNET_PREFIX) ||
-        t.key.startsWith("cond_stage_model.") ||
+        t.key.startsWith(COND_STAGE_PREFIX) ||
         t.key.startsWith(`${VAE_PREFIX}decoder.`) ||
         t.key.startsWith(`${VAE_PREFIX}post_quant_conv.`)),
   );

@@ -30,12 +30,8 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { prepareCheckpoint } from "../api/engine/checkpoint/build.ts";
 import { buildClipGraph, detectClip } from "../api/engine/checkpoint/clip_graph.ts";
-import {
-  detectKind,
-  TEXT_ENCODER_PREFIXES,
-  UNET_PREFIX,
-  VAE_PREFIX,
-} from "../api/engine/checkpoint/detect.ts";
+import { detectKind, TEXT_ENCODER_PREFIXES } from "../api/engine/checkpoint/detect.ts";
+import { UNET_PREFIX, VAE_PREFIX } from "../api/engine/checkpoint/keys.ts";
 import { buildUNetGraph, detectUNet } from "../api/engine/checkpoint/unet_graph.ts";
 import { buildVaeDecoderGraph, buildVaeEncoderGraph, detectVae } from "../api/engine/checkpoint/vae_graph.ts";
 import { CheckpointWeights } from "../api/engine/checkpoint/weights.ts";

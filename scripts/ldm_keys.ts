@@ -27,6 +27,15 @@
  * `conditioner.embedders.0.transformer.text_model.`, toolkit.py's CLIP-XL-AUX-SD, at e19dd46e).
  */
 import { open } from "node:fs/promises";
+import { V_PREDICTION_PROBE } from "../api/engine/checkpoint/detect.ts";
+import {
+  HF_CLIP_PREFIX,
+  OPENCLIP_PREFIX,
+  SDXL_BIGG_PREFIX,
+  SDXL_CLIP_L_PREFIX,
+  UNET_PREFIX,
+  VAE_PREFIX,
+} from "../api/engine/checkpoint/keys.ts";
 import { floatsToHalfBits } from "../api/engine/half.ts";
 
 export interface TensorSpec {
@@ -129,13 +138,6 @@ export interface CheckpointArch {
   /** The prediction type of the released model (a random file needs help to be detected as v-prediction). */
   predictionType: "epsilon" | "v_prediction";
 }
-
-export const UNET_PREFIX = "model.diffusion_model.";
-export const VAE_PREFIX = "first_stage_model.";
-export const HF_CLIP_PREFIX = "cond_stage_model.transformer.text_model.";
-export const OPENCLIP_PREFIX = "cond_stage_model.model.";
-export const SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer.text_model.";
-export const SDXL_BIGG_PREFIX = "conditioner.embedders.1.model.";
 
 /** The buffers DDPM.register_schedule registers, in registration order. */
 export const SCHEDULE_BUFFERS = [
@@ -672,12 +674,6 @@ function byteSize(spec: TensorSpec, dtype: WeightDtype): number {
 export function checkpointBytes(tensors: readonly TensorSpec[], dtype: WeightDtype): number {
   return tensors.reduce((n, t) => n + byteSize(t, dtype), 0);
 }
-
-/**
- * The key whose spread tells SD 2.x v-prediction from epsilon models (ComfyUI's heuristic, used by
- * api/engine/checkpoint/detect.ts: std of this bias > 0.09 means 768-v).
- */
-export const V_PREDICTION_PROBE = `${UNET_PREFIX}output_blocks.11.1.transformer_blocks.0.norm1.bias`;
 
 /**
  * The spread of a tensor's random values: variance 1/fan_in for matrices and convolutions (activations keep

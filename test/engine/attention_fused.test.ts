@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { attentionForProvider, resolveAttention } from "../../api/engine/checkpoint/attention.ts";
 import { prepareCheckpoint } from "../../api/engine/checkpoint/build.ts";
+import { UNET_PREFIX } from "../../api/engine/checkpoint/keys.ts";
 import { buildUNetGraph, detectUNet, type UNetConfig } from "../../api/engine/checkpoint/unet_graph.ts";
 import { CheckpointWeights } from "../../api/engine/checkpoint/weights.ts";
 import { inspectCheckpoint } from "../../api/engine/model_folder.ts";
@@ -71,7 +72,7 @@ describe("the UNet graph with fused attention", () => {
       linkSync(join(FIXTURES, "checkpoints", file), join(dir, file));
       const header = await readSafetensorsHeader(join(dir, file));
       const weights = new CheckpointWeights(header, file);
-      const config = detectUNet(weights, "model.diffusion_model.", tiny.overrides);
+      const config = detectUNet(weights, UNET_PREFIX, tiny.overrides);
       const blocks =
         config.transformerDepth.reduce((a, d) => a + d, 0) +
         config.transformerDepthOutput.reduce((a, d) => a + d, 0) +

@@ -10,28 +10,31 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { prepareCheckpoint } from "../../api/engine/checkpoint/build.ts";
-import { detectKind, detectPredictionType } from "../../api/engine/checkpoint/detect.ts";
+import { detectKind, detectPredictionType, V_PREDICTION_PROBE } from "../../api/engine/checkpoint/detect.ts";
+import {
+  COND_STAGE_PREFIX,
+  HF_CLIP_PREFIX,
+  OPENCLIP_PREFIX,
+  SDXL_BIGG_PREFIX,
+  SDXL_CLIP_L_PREFIX,
+  SDXL_EMBEDDERS_PREFIX,
+  UNET_PREFIX,
+  VAE_PREFIX,
+} from "../../api/engine/checkpoint/keys.ts";
 import { OnnxModel } from "../../api/engine/onnx/runtime.ts";
 import { readSafetensorsHeader, readTensorAsFloat32 } from "../../api/engine/safetensors.ts";
 import {
   type CheckpointArch,
   checkpointBytes,
   elementCount,
-  HF_CLIP_PREFIX,
   hfClipTensors,
   ldmTensors,
-  OPENCLIP_PREFIX,
   openClipTensors,
   PRESETS,
   SCHEDULE_BUFFERS,
-  SDXL_BIGG_PREFIX,
-  SDXL_CLIP_L_PREFIX,
   type TensorSpec,
   textTensors,
-  UNET_PREFIX,
   unetTensors,
-  V_PREDICTION_PROBE,
-  VAE_PREFIX,
   vaeTensors,
   writeRandomCheckpoint,
 } from "../../scripts/ldm_keys.ts";
@@ -189,9 +192,8 @@ describe("full-size presets", () => {
       const keys = ldmTensors(arch).map((t) => t.key);
       expect(new Set(keys).size).toBe(keys.length);
       const known = (k: string) =>
-        [UNET_PREFIX, VAE_PREFIX, "cond_stage_model.", "conditioner.embedders."].some((p) =>
-          k.startsWith(p),
-        ) || (SCHEDULE_BUFFERS as readonly string[]).includes(k);
+        [UNET_PREFIX, VAE_PREFIX, COND_STAGE_PREFIX, SDXL_EMBEDDERS_PREFIX].some((p) => k.startsWith(p)) ||
+        (SCHEDULE_BUFFERS as readonly string[]).includes(k);
       expect(keys.filter((k) => !known(k))).toEqual([]);
     }
   });

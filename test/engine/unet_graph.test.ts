@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { linkSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { UNET_PREFIX } from "../../api/engine/checkpoint/keys.ts";
 import { buildUNetGraph, detectUNet, type UNetConfig } from "../../api/engine/checkpoint/unet_graph.ts";
 import { CheckpointWeights } from "../../api/engine/checkpoint/weights.ts";
 import { readOnnxGraph } from "../../api/engine/onnx/proto.ts";
@@ -17,7 +18,6 @@ import { FIXTURES, TINY_SD15 } from "../helpers/fixtures.ts";
 const CHECKPOINT = join(FIXTURES, "checkpoints", "tiny_sd15.safetensors");
 const REFERENCE = join(TINY_SD15, "unet", "model.onnx");
 const LINK = "tiny_sd15.safetensors";
-const PREFIX = "model.diffusion_model.";
 
 const dir = mkdtempSync(join(tmpdir(), "sdx-unet-graph-"));
 afterAll(async () => {
@@ -93,7 +93,7 @@ test("detectUNet reads the fixture's diffusers config from the LDM keys and shap
     up_block_types: string[];
     transformer_layers_per_block: number;
   };
-  expect(config.prefix).toBe(PREFIX);
+  expect(config.prefix).toBe("model.diffusion_model.");
   expect(config.inChannels).toBe(unet.in_channels);
   expect(config.outChannels).toBe(unet.out_channels);
   expect(config.channelMult.map((m) => m * config.modelChannels)).toEqual(unet.block_out_channels);
@@ -123,7 +123,7 @@ test("detectUNet reads the fixture's diffusers config from the LDM keys and shap
   expect(config.admInChannels).toBeNull();
   expect(config.adm).toBeNull();
   // A head count given by the caller replaces the rule.
-  expect(detectUNet(weights, PREFIX, { headsPerLevel: [4, 4, 8, 8] }).headDim).toEqual([8, 8, 8, 8]);
+  expect(detectUNet(weights, UNET_PREFIX, { headsPerLevel: [4, 4, 8, 8] }).headDim).toEqual([8, 8, 8, 8]);
   expect(() => detectUNet(weights, "model.nothing.")).toThrow(/no UNet/);
 });
 
@@ -138,7 +138,7 @@ test("the graph refers to every UNet tensor in the checkpoint as external data, 
       external.add(name);
     }
   }
-  const unetKeys = [...weights.keys()].filter((k) => k.startsWith(PREFIX));
+  const unetKeys = [...weights.keys()].filter((k) => k.startsWith(UNET_PREFIX));
   expect([...external].sort()).toEqual(unetKeys.sort());
   expect(graph.opset).toBe(17);
   expect(nodeCount).toBe(graph.nodes.length);

@@ -27,9 +27,8 @@ import {
   detectPredictionType,
   readSidecar,
   TEXT_ENCODER_PREFIXES,
-  UNET_PREFIX,
-  VAE_PREFIX,
 } from "./detect.ts";
+import { UNET_PREFIX, VAE_PREFIX } from "./keys.ts";
 import { buildUNetGraph, detectUNet } from "./unet_graph.ts";
 import { buildVaeDecoderGraph, buildVaeEncoderGraph, detectVae } from "./vae_graph.ts";
 import { CheckpointWeights, type ComputePrecision } from "./weights.ts";

@@ -4,17 +4,24 @@
  */
 import type { ModelKind } from "../../../contract/index.ts";
 import { readTensorAsFloat32, type SafetensorsHeader } from "../safetensors.ts";
-
-export const UNET_PREFIX = "model.diffusion_model.";
-export const VAE_PREFIX = "first_stage_model.";
+import {
+  COND_STAGE_PREFIX,
+  HF_CLIP_PREFIX,
+  OPENCLIP_PREFIX,
+  SDXL_BIGG_PREFIX,
+  SDXL_CLIP_L_PREFIX,
+  SDXL_EMBEDDERS_PREFIX,
+  UNET_PREFIX,
+  VAE_PREFIX,
+} from "./keys.ts";
 
 /** The text encoders of each family, by key prefix and layout. */
 export const TEXT_ENCODER_PREFIXES = {
-  sd1: [{ prefix: "cond_stage_model.transformer.text_model.", layout: "hf" }],
-  sd2: [{ prefix: "cond_stage_model.model.", layout: "openclip" }],
+  sd1: [{ prefix: HF_CLIP_PREFIX, layout: "hf" }],
+  sd2: [{ prefix: OPENCLIP_PREFIX, layout: "openclip" }],
   sdxl: [
-    { prefix: "conditioner.embedders.0.transformer.text_model.", layout: "hf" },
-    { prefix: "conditioner.embedders.1.model.", layout: "openclip" },
+    { prefix: SDXL_CLIP_L_PREFIX, layout: "hf" },
+    { prefix: SDXL_BIGG_PREFIX, layout: "openclip" },
   ],
 } as const satisfies Record<ModelKind, readonly { prefix: string; layout: "hf" | "openclip" }[]>;
 
@@ -51,14 +58,14 @@ export function detectKind(header: SafetensorsHeader): ModelKind {
   }
   if (
     header.tensors.has(`${UNET_PREFIX}label_emb.0.0.weight`) &&
-    hasPrefix(header, "conditioner.embedders.1.")
+    hasPrefix(header, `${SDXL_EMBEDDERS_PREFIX}1.`)
   ) {
     return "sdxl";
   }
   if (hasPrefix(header, TEXT_ENCODER_PREFIXES.sd2[0].prefix)) return "sd2";
   if (hasPrefix(header, TEXT_ENCODER_PREFIXES.sd1[0].prefix)) return "sd1";
   throw new NotACheckpointError(
-    "the checkpoint has a UNet and a VAE but no text encoder sdx knows (CLIP-L cond_stage_model.transformer.*, OpenCLIP cond_stage_model.model.*, or SDXL's conditioner.embedders.*)",
+    `the checkpoint has a UNet and a VAE but no text encoder sdx knows (CLIP-L ${COND_STAGE_PREFIX}transformer.*, OpenCLIP ${OPENCLIP_PREFIX}*, or SDXL's ${SDXL_EMBEDDERS_PREFIX}*)`,
   );
 }
 
@@ -113,6 +120,9 @@ export async function readSidecar(path: string): Promise<Sidecar | null> {
   return sidecar;
 }
 
+/** The key whose spread tells SD 2.x v-prediction from epsilon models (see detectPredictionType). */
+export const V_PREDICTION_PROBE = `${UNET_PREFIX}output_blocks.11.1.transformer_blocks.0.norm1.bias`;
+
 /**
  * The prediction type: the sidecar's word if it has one; for SD 2.x, ComfyUI's weight heuristic (768-v models
  * have a wider spread in the last transformer block's norm1 bias: std > 0.09); epsilon otherwise.
@@ -124,10 +134,9 @@ export async function detectPredictionType(
 ): Promise<Pick<CheckpointDetection, "predictionType" | "predictionTypeSource">> {
   if (sidecar?.prediction_type)
     return { predictionType: sidecar.prediction_type, predictionTypeSource: "sidecar" };
-  const probe = `${UNET_PREFIX}output_blocks.11.1.transformer_blocks.0.norm1.bias`;
   const inChannels = header.tensors.get(`${UNET_PREFIX}input_blocks.0.0.weight`)?.shape[1];
-  if (kind === "sd2" && inChannels === 4 && header.tensors.has(probe)) {
-    const bias = await readTensorAsFloat32(header, probe);
+  if (kind === "sd2" && inChannels === 4 && header.tensors.has(V_PREDICTION_PROBE)) {
+    const bias = await readTensorAsFloat32(header, V_PREDICTION_PROBE);
     let mean = 0;
     for (const v of bias) mean += v;
     mean /= bias.length;

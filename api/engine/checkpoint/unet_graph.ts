@@ -23,9 +23,8 @@
 import { elementTypeCode } from "../onnx/dtypes.ts";
 import { GraphBuilder } from "../onnx/graph_builder.ts";
 import { type AttentionVariant, CONTRIB_DOMAIN, CONTRIB_OPSET, multiHeadAttention } from "./attention.ts";
+import { UNET_PREFIX } from "./keys.ts";
 import { CheckpointError, type CheckpointWeights } from "./weights.ts";
-
-export const UNET_PREFIX = "model.diffusion_model.";
 
 export interface UNetConfig {
   /** Key prefix of the UNet's tensors ("model.diffusion_model."). */

@@ -9,6 +9,7 @@
  */
 import { elementTypeCode } from "../onnx/dtypes.ts";
 import { GraphBuilder } from "../onnx/graph_builder.ts";
+import { VAE_PREFIX } from "./keys.ts";
 import { CheckpointError, type CheckpointWeights } from "./weights.ts";
 
 export interface VaeConfig {
@@ -43,7 +44,7 @@ function count(weights: CheckpointWeights, key: (i: number) => string): number {
 }
 
 /** Reads the autoencoder's hyper-parameters (LDM ddconfig) from the tensor shapes under `prefix`. */
-export function detectVae(weights: CheckpointWeights, prefix = "first_stage_model."): VaeConfig {
+export function detectVae(weights: CheckpointWeights, prefix = VAE_PREFIX): VaeConfig {
   const enc = `${prefix}encoder.`;
   const dec = `${prefix}decoder.`;
   const hasEncoder = weights.has(`${enc}conv_in.weight`);
