@@ -1,6 +1,6 @@
 /**
  * `bun run bench gpu`: the whole text-to-image pipeline on an NVIDIA GPU through onnxruntime's CUDA provider, at
- * full size with random weights of the real shapes (scripts/ldm_keys.ts presets, as the full-size check writes):
+ * full size with random weights of the real shapes (api/engine/checkpoint/ldm_layout.ts presets, as the full-size check writes):
  * - SD 1.5 (runwayml v1-5-pruned-emaonly layout), 512×512, 30 steps of dpmsolver++, CFG 7.5, batch 1;
  * - SDXL (sd_xl_base_1.0 layout), 1024×1024, the same settings.
  * Each model: checkpoint written once into the cache folder (reused after), graphs built (float16, fused
@@ -21,6 +21,12 @@ import { mkdir, rename, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { parseArgs } from "node:util";
+import {
+  ldmTensors,
+  PRESETS,
+  type PresetName,
+  writeRandomCheckpoint,
+} from "../api/engine/checkpoint/ldm_layout.ts";
 import { inspectCheckpoint } from "../api/engine/model_folder.ts";
 import { type GpuInfo, gpuInfo } from "../api/engine/onnx/gpu_info.ts";
 import { chooseProvider, onnxruntimeVersion, runStats } from "../api/engine/onnx/runtime.ts";
@@ -33,7 +39,6 @@ import {
 } from "../api/engine/pipeline/stable_diffusion.ts";
 import { warmUp } from "../api/engine/pipeline/warmup.ts";
 import type { ExecutionProvider } from "../contract/index.ts";
-import { ldmTensors, PRESETS, type PresetName, writeRandomCheckpoint } from "../scripts/ldm_keys.ts";
 import { printTable } from "./engine.ts";
 
 /** A published figure to compare against: `seconds` for `steps` denoising steps at the same size and settings. */
@@ -46,7 +51,7 @@ interface Anchor {
 interface BenchModel {
   name: string;
   size: number;
-  /** The random-weight checkpoint preset (scripts/ldm_keys.ts) and the sidecar it needs, if any. */
+  /** The random-weight checkpoint preset (api/engine/checkpoint/ldm_layout.ts) and the sidecar it needs, if any. */
   preset: PresetName;
   sidecar?: Record<string, unknown>;
   anchor: Anchor | null;

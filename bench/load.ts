@@ -1,6 +1,6 @@
 /**
  * `bun run bench load`: what loading a single-file checkpoint costs. Writes a full-size random-weight checkpoint
- * (default: SD 1.5's exact keys and shapes, fp16, 2.1 GB; scripts/ldm_keys.ts), then measures, in this process:
+ * (default: SD 1.5's exact keys and shapes, fp16, 2.1 GB; api/engine/checkpoint/ldm_layout.ts), then measures, in this process:
  * - the first `prepareCheckpoint` (graphs built, weights hard-linked into the cache), with its RSS growth and its
  *   peak (VmHWM, reset just before) — before any onnxruntime session exists, so the figures are sdx's own;
  * - the second `prepareCheckpoint` (the cache reused);
@@ -15,8 +15,6 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { prepareCheckpoint } from "../api/engine/checkpoint/build.ts";
 import { COND_STAGE_PREFIX, UNET_PREFIX, VAE_PREFIX } from "../api/engine/checkpoint/keys.ts";
-import { inspectCheckpoint } from "../api/engine/model_folder.ts";
-import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/stable_diffusion.ts";
 import {
   checkpointBytes,
   isPresetName,
@@ -24,7 +22,9 @@ import {
   PRESETS,
   type TensorSpec,
   writeRandomCheckpoint,
-} from "../scripts/ldm_keys.ts";
+} from "../api/engine/checkpoint/ldm_layout.ts";
+import { inspectCheckpoint } from "../api/engine/model_folder.ts";
+import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/stable_diffusion.ts";
 import { printTable } from "./engine.ts";
 
 const MB = 1024 * 1024;

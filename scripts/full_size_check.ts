@@ -1,6 +1,6 @@
 /**
  * `bun run check:full-size [--only sd15|sd21|sdxl] [--keep]`: the single-file checkpoint path on full-size models,
- * without downloading any. For each preset of scripts/ldm_keys.ts (SD 1.5 v1-5-pruned-emaonly, SD 2.1
+ * without downloading any. For each preset of api/engine/checkpoint/ldm_layout.ts (SD 1.5 v1-5-pruned-emaonly, SD 2.1
  * v2-1_768-ema-pruned, SDXL sd_xl_base_1.0) it writes a .safetensors file of random fp16 weights with the released
  * file's exact keys and shapes into a temporary models folder, then runs sdx's own path: prepareCheckpoint (graphs
  * built, weights hard-linked), inspectCheckpoint + loadOnnxPipeline(entry, "cpu"), one UNet step with
@@ -32,6 +32,15 @@ import { prepareCheckpoint } from "../api/engine/checkpoint/build.ts";
 import { buildClipGraph, detectClip } from "../api/engine/checkpoint/clip_graph.ts";
 import { detectKind, TEXT_ENCODER_PREFIXES } from "../api/engine/checkpoint/detect.ts";
 import { UNET_PREFIX, VAE_PREFIX } from "../api/engine/checkpoint/keys.ts";
+import {
+  type CheckpointArch,
+  checkpointBytes,
+  depthAt,
+  headsAt,
+  ldmTensors,
+  PRESETS,
+  writeRandomCheckpoint,
+} from "../api/engine/checkpoint/ldm_layout.ts";
 import { buildUNetGraph, detectUNet } from "../api/engine/checkpoint/unet_graph.ts";
 import { buildVaeDecoderGraph, buildVaeEncoderGraph, detectVae } from "../api/engine/checkpoint/vae_graph.ts";
 import { CheckpointWeights } from "../api/engine/checkpoint/weights.ts";
@@ -44,15 +53,6 @@ import {
 } from "../api/engine/pipeline/stable_diffusion.ts";
 import { readSafetensorsHeader } from "../api/engine/safetensors.ts";
 import { memAvailable, readMemory, resetPeakRss } from "../bench/load.ts";
-import {
-  type CheckpointArch,
-  checkpointBytes,
-  depthAt,
-  headsAt,
-  ldmTensors,
-  PRESETS,
-  writeRandomCheckpoint,
-} from "./ldm_keys.ts";
 
 const FULL_SIZE = ["sd15", "sd21", "sdxl"] as const;
 type FullSize = (typeof FULL_SIZE)[number];

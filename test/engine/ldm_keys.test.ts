@@ -1,5 +1,5 @@
 /**
- * scripts/ldm_keys.ts: the generated key sets against the tiny fixture checkpoints (tiny_sd15 exactly but for the
+ * api/engine/checkpoint/ldm_layout.ts: the generated key sets against the tiny fixture checkpoints (tiny_sd15 exactly but for the
  * keys the fixture provably lacks; tiny_sdxl exactly), against the component lists of the released SD 1.5 /
  * SD 2.1 / SDXL base checkpoints (pinned digests, counts, parameter counts), and the streaming writer's files
  * against sdx's own reader, detection and graph builder.
@@ -21,8 +21,6 @@ import {
   UNET_PREFIX,
   VAE_PREFIX,
 } from "../../api/engine/checkpoint/keys.ts";
-import { OnnxModel } from "../../api/engine/onnx/runtime.ts";
-import { readSafetensorsHeader, readTensorAsFloat32 } from "../../api/engine/safetensors.ts";
 import {
   type CheckpointArch,
   checkpointBytes,
@@ -37,7 +35,9 @@ import {
   unetTensors,
   vaeTensors,
   writeRandomCheckpoint,
-} from "../../scripts/ldm_keys.ts";
+} from "../../api/engine/checkpoint/ldm_layout.ts";
+import { OnnxModel } from "../../api/engine/onnx/runtime.ts";
+import { readSafetensorsHeader, readTensorAsFloat32 } from "../../api/engine/safetensors.ts";
 import { FIXTURES } from "../helpers/fixtures.ts";
 
 const FIXTURE = join(FIXTURES, "checkpoints", "tiny_sd15.safetensors");

@@ -27,7 +27,8 @@
  * `conditioner.embedders.0.transformer.text_model.`, toolkit.py's CLIP-XL-AUX-SD, at e19dd46e).
  */
 import { open } from "node:fs/promises";
-import { V_PREDICTION_PROBE } from "../api/engine/checkpoint/detect.ts";
+import { floatsToHalfBits } from "../half.ts";
+import { V_PREDICTION_PROBE } from "./detect.ts";
 import {
   HF_CLIP_PREFIX,
   OPENCLIP_PREFIX,
@@ -35,8 +36,7 @@ import {
   SDXL_CLIP_L_PREFIX,
   UNET_PREFIX,
   VAE_PREFIX,
-} from "../api/engine/checkpoint/keys.ts";
-import { floatsToHalfBits } from "../api/engine/half.ts";
+} from "./keys.ts";
 
 export interface TensorSpec {
   key: string;
