@@ -26,9 +26,13 @@
  */
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { prepareCheckpoint } from "../api/engine/checkpoint/build.ts";
+import {
+  type PipelineFiles,
+  type PreparedCheckpoint,
+  prepareCheckpoint,
+} from "../api/engine/checkpoint/build.ts";
 import { buildClipGraph, detectClip } from "../api/engine/checkpoint/clip_graph.ts";
 import { detectKind, TEXT_ENCODER_PREFIXES } from "../api/engine/checkpoint/detect.ts";
 import { UNET_PREFIX, VAE_PREFIX } from "../api/engine/checkpoint/keys.ts";
@@ -226,20 +230,24 @@ async function timed<T>(run: () => Promise<T>): Promise<{ value: T; ms: number }
   return { value, ms: performance.now() - started };
 }
 
-/** One preset, in this process. */
-async function checkPreset(
-  preset: FullSize,
-  keep: boolean,
-  forcedSize: number | null,
-  child: boolean,
-): Promise<Result> {
-  const arch: CheckpointArch = PRESETS[preset];
-  const dir = await mkdtemp(join(tmpdir(), "sdx-full-size-"));
-  if (child) console.log(DIR_PREFIX + dir);
-  const modelsDir = join(dir, "models");
-  const path = join(modelsDir, `${preset}.safetensors`);
-  const log = (line: string) => console.log(`[${preset}] ${line}`);
-  const result: Result = {
+/** A preset's run in this process: its result so far, the stage under way, and the sessions to release. */
+interface PresetRun {
+  preset: FullSize;
+  arch: CheckpointArch;
+  /** The random-weight checkpoint, in a temporary models folder. */
+  path: string;
+  /** --size, or null for the preset's own choice. */
+  forcedSize: number | null;
+  result: Result;
+  /** What runs now, named in the failure ("write", "build", "load", …). */
+  stage: string;
+  pipeline: PipelineComponents | null;
+  unetOnly: UNetSession | null;
+  log: (line: string) => void;
+}
+
+function emptyResult(preset: FullSize): Result {
+  return {
     preset,
     ok: false,
     failure: null,
@@ -262,215 +270,304 @@ async function checkPreset(
     rssAfter: 0,
     peakRss: 0,
   };
-  let pipeline: PipelineComponents | null = null;
-  let unetOnly: UNetSession | null = null;
-  let stage = "write";
-  try {
-    await mkdir(modelsDir);
-    log(`writing ${arch.mirrors} with random fp16 weights to ${path}`);
-    const written = await timed(() => writeRandomCheckpoint(path, ldmTensors(arch), { arch }));
-    result.fileBytes = written.value.bytes;
-    result.writeMs = written.ms;
-    log(`${(result.fileBytes / 1e9).toFixed(2)} GB written in ${(written.ms / 1000).toFixed(1)} s`);
+}
 
-    Bun.gc(true);
-    resetPeakRss();
-    result.rssBefore = readMemory().rss;
+// ---- what it builds ----
 
-    stage = "build";
-    const built = await timed(() => prepareCheckpoint(path));
-    result.buildMs = built.ms;
-    log(`graphs built in ${(built.ms / 1000).toFixed(2)} s (${built.value.kind})`);
+/** Writes the preset's random fp16 checkpoint. */
+async function writeCheckpoint(run: PresetRun): Promise<void> {
+  const { arch, path, result, log } = run;
+  run.stage = "write";
+  await mkdir(dirname(path));
+  log(`writing ${arch.mirrors} with random fp16 weights to ${path}`);
+  const written = await timed(() => writeRandomCheckpoint(path, ldmTensors(arch), { arch }));
+  result.fileBytes = written.value.bytes;
+  result.writeMs = written.ms;
+  log(`${(result.fileBytes / 1e9).toFixed(2)} GB written in ${(written.ms / 1000).toFixed(1)} s`);
+}
 
-    if (built.value.kind === "sdxl") {
-      // SDXL: the UNet session alone (see the header comment), then one step at the largest size that fits.
-      const files = built.value.files;
-      result.skipped =
-        "text encoder, text encoder 2 and VAE decoder sessions not loaded (graphs built only), so no text-encoder or VAE run";
-      const float32 = unetFloat32Bytes(arch);
-      const allPeak = (float32 / 4) * ALL_LOAD_PEAK_PER_PARAM;
-      const availableBeforeLoad = memAvailable();
-      log(
-        `MemAvailable ${gib(availableBeforeLoad)} GiB; UNet ${(float32 / 4e9).toFixed(2)} G parameters, float32 ${gib(float32)} GiB; ` +
-          `sdx's OnnxModel.load (optimization level "all") estimated to peak at ~${gib(allPeak)} GiB`,
-      );
-      log(`skipped: ${result.skipped}`);
-      stage = "UNet session load";
-      let level: LoadLevel;
-      if (allPeak + GiB <= availableBeforeLoad) {
-        level = "all";
-        result.sessionNote = `UNet session: sdx's OnnxModel.load (optimization level "all"; ~${gib(allPeak)} GiB load peak estimated, ${gib(availableBeforeLoad)} GiB available)`;
-      } else if (2 * GiB <= availableBeforeLoad) {
-        level = "disabled";
-        result.sessionNote =
-          `UNet session: onnxruntime directly with graph optimizations disabled, not sdx's OnnxModel.load ("all", ~${gib(allPeak)} GiB ` +
-          `load peak estimated, ${gib(availableBeforeLoad)} GiB available): the fp16 weights are cast inside the step, so it is slower than sdx's`;
-      } else {
-        result.skipped = `UNet session not loaded either: ${gib(availableBeforeLoad)} GiB available; ${result.skipped}`;
-        throw new Error(`not enough memory: ${result.skipped}`);
-      }
-      log(result.sessionNote);
-      const loadedUnet = await timed(() => loadUNetSession(files.unet, level));
-      unetOnly = loadedUnet.value;
-      result.loadMs = loadedUnet.ms;
-      const loadedMemory = readMemory();
-      result.rssAfterLoad = loadedMemory.rss;
-      result.peakAfterLoad = loadedMemory.hwm;
-      log(
-        `UNet session loaded in ${(loadedUnet.ms / 1000).toFixed(1)} s, RSS ${(loadedMemory.rss / MB).toFixed(0)} MB, peak ${(loadedMemory.hwm / MB).toFixed(0)} MB`,
-      );
+/** Builds the graphs (prepareCheckpoint), the memory peak counted from here. */
+async function buildGraphs(run: PresetRun): Promise<PreparedCheckpoint> {
+  const { result, log } = run;
+  Bun.gc(true);
+  resetPeakRss();
+  result.rssBefore = readMemory().rss;
 
-      // Largest first: native size with CFG's batch 2, then batch 1, then 512×512 batch 1. Besides the weights cast in
-      // the step (optimizations disabled), the attention scores and probabilities are nearly all a step adds
-      // (SD 1.5 at 512×512 at level "extended": 2.0 GiB more RSS, its attention 2.0 GiB).
-      const native = forcedSize ?? 1024;
-      const candidates: [number, number][] = [
-        [native, 2],
-        [native, 1],
-        ...(forcedSize === null ? ([[512, 1]] as [number, number][]) : []),
-      ];
-      const available = memAvailable();
-      const castInStep = level === "disabled" ? DISABLED_STEP_PER_FLOAT32_BYTE * float32 : 0;
-      const needOf = ([size, batch]: [number, number]) =>
-        attentionBytes(arch, size, batch) + castInStep + GiB;
-      const fits = candidates.find((c) => needOf(c) <= available);
-      const [size, batch] = fits ?? (candidates[candidates.length - 1] as [number, number]);
-      const need = needOf([size, batch]);
-      const refused = candidates
-        .slice(0, fits ? candidates.indexOf(fits) : candidates.length)
-        .map(([s, b]) => `${b}×${s}² needs ~${(needOf([s, b]) / GiB).toFixed(1)} GiB`);
-      result.sizeNote = `${batch}×${size}×${size} (${forcedSize !== null ? "size from --size; " : ""}${
-        refused.length > 0 ? `${refused.join(", ")}, too much; ` : ""
-      }~${(need / GiB).toFixed(1)} GiB needed, ${(available / GiB).toFixed(1)} GiB available after the load)`;
-      result.size = size;
-      result.batch = batch;
-      if (!fits) {
-        result.skipped = `UNet step not run: ${result.sizeNote}; ${result.skipped}`;
-        throw new Error(`not enough memory for the step: ${result.sizeNote}`);
-      }
+  run.stage = "build";
+  const built = await timed(() => prepareCheckpoint(run.path));
+  result.buildMs = built.ms;
+  log(`graphs built in ${(built.ms / 1000).toFixed(2)} s (${built.value.kind})`);
+  return built.value;
+}
 
-      stage = `UNet step at ${size}×${size}`;
-      const latent = size / 8;
-      const context = arch.unet.contextDim;
-      const pooled = arch.text.layout === "sdxl" ? arch.text.bigG.embedDim : 1280;
-      log(`one UNet step: batch ${batch}, ${size}×${size}, latents ${latent}×${latent} (${result.sizeNote})`);
-      const timeIds = Array.from({ length: batch }, () => [size, size, 0, 0, size, size]).flat();
-      const step = await timed(() =>
-        (unetOnly as UNetSession).run({
-          sample: { data: normals(batch * 4 * latent * latent, 1), dims: [batch, 4, latent, latent] },
-          timestep: { data: Float32Array.of(999), dims: [] },
-          encoder_hidden_states: { data: normals(batch * 77 * context, 2), dims: [batch, 77, context] },
-          text_embeds: { data: normals(batch * pooled, 3), dims: [batch, pooled] },
-          time_ids: { data: Float32Array.from(timeIds), dims: [batch, 6] },
-        }),
-      );
-      result.unetMs = step.ms;
-      const unetOut = step.value;
-      const unetFinite =
-        unetOut !== null && unetOut.length === batch * 4 * latent * latent && allFinite(unetOut);
-      result.finite = { unet: unetFinite };
-      result.ok = unetFinite;
-      if (!result.ok) result.failure = "non-finite or misshapen output: unet";
-      return result;
-    }
+// ---- what it runs: SDXL, the UNet session alone (see the header comment) ----
 
-    stage = "load";
-    const entry = await inspectCheckpoint(preset, path);
-    if (entry.problem) throw new Error(`inspectCheckpoint: ${entry.problem}`);
-    const loaded = await timed(() => loadOnnxPipeline(entry, "cpu"));
-    pipeline = loaded.value;
-    result.loadMs = loaded.ms;
-    const loadedMemory = readMemory();
-    result.rssAfterLoad = loadedMemory.rss;
-    result.peakAfterLoad = loadedMemory.hwm;
-    log(
-      `sessions loaded in ${(loaded.ms / 1000).toFixed(1)} s (graphs reused: ${pipeline.checkpointGraphs?.reused}), RSS ${(result.rssAfterLoad / MB).toFixed(0)} MB`,
-    );
+/** Loads the SDXL UNet session at the optimization level that fits in memory; returns that level. */
+async function loadSdxlUNet(run: PresetRun, unetFile: string): Promise<LoadLevel> {
+  const { arch, result, log } = run;
+  result.skipped =
+    "text encoder, text encoder 2 and VAE decoder sessions not loaded (graphs built only), so no text-encoder or VAE run";
+  const float32 = unetFloat32Bytes(arch);
+  const allPeak = (float32 / 4) * ALL_LOAD_PEAK_PER_PARAM;
+  const availableBeforeLoad = memAvailable();
+  log(
+    `MemAvailable ${gib(availableBeforeLoad)} GiB; UNet ${(float32 / 4e9).toFixed(2)} G parameters, float32 ${gib(float32)} GiB; ` +
+      `sdx's OnnxModel.load (optimization level "all") estimated to peak at ~${gib(allPeak)} GiB`,
+  );
+  log(`skipped: ${result.skipped}`);
+  run.stage = "UNet session load";
+  let level: LoadLevel;
+  if (allPeak + GiB <= availableBeforeLoad) {
+    level = "all";
+    result.sessionNote = `UNet session: sdx's OnnxModel.load (optimization level "all"; ~${gib(allPeak)} GiB load peak estimated, ${gib(availableBeforeLoad)} GiB available)`;
+  } else if (2 * GiB <= availableBeforeLoad) {
+    level = "disabled";
+    result.sessionNote =
+      `UNet session: onnxruntime directly with graph optimizations disabled, not sdx's OnnxModel.load ("all", ~${gib(allPeak)} GiB ` +
+      `load peak estimated, ${gib(availableBeforeLoad)} GiB available): the fp16 weights are cast inside the step, so it is slower than sdx's`;
+  } else {
+    result.skipped = `UNet session not loaded either: ${gib(availableBeforeLoad)} GiB available; ${result.skipped}`;
+    throw new Error(`not enough memory: ${result.skipped}`);
+  }
+  log(result.sessionNote);
+  const loadedUnet = await timed(() => loadUNetSession(unetFile, level));
+  run.unetOnly = loadedUnet.value;
+  result.loadMs = loadedUnet.ms;
+  const loadedMemory = readMemory();
+  result.rssAfterLoad = loadedMemory.rss;
+  result.peakAfterLoad = loadedMemory.hwm;
+  log(
+    `UNet session loaded in ${(loadedUnet.ms / 1000).toFixed(1)} s, RSS ${(loadedMemory.rss / MB).toFixed(0)} MB, peak ${(loadedMemory.hwm / MB).toFixed(0)} MB`,
+  );
+  return level;
+}
 
-    // 768×768 for the 768-v model when its attention fits in the memory left, else 512×512.
-    const native = entry.nativeSize;
-    const batch = 2;
-    let size = forcedSize ?? native;
-    if (forcedSize === null && size > 512) {
-      const need = attentionBytes(arch, size, batch) + 2 * GiB;
-      const available = memAvailable();
-      if (available < need) {
-        result.sizeNote = `${size}×${size} needs ~${(need / GiB).toFixed(1)} GiB more, ${(available / GiB).toFixed(1)} GiB available: ran 512×512`;
-        size = 512;
-      } else {
-        result.sizeNote = `native ${size}×${size} (~${(need / GiB).toFixed(1)} GiB needed, ${(available / GiB).toFixed(1)} GiB available)`;
-      }
+/**
+ * The SDXL step's [size, batch], largest first: native size with CFG's batch 2, then batch 1, then 512×512 batch 1.
+ * Besides the weights cast in the step (optimizations disabled), the attention scores and probabilities are nearly
+ * all a step adds (SD 1.5 at 512×512 at level "extended": 2.0 GiB more RSS, its attention 2.0 GiB).
+ */
+function chooseSdxlStep(run: PresetRun, level: LoadLevel): [number, number] {
+  const { arch, forcedSize, result } = run;
+  const native = forcedSize ?? 1024;
+  const candidates: [number, number][] = [
+    [native, 2],
+    [native, 1],
+    ...(forcedSize === null ? ([[512, 1]] as [number, number][]) : []),
+  ];
+  const available = memAvailable();
+  const castInStep = level === "disabled" ? DISABLED_STEP_PER_FLOAT32_BYTE * unetFloat32Bytes(arch) : 0;
+  const needOf = ([size, batch]: [number, number]) => attentionBytes(arch, size, batch) + castInStep + GiB;
+  const fits = candidates.find((c) => needOf(c) <= available);
+  const [size, batch] = fits ?? (candidates[candidates.length - 1] as [number, number]);
+  const need = needOf([size, batch]);
+  const refused = candidates
+    .slice(0, fits ? candidates.indexOf(fits) : candidates.length)
+    .map(([s, b]) => `${b}×${s}² needs ~${(needOf([s, b]) / GiB).toFixed(1)} GiB`);
+  result.sizeNote = `${batch}×${size}×${size} (${forcedSize !== null ? "size from --size; " : ""}${
+    refused.length > 0 ? `${refused.join(", ")}, too much; ` : ""
+  }~${(need / GiB).toFixed(1)} GiB needed, ${(available / GiB).toFixed(1)} GiB available after the load)`;
+  result.size = size;
+  result.batch = batch;
+  if (!fits) {
+    result.skipped = `UNet step not run: ${result.sizeNote}; ${result.skipped}`;
+    throw new Error(`not enough memory for the step: ${result.sizeNote}`);
+  }
+  return [size, batch];
+}
+
+/** One SDXL UNet step on random latents, text states, text_embeds and time_ids. */
+async function runSdxlStep(run: PresetRun, unet: UNetSession, size: number, batch: number): Promise<void> {
+  const { arch, result, log } = run;
+  run.stage = `UNet step at ${size}×${size}`;
+  const latent = size / 8;
+  const context = arch.unet.contextDim;
+  const pooled = arch.text.layout === "sdxl" ? arch.text.bigG.embedDim : 1280;
+  log(`one UNet step: batch ${batch}, ${size}×${size}, latents ${latent}×${latent} (${result.sizeNote})`);
+  const timeIds = Array.from({ length: batch }, () => [size, size, 0, 0, size, size]).flat();
+  const step = await timed(() =>
+    unet.run({
+      sample: { data: normals(batch * 4 * latent * latent, 1), dims: [batch, 4, latent, latent] },
+      timestep: { data: Float32Array.of(999), dims: [] },
+      encoder_hidden_states: { data: normals(batch * 77 * context, 2), dims: [batch, 77, context] },
+      text_embeds: { data: normals(batch * pooled, 3), dims: [batch, pooled] },
+      time_ids: { data: Float32Array.from(timeIds), dims: [batch, 6] },
+    }),
+  );
+  result.unetMs = step.ms;
+  const unetOut = step.value;
+  const unetFinite = unetOut !== null && unetOut.length === batch * 4 * latent * latent && allFinite(unetOut);
+  result.finite = { unet: unetFinite };
+  result.ok = unetFinite;
+  if (!result.ok) result.failure = "non-finite or misshapen output: unet";
+}
+
+async function checkSdxlUNet(run: PresetRun, files: PipelineFiles): Promise<void> {
+  const level = await loadSdxlUNet(run, files.unet);
+  const [size, batch] = chooseSdxlStep(run, level);
+  await runSdxlStep(run, run.unetOnly as UNetSession, size, batch);
+}
+
+// ---- what it runs: SD 1.x / 2.x, the whole pipeline ----
+
+/** Loads the pipeline the way the server does (inspectCheckpoint + loadOnnxPipeline on the CPU). */
+async function loadPipeline(run: PresetRun): Promise<{ pipeline: PipelineComponents; nativeSize: number }> {
+  const { preset, path, result, log } = run;
+  run.stage = "load";
+  const entry = await inspectCheckpoint(preset, path);
+  if (entry.problem) throw new Error(`inspectCheckpoint: ${entry.problem}`);
+  const loaded = await timed(() => loadOnnxPipeline(entry, "cpu"));
+  const pipeline = loaded.value;
+  run.pipeline = pipeline;
+  result.loadMs = loaded.ms;
+  const loadedMemory = readMemory();
+  result.rssAfterLoad = loadedMemory.rss;
+  result.peakAfterLoad = loadedMemory.hwm;
+  log(
+    `sessions loaded in ${(loaded.ms / 1000).toFixed(1)} s (graphs reused: ${pipeline.checkpointGraphs?.reused}), RSS ${(result.rssAfterLoad / MB).toFixed(0)} MB`,
+  );
+  return { pipeline, nativeSize: entry.nativeSize };
+}
+
+/** The UNet step's size: 768×768 for the 768-v model when its attention fits in the memory left, else 512×512. */
+function chooseStepSize(run: PresetRun, native: number, batch: number): number {
+  const { arch, forcedSize, result } = run;
+  let size = forcedSize ?? native;
+  if (forcedSize === null && size > 512) {
+    const need = attentionBytes(arch, size, batch) + 2 * GiB;
+    const available = memAvailable();
+    if (available < need) {
+      result.sizeNote = `${size}×${size} needs ~${(need / GiB).toFixed(1)} GiB more, ${(available / GiB).toFixed(1)} GiB available: ran 512×512`;
+      size = 512;
     } else {
-      result.sizeNote = forcedSize !== null ? "size from --size" : `native ${size}×${size}`;
+      result.sizeNote = `native ${size}×${size} (~${(need / GiB).toFixed(1)} GiB needed, ${(available / GiB).toFixed(1)} GiB available)`;
     }
-    result.size = size;
-    result.batch = batch;
+  } else {
+    result.sizeNote = forcedSize !== null ? "size from --size" : `native ${size}×${size}`;
+  }
+  result.size = size;
+  result.batch = batch;
+  return size;
+}
 
-    stage = "text encoder run";
-    const context = arch.unet.contextDim;
-    const ids = Array.from({ length: 77 }, (_, i) => (i === 0 ? 49406 : i < 8 ? 320 + i : 49407));
-    const text = await timed(() =>
-      (pipeline as PipelineComponents).textEncoder.run({ input_ids: { data: ids, dims: [1, 77] } }, [
-        "last_hidden_state",
-      ]),
-    );
-    result.textMs = text.ms;
-    const textOut = text.value.last_hidden_state;
-    const textFinite = textOut !== undefined && textOut.dims[2] === context && allFinite(textOut.data);
+/** One text-encoder row; whether its output is finite and of the UNet's context width. */
+async function runTextEncoder(run: PresetRun, pipeline: PipelineComponents): Promise<boolean> {
+  run.stage = "text encoder run";
+  const context = run.arch.unet.contextDim;
+  const ids = Array.from({ length: 77 }, (_, i) => (i === 0 ? 49406 : i < 8 ? 320 + i : 49407));
+  const text = await timed(() =>
+    pipeline.textEncoder.run({ input_ids: { data: ids, dims: [1, 77] } }, ["last_hidden_state"]),
+  );
+  run.result.textMs = text.ms;
+  const textOut = text.value.last_hidden_state;
+  return textOut !== undefined && textOut.dims[2] === context && allFinite(textOut.data);
+}
 
-    stage = `UNet step at ${size}×${size}`;
-    const latent = size / 8;
-    log(`one UNet step: batch ${batch}, ${size}×${size} (${result.sizeNote})`);
-    const step = await timed(() =>
-      (pipeline as PipelineComponents).unet.run(
-        {
-          sample: { data: normals(batch * 4 * latent * latent, 1), dims: [batch, 4, latent, latent] },
-          timestep: { data: [999], dims: [] },
-          encoder_hidden_states: { data: normals(batch * 77 * context, 2), dims: [batch, 77, context] },
-        },
-        ["out_sample"],
-      ),
-    );
-    result.unetMs = step.ms;
-    const unetOut = step.value.out_sample;
-    const unetFinite =
-      unetOut !== undefined && unetOut.data.length === batch * 4 * latent * latent && allFinite(unetOut.data);
+/** One UNet step on random latents and text states; whether its output is finite and of the latents' shape. */
+async function runUNetStep(
+  run: PresetRun,
+  pipeline: PipelineComponents,
+  size: number,
+  batch: number,
+): Promise<boolean> {
+  run.stage = `UNet step at ${size}×${size}`;
+  const context = run.arch.unet.contextDim;
+  const latent = size / 8;
+  run.log(`one UNet step: batch ${batch}, ${size}×${size} (${run.result.sizeNote})`);
+  const step = await timed(() =>
+    pipeline.unet.run(
+      {
+        sample: { data: normals(batch * 4 * latent * latent, 1), dims: [batch, 4, latent, latent] },
+        timestep: { data: [999], dims: [] },
+        encoder_hidden_states: { data: normals(batch * 77 * context, 2), dims: [batch, 77, context] },
+      },
+      ["out_sample"],
+    ),
+  );
+  run.result.unetMs = step.ms;
+  const unetOut = step.value.out_sample;
+  return (
+    unetOut !== undefined && unetOut.data.length === batch * 4 * latent * latent && allFinite(unetOut.data)
+  );
+}
 
-    stage = "VAE decode";
-    const vae = await timed(() =>
-      (pipeline as PipelineComponents).vaeDecoder.run(
-        { latent_sample: { data: normals(4 * 32 * 32, 3), dims: [1, 4, 32, 32] } },
-        ["sample"],
-      ),
-    );
-    result.vaeMs = vae.ms;
-    const vaeOut = vae.value.sample;
-    const vaeFinite = vaeOut !== undefined && vaeOut.data.length === 3 * 256 * 256 && allFinite(vaeOut.data);
+/** One 256×256 VAE decode of random latents; whether its output is finite and of the image's shape. */
+async function runVaeDecode(run: PresetRun, pipeline: PipelineComponents): Promise<boolean> {
+  run.stage = "VAE decode";
+  const vae = await timed(() =>
+    pipeline.vaeDecoder.run({ latent_sample: { data: normals(4 * 32 * 32, 3), dims: [1, 4, 32, 32] } }, [
+      "sample",
+    ]),
+  );
+  run.result.vaeMs = vae.ms;
+  const vaeOut = vae.value.sample;
+  return vaeOut !== undefined && vaeOut.data.length === 3 * 256 * 256 && allFinite(vaeOut.data);
+}
 
-    result.finite = { unet: unetFinite, text: textFinite, vae: vaeFinite };
-    result.ok = unetFinite && textFinite && vaeFinite;
-    if (!result.ok) {
-      result.failure = `non-finite or misshapen output: ${Object.entries(result.finite)
-        .filter(([, ok]) => !ok)
-        .map(([name]) => name)
-        .join(", ")}`;
-    }
+async function checkPipeline(run: PresetRun): Promise<void> {
+  const { result } = run;
+  const { pipeline, nativeSize } = await loadPipeline(run);
+  const batch = 2;
+  const size = chooseStepSize(run, nativeSize, batch);
+  const textFinite = await runTextEncoder(run, pipeline);
+  const unetFinite = await runUNetStep(run, pipeline, size, batch);
+  const vaeFinite = await runVaeDecode(run, pipeline);
+  result.finite = { unet: unetFinite, text: textFinite, vae: vaeFinite };
+  result.ok = unetFinite && textFinite && vaeFinite;
+  if (!result.ok) {
+    result.failure = `non-finite or misshapen output: ${Object.entries(result.finite)
+      .filter(([, ok]) => !ok)
+      .map(([name]) => name)
+      .join(", ")}`;
+  }
+}
+
+// ---- one preset: build, run, and the result whatever happened ----
+
+/** One preset, in this process. */
+async function checkPreset(
+  preset: FullSize,
+  keep: boolean,
+  forcedSize: number | null,
+  child: boolean,
+): Promise<Result> {
+  const dir = await mkdtemp(join(tmpdir(), "sdx-full-size-"));
+  if (child) console.log(DIR_PREFIX + dir);
+  const run: PresetRun = {
+    preset,
+    arch: PRESETS[preset],
+    path: join(dir, "models", `${preset}.safetensors`),
+    forcedSize,
+    result: emptyResult(preset),
+    stage: "write",
+    pipeline: null,
+    unetOnly: null,
+    log: (line: string) => console.log(`[${preset}] ${line}`),
+  };
+  const { result } = run;
+  try {
+    await writeCheckpoint(run);
+    const built = await buildGraphs(run);
+    if (built.kind === "sdxl") await checkSdxlUNet(run, built.files);
+    else await checkPipeline(run);
   } catch (e) {
     let detail = message(e);
-    if (stage === "build") detail += ` | per component: ${await diagnoseBuild(path).catch(message)}`;
-    if (stage === "load") detail += ` | per component: ${await diagnoseLoad(path).catch(message)}`;
-    result.failure = `${stage} failed: ${detail}`;
+    if (run.stage === "build") detail += ` | per component: ${await diagnoseBuild(run.path).catch(message)}`;
+    if (run.stage === "load") detail += ` | per component: ${await diagnoseLoad(run.path).catch(message)}`;
+    result.failure = `${run.stage} failed: ${detail}`;
   } finally {
-    if (pipeline) await releasePipeline(pipeline);
-    if (unetOnly) await unetOnly.release();
+    if (run.pipeline) await releasePipeline(run.pipeline);
+    if (run.unetOnly) await run.unetOnly.release();
     const memory = readMemory();
     result.rssAfter = memory.rss;
     result.peakRss = memory.hwm;
-    if (keep) log(`kept ${dir}`);
+    if (keep) run.log(`kept ${dir}`);
     else await rm(dir, { recursive: true, force: true });
   }
   return result;
 }
+
+// ---- what it reports ----
 
 function printTable(rows: string[][]): void {
   const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
@@ -532,6 +629,8 @@ function report(results: readonly Result[]): void {
   console.log(SDXL_NOTE);
 }
 
+// ---- the command: each preset in a child process, or one in this process ----
+
 /**
  * Runs one preset in a child process and returns its result (null when the child died without one, as when the
  * kernel kills it for memory: then its temporary folder, gigabytes, is removed here unless --keep).
@@ -571,9 +670,19 @@ async function runChild(
   return { result, code };
 }
 
-async function main(): Promise<number> {
+interface Options {
+  only: FullSize | undefined;
+  keep: boolean;
+  /** --size, or null for each preset's own choice. */
+  forcedSize: number | null;
+  /** This process is a child of the check, which reads its result from stdout. */
+  child: boolean;
+}
+
+/** The command line's options, or the usage error to print. */
+function parseOptions(args: string[]): Options | string {
   const { values } = parseArgs({
-    args: process.argv.slice(2),
+    args,
     options: {
       only: { type: "string" },
       keep: { type: "boolean", default: false },
@@ -582,31 +691,37 @@ async function main(): Promise<number> {
     },
   });
   const only = values.only;
-  if (only !== undefined && !(FULL_SIZE as readonly string[]).includes(only)) {
-    console.error(`usage: bun run check:full-size [--only ${FULL_SIZE.join("|")}] [--keep] [--size 512]`);
-    return 2;
-  }
+  if (only !== undefined && !(FULL_SIZE as readonly string[]).includes(only))
+    return `usage: bun run check:full-size [--only ${FULL_SIZE.join("|")}] [--keep] [--size 512]`;
   const forcedSize = values.size === undefined ? null : Number(values.size);
-  if (forcedSize !== null && !(Number.isInteger(forcedSize) && forcedSize > 0 && forcedSize % 8 === 0)) {
-    console.error("--size must be a positive multiple of 8");
+  if (forcedSize !== null && !(Number.isInteger(forcedSize) && forcedSize > 0 && forcedSize % 8 === 0))
+    return "--size must be a positive multiple of 8";
+  return { only: only as FullSize | undefined, keep: values.keep, forcedSize, child: values.child };
+}
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv.slice(2));
+  if (typeof options === "string") {
+    console.error(options);
     return 2;
   }
+  const { only, keep, forcedSize, child } = options;
   // sdxl runs in a child even with --only: if the kernel kills it for memory, the parent still reports that and
   // removes its 7 GB of temporary files.
-  if (only !== undefined && (values.child || only !== "sdxl")) {
-    const result = await checkPreset(only as FullSize, values.keep, forcedSize, values.child);
-    if (values.child) console.log(RESULT_PREFIX + JSON.stringify(result));
+  if (only !== undefined && (child || only !== "sdxl")) {
+    const result = await checkPreset(only, keep, forcedSize, child);
+    if (child) console.log(RESULT_PREFIX + JSON.stringify(result));
     else report([result]);
     return result.ok ? 0 : 1;
   }
-  const presets: readonly FullSize[] = only !== undefined ? [only as FullSize] : FULL_SIZE;
+  const presets: readonly FullSize[] = only !== undefined ? [only] : FULL_SIZE;
   if (only === undefined)
     console.log(`full-size check: ${FULL_SIZE.join(", ")}, one child process each. ${SDXL_NOTE}`);
   const results: Result[] = [];
   let failed = false;
   for (const preset of presets) {
     const extra = forcedSize !== null ? ["--size", String(forcedSize)] : [];
-    const { result, code } = await runChild(preset, [...(values.keep ? ["--keep"] : []), ...extra]);
+    const { result, code } = await runChild(preset, [...(keep ? ["--keep"] : []), ...extra]);
     if (result) results.push(result);
     else console.log(`${preset}: FAILED: the child process exited with ${code} without a result`);
     failed ||= code !== 0 || !result?.ok;
