@@ -5,7 +5,7 @@ import {
   ATTENTION_VARIANTS,
   type AttentionVariant,
   isAttentionVariant,
-} from "./engine/checkpoint/attention.ts";
+} from "./engine/checkpoint/attention_variant.ts";
 import { WARM_UP_MODES, type WarmUpMode } from "./engine/model_host.ts";
 import { PROVIDER_CHOICES, type ProviderChoice } from "./engine/onnx/runtime.ts";
 import {

@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { type ExecutionProvider, SERVER_DEFAULTS } from "../../contract/index.ts";
 import { Admission, AdmissionRefused, type RefusalReason, type Ticket } from "./admission.ts";
-import type { AttentionVariant } from "./checkpoint/attention.ts";
+import type { AttentionVariant } from "./checkpoint/attention_variant.ts";
 import { type ModelEntry, scanModelsDir } from "./model_folder.ts";
 import { modelHash } from "./model_hash.ts";
 import {
@@ -71,7 +71,7 @@ export interface ModelHostOptions {
    * (onnxruntime's first-run allocations, cuDNN's algorithm search): "auto" (default) on CUDA only.
    */
   warmUp?: WarmUpMode;
-  /** How the UNet graphs sdx builds from checkpoints compute attention (default: by provider; see attention.ts). */
+  /** How the UNet graphs sdx builds from checkpoints compute attention (default: by provider; see checkpoint/attention_variant.ts). */
   attention?: AttentionVariant;
   /** Generations that run at once (default: SERVER_DEFAULTS). */
   concurrency?: number;

@@ -9,7 +9,7 @@ import { linkSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:
 import { copyFile, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { attentionForProvider, resolveAttention } from "../../api/engine/checkpoint/attention.ts";
+import { attentionForProvider, resolveAttention } from "../../api/engine/checkpoint/attention_variant.ts";
 import { prepareCheckpoint } from "../../api/engine/checkpoint/build.ts";
 import { UNET_PREFIX } from "../../api/engine/checkpoint/keys.ts";
 import { buildUNetGraph, detectUNet, type UNetConfig } from "../../api/engine/checkpoint/unet_graph.ts";

@@ -1,12 +1,12 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { PromptSyntaxError, parsePromptAttention } from "../../api/engine/prompt/attention.ts";
 import {
   CHUNK_LENGTH,
   type PromptChunk,
   type TokenizedPrompt,
   tokenizePrompt,
 } from "../../api/engine/prompt/chunks.ts";
+import { PromptSyntaxError, parsePromptAttention } from "../../api/engine/prompt/emphasis.ts";
 import {
   type Conditioning,
   type EncodeChunks,

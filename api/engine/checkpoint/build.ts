@@ -6,7 +6,7 @@
  * `.sdx-cache/<name>-<precision>[-mha]-<key>/`, holding a hard link to the .safetensors file (no copy of the
  * weights) and the graphs that point into it, plus the tokenizer and scheduler configuration diffusers would use
  * for the family. The key hashes the file's size, mtime and header, the graph version, the precision and the
- * attention variant ("-mha": onnxruntime's fused MultiHeadAttention, see attention.ts): a changed file gets new
+ * attention variant ("-mha": onnxruntime's fused MultiHeadAttention, see attention_variant.ts): a changed file gets new
  * graphs, and plain and fused graphs never share a folder.
  * The folder is built under a temporary name and renamed into place, so a half-built cache is never used.
  */
@@ -19,7 +19,7 @@ import { writeFileAtomic } from "../../../lib/fs/atomic.ts";
 import type { GraphBuilder } from "../onnx/graph_builder.ts";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../safetensors.ts";
 import type { SchedulerConfig } from "../schedulers/scheduler.ts";
-import { type AttentionVariant, resolveAttention } from "./attention.ts";
+import { type AttentionVariant, resolveAttention } from "./attention_variant.ts";
 import { buildClipGraph, detectClip } from "./clip_graph.ts";
 import {
   type CheckpointPredictionType,
@@ -160,7 +160,7 @@ export interface PrepareOptions {
   precision?: ComputePrecision;
   /**
    * How the UNet computes attention. Default: "fused" for float16 graphs (the CUDA path) and "plain" for float32
-   * ones (the CPU path); see attention.ts.
+   * ones (the CPU path); see attention_variant.ts.
    */
   attention?: AttentionVariant;
   log?: (line: string) => void;

@@ -16,13 +16,18 @@
  * embeddings are computed in float32 whatever the compute type; LayerNormalization keeps its statistics in float32
  * through its stash_type. With "float32" all of these casts are left out.
  *
- * Attention (`options.attention`, see attention.ts): "plain" spells softmax(q·kᵀ/√d)·v out in opset-17 operators
+ * Attention (`options.attention`, see attention_variant.ts): "plain" spells softmax(q·kᵀ/√d)·v out in opset-17 operators
  * (softmax in float32); "fused" hands q, k, v to onnxruntime's com.microsoft MultiHeadAttention, which the CUDA
  * provider runs with its flash / memory-efficient kernels.
  */
 import { elementTypeCode } from "../onnx/dtypes.ts";
 import { GraphBuilder } from "../onnx/graph_builder.ts";
-import { type AttentionVariant, CONTRIB_DOMAIN, CONTRIB_OPSET, multiHeadAttention } from "./attention.ts";
+import {
+  type AttentionVariant,
+  CONTRIB_DOMAIN,
+  CONTRIB_OPSET,
+  multiHeadAttention,
+} from "./attention_variant.ts";
 import { UNET_PREFIX } from "./keys.ts";
 import { CheckpointError, type CheckpointWeights } from "./weights.ts";
 

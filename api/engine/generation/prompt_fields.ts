@@ -1,7 +1,7 @@
 /** A request's prompt fields as the text encoder will read them, or a 422 naming the malformed field. */
 import { ApiError, type PromptSyntax } from "../../../contract/index.ts";
-import { PromptSyntaxError } from "../prompt/attention.ts";
 import { type TokenizedPrompt, tokenizePrompt } from "../prompt/chunks.ts";
+import { PromptSyntaxError } from "../prompt/emphasis.ts";
 import type { ClipTokenizer } from "../tokenizer/clip.ts";
 
 /** Tokenizes one prompt field; a malformed attention syntax is a 422 naming that field. */

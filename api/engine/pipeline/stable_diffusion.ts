@@ -8,7 +8,7 @@
 
 import { join } from "node:path";
 import type { ExecutionProvider, PromptSyntax, SchedulerName } from "../../../contract/index.ts";
-import { type AttentionVariant, attentionForProvider } from "../checkpoint/attention.ts";
+import { type AttentionVariant, attentionForProvider } from "../checkpoint/attention_variant.ts";
 import { type PipelineFiles, prepareCheckpoint } from "../checkpoint/build.ts";
 import type { ModelEntry } from "../model_folder.ts";
 import { type FinalLayerNorm, findFinalLayerNorm, layerNorm } from "../onnx/final_layer_norm.ts";

@@ -13,7 +13,7 @@
  */
 import type { PromptSyntax } from "../../../contract/index.ts";
 import { type ClipTokenizer, isPythonSpace } from "../tokenizer/clip.ts";
-import { parsePromptAttention } from "./attention.ts";
+import { parsePromptAttention } from "./emphasis.ts";
 
 /** Text tokens per chunk: A1111's `chunk_length`. */
 export const CHUNK_TOKENS = 75;

@@ -15,7 +15,7 @@ import {
   type PipelineComponents,
 } from "../pipeline/stable_diffusion.ts";
 import { warmUp } from "../pipeline/warmup.ts";
-import { PromptSyntaxError } from "../prompt/attention.ts";
+import { PromptSyntaxError } from "../prompt/emphasis.ts";
 import type { WorkerErrorKind, WorkerReply, WorkerRequest } from "./protocol.ts";
 
 declare const self: Worker;
