@@ -9,7 +9,8 @@
 import { parseArgs } from "node:util";
 import { inspectModelFolder } from "../api/engine/model_folder.ts";
 import { runStats } from "../api/engine/onnx/runtime.ts";
-import { generate, loadOnnxPipeline } from "../api/engine/pipeline/stable_diffusion.ts";
+import { loadOnnxPipeline } from "../api/engine/pipeline/load.ts";
+import { generate } from "../api/engine/pipeline/text_to_image.ts";
 import { isSchedulerName } from "../contract/index.ts";
 import { TINY_SD15 } from "../test/helpers/fixtures.ts";
 

@@ -30,13 +30,9 @@ import {
 import { inspectCheckpoint } from "../api/engine/model_folder.ts";
 import { type GpuInfo, gpuInfo } from "../api/engine/onnx/gpu_info.ts";
 import { chooseProvider, onnxruntimeVersion, runStats } from "../api/engine/onnx/runtime.ts";
-import {
-  type GenerateInput,
-  generate,
-  loadOnnxPipeline,
-  type PipelineComponents,
-  releasePipeline,
-} from "../api/engine/pipeline/stable_diffusion.ts";
+import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/load.ts";
+import { generate } from "../api/engine/pipeline/text_to_image.ts";
+import type { GenerateInput, PipelineComponents } from "../api/engine/pipeline/types.ts";
 import { warmUp } from "../api/engine/pipeline/warmup.ts";
 import type { ExecutionProvider } from "../contract/index.ts";
 import { printTable } from "./engine.ts";

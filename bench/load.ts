@@ -24,7 +24,7 @@ import {
   writeRandomCheckpoint,
 } from "../api/engine/checkpoint/ldm_layout.ts";
 import { inspectCheckpoint } from "../api/engine/model_folder.ts";
-import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/stable_diffusion.ts";
+import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/load.ts";
 import { printTable } from "./engine.ts";
 
 const MB = 1024 * 1024;

@@ -50,11 +50,8 @@ import { buildVaeDecoderGraph, buildVaeEncoderGraph, detectVae } from "../api/en
 import { CheckpointWeights } from "../api/engine/checkpoint/weights.ts";
 import { inspectCheckpoint } from "../api/engine/model_folder.ts";
 import { OnnxModel } from "../api/engine/onnx/runtime.ts";
-import {
-  loadOnnxPipeline,
-  type PipelineComponents,
-  releasePipeline,
-} from "../api/engine/pipeline/stable_diffusion.ts";
+import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/load.ts";
+import type { PipelineComponents } from "../api/engine/pipeline/types.ts";
 import { readSafetensorsHeader } from "../api/engine/safetensors.ts";
 import { memAvailable, readMemory, resetPeakRss } from "../bench/load.ts";
 

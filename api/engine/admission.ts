@@ -3,7 +3,7 @@
  * most `maxQueue`. A request that finds the queue full, or the server draining, is refused at once, never parked.
  * A waiting request whose signal aborts leaves the queue; the slot of a finished one goes to the next in line.
  */
-import { GenerationAborted } from "./pipeline/stable_diffusion.ts";
+import { GenerationAborted } from "./pipeline/errors.ts";
 
 export type RefusalReason = "queue_full" | "draining";
 

@@ -9,15 +9,14 @@ import { Admission, AdmissionRefused, type RefusalReason, type Ticket } from "./
 import type { AttentionVariant } from "./checkpoint/attention_variant.ts";
 import { type ModelEntry, scanModelsDir } from "./model_folder.ts";
 import { modelHash } from "./model_hash.ts";
-import {
-  type GenerateHooks,
-  type GenerateInput,
-  type GenerateOutput,
-  GenerationAborted,
-  GenerationFailed,
-  type LoadOptions,
-  type ModelCapabilities,
-} from "./pipeline/stable_diffusion.ts";
+import { GenerationAborted, GenerationFailed } from "./pipeline/errors.ts";
+import type {
+  GenerateHooks,
+  GenerateInput,
+  GenerateOutput,
+  LoadOptions,
+  ModelCapabilities,
+} from "./pipeline/types.ts";
 import { ClipTokenizer } from "./tokenizer/clip.ts";
 import { EngineWorker } from "./worker/engine_client.ts";
 import type { Offload } from "./worker/protocol.ts";

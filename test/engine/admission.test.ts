@@ -1,7 +1,7 @@
 /** Admission control on its own: slots, the bounded queue, positions, aborts while queued, drain and idle. */
 import { expect, test } from "bun:test";
 import { Admission, AdmissionRefused } from "../../api/engine/admission.ts";
-import { GenerationAborted } from "../../api/engine/pipeline/stable_diffusion.ts";
+import { GenerationAborted } from "../../api/engine/pipeline/errors.ts";
 
 test("one slot, a queue of two: the fourth is refused at once with a Retry-After from the step time", async () => {
   const admission = new Admission({ concurrency: 1, maxQueue: 2, stepMs: () => 500 });

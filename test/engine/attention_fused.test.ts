@@ -17,7 +17,8 @@ import { CheckpointWeights } from "../../api/engine/checkpoint/weights.ts";
 import { inspectCheckpoint } from "../../api/engine/model_folder.ts";
 import { readOnnxGraph } from "../../api/engine/onnx/proto.ts";
 import { OnnxModel } from "../../api/engine/onnx/runtime.ts";
-import { generate, loadOnnxPipeline, releasePipeline } from "../../api/engine/pipeline/stable_diffusion.ts";
+import { loadOnnxPipeline, releasePipeline } from "../../api/engine/pipeline/load.ts";
+import { generate } from "../../api/engine/pipeline/text_to_image.ts";
 import { readSafetensorsHeader } from "../../api/engine/safetensors.ts";
 import { FIXTURES, imageDiff, referenceCase } from "../helpers/fixtures.ts";
 

@@ -5,13 +5,10 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { inspectModelFolder } from "../../api/engine/model_folder.ts";
-import {
-  GenerationAborted,
-  generate,
-  loadOnnxPipeline,
-  type PipelineComponents,
-  releasePipeline,
-} from "../../api/engine/pipeline/stable_diffusion.ts";
+import { GenerationAborted } from "../../api/engine/pipeline/errors.ts";
+import { loadOnnxPipeline, releasePipeline } from "../../api/engine/pipeline/load.ts";
+import { generate } from "../../api/engine/pipeline/text_to_image.ts";
+import type { PipelineComponents } from "../../api/engine/pipeline/types.ts";
 import { imageDiff, referenceCase, TINY_SD15 } from "../helpers/fixtures.ts";
 
 let pipeline: PipelineComponents;

@@ -7,13 +7,10 @@ import { cp, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inspectModelFolder } from "../../api/engine/model_folder.ts";
+import { loadOnnxPipeline } from "../../api/engine/pipeline/load.ts";
 import { Residency } from "../../api/engine/pipeline/residency.ts";
-import {
-  type GenerateInput,
-  generate,
-  loadOnnxPipeline,
-  type PipelineComponents,
-} from "../../api/engine/pipeline/stable_diffusion.ts";
+import { generate } from "../../api/engine/pipeline/text_to_image.ts";
+import type { GenerateInput, PipelineComponents } from "../../api/engine/pipeline/types.ts";
 import { imageDiff, TINY_SDXL } from "../helpers/fixtures.ts";
 
 const input: GenerateInput = {

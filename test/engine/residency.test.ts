@@ -4,13 +4,10 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { inspectModelFolder, type ModelEntry } from "../../api/engine/model_folder.ts";
+import { loadOnnxPipeline } from "../../api/engine/pipeline/load.ts";
 import { Residency } from "../../api/engine/pipeline/residency.ts";
-import {
-  type GenerateInput,
-  generate,
-  loadOnnxPipeline,
-  type PipelineComponents,
-} from "../../api/engine/pipeline/stable_diffusion.ts";
+import { generate } from "../../api/engine/pipeline/text_to_image.ts";
+import type { GenerateInput, PipelineComponents } from "../../api/engine/pipeline/types.ts";
 import { EngineWorker } from "../../api/engine/worker/engine_client.ts";
 import { imageDiff, TINY_SD15 } from "../helpers/fixtures.ts";
 

@@ -9,7 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ElemType } from "../../api/engine/onnx/dtypes.ts";
 import { OnnxModel } from "../../api/engine/onnx/runtime.ts";
-import { assertFiniteDecode, GenerationFailed } from "../../api/engine/pipeline/stable_diffusion.ts";
+import { GenerationFailed } from "../../api/engine/pipeline/errors.ts";
+import { assertFiniteDecode } from "../../api/engine/pipeline/stages.ts";
 import { f32Bytes, floatValue, model, node, pb, tensor } from "../helpers/onnx_writer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "sdx-vae-nonfinite-"));

@@ -5,11 +5,8 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { inspectModelFolder } from "../../api/engine/model_folder.ts";
 import { runStats } from "../../api/engine/onnx/runtime.ts";
-import {
-  loadOnnxPipeline,
-  type PipelineComponents,
-  releasePipeline,
-} from "../../api/engine/pipeline/stable_diffusion.ts";
+import { loadOnnxPipeline, releasePipeline } from "../../api/engine/pipeline/load.ts";
+import type { PipelineComponents } from "../../api/engine/pipeline/types.ts";
 import { warmUp } from "../../api/engine/pipeline/warmup.ts";
 import { TINY_SD15 } from "../helpers/fixtures.ts";
 

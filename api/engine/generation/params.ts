@@ -12,8 +12,8 @@ import {
   resolveSchedulerChoice,
   validationFailed,
 } from "../../../contract/index.ts";
-import type { ModelCapabilities } from "../pipeline/stable_diffusion.ts";
 import { xlPromptTexts } from "../pipeline/stable_diffusion_xl.ts";
+import type { ModelCapabilities } from "../pipeline/types.ts";
 import { SCHEDULERS } from "../schedulers/index.ts";
 
 /** What the checks need to know of the model. */

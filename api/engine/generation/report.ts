@@ -4,7 +4,7 @@
  */
 import type { AppliedParams, GenerateRequest, GenerateResponse, ModelKind } from "../../../contract/index.ts";
 import { VERSION } from "../../../lib/version.ts";
-import type { GenerateOutput } from "../pipeline/stable_diffusion.ts";
+import type { GenerateOutput } from "../pipeline/types.ts";
 import { SCHEDULERS } from "../schedulers/index.ts";
 
 type MemoryReport = GenerateResponse["metadata"]["memory"];

@@ -16,13 +16,8 @@ import { AdmissionRefused, type Ticket } from "../admission.ts";
 import type { ModelEntry } from "../model_folder.ts";
 import type { LoadedModel, ModelHost } from "../model_host.ts";
 import { requestedModel, withModel } from "../models.ts";
-import {
-  type GenerateInput,
-  type GenerateOutput,
-  GenerationAborted,
-  GenerationFailed,
-  GenerationInvalid,
-} from "../pipeline/stable_diffusion.ts";
+import { GenerationAborted, GenerationFailed, GenerationInvalid } from "../pipeline/errors.ts";
+import type { GenerateInput, GenerateOutput } from "../pipeline/types.ts";
 import { SCHEDULERS } from "../schedulers/index.ts";
 import type { Offload } from "../worker/protocol.ts";
 import { type ModelFacts, resolveParams } from "./params.ts";

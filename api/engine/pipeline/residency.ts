@@ -5,7 +5,7 @@
  * the text_encoder stage.
  */
 import { OnnxModel } from "../onnx/runtime.ts";
-import type { PipelineComponents, Stage } from "./stable_diffusion.ts";
+import type { PipelineComponents, Stage } from "./types.ts";
 
 const FIELD = { text_encoder: "textEncoder", unet: "unet", vae_decoder: "vaeDecoder" } as const;
 const STAGES = Object.keys(FIELD) as Stage[];

@@ -4,7 +4,7 @@
  * the two encoders' penultimate hidden states concatenated along the width (768 + 1280 = 2048), the pooled
  * `text_embeds` of encoder 2 and the micro-conditioning `time_ids` (Podell et al. 2023, §2.2) as extra UNet
  * inputs, and zero unconditional embeddings when no negative prompt is given (`force_zeros_for_empty_prompt`).
- * Timesteps, seeded latents, denoising and decoding are the shared stages of `stable_diffusion.ts`.
+ * Timesteps, seeded latents, denoising and decoding are the shared stages of `stages.ts`.
  */
 import type { ExecutionProvider, PromptSyntax } from "../../../contract/index.ts";
 import type { PipelineFiles } from "../checkpoint/build.ts";
@@ -19,21 +19,8 @@ import type {
   PipelineComponents,
   PromptConditioning,
   PromptReport,
-} from "./stable_diffusion.ts";
-
-/** SDXL's own components and facts, beside the shared ones (text_encoder, unet, vae_decoder). */
-export interface XlComponents {
-  tokenizer2: ClipTokenizer;
-  textEncoder2: OnnxModel;
-  /** Where text_encoder_2's graph is, so a released session can be created again. */
-  textEncoder2Path: string;
-  /** Transformer layers each encoder exposes as `hidden_states.1…L` (encoder 1, encoder 2). */
-  layers: readonly [number, number];
-  /** model_index.json's `force_zeros_for_empty_prompt` (true for SDXL base). */
-  forceZerosForEmptyPrompt: boolean;
-  /** Width of the pooled embedding the UNet's `text_embeds` input takes (encoder 2's projection_dim). */
-  pooledWidth: number;
-}
+  XlComponents,
+} from "./types.ts";
 
 /** Values in SDXL's `time_ids`: original_size (2) + crops_coords_top_left (2) + target_size (2). */
 export const TIME_IDS = 6;

@@ -7,12 +7,8 @@
  * decodes, so the text encoder(s), UNet and VAE decoder all run once at the shapes a default request uses.
  */
 import { GENERATE_DEFAULTS, type SchedulerName } from "../../../contract/index.ts";
-import {
-  type GenerateHooks,
-  type GenerateOutput,
-  generate,
-  type PipelineComponents,
-} from "./stable_diffusion.ts";
+import { generate } from "./text_to_image.ts";
+import type { GenerateHooks, GenerateOutput, PipelineComponents } from "./types.ts";
 
 export interface WarmUpOptions {
   /**

@@ -1,15 +1,8 @@
 /** The server thread's handle on the engine worker: promise-returning calls, step events and cancellation. */
 import type { ExecutionProvider } from "../../../contract/index.ts";
 import type { ModelEntry } from "../model_folder.ts";
-import {
-  type GenerateHooks,
-  type GenerateInput,
-  type GenerateOutput,
-  GenerationAborted,
-  GenerationFailed,
-  GenerationInvalid,
-  type LoadOptions,
-} from "../pipeline/stable_diffusion.ts";
+import { GenerationAborted, GenerationFailed, GenerationInvalid } from "../pipeline/errors.ts";
+import type { GenerateHooks, GenerateInput, GenerateOutput, LoadOptions } from "../pipeline/types.ts";
 import type { Offload, WorkerReply, WorkerRequest } from "./protocol.ts";
 
 interface Pending {

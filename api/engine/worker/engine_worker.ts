@@ -4,16 +4,11 @@
  * generation runs.
  */
 import type { ExecutionProvider } from "../../../contract/index.ts";
+import { GenerationAborted, GenerationFailed, GenerationInvalid } from "../pipeline/errors.ts";
+import { loadOnnxPipeline } from "../pipeline/load.ts";
 import { Residency } from "../pipeline/residency.ts";
-import {
-  GenerationAborted,
-  GenerationFailed,
-  GenerationInvalid,
-  generate,
-  type LoadOptions,
-  loadOnnxPipeline,
-  type PipelineComponents,
-} from "../pipeline/stable_diffusion.ts";
+import { generate } from "../pipeline/text_to_image.ts";
+import type { LoadOptions, PipelineComponents } from "../pipeline/types.ts";
 import { warmUp } from "../pipeline/warmup.ts";
 import { PromptSyntaxError } from "../prompt/emphasis.ts";
 import type { WorkerErrorKind, WorkerReply, WorkerRequest } from "./protocol.ts";

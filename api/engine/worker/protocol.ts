@@ -7,7 +7,7 @@ import type {
   LoadOptions,
   ModelCapabilities,
   StepEvent,
-} from "../pipeline/stable_diffusion.ts";
+} from "../pipeline/types.ts";
 
 export type WorkerRequest =
   | {

@@ -1,0 +1,181 @@
+/**
+ * The pipeline's shared types: a loaded model's components and capabilities, what a generation takes, and
+ * what its stages report and return. Types only; the stages, the loader and each model family's text stage
+ * import them from here.
+ */
+import type { ExecutionProvider, PromptSyntax, SchedulerName } from "../../../contract/index.ts";
+import type { AttentionVariant } from "../checkpoint/attention_variant.ts";
+import type { PipelineFiles } from "../checkpoint/build.ts";
+import type { FinalLayerNorm } from "../onnx/final_layer_norm.ts";
+import type { OnnxModel } from "../onnx/runtime.ts";
+import type { Conditioning } from "../prompt/encode.ts";
+import type { SchedulerConfig, SchedulerOptions } from "../schedulers/scheduler.ts";
+import type { ClipTokenizer } from "../tokenizer/clip.ts";
+import type { TileGeometry } from "./vae_tiling.ts";
+
+/** What a loaded model can do, for checks made before a request reaches the engine. */
+export interface ModelCapabilities {
+  /** Deepest `clip_skip` (A1111 counting) the text encoder allows; 1 when it cannot skip layers. */
+  clipSkipMax: number;
+  /** Why clip skip is unavailable, when it is. */
+  clipSkipUnavailable: string | null;
+  /** Whether the UNet takes conditioning longer than 77 tokens (several prompt chunks). */
+  longPrompts: boolean;
+  /** The UNet's fixed batch size, or null when its batch axis is dynamic. */
+  unetBatch: number | null;
+  /** SDXL: the empty-negative-prompt rule of its model_index.json; absent or null for SD 1.x/2.x. */
+  xl?: { forceZerosForEmptyPrompt: boolean } | null;
+}
+
+export interface LoadOptions {
+  /**
+   * How the UNet graphs sdx builds from a checkpoint compute attention (ONNX folders bring their own graphs).
+   * Default: fused (MultiHeadAttention) on CUDA, plain on the CPU.
+   */
+  attention?: AttentionVariant;
+}
+
+export interface PipelineComponents {
+  files: PipelineFiles;
+  /** For a single-file checkpoint: whether its graphs were built now or reused from the cache. */
+  checkpointGraphs: { reused: boolean; buildMs: number } | null;
+  /** Where each session's graph is, so a released session can be created again. */
+  paths: Record<Stage, string>;
+  provider: ExecutionProvider;
+  tokenizer: ClipTokenizer;
+  textEncoder: OnnxModel;
+  unet: OnnxModel;
+  vaeDecoder: OnnxModel;
+  schedulerConfig: SchedulerConfig;
+  /** Latents are divided by this before decoding (0.18215 for SD 1.x/2.x). */
+  vaeScalingFactor: number;
+  /** Pixels per latent cell (8). */
+  vaeScaleFactor: number;
+  tileGeometry: TileGeometry;
+  /** The text encoder's final layer norm, applied to an earlier layer's states for clip skip. */
+  finalLayerNorm: FinalLayerNorm | null;
+  /** Number of transformer layers whose outputs the text encoder exposes (`hidden_states.1…L`). */
+  textEncoderLayers: number;
+  /** SDXL's second text encoder and added conditions; null for SD 1.x/2.x. */
+  xl: XlComponents | null;
+  capabilities: ModelCapabilities;
+}
+
+/** SDXL's own components and facts, beside the shared ones (text_encoder, unet, vae_decoder). */
+export interface XlComponents {
+  tokenizer2: ClipTokenizer;
+  textEncoder2: OnnxModel;
+  /** Where text_encoder_2's graph is, so a released session can be created again. */
+  textEncoder2Path: string;
+  /** Transformer layers each encoder exposes as `hidden_states.1…L` (encoder 1, encoder 2). */
+  layers: readonly [number, number];
+  /** model_index.json's `force_zeros_for_empty_prompt` (true for SDXL base). */
+  forceZerosForEmptyPrompt: boolean;
+  /** Width of the pooled embedding the UNet's `text_embeds` input takes (encoder 2's projection_dim). */
+  pooledWidth: number;
+}
+
+export interface GenerateInput {
+  prompt: string;
+  /** null: no negative prompt (the unconditional branch encodes ""), as in diffusers. */
+  negativePrompt: string | null;
+  promptSyntax: PromptSyntax;
+  /** One seed per image; image i is drawn from its own generator seeded with seeds[i]. */
+  seeds: readonly number[];
+  width: number;
+  height: number;
+  numSteps: number;
+  guidanceScale: number;
+  scheduler: SchedulerName;
+  schedulerOptions: SchedulerOptions;
+  /**
+   * A1111 counting: 1 = the last layer (SD 1.x/2.x) — for SDXL, whose default is the penultimate layer,
+   * k reads hidden_states[-(k + 1)] of both encoders (diffusers' clip_skip k − 1).
+   */
+  clipSkip: number;
+  /** SDXL: the second encoder's prompt; null or "" = the prompt (diffusers' `prompt_2 or prompt`). */
+  prompt2?: string | null;
+  /** SDXL: the second encoder's negative prompt; null or "" = the negative prompt. */
+  negativePrompt2?: string | null;
+  /** SDXL micro-conditioning in diffusers' order, [height, width]; null = [height, width] of the image. */
+  originalSize?: readonly [number, number] | null;
+  /** SDXL micro-conditioning [top, left]; null = [0, 0]. */
+  cropsCoordsTopLeft?: readonly [number, number] | null;
+  /** SDXL micro-conditioning [height, width]; null = [height, width] of the image. */
+  targetSize?: readonly [number, number] | null;
+  /** Decode the batch one image at a time (lower peak memory, same pixels). */
+  vaeSlicing: boolean;
+  /** Decode in overlapping tiles when the latents exceed one tile (diffusers' enable_vae_tiling). */
+  vaeTiling: boolean;
+  /** Per image: the text stored in its PNG's `parameters` chunk (AUTOMATIC1111 infotext). */
+  pngParameters?: readonly string[];
+}
+
+export interface StepEvent {
+  step: number;
+  total: number;
+  timestep: number;
+}
+
+/** The three stages that hold a model component's weights. */
+export type Stage = "text_encoder" | "unet" | "vae_decoder";
+
+export interface GenerateHooks {
+  onStep?(event: StepEvent): void;
+  signal?: AbortSignal;
+  /** Called before each stage runs, so a caller can move weights (model CPU offload). */
+  enterStage?(stage: Stage): Promise<void>;
+}
+
+export interface GeneratedImage {
+  seed: number;
+  png: Uint8Array;
+}
+
+export interface PromptReport {
+  /** Text tokens (without start, end and padding tokens). */
+  tokens: number;
+  /** 77-token rows the text encoder read. */
+  chunks: number;
+  /** Tokens cut off (diffusers syntax only). */
+  truncatedTokens: number;
+}
+
+/** What the SDXL text stage did beyond the shared report. */
+export interface XlReport {
+  prompt2: PromptReport;
+  negativePrompt2: PromptReport;
+  /** The unconditional embeddings were zeros (no negative prompt, force_zeros_for_empty_prompt). */
+  zeroUncond: boolean;
+  /** The micro-conditioning fed as `time_ids`. */
+  timeIds: number[];
+}
+
+/** One prompt's conditioning for the UNet, before it is repeated for each image of the batch. */
+export interface PromptConditioning {
+  /** Text-encoder states `[1, T, D]`. */
+  embeds: Conditioning;
+  /** SDXL's added conditions: pooled `text_embeds` `[P]` and `time_ids` `[6]`; null for SD 1.x/2.x. */
+  added: { textEmbeds: Float32Array; timeIds: Float32Array } | null;
+}
+
+/** The text stage's result: the conditional and (with guidance) unconditional conditioning. */
+export interface EncodedPrompts {
+  cond: PromptConditioning;
+  uncond: PromptConditioning | null;
+  prompt: PromptReport;
+  negativePrompt: PromptReport;
+  xl?: XlReport;
+}
+
+export interface GenerateOutput {
+  images: GeneratedImage[];
+  prompt: PromptReport;
+  negativePrompt: PromptReport;
+  /** SDXL only. */
+  xl?: XlReport;
+  timesteps: number[];
+  /** Tiles decoded per image when tiled decoding ran, else 0. */
+  vaeTiles: number;
+  timings: { encodeMs: number; denoiseMs: number; decodeMs: number; pngMs: number; totalMs: number };
+}
