@@ -1,5 +1,6 @@
 /** The online catalog and pulls from the Hugging Face hub: GET /v1/models/catalog, POST /v1/models/pull. */
 import { Type } from "@sinclair/typebox";
+import { SERVER_DEFAULTS } from "./defaults.ts";
 import { MODEL_KINDS } from "./lists.ts";
 import { SAFE_NAME, SAFE_NAME_RULE } from "./names.ts";
 import { Enum } from "./schema.ts";
@@ -66,7 +67,7 @@ export const CatalogEntrySchema = Type.Object({
 export const ModelCatalogSchema = Type.Object({
   hub: Type.String({
     description: "The hub pulls download from (HF_ENDPOINT).",
-    examples: ["https://huggingface.co"],
+    examples: [SERVER_DEFAULTS.hubEndpoint],
   }),
   models: Type.Array(CatalogEntrySchema),
 });

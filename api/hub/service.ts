@@ -12,14 +12,9 @@ import {
 } from "../../contract/index.ts";
 import { pathExists } from "../../lib/fs/exists.ts";
 import { CATALOG, type PullTarget, resolvePullName } from "../engine/hub/catalog.ts";
-import {
-  DEFAULT_HUB_ENDPOINT,
-  HubError,
-  type HubOptions,
-  type PullProgress,
-  type PullResult,
-  pullModel,
-} from "../engine/hub/download.ts";
+import { HubError } from "../engine/hub/errors.ts";
+import { DEFAULT_HUB_ENDPOINT, type HubOptions } from "../engine/hub/hub_api.ts";
+import { type PullProgress, type PullResult, pullModel } from "../engine/hub/pull.ts";
 import type { ModelHost } from "../engine/model_host.ts";
 
 /** Where pulls come from; createApp passes what api/config.ts read from HF_ENDPOINT and HF_TOKEN. */

@@ -11,8 +11,10 @@ import select, { Separator } from "@inquirer/select";
 import { PullNameError, SERVER_DEFAULTS } from "../../contract/index.ts";
 import { formatBytes, type ProgressStream, progressView } from "../../lib/terminal/download_progress.ts";
 import { CATALOG, resolvePullName } from "../engine/hub/catalog.ts";
-import { HubError, type HubOptions, type PullOptions, pullModel } from "../engine/hub/download.ts";
+import { HubError } from "../engine/hub/errors.ts";
+import type { HubOptions } from "../engine/hub/hub_api.ts";
 import { progressEvent } from "../engine/hub/progress_event.ts";
+import { type PullOptions, pullModel } from "../engine/hub/pull.ts";
 import { type ModelEntry, scanModelsDir } from "../engine/model_folder.ts";
 
 export interface StartupMenuOptions {

@@ -7,16 +7,10 @@ import { mkdir, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { resolvePullName } from "../../api/engine/hub/catalog.ts";
-import {
-  fetchSnapshot,
-  HubError,
-  isSdxFile,
-  type PullOptions,
-  type PullProgress,
-  pullModel,
-  SOURCE_FILE,
-  STAGING_DIR,
-} from "../../api/engine/hub/download.ts";
+import { HubError } from "../../api/engine/hub/errors.ts";
+import { fetchSnapshot, isSdxFile } from "../../api/engine/hub/hub_api.ts";
+import { type PullOptions, type PullProgress, pullModel } from "../../api/engine/hub/pull.ts";
+import { SOURCE_FILE, STAGING_DIR } from "../../api/engine/hub/staging.ts";
 import { scanModelsDir } from "../../api/engine/model_folder.ts";
 import { type FakeHub, startFakeHub } from "../helpers/fake_hub.ts";
 import { TINY_SD15 } from "../helpers/fixtures.ts";

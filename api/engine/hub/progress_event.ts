@@ -1,5 +1,5 @@
 import type { PullEvents } from "../../../contract/index.ts";
-import type { PullProgress } from "./download.ts";
+import type { PullProgress } from "./pull.ts";
 
 /** A pull's progress as the contract's `progress` event: what the stream sends and the terminal view shows. */
 export function progressEvent(p: PullProgress): PullEvents["progress"] {
