@@ -11,7 +11,7 @@ export type PromptSyntax = (typeof PROMPT_SYNTAXES)[number];
 export const TIMESTEP_SPACINGS = ["linspace", "leading", "trailing"] as const;
 export type TimestepSpacing = (typeof TIMESTEP_SPACINGS)[number];
 
-/** What a UNet predicts, in diffusers' names: the noise ε, the velocity v (Salimans & Ho 2022), or x₀. */
+/** What the network predicts: the noise ε, v = α·ε − σ·x₀ (Salimans & Ho 2022), or x₀ itself (diffusers' names). */
 export const PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"] as const;
 export type PredictionType = (typeof PREDICTION_TYPES)[number];
 

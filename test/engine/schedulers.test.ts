@@ -3,12 +3,12 @@ import { join } from "node:path";
 import { TorchGenerator } from "../../api/engine/rng/torch_generator.ts";
 import { loadSafetensors } from "../../api/engine/safetensors.ts";
 import { alphasCumprod, betasFromConfig, torchLinspaceF32 } from "../../api/engine/schedulers/betas.ts";
+import { SchedulerConfigError } from "../../api/engine/schedulers/config.ts";
 import {
   DPMSolverMultistepScheduler,
   resolveDPMSolverMultistepConfig,
 } from "../../api/engine/schedulers/dpmsolver_multistep.ts";
 import { createScheduler, SCHEDULERS } from "../../api/engine/schedulers/index.ts";
-import { SchedulerConfigError } from "../../api/engine/schedulers/schedule_utils.ts";
 import type { SchedulerConfig } from "../../api/engine/schedulers/scheduler.ts";
 import { expf, expm1f, logf, tanhf } from "../../api/engine/schedulers/sleef.ts";
 import { SCHEDULER_NAMES } from "../../contract/index.ts";

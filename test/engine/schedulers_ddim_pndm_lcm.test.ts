@@ -1,9 +1,9 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { TorchGenerator } from "../../api/engine/rng/torch_generator.ts";
+import { SchedulerConfigError } from "../../api/engine/schedulers/config.ts";
 import { DDIMScheduler, resolveDDIMConfig } from "../../api/engine/schedulers/ddim.ts";
 import { LCMScheduler } from "../../api/engine/schedulers/lcm.ts";
 import { PNDMScheduler } from "../../api/engine/schedulers/pndm.ts";
-import { SchedulerConfigError } from "../../api/engine/schedulers/schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions } from "../../api/engine/schedulers/scheduler.ts";
 import {
   casesOf,

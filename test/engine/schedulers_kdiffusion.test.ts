@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { TorchGenerator } from "../../api/engine/rng/torch_generator.ts";
+import { SchedulerConfigError } from "../../api/engine/schedulers/config.ts";
 import { EulerDiscreteScheduler, resolveEulerDiscreteConfig } from "../../api/engine/schedulers/euler.ts";
 import {
   EulerAncestralDiscreteScheduler,
@@ -8,16 +9,10 @@ import {
 import { HeunDiscreteScheduler } from "../../api/engine/schedulers/heun.ts";
 import { KDPM2DiscreteScheduler } from "../../api/engine/schedulers/kdpm2.ts";
 import { LMSDiscreteScheduler } from "../../api/engine/schedulers/lms.ts";
-import { SchedulerConfigError } from "../../api/engine/schedulers/schedule_utils.ts";
+import { npLogF32 } from "../../api/engine/schedulers/numpy.ts";
 import type { SchedulerConfig, SchedulerOptions } from "../../api/engine/schedulers/scheduler.ts";
-import {
-  indexForTimestep,
-  interpSigmas,
-  karrasFromSchedule,
-  npLogF32,
-  type SigmaScheduler,
-  spacedTimesteps,
-} from "../../api/engine/schedulers/sigma_schedule.ts";
+import { indexForTimestep, type SigmaScheduler } from "../../api/engine/schedulers/sigma_scheduler.ts";
+import { interpSigmas, karrasFromSchedule, spacedTimesteps } from "../../api/engine/schedulers/sigmas.ts";
 import {
   casesOf,
   diffusersConfig,

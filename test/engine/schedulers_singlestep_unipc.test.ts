@@ -1,12 +1,12 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { TorchGenerator } from "../../api/engine/rng/torch_generator.ts";
+import { SchedulerConfigError } from "../../api/engine/schedulers/config.ts";
 import { DPMSolverMultistepScheduler } from "../../api/engine/schedulers/dpmsolver_multistep.ts";
 import {
   DPMSolverSinglestepScheduler,
   dpmSinglestepOrderList,
   resolveDPMSolverSinglestepConfig,
 } from "../../api/engine/schedulers/dpmsolver_singlestep.ts";
-import { SchedulerConfigError } from "../../api/engine/schedulers/schedule_utils.ts";
 import type { Scheduler, SchedulerConfig } from "../../api/engine/schedulers/scheduler.ts";
 import {
   resolveUniPCMultistepConfig,

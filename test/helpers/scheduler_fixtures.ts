@@ -7,7 +7,7 @@ import { expect } from "bun:test";
 import { join } from "node:path";
 import { TorchGenerator } from "../../api/engine/rng/torch_generator.ts";
 import { loadSafetensors } from "../../api/engine/safetensors.ts";
-import { withOverrides } from "../../api/engine/schedulers/schedule_utils.ts";
+import { withOverrides } from "../../api/engine/schedulers/config.ts";
 import type { Scheduler, SchedulerConfig } from "../../api/engine/schedulers/scheduler.ts";
 import { tanhf } from "../../api/engine/schedulers/sleef.ts";
 

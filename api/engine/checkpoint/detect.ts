@@ -2,7 +2,7 @@
  * What a single-file checkpoint is, told from its keys and shapes the way ComfyUI's model detection does —
  * never from the file name — plus the seed's optional sidecar `<name>.json`.
  */
-import type { ModelKind } from "../../../contract/index.ts";
+import type { ModelKind, PredictionType } from "../../../contract/index.ts";
 import { readTensorAsFloat32, type SafetensorsHeader } from "../safetensors.ts";
 import {
   COND_STAGE_PREFIX,
@@ -25,8 +25,15 @@ export const TEXT_ENCODER_PREFIXES = {
   ],
 } as const satisfies Record<ModelKind, readonly { prefix: string; layout: "hf" | "openclip" }[]>;
 
-export const PREDICTION_TYPES = ["epsilon", "v_prediction"] as const;
-export type CheckpointPredictionType = (typeof PREDICTION_TYPES)[number];
+/**
+ * The prediction types a checkpoint's sidecar may declare: the schedulers' `PREDICTION_TYPES` without "sample"
+ * (Stable Diffusion checkpoints predict ε or v).
+ */
+export const CHECKPOINT_PREDICTION_TYPES = [
+  "epsilon",
+  "v_prediction",
+] as const satisfies readonly PredictionType[];
+export type CheckpointPredictionType = (typeof CHECKPOINT_PREDICTION_TYPES)[number];
 
 export interface CheckpointDetection {
   kind: ModelKind;
@@ -113,9 +120,11 @@ export async function readSidecar(path: string): Promise<Sidecar | null> {
   }
   if (
     sidecar.prediction_type !== undefined &&
-    !PREDICTION_TYPES.includes(sidecar.prediction_type as CheckpointPredictionType)
+    !CHECKPOINT_PREDICTION_TYPES.includes(sidecar.prediction_type as CheckpointPredictionType)
   ) {
-    throw new SidecarError(`${path}: prediction_type must be one of ${PREDICTION_TYPES.join(", ")}`);
+    throw new SidecarError(
+      `${path}: prediction_type must be one of ${CHECKPOINT_PREDICTION_TYPES.join(", ")}`,
+    );
   }
   return sidecar;
 }

@@ -1,4 +1,5 @@
 import sharp from "sharp";
+import { roundHalfEven } from "../schedulers/numpy.ts";
 
 /**
  * diffusers' VaeImageProcessor.postprocess for one image of a decoded batch: x/2 + 0.5 clamped to [0, 1]
@@ -21,11 +22,6 @@ export function decodedToRgb(
     }
   }
   return rgb;
-}
-
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 /** True when any value is NaN or infinite (a decode that overflowed must not be returned as an image). */

@@ -7,15 +7,10 @@ import type { PredictionType, TimestepSpacing } from "../../../contract/index.ts
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import { alphasCumprod, type BetaScheduleConfig, betasFromConfig } from "./betas.ts";
-import {
-  checkStepCount,
-  npArange,
-  npLinspace,
-  roundHalfEven,
-  SchedulerConfigError,
-} from "./schedule_utils.ts";
+import { SchedulerConfigError } from "./config.ts";
+import { npArange, npLinspace, roundHalfEven } from "./numpy.ts";
 import type { Scheduler, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import { checkStepInputs } from "./step_index.ts";
+import { checkStepCount, checkStepInputs } from "./step_index.ts";
 
 /** diffusers offers no Karras sigmas for the ᾱ-indexed schedulers (they have no σ schedule to reshape). */
 export function refuseKarras(displayName: string, options: SchedulerOptions): void {

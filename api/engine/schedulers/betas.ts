@@ -4,10 +4,8 @@
  * by σ) starts from bit-identical numbers.
  */
 import { f32, fmaF32 } from "../rng/float32.ts";
-import { type ConfigReader, SchedulerConfigError } from "./schedule_utils.ts";
-
-export const BETA_SCHEDULES = ["linear", "scaled_linear", "squaredcos_cap_v2"] as const;
-export type BetaSchedule = (typeof BETA_SCHEDULES)[number];
+import { SchedulerConfigError } from "./config.ts";
+import type { BetaSchedule } from "./scheduler.ts";
 
 export interface BetaScheduleConfig {
   num_train_timesteps: number;
@@ -16,33 +14,6 @@ export interface BetaScheduleConfig {
   beta_schedule: BetaSchedule;
   trained_betas: readonly number[] | null;
   rescale_betas_zero_snr: boolean;
-}
-
-/** The training-schedule keys every scheduler config starts with (in diffusers' order). */
-export interface BetaConfig<S extends string = BetaSchedule> {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: S;
-  trained_betas: number[] | null;
-}
-
-/**
- * Reads those keys, falling back to the class defaults `d`; `schedules` lists the `beta_schedule` values the class
- * accepts (Heun adds "exp").
- */
-export function readBetaConfig<S extends string = BetaSchedule>(
-  r: ConfigReader,
-  d: Omit<BetaConfig<S>, "trained_betas">,
-  schedules: readonly S[] = BETA_SCHEDULES as unknown as readonly S[],
-): BetaConfig<S> {
-  return {
-    num_train_timesteps: r.integer("num_train_timesteps", d.num_train_timesteps),
-    beta_start: r.number("beta_start", d.beta_start),
-    beta_end: r.number("beta_end", d.beta_end),
-    beta_schedule: r.oneOf("beta_schedule", schedules, d.beta_schedule),
-    trained_betas: r.numberArray("trained_betas"),
-  };
 }
 
 /** Float32 lanes of torch's AVX2 `Vectorized<float>`; the CPU linspace kernel writes two vectors per iteration. */

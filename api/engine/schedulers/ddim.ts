@@ -18,7 +18,7 @@
  * correctly rounded `sqrt`. With that, every step equals diffusers on torch's x86 CPU kernels bit for bit.
  */
 
-import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
+import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import {
@@ -29,25 +29,23 @@ import {
   predictOriginal,
   refuseKarras,
 } from "./alpha_indexed.ts";
-import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import { ConfigReader, refuseThresholding, SchedulerConfigError } from "./schedule_utils.ts";
+import {
+  type ConfigHead,
+  ConfigReader,
+  readConfigHead,
+  readThresholding,
+  refuseThresholding,
+  SchedulerConfigError,
+  type ThresholdingConfig,
+} from "./config.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
-export interface DDIMConfig {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: BetaSchedule;
-  trained_betas: number[] | null;
+export interface DDIMConfig extends ConfigHead, ThresholdingConfig {
   clip_sample: boolean;
   set_alpha_to_one: boolean;
   steps_offset: number;
-  prediction_type: PredictionType;
-  thresholding: boolean;
-  dynamic_thresholding_ratio: number;
   clip_sample_range: number;
-  sample_max_value: number;
   timestep_spacing: TimestepSpacing;
   rescale_betas_zero_snr: boolean;
 }
@@ -77,15 +75,12 @@ export function resolveDDIMConfig(config: SchedulerConfig, options: SchedulerOpt
   const r = new ConfigReader(config);
   const d = DDIM_DEFAULTS;
   const resolved: DDIMConfig = {
-    ...readBetaConfig(r, d),
+    ...readConfigHead(r, d),
     clip_sample: r.boolean("clip_sample", d.clip_sample),
     set_alpha_to_one: r.boolean("set_alpha_to_one", d.set_alpha_to_one),
     steps_offset: r.integer("steps_offset", d.steps_offset),
-    prediction_type: r.oneOf("prediction_type", PREDICTION_TYPES, d.prediction_type),
-    thresholding: r.boolean("thresholding", d.thresholding),
-    dynamic_thresholding_ratio: r.number("dynamic_thresholding_ratio", d.dynamic_thresholding_ratio),
+    ...readThresholding(r, d),
     clip_sample_range: r.number("clip_sample_range", d.clip_sample_range),
-    sample_max_value: r.number("sample_max_value", d.sample_max_value),
     timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     rescale_betas_zero_snr: r.boolean("rescale_betas_zero_snr", d.rescale_betas_zero_snr),
   };

@@ -1,7 +1,7 @@
 /**
  * What DPM-Solver++ multistep, DPM-Solver++ singlestep and UniPC share (diffusers copies this code between
- * `DPMSolverMultistepScheduler`, `DPMSolverSinglestepScheduler` and `UniPCMultistepScheduler`): the
- * configuration head, the integer timestep / σ schedule of `set_timesteps`, the (α_t, σ_t, λ_t) of a noise-to-signal
+ * `DPMSolverMultistepScheduler`, `DPMSolverSinglestepScheduler` and `UniPCMultistepScheduler`): the solver
+ * configuration keys, the integer timestep / σ schedule of `set_timesteps`, the (α_t, σ_t, λ_t) of a noise-to-signal
  * ratio, the data prediction x_θ, DPM-Solver++'s first-order step, and the schedule state and step bookkeeping
  * (`DpmFamilyScheduler`, as `SigmaScheduler` is for the k-diffusion samplers; the solvers stay in their files).
  *
@@ -9,53 +9,25 @@
  * λ_t = log(α_t/σ_t). Every 0-d tensor and elementwise operation is one float32 operation, with torch's SLEEF
  * `log`/`exp` (sleef.ts); the schedule follows numpy float64 where diffusers uses numpy.
  */
-import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
+import type { PredictionType, TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { type BetaConfig, readBetaConfig } from "./betas.ts";
+import { type ConfigReader, SchedulerConfigError } from "./config.ts";
+import { npArange, npLinspace, roundHalfEven } from "./numpy.ts";
+import type { Scheduler, StepOutput } from "./scheduler.ts";
 import {
-  type ConfigReader,
+  kAlphasCumprod,
   karrasSigmas,
   logSigmas,
-  npArange,
-  npLinspace,
-  roundHalfEven,
-  SchedulerConfigError,
   sigmaToT,
+  type TrainingScheduleConfig,
   trainingSigmas,
-} from "./schedule_utils.ts";
-import type { Scheduler, StepOutput } from "./scheduler.ts";
-import { kAlphasCumprod, type TrainingScheduleConfig } from "./sigma_schedule.ts";
+} from "./sigmas.ts";
 import { expf, logf } from "./sleef.ts";
 import { checkStepInputs, StepIndex, type UnknownTimestep } from "./step_index.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Configuration
-
-/** The keys the three classes' configs start with, in diffusers' order. */
-export interface DpmConfigHead<O extends number> extends BetaConfig {
-  solver_order: O;
-  prediction_type: PredictionType;
-  thresholding: boolean;
-  dynamic_thresholding_ratio: number;
-  sample_max_value: number;
-}
-
-/** Reads those keys; `solverOrder` has been read and checked by the class first (its rules differ). */
-export function readDpmConfigHead<O extends number>(
-  r: ConfigReader,
-  d: Omit<DpmConfigHead<number>, "trained_betas" | "solver_order">,
-  solverOrder: O,
-): DpmConfigHead<O> {
-  return {
-    ...readBetaConfig(r, d),
-    solver_order: solverOrder,
-    prediction_type: r.oneOf("prediction_type", PREDICTION_TYPES, d.prediction_type),
-    thresholding: r.boolean("thresholding", d.thresholding),
-    dynamic_thresholding_ratio: r.number("dynamic_thresholding_ratio", d.dynamic_thresholding_ratio),
-    sample_max_value: r.number("sample_max_value", d.sample_max_value),
-  };
-}
 
 /** DPM-Solver's `solver_type`; diffusers maps the DEIS / UniPC names onto "midpoint". */
 export function readDpmSolverType(r: ConfigReader, fallback: "midpoint" | "heun"): "midpoint" | "heun" {

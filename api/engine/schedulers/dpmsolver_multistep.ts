@@ -35,10 +35,20 @@
  * the last float64 bit; that moves a timestep only if it sits within ~1e-12 of a rounding boundary.
  */
 
-import type { PredictionType, TimestepSpacing } from "../../../contract/index.ts";
+import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import type { BetaSchedule } from "./betas.ts";
+import {
+  type ConfigHead,
+  ConfigReader,
+  type FinalSigmasType,
+  readConfigHead,
+  readThresholding,
+  refuseThresholding,
+  SchedulerConfigError,
+  type ThresholdingConfig,
+  timestepSpacingOption,
+} from "./config.ts";
 import {
   DpmFamilyScheduler,
   dataPrediction,
@@ -46,42 +56,23 @@ import {
   dpmSolverFirstOrderUpdate,
   dpmTimesteps,
   type LambdaPoint,
-  readDpmConfigHead,
   readDpmSolverOrder,
   readDpmSolverType,
   refuseLearnedVariance,
   trainingLambdas,
   unclippedTimesteps,
 } from "./dpm_common.ts";
-import {
-  ConfigReader,
-  checkStepCount,
-  type FinalSigmasType,
-  finalSigma,
-  refuseThresholding,
-  SchedulerConfigError,
-  timestepSpacingOption,
-} from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { finalSigma } from "./sigmas.ts";
 import { expf } from "./sleef.ts";
+import { checkStepCount } from "./step_index.ts";
 
 export const DPM_ALGORITHM_TYPES = ["dpmsolver++", "sde-dpmsolver++"] as const;
 export type DpmAlgorithmType = (typeof DPM_ALGORITHM_TYPES)[number];
-/** Algorithm types this implementation runs; the rest of `DPM_ALGORITHM_TYPES` is recognised but refused. */
-const IMPLEMENTED_ALGORITHMS: readonly DpmAlgorithmType[] = ["dpmsolver++", "sde-dpmsolver++"];
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
-export interface DPMSolverMultistepConfig {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: BetaSchedule;
-  trained_betas: number[] | null;
+export interface DPMSolverMultistepConfig extends ConfigHead, ThresholdingConfig {
   solver_order: 1 | 2 | 3;
-  prediction_type: PredictionType;
-  thresholding: boolean;
-  dynamic_thresholding_ratio: number;
-  sample_max_value: number;
   algorithm_type: DpmAlgorithmType;
   solver_type: "midpoint" | "heun";
   lower_order_final: boolean;
@@ -138,17 +129,18 @@ export function resolveDPMSolverMultistepConfig(
       `algorithm_type "${algorithm}" (deprecated in diffusers) is not supported`,
     );
   }
-  if (!(IMPLEMENTED_ALGORITHMS as readonly string[]).includes(algorithm)) {
-    const known = (DPM_ALGORITHM_TYPES as readonly string[]).includes(algorithm);
+  if (!(DPM_ALGORITHM_TYPES as readonly string[]).includes(algorithm)) {
     throw new SchedulerConfigError(
-      `algorithm_type "${algorithm}" is ${known ? "not implemented yet" : "unknown"}; supported: ${IMPLEMENTED_ALGORITHMS.join(", ")}`,
+      `algorithm_type "${algorithm}" is unknown; supported: ${DPM_ALGORITHM_TYPES.join(", ")}`,
     );
   }
   const solverType = readDpmSolverType(r, d.solver_type);
   const order = readDpmSolverOrder(r, d.solver_order);
 
   const resolved: DPMSolverMultistepConfig = {
-    ...readDpmConfigHead(r, d, order),
+    ...readConfigHead(r, d),
+    solver_order: order,
+    ...readThresholding(r, d),
     algorithm_type: algorithm as DpmAlgorithmType,
     solver_type: solverType,
     lower_order_final: r.boolean("lower_order_final", d.lower_order_final),

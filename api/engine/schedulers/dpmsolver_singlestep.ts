@@ -20,46 +20,38 @@
  * with torch's SLEEF `log`/`exp` (sleef.ts), so each step equals diffusers on torch's x86 CPU kernels bit for bit.
  */
 
-import type { PredictionType } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import type { BetaSchedule } from "./betas.ts";
+import {
+  type ConfigHead,
+  ConfigReader,
+  type FinalSigmasType,
+  readConfigHead,
+  readThresholding,
+  refuseThresholding,
+  SchedulerConfigError,
+  type ThresholdingConfig,
+} from "./config.ts";
 import {
   DpmFamilyScheduler,
   dataPrediction,
   dpmSigmas,
   dpmSolverFirstOrderUpdate,
   dpmTimesteps,
-  readDpmConfigHead,
   readDpmSolverOrder,
   readDpmSolverType,
   refuseLearnedVariance,
   trainingLambdas,
   unclippedTimesteps,
 } from "./dpm_common.ts";
-import {
-  ConfigReader,
-  checkStepCount,
-  type FinalSigmasType,
-  finalSigma,
-  refuseThresholding,
-  SchedulerConfigError,
-} from "./schedule_utils.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { finalSigma } from "./sigmas.ts";
 import { expf } from "./sleef.ts";
+import { checkStepCount } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names (the constructor arguments of diffusers' class). */
-export interface DPMSolverSinglestepConfig {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: BetaSchedule;
-  trained_betas: number[] | null;
+export interface DPMSolverSinglestepConfig extends ConfigHead, ThresholdingConfig {
   solver_order: 1 | 2 | 3;
-  prediction_type: PredictionType;
-  thresholding: boolean;
-  dynamic_thresholding_ratio: number;
-  sample_max_value: number;
   algorithm_type: "dpmsolver++";
   solver_type: "midpoint" | "heun";
   lower_order_final: boolean;
@@ -119,7 +111,9 @@ export function resolveDPMSolverSinglestepConfig(
   const order = readDpmSolverOrder(r, d.solver_order);
 
   const resolved: DPMSolverSinglestepConfig = {
-    ...readDpmConfigHead(r, d, order),
+    ...readConfigHead(r, d),
+    solver_order: order,
+    ...readThresholding(r, d),
     algorithm_type: "dpmsolver++",
     solver_type: solverType,
     lower_order_final: r.boolean("lower_order_final", d.lower_order_final),

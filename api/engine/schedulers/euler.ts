@@ -2,37 +2,25 @@
  * Euler, after diffusers 0.29.2 `EulerDiscreteScheduler` (A1111's "Euler"): Algorithm 2 of Karras et al. 2022,
  * "Elucidating the Design Space of Diffusion-Based Generative Models" (arXiv:2206.00364), i.e. the explicit Euler
  * method on the probability-flow ODE dx/dσ = (x − D(x; σ))/σ, with its optional "churn" (stochastic σ increase).
- * The σ machinery is shared with the other k-diffusion samplers (sigma_schedule.ts).
+ * The σ machinery is shared with the other k-diffusion samplers (sigmas.ts, sigma_scheduler.ts).
  *
  * Numerics: the schedule follows numpy (float64, float32 where diffusers casts), every elementwise step is one
  * float32 torch op, rounded in the same order as diffusers.
  */
-import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
+import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { type BetaSchedule, readBetaConfig, torchLinspaceF32 } from "./betas.ts";
-import { ConfigReader, checkStepCount, type FinalSigmasType, finalSigma } from "./schedule_utils.ts";
+import { torchLinspaceF32 } from "./betas.ts";
+import { type ConfigHead, ConfigReader, type FinalSigmasType, readConfigHead } from "./config.ts";
+import { npLogF32 } from "./numpy.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import {
-  denoise,
-  eulerUpdate,
-  interpSigmas,
-  karrasSchedule,
-  npLogF32,
-  odeDerivative,
-  SigmaScheduler,
-  spacedTimesteps,
-} from "./sigma_schedule.ts";
+import { denoise, eulerUpdate, odeDerivative, SigmaScheduler } from "./sigma_scheduler.ts";
+import { finalSigma, interpSigmas, karrasSchedule, spacedTimesteps } from "./sigmas.ts";
 import { expf, logf } from "./sleef.ts";
+import { checkStepCount } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
-export interface EulerDiscreteConfig {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: BetaSchedule;
-  trained_betas: number[] | null;
-  prediction_type: PredictionType;
+export interface EulerDiscreteConfig extends ConfigHead {
   interpolation_type: "linear" | "log_linear";
   use_karras_sigmas: boolean;
   sigma_min: number | null;
@@ -72,8 +60,7 @@ export function resolveEulerDiscreteConfig(
   const d = EULER_DISCRETE_DEFAULTS;
   const optionalNumber = (key: string): number | null => (r.present.has(key) ? r.number(key, 0) : null);
   return {
-    ...readBetaConfig(r, d),
-    prediction_type: r.oneOf("prediction_type", PREDICTION_TYPES, d.prediction_type),
+    ...readConfigHead(r, d),
     interpolation_type: r.oneOf(
       "interpolation_type",
       ["linear", "log_linear"] as const,

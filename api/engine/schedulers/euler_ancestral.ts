@@ -11,26 +11,14 @@
 import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import { ConfigReader, checkStepCount, SchedulerConfigError } from "./schedule_utils.ts";
-import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import {
-  denoise,
-  eulerUpdate,
-  interpolatedSchedule,
-  odeDerivative,
-  SigmaScheduler,
-} from "./sigma_schedule.ts";
+import { type ConfigHead, ConfigReader, readConfigHead, SchedulerConfigError } from "./config.ts";
+import type { BetaSchedule, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { denoise, eulerUpdate, odeDerivative, SigmaScheduler } from "./sigma_scheduler.ts";
+import { interpolatedSchedule } from "./sigmas.ts";
+import { checkStepCount } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names. */
-export interface EulerAncestralDiscreteConfig {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: BetaSchedule;
-  trained_betas: number[] | null;
-  /** diffusers raises NotImplementedError for "sample" in `step`; refused here when the config is read. */
-  prediction_type: "epsilon" | "v_prediction";
+export interface EulerAncestralDiscreteConfig extends ConfigHead<BetaSchedule, "epsilon" | "v_prediction"> {
   timestep_spacing: TimestepSpacing;
   steps_offset: number;
   rescale_betas_zero_snr: boolean;
@@ -60,8 +48,8 @@ export function resolveEulerAncestralDiscreteConfig(
   const r = new ConfigReader(config);
   const d = EULER_ANCESTRAL_DISCRETE_DEFAULTS;
   return {
-    ...readBetaConfig(r, d),
-    prediction_type: r.oneOf("prediction_type", ["epsilon", "v_prediction"] as const, d.prediction_type),
+    // diffusers raises NotImplementedError for "sample" in `step`; refused here when the config is read.
+    ...readConfigHead(r, d, { predictionTypes: ["epsilon", "v_prediction"] }),
     timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     steps_offset: r.integer("steps_offset", d.steps_offset),
     rescale_betas_zero_snr: r.boolean("rescale_betas_zero_snr", d.rescale_betas_zero_snr),

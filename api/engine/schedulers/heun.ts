@@ -8,29 +8,23 @@
  * evaluations. diffusers exposes each evaluation as its own `step`: the timesteps are t_0, t_1, t_1, t_2, t_2, …
  * and the σ table σ_0, σ_1, σ_1, …, σ_{n−1}, σ_{n−1}, 0; the predictor stores d, Δσ and x_i for the corrector.
  */
-import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
+import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { BETA_SCHEDULES, type BetaSchedule, readBetaConfig } from "./betas.ts";
-import { ConfigReader, checkStepCount } from "./schedule_utils.ts";
-import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { type ConfigHead, ConfigReader, readConfigHead } from "./config.ts";
 import {
-  denoise,
-  eulerUpdate,
-  interpolatedSchedule,
-  karrasSchedule,
-  odeDerivative,
-  SigmaScheduler,
-} from "./sigma_schedule.ts";
+  BETA_SCHEDULES,
+  type BetaSchedule,
+  type SchedulerConfig,
+  type SchedulerOptions,
+  type StepOutput,
+} from "./scheduler.ts";
+import { denoise, eulerUpdate, odeDerivative, SigmaScheduler } from "./sigma_scheduler.ts";
+import { interpolatedSchedule, karrasSchedule } from "./sigmas.ts";
+import { checkStepCount } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names. */
-export interface HeunDiscreteConfig {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: BetaSchedule | "exp";
-  trained_betas: number[] | null;
-  prediction_type: PredictionType;
+export interface HeunDiscreteConfig extends ConfigHead<BetaSchedule | "exp"> {
   use_karras_sigmas: boolean;
   clip_sample: boolean;
   clip_sample_range: number;
@@ -61,8 +55,7 @@ export function resolveHeunDiscreteConfig(
   const r = new ConfigReader(config);
   const d = HEUN_DISCRETE_DEFAULTS;
   return {
-    ...readBetaConfig(r, d, [...BETA_SCHEDULES, "exp"] as const),
-    prediction_type: r.oneOf("prediction_type", PREDICTION_TYPES, d.prediction_type),
+    ...readConfigHead(r, d, { betaSchedules: [...BETA_SCHEDULES, "exp"] }),
     use_karras_sigmas: r.karrasSigmas(options.karrasSigmas, d.use_karras_sigmas),
     clip_sample: r.boolean("clip_sample", d.clip_sample),
     clip_sample_range: r.number("clip_sample_range", d.clip_sample_range),

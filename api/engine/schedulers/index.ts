@@ -4,6 +4,7 @@
  */
 
 import type { SchedulerName } from "../../../contract/index.ts";
+import { SchedulerConfigError, withOverrides } from "./config.ts";
 import { DDIMScheduler } from "./ddim.ts";
 import { DPMSolverMultistepScheduler } from "./dpmsolver_multistep.ts";
 import { DPMSolverSinglestepScheduler } from "./dpmsolver_singlestep.ts";
@@ -14,7 +15,6 @@ import { KDPM2DiscreteScheduler } from "./kdpm2.ts";
 import { LCMScheduler } from "./lcm.ts";
 import { LMSDiscreteScheduler } from "./lms.ts";
 import { PNDMScheduler } from "./pndm.ts";
-import { SchedulerConfigError, withOverrides } from "./schedule_utils.ts";
 import type { Scheduler, SchedulerConfig, SchedulerOptions } from "./scheduler.ts";
 import { UniPCMultistepScheduler } from "./unipc.ts";
 

@@ -12,30 +12,17 @@
 import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import { ConfigReader, checkStepCount, roundHalfEven } from "./schedule_utils.ts";
-import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import {
-  denoise,
-  eulerUpdate,
-  interpolatedSchedule,
-  karrasSchedule,
-  odeDerivative,
-  SigmaScheduler,
-  sigmaToTimestepF32,
-} from "./sigma_schedule.ts";
+import { type ConfigHead, ConfigReader, readConfigHead } from "./config.ts";
+import { roundHalfEven } from "./numpy.ts";
+import type { BetaSchedule, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { denoise, eulerUpdate, odeDerivative, SigmaScheduler } from "./sigma_scheduler.ts";
+import { interpolatedSchedule, karrasSchedule, sigmaToTimestepF32 } from "./sigmas.ts";
 import { expf, logf } from "./sleef.ts";
+import { checkStepCount } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names. */
-export interface KDPM2DiscreteConfig {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: BetaSchedule;
-  trained_betas: number[] | null;
+export interface KDPM2DiscreteConfig extends ConfigHead<BetaSchedule, "epsilon" | "v_prediction"> {
   use_karras_sigmas: boolean;
-  /** diffusers raises NotImplementedError for "sample" in `step`; refused here when the config is read. */
-  prediction_type: "epsilon" | "v_prediction";
   timestep_spacing: TimestepSpacing;
   steps_offset: number;
 }
@@ -61,9 +48,9 @@ export function resolveKDPM2DiscreteConfig(
   const r = new ConfigReader(config);
   const d = KDPM2_DISCRETE_DEFAULTS;
   return {
-    ...readBetaConfig(r, d),
+    // diffusers raises NotImplementedError for "sample" in `step`; refused here when the config is read.
+    ...readConfigHead(r, d, { predictionTypes: ["epsilon", "v_prediction"] }),
     use_karras_sigmas: r.karrasSigmas(options.karrasSigmas, d.use_karras_sigmas),
-    prediction_type: r.oneOf("prediction_type", ["epsilon", "v_prediction"] as const, d.prediction_type),
     timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     steps_offset: r.integer("steps_offset", d.steps_offset),
   };

@@ -23,7 +23,7 @@
  * exactly as diffusers' `randn_tensor` draws it, so trajectories equal diffusers' bit for bit.
  */
 
-import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
+import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import {
@@ -33,27 +33,25 @@ import {
   predictOriginal,
   refuseKarras,
 } from "./alpha_indexed.ts";
-import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import { ConfigReader, refuseThresholding, SchedulerConfigError } from "./schedule_utils.ts";
+import {
+  type ConfigHead,
+  ConfigReader,
+  readConfigHead,
+  readThresholding,
+  refuseThresholding,
+  SchedulerConfigError,
+  type ThresholdingConfig,
+} from "./config.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 import { StepIndex } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
-export interface LCMConfig {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: BetaSchedule;
-  trained_betas: number[] | null;
+export interface LCMConfig extends ConfigHead, ThresholdingConfig {
   original_inference_steps: number;
   clip_sample: boolean;
   clip_sample_range: number;
   set_alpha_to_one: boolean;
   steps_offset: number;
-  prediction_type: PredictionType;
-  thresholding: boolean;
-  dynamic_thresholding_ratio: number;
-  sample_max_value: number;
   timestep_spacing: TimestepSpacing;
   timestep_scaling: number;
   rescale_betas_zero_snr: boolean;
@@ -89,16 +87,13 @@ export function resolveLCMConfig(config: SchedulerConfig, options: SchedulerOpti
   const r = new ConfigReader(config);
   const d = LCM_DEFAULTS;
   const resolved: LCMConfig = {
-    ...readBetaConfig(r, d),
+    ...readConfigHead(r, d),
     original_inference_steps: r.integer("original_inference_steps", d.original_inference_steps),
     clip_sample: r.boolean("clip_sample", d.clip_sample),
     clip_sample_range: r.number("clip_sample_range", d.clip_sample_range),
     set_alpha_to_one: r.boolean("set_alpha_to_one", d.set_alpha_to_one),
     steps_offset: r.integer("steps_offset", d.steps_offset),
-    prediction_type: r.oneOf("prediction_type", PREDICTION_TYPES, d.prediction_type),
-    thresholding: r.boolean("thresholding", d.thresholding),
-    dynamic_thresholding_ratio: r.number("dynamic_thresholding_ratio", d.dynamic_thresholding_ratio),
-    sample_max_value: r.number("sample_max_value", d.sample_max_value),
+    ...readThresholding(r, d),
     timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     timestep_scaling: r.number("timestep_scaling", d.timestep_scaling),
     rescale_betas_zero_snr: r.boolean("rescale_betas_zero_snr", d.rescale_betas_zero_snr),

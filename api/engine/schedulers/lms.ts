@@ -13,29 +13,18 @@
  * weights, float32 integrand and summation order), which gives diffusers' coefficients bit for bit rather than
  * the mathematically exact integral (the two differ by float32 rounding noise only).
  */
-import { PREDICTION_TYPES, type PredictionType, type TimestepSpacing } from "../../../contract/index.ts";
+import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import { ConfigReader, checkStepCount } from "./schedule_utils.ts";
+import { type ConfigHead, ConfigReader, readConfigHead } from "./config.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import {
-  denoise,
-  interpolatedSchedule,
-  karrasSchedule,
-  odeDerivative,
-  SigmaScheduler,
-} from "./sigma_schedule.ts";
+import { denoise, odeDerivative, SigmaScheduler } from "./sigma_scheduler.ts";
+import { interpolatedSchedule, karrasSchedule } from "./sigmas.ts";
+import { checkStepCount } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names. */
-export interface LMSDiscreteConfig {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: BetaSchedule;
-  trained_betas: number[] | null;
+export interface LMSDiscreteConfig extends ConfigHead {
   use_karras_sigmas: boolean;
-  prediction_type: PredictionType;
   timestep_spacing: TimestepSpacing;
   steps_offset: number;
 }
@@ -64,9 +53,8 @@ export function resolveLMSDiscreteConfig(
   const r = new ConfigReader(config);
   const d = LMS_DISCRETE_DEFAULTS;
   return {
-    ...readBetaConfig(r, d),
+    ...readConfigHead(r, d),
     use_karras_sigmas: r.karrasSigmas(options.karrasSigmas, d.use_karras_sigmas),
-    prediction_type: r.oneOf("prediction_type", PREDICTION_TYPES, d.prediction_type),
     timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     steps_offset: r.integer("steps_offset", d.steps_offset),
   };

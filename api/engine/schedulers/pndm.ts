@@ -31,20 +31,13 @@ import {
   refuseKarras,
   vToEpsilon,
 } from "./alpha_indexed.ts";
-import { type BetaSchedule, readBetaConfig } from "./betas.ts";
-import { ConfigReader } from "./schedule_utils.ts";
-import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { type ConfigHead, ConfigReader, readConfigHead } from "./config.ts";
+import type { BetaSchedule, SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
-export interface PNDMConfig {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: BetaSchedule;
-  trained_betas: number[] | null;
+export interface PNDMConfig extends ConfigHead<BetaSchedule, "epsilon" | "v_prediction"> {
   skip_prk_steps: boolean;
   set_alpha_to_one: boolean;
-  prediction_type: "epsilon" | "v_prediction";
   timestep_spacing: TimestepSpacing;
   steps_offset: number;
 }
@@ -72,11 +65,10 @@ export function resolvePNDMConfig(config: SchedulerConfig, options: SchedulerOpt
   const r = new ConfigReader(config);
   const d = PNDM_DEFAULTS;
   return {
-    ...readBetaConfig(r, d),
+    // diffusers' PNDM step raises for "sample"; refused here when the config is read.
+    ...readConfigHead(r, d, { predictionTypes: ["epsilon", "v_prediction"] }),
     skip_prk_steps: r.boolean("skip_prk_steps", d.skip_prk_steps),
     set_alpha_to_one: r.boolean("set_alpha_to_one", d.set_alpha_to_one),
-    // diffusers' PNDM step raises for "sample"; refused here when the config is read.
-    prediction_type: r.oneOf("prediction_type", ["epsilon", "v_prediction"] as const, d.prediction_type),
     timestep_spacing: r.timestepSpacing(options.timestepSpacing, d.timestep_spacing),
     steps_offset: r.integer("steps_offset", d.steps_offset),
   };

@@ -1,5 +1,9 @@
-import type { TimestepSpacing } from "../../../contract/index.ts";
+import type { PredictionType, TimestepSpacing } from "../../../contract/index.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
+
+/** diffusers' training β schedules (Heun also reads "exp"). */
+export const BETA_SCHEDULES = ["linear", "scaled_linear", "squaredcos_cap_v2"] as const;
+export type BetaSchedule = (typeof BETA_SCHEDULES)[number];
 
 /**
  * The one contract every sampler implements, after diffusers' SchedulerMixin:
@@ -36,10 +40,10 @@ export interface SchedulerConfig {
   num_train_timesteps?: number;
   beta_start?: number;
   beta_end?: number;
-  beta_schedule?: "linear" | "scaled_linear" | "squaredcos_cap_v2";
+  beta_schedule?: BetaSchedule;
   trained_betas?: number[] | null;
-  prediction_type?: "epsilon" | "v_prediction" | "sample";
-  timestep_spacing?: "linspace" | "leading" | "trailing";
+  prediction_type?: PredictionType;
+  timestep_spacing?: TimestepSpacing;
   steps_offset?: number;
   [key: string]: unknown;
 }

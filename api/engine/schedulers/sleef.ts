@@ -6,10 +6,12 @@
  * 1 ulp but not correctly rounded, so `Math.fround(Math.log(x))` differs from torch in the last bit for a
  * fraction of inputs — enough to move a DPM-Solver step by several ulps. These are ports of SLEEF 3.5.1
  * `xexpf`, `xlogf_u1`, `xtanhf` (src/libm/sleefsimdsp.c, double-float helpers of src/libm/df.h) with the
- * AVX2 helper semantics: every `vmla`/`vfma` is a fused multiply-add, `vrint` rounds half to even. Checked
- * against the oracle fixtures: `tanhf` on every toy-model output, `expf`/`logf` through every DPM++ step.
+ * AVX2 helper semantics: every `vmla`/`vfma` is a fused multiply-add, `vrint` (`_mm256_cvtps_epi32` under the
+ * default MXCSR mode) rounds half to even, which on a float32 value is numpy's `roundHalfEven`. Checked against
+ * the oracle fixtures: `tanhf` on every toy-model output, `expf`/`logf` through every DPM++ step.
  */
 import { bitsOf, f32, fmaF32 as fma, fromBits } from "../rng/float32.ts";
+import { roundHalfEven } from "./numpy.ts";
 
 type F2 = readonly [hi: number, lo: number];
 
@@ -17,12 +19,6 @@ const R_LN2F = f32(Math.LOG2E);
 const L2UF = f32(0.693145751953125);
 const L2LF = f32(1.428606765330187e-6);
 const FLT_MIN = 1.1754943508222875e-38;
-
-/** `_mm256_cvtps_epi32` under the default MXCSR mode: round half to even. */
-function rint(x: number): number {
-  const r = Math.round(x);
-  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
 
 /** 2^q built from exponent bits, as `vpow2i_vf_vi2` (valid for q in [−126, 127]). */
 function pow2i(q: number): number {
@@ -115,7 +111,7 @@ function dfrec(d: F2): F2 {
 export function expf(x: number): number {
   const d = f32(x);
   if (Number.isNaN(d)) return Number.NaN;
-  const q = rint(f32(d * R_LN2F));
+  const q = roundHalfEven(f32(d * R_LN2F));
   let s = fma(q, -L2UF, d);
   s = fma(q, -L2LF, s);
   let u = f32(0.00019852761761285365);
@@ -155,7 +151,7 @@ export function logf(x: number): number {
 /** e^d for a double-float d, as a double-float (SLEEF `expk2f`). */
 function expk2f(d: F2): F2 {
   const u0 = f32(f32(d[0] + d[1]) * R_LN2F);
-  const q = rint(u0);
+  const q = roundHalfEven(u0);
   let s = dfadd2F2F(d, f32(q * -L2UF));
   s = dfadd2F2F(s, f32(q * -L2LF));
   let u = f32(0.1980960224e-3);

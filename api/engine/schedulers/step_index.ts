@@ -2,7 +2,7 @@
  * The step bookkeeping diffusers copies between its schedulers (`_step_index`, `_begin_index`, `_init_step_index`,
  * `index_for_timestep`), written once. Classes differ only in what an unknown timestep means: the σ-indexed
  * k-diffusion samplers and LCM refuse it, DPM-Solver and UniPC fall back to the last index (diffusers'
- * `len(schedule_timesteps) - 1`).
+ * `len(schedule_timesteps) - 1`). Also the argument checks at the top of `setTimesteps` and `step`.
  */
 
 /**
@@ -57,6 +57,13 @@ export class StepIndex {
   /** At the end of a successful step. */
   advance(): void {
     this.index = (this.index as number) + 1;
+  }
+}
+
+/** The check at the top of every `setTimesteps`: a whole number of steps, at least one. */
+export function checkStepCount(numInferenceSteps: number): void {
+  if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
+    throw new RangeError(`numInferenceSteps must be a positive integer, got ${numInferenceSteps}`);
   }
 }
 

@@ -33,42 +33,29 @@
  * are `einsum`s, accumulated in order. With that, every step equals diffusers bit for bit on the fixtures.
  */
 
-import type { PredictionType, TimestepSpacing } from "../../../contract/index.ts";
+import type { TimestepSpacing } from "../../../contract/index.ts";
 import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
-import type { BetaSchedule } from "./betas.ts";
 import {
-  alphaSigma,
-  DpmFamilyScheduler,
-  dataPrediction,
-  dpmSigmas,
-  dpmTimesteps,
-  readDpmConfigHead,
-} from "./dpm_common.ts";
-import {
+  type ConfigHead,
   ConfigReader,
-  checkStepCount,
   type FinalSigmasType,
-  finalSigma,
+  readConfigHead,
+  readThresholding,
   refuseThresholding,
   SchedulerConfigError,
+  type ThresholdingConfig,
   timestepSpacingOption,
-} from "./schedule_utils.ts";
+} from "./config.ts";
+import { alphaSigma, DpmFamilyScheduler, dataPrediction, dpmSigmas, dpmTimesteps } from "./dpm_common.ts";
 import type { SchedulerConfig, SchedulerOptions, StepOutput } from "./scheduler.ts";
+import { finalSigma } from "./sigmas.ts";
 import { expm1f } from "./sleef.ts";
+import { checkStepCount } from "./step_index.ts";
 
 /** The resolved configuration, with diffusers' key names (what `scheduler.config` shows in diffusers). */
-export interface UniPCMultistepConfig {
-  num_train_timesteps: number;
-  beta_start: number;
-  beta_end: number;
-  beta_schedule: BetaSchedule;
-  trained_betas: number[] | null;
+export interface UniPCMultistepConfig extends ConfigHead, ThresholdingConfig {
   solver_order: number;
-  prediction_type: PredictionType;
-  thresholding: boolean;
-  dynamic_thresholding_ratio: number;
-  sample_max_value: number;
   predict_x0: boolean;
   solver_type: "bh1" | "bh2";
   lower_order_final: boolean;
@@ -130,7 +117,9 @@ export function resolveUniPCMultistepConfig(
   }
 
   const resolved: UniPCMultistepConfig = {
-    ...readDpmConfigHead(r, d, order),
+    ...readConfigHead(r, d),
+    solver_order: order,
+    ...readThresholding(r, d),
     predict_x0: r.boolean("predict_x0", d.predict_x0),
     solver_type: solverType,
     lower_order_final: r.boolean("lower_order_final", d.lower_order_final),
