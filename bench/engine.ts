@@ -11,7 +11,7 @@ import { inspectModelFolder } from "../api/engine/model_folder.ts";
 import { runStats } from "../api/engine/onnx/runtime.ts";
 import { loadOnnxPipeline } from "../api/engine/pipeline/load.ts";
 import { generate } from "../api/engine/pipeline/text_to_image.ts";
-import { isSchedulerName } from "../contract/index.ts";
+import { GENERATE_DEFAULTS, isSchedulerName } from "../contract/index.ts";
 import { TINY_SD15 } from "../test/helpers/fixtures.ts";
 
 export async function benchEngine(argv: string[]): Promise<void> {
@@ -20,8 +20,8 @@ export async function benchEngine(argv: string[]): Promise<void> {
     options: {
       model: { type: "string", default: TINY_SD15 },
       size: { type: "string", default: "512" },
-      steps: { type: "string", default: "30" },
-      scheduler: { type: "string", default: "dpmsolver++" },
+      steps: { type: "string", default: String(GENERATE_DEFAULTS.num_steps) },
+      scheduler: { type: "string", default: GENERATE_DEFAULTS.scheduler_type },
       runs: { type: "string", default: "2" },
       provider: { type: "string", default: "cpu" },
     },
@@ -37,15 +37,15 @@ export async function benchEngine(argv: string[]): Promise<void> {
   const input = {
     prompt: "a lighthouse on a rocky coast at dawn, dramatic clouds, oil painting",
     negativePrompt: "blurry, low quality",
-    promptSyntax: "a1111" as const,
+    promptSyntax: GENERATE_DEFAULTS.prompt_syntax,
     seeds: [42],
     width: size,
     height: size,
     numSteps: steps,
-    guidanceScale: 7.5,
+    guidanceScale: GENERATE_DEFAULTS.guidance_scale,
     scheduler,
     schedulerOptions: {},
-    clipSkip: 1,
+    clipSkip: GENERATE_DEFAULTS.clip_skip,
     vaeSlicing: false,
     vaeTiling: false,
   };
@@ -70,7 +70,7 @@ export async function benchEngine(argv: string[]): Promise<void> {
   }
   const header = ["run", "wall s", "steps/s", "in onnxruntime s", "outside s", "outside share", "ort runs"];
   console.log(
-    `engine: ${entry.path} on ${provider}, ${size}×${size}, ${steps} steps of ${scheduler}, CFG 7.5, batch 1`,
+    `engine: ${entry.path} on ${provider}, ${size}×${size}, ${steps} steps of ${scheduler}, CFG ${GENERATE_DEFAULTS.guidance_scale}, batch 1`,
   );
   printTable([header, ...rows]);
   console.log("target: outside share under 3 %");

@@ -1,7 +1,8 @@
 /**
  * `bun run bench gpu`: the whole text-to-image pipeline on an NVIDIA GPU through onnxruntime's CUDA provider, at
  * full size with random weights of the real shapes (api/engine/checkpoint/ldm_layout.ts presets, as the full-size check writes):
- * - SD 1.5 (runwayml v1-5-pruned-emaonly layout), 512×512, 30 steps of dpmsolver++, CFG 7.5, batch 1;
+ * - SD 1.5 (runwayml v1-5-pruned-emaonly layout), 512×512, a default request (the contract's GENERATE_DEFAULTS:
+ *   sampler, steps, CFG), batch 1;
  * - SDXL (sd_xl_base_1.0 layout), 1024×1024, the same settings.
  * Each model: checkpoint written once into the cache folder (reused after), graphs built (float16, fused
  * MultiHeadAttention: the CUDA path), sessions loaded, one warm-up generation at the same size, then `--runs`
@@ -34,7 +35,7 @@ import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/load.t
 import { generate } from "../api/engine/pipeline/text_to_image.ts";
 import type { GenerateInput, PipelineComponents } from "../api/engine/pipeline/types.ts";
 import { warmUp } from "../api/engine/pipeline/warmup.ts";
-import type { ExecutionProvider } from "../contract/index.ts";
+import { type ExecutionProvider, GENERATE_DEFAULTS } from "../contract/index.ts";
 import { printTable } from "./engine.ts";
 
 /** A published figure to compare against: `seconds` for `steps` denoising steps at the same size and settings. */
@@ -110,13 +111,13 @@ function requestFor(model: BenchModel, steps: number, seed: number): GenerateInp
   return {
     prompt: "a lighthouse on a rocky coast at dawn, dramatic clouds, oil painting",
     negativePrompt: "blurry, low quality",
-    promptSyntax: "a1111",
+    promptSyntax: GENERATE_DEFAULTS.prompt_syntax,
     seeds: [seed],
     width: model.size,
     height: model.size,
     numSteps: steps,
-    guidanceScale: 7.5,
-    scheduler: "dpmsolver++",
+    guidanceScale: GENERATE_DEFAULTS.guidance_scale,
+    scheduler: GENERATE_DEFAULTS.scheduler_type,
     schedulerOptions: {},
     clipSkip: 1,
     vaeSlicing: false,
@@ -213,7 +214,7 @@ export async function benchGpu(argv: string[]): Promise<void> {
   });
   const cpu = values.cpu;
   const runs = Math.max(1, Number(values.runs ?? (cpu ? 1 : 3)) || 1);
-  const steps = Math.max(1, Number(values.steps ?? (cpu ? 3 : 30)) || 1);
+  const steps = Math.max(1, Number(values.steps ?? (cpu ? 3 : GENERATE_DEFAULTS.num_steps)) || 1);
   const models = (cpu ? CPU_SMOKE_MODELS : GPU_MODELS).filter((m) => !values.only || m.name === values.only);
   if (models.length === 0) {
     console.error(
@@ -240,7 +241,7 @@ export async function benchGpu(argv: string[]): Promise<void> {
     : `bench gpu: onnxruntime-node ${onnxruntimeVersion}, CUDA provider; ${describeGpu(await gpuInfo({ cacheMs: 0 }))}`;
   console.log(header);
   console.log(
-    `settings: ${steps} steps of dpmsolver++, CFG 7.5, batch 1, ${runs} timed run(s) after one warm-up; cache ${cacheDir}`,
+    `settings: ${steps} steps of ${GENERATE_DEFAULTS.scheduler_type}, CFG ${GENERATE_DEFAULTS.guidance_scale}, batch 1, ${runs} timed run(s) after one warm-up; cache ${cacheDir}`,
   );
 
   const rows: string[][] = [];
