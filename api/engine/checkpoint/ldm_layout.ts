@@ -21,7 +21,7 @@
  * The sd15/sd21 key sets were checked, key for key and shape for shape, against the component lists of
  * arenasys/stable-diffusion-webui-model-toolkit (`components/UNET-v1-SD.txt`, `UNET-v2-SD.txt`, `VAE-v1-SD.txt`,
  * `CLIP-v1-SD.txt`, `CLIP-v2-SD.txt` at e19dd46e), which that tool uses to recognise the released checkpoints'
- * components; test/engine/ldm_keys.test.ts pins digests of those lists. The sdxl key set was checked the same way
+ * components; test/engine/ldm_layout.test.ts pins digests of those lists. The sdxl key set was checked the same way
  * against the lists that tool's "SD-XL" architecture is made of (`UNET-XL-SD.txt`, `VAE-v1-SD.txt`,
  * `CLIP-XL-SD.txt` under `conditioner.embedders.1.model.` and `CLIP-v1-SD.txt` under
  * `conditioner.embedders.0.transformer.text_model.`, toolkit.py's CLIP-XL-AUX-SD, at e19dd46e).
@@ -503,7 +503,7 @@ export const PRESETS = {
    * at tiny widths — UNet model_channels 32, channel_mult [1, 1, 2, 2] (block_out_channels 32, 32, 64, 64),
    * attention_resolutions [4, 2, 1], context_dim 32; CLIP hidden 32, 3 layers, 4 heads, intermediate 37;
    * VAE ch 32, ch_mult [1, 1, 2, 2]. Like a released SD 1.x file it has position_ids and the schedule buffers,
-   * which the fixture lacks (it was converted from a diffusers folder; see test/engine/ldm_keys.test.ts).
+   * which the fixture lacks (it was converted from a diffusers folder; see test/engine/ldm_layout.test.ts).
    */
   tiny_sd15: {
     name: "tiny_sd15",
