@@ -17,6 +17,17 @@ import {
 } from "./checkpoint/detect.ts";
 import { readSafetensorsHeader } from "./safetensors.ts";
 
+/**
+ * sdx's own folder in a models directory: built checkpoint graphs and the model-hash cache. A dot-folder, so the
+ * model scan never lists it.
+ */
+export const CACHE_DIR = ".sdx-cache";
+
+/** The cache folder of a models directory. */
+export function cacheDirOf(modelsDir: string): string {
+  return join(modelsDir, CACHE_DIR);
+}
+
 export interface ModelEntry {
   /** Folder name inside the models directory; the only handle clients ever use. */
   name: string;

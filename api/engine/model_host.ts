@@ -3,11 +3,10 @@
  * owns its onnxruntime sessions. Generations run one at a time, on the worker's thread, never on the HTTP one.
  */
 
-import { join } from "node:path";
 import { type ExecutionProvider, SERVER_DEFAULTS } from "../../contract/index.ts";
 import { Admission, AdmissionRefused, type RefusalReason, type Ticket } from "./admission.ts";
 import type { AttentionVariant } from "./checkpoint/attention_variant.ts";
-import { type ModelEntry, scanModelsDir } from "./model_folder.ts";
+import { cacheDirOf, type ModelEntry, scanModelsDir } from "./model_folder.ts";
 import { modelHash } from "./model_hash.ts";
 import { GenerationAborted, GenerationFailed } from "./pipeline/errors.ts";
 import type {
@@ -203,7 +202,7 @@ export class ModelHost {
 
   /** Where model hashes and built graphs are cached. */
   get cacheDir(): string {
-    return join(this.options.modelsDir, ".sdx-cache");
+    return cacheDirOf(this.options.modelsDir);
   }
 
   /** The default model's state: what a request without `model` meets, and what /health reports. */

@@ -16,6 +16,7 @@ import { copyFile, link, mkdir, readdir, rename, rm, stat } from "node:fs/promis
 import { basename, dirname, join } from "node:path";
 import type { ModelKind } from "../../../contract/index.ts";
 import { writeFileAtomic } from "../../../lib/fs/atomic.ts";
+import { cacheDirOf } from "../model_folder.ts";
 import type { GraphBuilder } from "../onnx/graph_builder.ts";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../safetensors.ts";
 import type { SchedulerConfig } from "../schedulers/scheduler.ts";
@@ -188,7 +189,7 @@ export async function prepareCheckpoint(
   const log = options.log ?? (() => undefined);
   const header = await readSafetensorsHeader(checkpointPath);
   const name = basename(checkpointPath).replace(/\.safetensors$/, "");
-  const cacheRoot = join(dirname(checkpointPath), ".sdx-cache");
+  const cacheRoot = cacheDirOf(dirname(checkpointPath));
   const key = await cacheKey(checkpointPath, header, precision, attention);
   const tag = `${precision === "float16" ? "fp16" : "fp32"}${attention === "fused" ? "-mha" : ""}`;
   const dir = join(cacheRoot, `${name}-${tag}-${key}`);

@@ -7,7 +7,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { pathExists } from "../../../lib/fs/exists.ts";
 import { sizeOf } from "../../../lib/fs/size.ts";
-import { inspectModelFolder, type ModelEntry } from "../model_folder.ts";
+import { cacheDirOf, inspectModelFolder, type ModelEntry } from "../model_folder.ts";
 import { fileSha256, rememberFileHashes } from "../model_hash.ts";
 import { abortError } from "./abort.ts";
 import type { PullTarget } from "./catalog.ts";
@@ -154,7 +154,7 @@ export async function pullModel(target: PullTarget, options: PullOptions): Promi
     await promoteStaging(staging, modelsDir, target.folder);
     // The model's hash needs every file's SHA-256: the LFS files' were verified, the few small others are read.
     await rememberFileHashes(
-      join(modelsDir, ".sdx-cache"),
+      cacheDirOf(modelsDir),
       await Promise.all(
         snapshot.files.map(async (f) => {
           const path = join(dest, f.path);
