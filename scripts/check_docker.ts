@@ -258,9 +258,8 @@ export async function checkDockerfile(dockerfilePath: string, root: string): Pro
             // What it imports must be in the image too.
             for (const needed of importClosure(root, repoPath)) {
               if (needed === repoPath) continue;
-              const neededInImage = posix.join(
-                source.imagePath,
-                posix.relative(source.repoPath, posix.dirname(repoPath)),
+              const neededInImage = posix.resolve(
+                posix.dirname(imagePath),
                 posix.relative(posix.dirname(repoPath), needed),
               );
               const copy = copied.findLast(

@@ -62,8 +62,7 @@ const PACKAGE_RULES: { package: RegExp; allowed: (path: string, place: Place) =>
   {
     package: /^(elysia|@elysiajs\/)/,
     allowed: (path, place) =>
-      (["http", "root"].includes(place.layer) || place.layer === "feature" || place.layer === "tools") &&
-      !path.endsWith("/service.ts"),
+      ["http", "feature", "root", "tools"].includes(place.layer) && !path.endsWith("/service.ts"),
     why: "Elysia is the HTTP layer's: routes (index.ts), api/http and the root; a service never sees HTTP",
   },
 ];

@@ -9,6 +9,8 @@ import { ApiError, type FieldError, UNPARSABLE_BODY, validationFailed } from "..
 
 /** Keys that would hide Object.prototype's conversions of a value to text. */
 const CONVERSION_KEYS = new Set(["toString", "valueOf"]);
+/** Text that may hold such a key, plainly or through a \u escape: only then is the parsed body walked. */
+const SUSPECT_CONVERSION = /"(?:toString|valueOf)"\s*:|\\u/;
 
 /** A refused key: the last part of its path (the key, or `constructor.prototype`) and why. */
 interface Refusal {
@@ -65,19 +67,21 @@ const conversionKey: KeyRule = (_node, key) =>
 export function parseJsonBody(text: string): unknown {
   let body: unknown;
   try {
-    body = JSON.parse(text);
+    // secure-json-parse scans only text that mentions __proto__ or constructor: an ordinary body is one parse.
+    body = secureJson.parse(text, undefined, { protoAction: "error", constructorAction: "error" });
   } catch {
-    throw new ApiError(400, "bad_request", UNPARSABLE_BODY);
-  }
-  if (!isObject(body)) return body;
-  try {
-    secureJson.scan(body, { protoAction: "error", constructorAction: "error" });
-  } catch {
+    // Not JSON (400), or JSON with a prototype key (422): parsed plainly on this error path only, to say where.
+    let plain: unknown;
+    try {
+      plain = JSON.parse(text);
+    } catch {
+      throw new ApiError(400, "bad_request", UNPARSABLE_BODY);
+    }
     throw validationFailed([
-      findKey(body, prototypeKey) ?? { field: "body", message: "reaches a prototype" },
+      findKey(plain, prototypeKey) ?? { field: "body", message: "reaches a prototype" },
     ]);
   }
-  const conversion = findKey(body, conversionKey);
+  const conversion = SUSPECT_CONVERSION.test(text) ? findKey(body, conversionKey) : null;
   if (conversion) throw validationFailed([conversion]);
   return body;
 }

@@ -5,7 +5,8 @@
  * Refusals leave in the API's error shape.
  */
 import { Elysia } from "elysia";
-import { AUTH_REALM, type ErrorBody, type Limits } from "../../contract/index.ts";
+import { AUTH_REALM, type Limits } from "../../contract/index.ts";
+import { errorResponse } from "../http/errors.ts";
 import { parseJsonBody } from "../http/json_body.ts";
 import {
   corsHeaders,
@@ -20,10 +21,6 @@ import {
   requestPath,
   type SecurityOptions,
 } from "./service.ts";
-
-function refuse(body: ErrorBody, headers: Record<string, string>): Response {
-  return Response.json(body, { status: body.status, headers });
-}
 
 export const securityPlugin = (options: SecurityOptions, limits: Limits) => {
   const checkKey = options.apiKey ? createKeyCheck(options.apiKey) : null;
@@ -44,7 +41,7 @@ export const securityPlugin = (options: SecurityOptions, limits: Limits) => {
         const host = request.headers.get("host") ?? new URL(request.url).host;
         const verdict = hostIsAllowed(host, origin, allowedHosts, corsOrigins);
         if (!verdict.ok) {
-          return refuse(
+          return errorResponse(
             {
               status: 403,
               code: "forbidden_host",
@@ -72,7 +69,7 @@ export const securityPlugin = (options: SecurityOptions, limits: Limits) => {
         !isPublicPath(requestPath(request.url)) &&
         !checkKey(request.headers.get("authorization"))
       ) {
-        return refuse(
+        return errorResponse(
           {
             status: 401,
             code: "unauthorized",
@@ -84,7 +81,7 @@ export const securityPlugin = (options: SecurityOptions, limits: Limits) => {
 
       const length = Number(request.headers.get("content-length") ?? 0);
       if (length > limits.bodyMaxBytes) {
-        return refuse(
+        return errorResponse(
           {
             status: 413,
             code: "payload_too_large",
