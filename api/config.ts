@@ -64,6 +64,7 @@ const LIMIT_FLAGS = [
   ["max-batch", "SDX_MAX_BATCH", "batchMax"],
   ["max-prompt-chars", "SDX_MAX_PROMPT_CHARS", "promptMaxChars"],
   ["max-body-bytes", "SDX_MAX_BODY_BYTES", "bodyMaxBytes"],
+  ["max-image-pixels", "SDX_MAX_IMAGE_PIXELS", "imageMaxPixels"],
 ] as const;
 
 export class ConfigError extends Error {
@@ -93,6 +94,8 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
   --max-batch N      most batch_size (env SDX_MAX_BATCH, default ${DEFAULT_LIMITS.batchMax})
   --max-prompt-chars N  longest prompt (env SDX_MAX_PROMPT_CHARS, default ${DEFAULT_LIMITS.promptMaxChars})
   --max-body-bytes N largest request body (env SDX_MAX_BODY_BYTES, default ${DEFAULT_LIMITS.bodyMaxBytes})
+  --max-image-pixels N  most pixels of an init image or mask, read from its header before decoding
+                     (env SDX_MAX_IMAGE_PIXELS, default ${DEFAULT_LIMITS.imageMaxPixels})
   --attention MODE   how the UNet graphs built from checkpoints compute attention: auto | ${ATTENTION_VARIANTS.join(" | ")}
                      (env SDX_ATTENTION, default auto: fused MultiHeadAttention on CUDA, plain on the CPU)
   --warm-up MODE     one short generation at the native size after the startup load, so the first request
@@ -262,6 +265,7 @@ function parse(argv: string[]) {
       "max-batch": { type: "string" },
       "max-prompt-chars": { type: "string" },
       "max-body-bytes": { type: "string" },
+      "max-image-pixels": { type: "string" },
       "max-loaded-models": { type: "string" },
       "warm-up": { type: "string" },
       attention: { type: "string" },

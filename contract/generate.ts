@@ -5,6 +5,7 @@
  */
 import { Type } from "@sinclair/typebox";
 import { GENERATE_DEFAULTS } from "./defaults.ts";
+import { AppliedHiresSchema, imageFieldsSchema, InputImagesReportSchema } from "./images.ts";
 import { DEFAULT_LIMITS, FIXED_LIMITS, type Limits } from "./limits.ts";
 import { MODEL_KINDS, PROMPT_SYNTAXES, TIMESTEP_SPACINGS } from "./lists.ts";
 import { SCHEDULER_CHOICES, SCHEDULER_NAMES } from "./samplers.ts";
@@ -167,6 +168,7 @@ export function generateParamsSchema(limits: Limits = DEFAULT_LIMITS) {
       enable_sequential_cpu_offload: memorySwitch(
         "diffusers memory switch; see warnings for what sdx does with it.",
       ),
+      ...imageFieldsSchema(limits),
     },
     { additionalProperties: false },
   );
@@ -241,8 +243,17 @@ export const AppliedParamsSchema = Type.Object(
     enable_vae_tiling: Type.Boolean(),
     enable_model_cpu_offload: Type.Boolean(),
     enable_sequential_cpu_offload: Type.Boolean(),
+    strength: Type.Union([Type.Number(), Type.Null()], {
+      description: "Image-to-image denoising strength; null for text-to-image.",
+    }),
+    mask_blur: Type.Union([Type.Integer(), Type.Null()], {
+      description: "Inpainting mask blur in pixels; null without a mask.",
+    }),
+    hires: Type.Union([AppliedHiresSchema, Type.Null()], {
+      description: "The hires fix as applied; null without one.",
+    }),
   },
-  { description: "Every parameter as the engine applied it, defaults filled in." },
+  { description: "Every parameter as the engine applied it, defaults filled in. Input images are in `inputs`." },
 );
 
 export const PromptReportSchema = Type.Object({
@@ -298,7 +309,14 @@ export const GenerateMetadataSchema = Type.Object({
     }),
   }),
   memory: MemoryReportSchema,
-  timesteps: Type.Array(Type.Number(), { description: "The sampler's timesteps, in order." }),
+  timesteps: Type.Array(Type.Number(), {
+    description:
+      "The timesteps the sampler ran, in order (with init_image: the part of the schedule strength keeps; with the hires fix: the first pass).",
+  }),
+  hires_timesteps: Type.Optional(
+    Type.Array(Type.Number(), { description: "Hires fix: the second pass's timesteps, in order." }),
+  ),
+  inputs: InputImagesReportSchema,
   timings: Type.Object({
     queue_ms: Type.Number(),
     load_ms: Type.Number({

@@ -10,6 +10,7 @@ export * from "./events.ts";
 export * from "./generate.ts";
 export * from "./health.ts";
 export * from "./hub.ts";
+export * from "./images.ts";
 export * from "./limits.ts";
 export * from "./lists.ts";
 export * from "./models.ts";

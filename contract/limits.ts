@@ -12,8 +12,10 @@ export interface Limits {
   batchMax: number;
   /** Longest prompt (and negative prompt) in UTF-16 code units. */
   promptMaxChars: number;
-  /** Largest request body in bytes. */
+  /** Largest request body in bytes (init images and masks travel in it, base64-encoded). */
   bodyMaxBytes: number;
+  /** Most pixels (width × height) an init image or mask may have, checked from its header before decoding. */
+  imageMaxPixels: number;
 }
 
 /** The limits of a server started without limit flags; the spec is written with these. */
@@ -23,7 +25,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   stepsMax: 150,
   batchMax: 16,
   promptMaxChars: 10_000,
-  bodyMaxBytes: 1024 * 1024,
+  bodyMaxBytes: 32 * 1024 * 1024,
+  imageMaxPixels: 4096 * 4096,
 });
 
 /** Bounds no server setting changes. */

@@ -1150,6 +1150,48 @@ export interface components {
             enable_model_cpu_offload?: boolean;
             /** @description diffusers memory switch; see warnings for what sdx does with it. */
             enable_sequential_cpu_offload?: boolean;
+            /** @description Image-to-image: the picture to start from. Its size is used when width and height are left out (rounded down to a multiple of the model's size multiple, with a warning); otherwise it is resized to width × height (Lanczos-3, stretching if the aspect ratio differs; also a warning). A PNG, JPEG, WEBP file, base64-encoded, raw or as a data URL (data:image/png;base64,…); at most 16777216 pixels. */
+            init_image?: string;
+            /** @description Inpainting: white (gray ≥ 128) is repainted, black kept, as in diffusers. Needs init_image, and the same size as it. Inpainting models (9-channel UNets) condition on it; other models blend the kept region back at every step. A PNG, JPEG, WEBP file, base64-encoded, raw or as a data URL (data:image/png;base64,…); at most 16777216 pixels. */
+            mask_image?: string;
+            /**
+             * @description With init_image: how much of the picture is repainted, in (0, 1] — the sampler runs int(num_steps × strength) of its num_steps steps, as diffusers' get_timesteps. Default 0.8.
+             * @default 0.8
+             */
+            strength?: number;
+            /**
+             * @description Inpainting: Gaussian blur σ in pixels applied to the mask, as AUTOMATIC1111's `Mask blur`; above 0 the result is also composited over the init image through the blurred mask. 0 (default) is diffusers' behaviour exactly.
+             * @default 0
+             */
+            mask_blur?: number;
+            /** @description Hires fix: generate at width × height, upscale, then run image-to-image from the upscaled latents at the new size with the same seed (AUTOMATIC1111's recipe). */
+            hires?: {
+                /**
+                 * @description latent: bilinear resize of the latents (A1111 "Latent"); latent_nearest: nearest-neighbour ("Latent (nearest)"); lanczos: decode, Lanczos-3 resize, encode ("Lanczos", not bit-comparable).
+                 * @default latent
+                 * @enum {string}
+                 */
+                upscaler?: "latent" | "latent_nearest" | "lanczos";
+                /**
+                 * @description Final size = first-pass size × scale, each side rounded down to a multiple of 8. Ignored when width and height are given.
+                 * @default 2
+                 */
+                scale?: number;
+                /** @description Final width in pixels; with the other side instead of scale. */
+                width?: number;
+                /** @description Final height in pixels; with the other side instead of scale. */
+                height?: number;
+                /**
+                 * @description Denoising strength of the second pass, in (0, 1]. Default 0.7.
+                 * @default 0.7
+                 */
+                strength?: number;
+                /**
+                 * @description Steps of the second pass's schedule, of which int(steps × strength) run; 0 (default): num_steps.
+                 * @default 0
+                 */
+                steps?: number;
+            };
         };
         GenerateResponse: {
             images: {
@@ -1166,7 +1208,7 @@ export interface components {
                     /** @description SHA-256 of the checkpoint file (AUTOMATIC1111's and Civitai's model hash; its first 10 digits are the infotext's `Model hash`), or of an ONNX folder's sha256sum-style file manifest. */
                     hash: string;
                 };
-                /** @description Every parameter as the engine applied it, defaults filled in. */
+                /** @description Every parameter as the engine applied it, defaults filled in. Input images are in `inputs`. */
                 parameters: {
                     prompt: string;
                     negative_prompt: string | null;
@@ -1201,6 +1243,24 @@ export interface components {
                     enable_vae_tiling: boolean;
                     enable_model_cpu_offload: boolean;
                     enable_sequential_cpu_offload: boolean;
+                    /** @description Image-to-image denoising strength; null for text-to-image. */
+                    strength: number | null;
+                    /** @description Inpainting mask blur in pixels; null without a mask. */
+                    mask_blur: number | null;
+                    /** @description The hires fix as applied; null without one. */
+                    hires: {
+                        /** @enum {string} */
+                        upscaler: "latent" | "latent_nearest" | "lanczos";
+                        /** @description The scale asked for; null when width and height were given. */
+                        scale: number | null;
+                        /** @description Final width. */
+                        width: number;
+                        /** @description Final height. */
+                        height: number;
+                        strength: number;
+                        /** @description The second pass's schedule length. */
+                        steps: number;
+                    } | null;
                 };
                 seeds: number[];
                 /** @description CLIP tokens in the prompt (without start and end tokens). */
@@ -1262,8 +1322,37 @@ export interface components {
                     /** @description The first attempt ran out of memory and the generation was retried with VAE slicing and tiling. */
                     retried_after_out_of_memory: boolean;
                 };
-                /** @description The sampler's timesteps, in order. */
+                /** @description The timesteps the sampler ran, in order (with init_image: the part of the schedule strength keeps; with the hires fix: the first pass). */
                 timesteps: number[];
+                /** @description Hires fix: the second pass's timesteps, in order. */
+                hires_timesteps?: number[];
+                /** @description The image inputs the generation read; empty for text-to-image. */
+                inputs: {
+                    init_image?: {
+                        /** @description SHA-256 of the decoded file's bytes (the base64 payload decoded). */
+                        sha256: string;
+                        /** @enum {string} */
+                        format: "png" | "jpeg" | "webp";
+                        /** @description The file's own width. */
+                        width: number;
+                        /** @description The file's own height. */
+                        height: number;
+                        /** @description Whether it was resized to the generation's size. */
+                        resized: boolean;
+                    };
+                    mask_image?: {
+                        /** @description SHA-256 of the decoded file's bytes (the base64 payload decoded). */
+                        sha256: string;
+                        /** @enum {string} */
+                        format: "png" | "jpeg" | "webp";
+                        /** @description The file's own width. */
+                        width: number;
+                        /** @description The file's own height. */
+                        height: number;
+                        /** @description Whether it was resized to the generation's size. */
+                        resized: boolean;
+                    };
+                };
                 timings: {
                     queue_ms: number;
                     /** @description Time spent loading the model for this request (0 when it was loaded). */
@@ -1318,7 +1407,7 @@ export interface components {
                         /** @description SHA-256 of the checkpoint file (AUTOMATIC1111's and Civitai's model hash; its first 10 digits are the infotext's `Model hash`), or of an ONNX folder's sha256sum-style file manifest. */
                         hash: string;
                     };
-                    /** @description Every parameter as the engine applied it, defaults filled in. */
+                    /** @description Every parameter as the engine applied it, defaults filled in. Input images are in `inputs`. */
                     parameters: {
                         prompt: string;
                         negative_prompt: string | null;
@@ -1353,6 +1442,24 @@ export interface components {
                         enable_vae_tiling: boolean;
                         enable_model_cpu_offload: boolean;
                         enable_sequential_cpu_offload: boolean;
+                        /** @description Image-to-image denoising strength; null for text-to-image. */
+                        strength: number | null;
+                        /** @description Inpainting mask blur in pixels; null without a mask. */
+                        mask_blur: number | null;
+                        /** @description The hires fix as applied; null without one. */
+                        hires: {
+                            /** @enum {string} */
+                            upscaler: "latent" | "latent_nearest" | "lanczos";
+                            /** @description The scale asked for; null when width and height were given. */
+                            scale: number | null;
+                            /** @description Final width. */
+                            width: number;
+                            /** @description Final height. */
+                            height: number;
+                            strength: number;
+                            /** @description The second pass's schedule length. */
+                            steps: number;
+                        } | null;
                     };
                     seeds: number[];
                     /** @description CLIP tokens in the prompt (without start and end tokens). */
@@ -1414,8 +1521,37 @@ export interface components {
                         /** @description The first attempt ran out of memory and the generation was retried with VAE slicing and tiling. */
                         retried_after_out_of_memory: boolean;
                     };
-                    /** @description The sampler's timesteps, in order. */
+                    /** @description The timesteps the sampler ran, in order (with init_image: the part of the schedule strength keeps; with the hires fix: the first pass). */
                     timesteps: number[];
+                    /** @description Hires fix: the second pass's timesteps, in order. */
+                    hires_timesteps?: number[];
+                    /** @description The image inputs the generation read; empty for text-to-image. */
+                    inputs: {
+                        init_image?: {
+                            /** @description SHA-256 of the decoded file's bytes (the base64 payload decoded). */
+                            sha256: string;
+                            /** @enum {string} */
+                            format: "png" | "jpeg" | "webp";
+                            /** @description The file's own width. */
+                            width: number;
+                            /** @description The file's own height. */
+                            height: number;
+                            /** @description Whether it was resized to the generation's size. */
+                            resized: boolean;
+                        };
+                        mask_image?: {
+                            /** @description SHA-256 of the decoded file's bytes (the base64 payload decoded). */
+                            sha256: string;
+                            /** @enum {string} */
+                            format: "png" | "jpeg" | "webp";
+                            /** @description The file's own width. */
+                            width: number;
+                            /** @description The file's own height. */
+                            height: number;
+                            /** @description Whether it was resized to the generation's size. */
+                            resized: boolean;
+                        };
+                    };
                     timings: {
                         queue_ms: number;
                         /** @description Time spent loading the model for this request (0 when it was loaded). */

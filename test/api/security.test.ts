@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_LIMITS } from "../../contract/index.ts";
 import { createApp } from "../../api/app.ts";
 import { readServerConfig } from "../../api/config.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
@@ -254,7 +255,7 @@ describe("in process", () => {
     expect(spec.security).toEqual([{ bearer: [] }]);
     expect(spec.paths["/health"]?.get?.security).toEqual([]);
     expect(spec.paths["/v1/generate"]?.post?.security).toBeUndefined();
-    expect(spec.info.description).toContain("1048576 bytes");
+    expect(spec.info.description).toContain(`${DEFAULT_LIMITS.bodyMaxBytes} bytes`);
   });
 });
 

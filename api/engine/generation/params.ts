@@ -63,6 +63,9 @@ export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedP
     enable_vae_tiling: req.enable_vae_tiling ?? false,
     enable_model_cpu_offload: req.enable_model_cpu_offload ?? false,
     enable_sequential_cpu_offload: req.enable_sequential_cpu_offload ?? false,
+    strength: null,
+    mask_blur: null,
+    hires: null,
   };
   const xl = model.capabilities.xl;
   if (xl) {

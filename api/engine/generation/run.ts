@@ -286,6 +286,7 @@ async function runChecked(
       },
       memory,
       timesteps: output.timesteps,
+      inputs: {},
       timings: {
         queue_ms: times.queueMs,
         load_ms: times.loadMs,
