@@ -5,7 +5,7 @@
  */
 import { Type } from "@sinclair/typebox";
 import { GENERATE_DEFAULTS } from "./defaults.ts";
-import { AppliedHiresSchema, imageFieldsSchema, InputImagesReportSchema } from "./images.ts";
+import { AppliedHiresSchema, InputImagesReportSchema, imageFieldsSchema } from "./images.ts";
 import { DEFAULT_LIMITS, FIXED_LIMITS, type Limits } from "./limits.ts";
 import { MODEL_KINDS, PROMPT_SYNTAXES, TIMESTEP_SPACINGS } from "./lists.ts";
 import { SCHEDULER_CHOICES, SCHEDULER_NAMES } from "./samplers.ts";
@@ -253,7 +253,10 @@ export const AppliedParamsSchema = Type.Object(
       description: "The hires fix as applied; null without one.",
     }),
   },
-  { description: "Every parameter as the engine applied it, defaults filled in. Input images are in `inputs`." },
+  {
+    description:
+      "Every parameter as the engine applied it, defaults filled in. Input images are in `inputs`.",
+  },
 );
 
 export const PromptReportSchema = Type.Object({

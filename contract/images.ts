@@ -91,7 +91,7 @@ export function hiresSchema(limits: Limits) {
         Enum(HIRES_UPSCALERS, {
           default: IMAGE_DEFAULTS.hires.upscaler,
           description:
-            "latent: bilinear resize of the latents (A1111 \"Latent\"); latent_nearest: nearest-neighbour (\"Latent (nearest)\"); lanczos: decode, Lanczos-3 resize, encode (\"Lanczos\", not bit-comparable).",
+            'latent: bilinear resize of the latents (A1111 "Latent"); latent_nearest: nearest-neighbour ("Latent (nearest)"); lanczos: decode, Lanczos-3 resize, encode ("Lanczos", not bit-comparable).',
         }),
       ),
       scale: Type.Optional(

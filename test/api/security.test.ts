@@ -7,7 +7,6 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_LIMITS } from "../../contract/index.ts";
 import { createApp } from "../../api/app.ts";
 import { readServerConfig } from "../../api/config.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
@@ -20,6 +19,7 @@ import {
   requestPath,
   resolveLimits,
 } from "../../api/security/service.ts";
+import { DEFAULT_LIMITS } from "../../contract/index.ts";
 import { createSdxClient, SdxError } from "../../sdk/index.ts";
 import { REPO_ROOT } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
