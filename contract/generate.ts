@@ -5,7 +5,7 @@
  */
 import { Type } from "@sinclair/typebox";
 import { GENERATE_DEFAULTS } from "./defaults.ts";
-import { AppliedHiresSchema, InputImagesReportSchema, imageFieldsSchema } from "./images.ts";
+import { AppliedHiresSchema, InputImagesReportSchema, imageFieldsSchema, MASKED_CONTENTS } from "./images.ts";
 import { DEFAULT_LIMITS, FIXED_LIMITS, type Limits } from "./limits.ts";
 import { MODEL_KINDS, PROMPT_SYNTAXES, TIMESTEP_SPACINGS } from "./lists.ts";
 import { SCHEDULER_CHOICES, SCHEDULER_NAMES } from "./samplers.ts";
@@ -248,6 +248,15 @@ export const AppliedParamsSchema = Type.Object(
     }),
     mask_blur: Type.Union([Type.Integer(), Type.Null()], {
       description: "Inpainting mask blur in pixels; null without a mask.",
+    }),
+    masked_content: Type.Union([Enum(MASKED_CONTENTS), Type.Null()], {
+      description: "What the repainted region started from; null without a mask.",
+    }),
+    inpaint_full_res: Type.Union([Type.Boolean(), Type.Null()], {
+      description: "Whether only the masked area was inpainted; null without a mask.",
+    }),
+    inpaint_full_res_padding: Type.Union([Type.Integer(), Type.Null()], {
+      description: "Padding around the mask with inpaint_full_res; null otherwise.",
     }),
     hires: Type.Union([AppliedHiresSchema, Type.Null()], {
       description: "The hires fix as applied; null without one.",

@@ -18,20 +18,36 @@ export type ImageFormat = (typeof IMAGE_FORMATS)[number];
 export const HIRES_UPSCALERS = ["latent", "latent_nearest", "lanczos"] as const;
 export type HiresUpscaler = (typeof HIRES_UPSCALERS)[number];
 
+/**
+ * What fills the repainted region before denoising (AUTOMATIC1111's "Masked content"): `original` keeps the init
+ * image there (diffusers' behaviour), `fill` paints it with the surrounding colours blurred inward, `latent_noise`
+ * replaces its latents with fresh noise from the seed, `latent_nothing` with zeros.
+ */
+export const MASKED_CONTENTS = ["fill", "original", "latent_noise", "latent_nothing"] as const;
+export type MaskedContent = (typeof MASKED_CONTENTS)[number];
+
 /** What image inputs default to, as in diffusers (strength) and AUTOMATIC1111 (the hires fix). */
 export const IMAGE_DEFAULTS = {
   /** diffusers' StableDiffusionImg2ImgPipeline default. */
   strength: 0.8,
   mask_blur: 0,
+  masked_content: "original",
+  inpaint_full_res: false,
+  inpaint_full_res_padding: 32,
   hires: { upscaler: "latent", scale: 2, strength: 0.7, steps: 0 },
 } as const satisfies {
   strength: number;
   mask_blur: number;
+  masked_content: MaskedContent;
+  inpaint_full_res: boolean;
+  inpaint_full_res_padding: number;
   hires: { upscaler: HiresUpscaler; scale: number; strength: number; steps: number };
 };
 
 /** Largest mask blur radius in pixels. */
 export const MASK_BLUR_MAX = 64;
+/** Largest padding around the mask for inpaint_full_res, in pixels. */
+export const INPAINT_PADDING_MAX = 256;
 /** Largest hires-fix scale factor. */
 export const HIRES_SCALE_MAX = 4;
 
@@ -70,6 +86,28 @@ export function imageFieldsSchema(limits: Limits) {
         default: IMAGE_DEFAULTS.mask_blur,
         description:
           "Inpainting: Gaussian blur σ in pixels applied to the mask, as AUTOMATIC1111's `Mask blur`; above 0 the result is also composited over the init image through the blurred mask. 0 (default) is diffusers' behaviour exactly.",
+      }),
+    ),
+    masked_content: Type.Optional(
+      Enum(MASKED_CONTENTS, {
+        default: IMAGE_DEFAULTS.masked_content,
+        description:
+          "Inpainting: what the repainted region starts from (AUTOMATIC1111's inpainting_fill 0–3: fill, original, latent noise, latent nothing). original (default) is diffusers' behaviour; the others are AUTOMATIC1111's and not part of the diffusers comparison.",
+      }),
+    ),
+    inpaint_full_res: Type.Optional(
+      Type.Boolean({
+        default: IMAGE_DEFAULTS.inpaint_full_res,
+        description:
+          "Inpainting: AUTOMATIC1111's \"Only masked\": the mask's bounding box plus inpaint_full_res_padding is cut out, scaled to width × height, inpainted, scaled back and pasted into the init image through the (blurred) mask. Off (default): the whole picture, as diffusers.",
+      }),
+    ),
+    inpaint_full_res_padding: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: INPAINT_PADDING_MAX,
+        default: IMAGE_DEFAULTS.inpaint_full_res_padding,
+        description: "Pixels of context around the mask's bounding box with inpaint_full_res.",
       }),
     ),
     hires: Type.Optional(hiresSchema(limits)),

@@ -1164,6 +1164,22 @@ export interface components {
              * @default 0
              */
             mask_blur?: number;
+            /**
+             * @description Inpainting: what the repainted region starts from (AUTOMATIC1111's inpainting_fill 0–3: fill, original, latent noise, latent nothing). original (default) is diffusers' behaviour; the others are AUTOMATIC1111's and not part of the diffusers comparison.
+             * @default original
+             * @enum {string}
+             */
+            masked_content?: "fill" | "original" | "latent_noise" | "latent_nothing";
+            /**
+             * @description Inpainting: AUTOMATIC1111's "Only masked": the mask's bounding box plus inpaint_full_res_padding is cut out, scaled to width × height, inpainted, scaled back and pasted into the init image through the (blurred) mask. Off (default): the whole picture, as diffusers.
+             * @default false
+             */
+            inpaint_full_res?: boolean;
+            /**
+             * @description Pixels of context around the mask's bounding box with inpaint_full_res.
+             * @default 32
+             */
+            inpaint_full_res_padding?: number;
             /** @description Hires fix: generate at width × height, upscale, then run image-to-image from the upscaled latents at the new size with the same seed (AUTOMATIC1111's recipe). */
             hires?: {
                 /**
@@ -1247,6 +1263,12 @@ export interface components {
                     strength: number | null;
                     /** @description Inpainting mask blur in pixels; null without a mask. */
                     mask_blur: number | null;
+                    /** @description What the repainted region started from; null without a mask. */
+                    masked_content: ("fill" | "original" | "latent_noise" | "latent_nothing") | null;
+                    /** @description Whether only the masked area was inpainted; null without a mask. */
+                    inpaint_full_res: boolean | null;
+                    /** @description Padding around the mask with inpaint_full_res; null otherwise. */
+                    inpaint_full_res_padding: number | null;
                     /** @description The hires fix as applied; null without one. */
                     hires: {
                         /** @enum {string} */
@@ -1446,6 +1468,12 @@ export interface components {
                         strength: number | null;
                         /** @description Inpainting mask blur in pixels; null without a mask. */
                         mask_blur: number | null;
+                        /** @description What the repainted region started from; null without a mask. */
+                        masked_content: ("fill" | "original" | "latent_noise" | "latent_nothing") | null;
+                        /** @description Whether only the masked area was inpainted; null without a mask. */
+                        inpaint_full_res: boolean | null;
+                        /** @description Padding around the mask with inpaint_full_res; null otherwise. */
+                        inpaint_full_res_padding: number | null;
                         /** @description The hires fix as applied; null without one. */
                         hires: {
                             /** @enum {string} */

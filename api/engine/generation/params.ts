@@ -65,6 +65,9 @@ export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedP
     enable_sequential_cpu_offload: req.enable_sequential_cpu_offload ?? false,
     strength: null,
     mask_blur: null,
+    masked_content: null,
+    inpaint_full_res: null,
+    inpaint_full_res_padding: null,
     hires: null,
   };
   const xl = model.capabilities.xl;
