@@ -10,7 +10,7 @@ import { alphasCumprod, type BetaScheduleConfig, betasFromConfig } from "./betas
 import { SchedulerConfigError } from "./config.ts";
 import { npArange, npLinspace, roundHalfEven } from "./numpy.ts";
 import type { Scheduler, SchedulerOptions, StepOutput } from "./scheduler.ts";
-import { checkStepCount, checkStepInputs } from "./step_index.ts";
+import { checkNoiseLength, checkStepCount, checkStepInputs } from "./step_index.ts";
 
 /** diffusers offers no Karras sigmas for the ᾱ-indexed schedulers (they have no σ schedule to reshape). */
 export function refuseKarras(displayName: string, options: SchedulerOptions): void {
@@ -141,6 +141,8 @@ export function vToEpsilon(modelOutput: Float32Array, sample: Float32Array, alph
  */
 export abstract class AlphaIndexedScheduler implements Scheduler {
   readonly initNoiseSigma = 1.0;
+  /** PNDM's extra PRK/PLMS evaluation lives in its timestep list, not in `order` (1 for all three, as in diffusers). */
+  readonly order = 1;
   /** ᾱ_t for t = 0…T−1 (float32). */
   readonly alphasCumprod: Float32Array;
   /** ᾱ used when the previous timestep is below 0 (`final_alpha_cumprod`): 1 with `set_alpha_to_one`, else ᾱ_0. */
@@ -173,6 +175,22 @@ export abstract class AlphaIndexedScheduler implements Scheduler {
 
   scaleModelInput(sample: Float32Array, _timestep: number): Float32Array {
     return sample;
+  }
+
+  /**
+   * The DDPM forward process q(x_t | x₀) = N(√ᾱ_t·x₀, (1 − ᾱ_t)·I) (Ho et al. 2020, eq. 4):
+   * x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε, read at the integer timestep itself (no step index), float32 in torch's order.
+   */
+  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
+    checkNoiseLength(original, noise);
+    const alphaProd = cumprodAt(this.alphasCumprod, timestep);
+    const sa = f32(Math.sqrt(alphaProd));
+    const sb = f32(Math.sqrt(f32(1 - alphaProd)));
+    const out = new Float32Array(original.length);
+    for (let k = 0; k < out.length; k++) {
+      out[k] = f32(sa * (original[k] as number)) + f32(sb * (noise[k] as number));
+    }
+    return out;
   }
 
   /** Validates a `step` call (a schedule is set, the sizes match) and returns the step count n. */

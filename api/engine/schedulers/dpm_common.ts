@@ -24,7 +24,7 @@ import {
   trainingSigmas,
 } from "./sigmas.ts";
 import { expf, logf } from "./sleef.ts";
-import { checkStepInputs, StepIndex, type UnknownTimestep } from "./step_index.ts";
+import { checkNoiseInputs, checkStepInputs, StepIndex, type UnknownTimestep } from "./step_index.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Configuration
@@ -176,6 +176,7 @@ const lastIndexForUnknown: UnknownTimestep = (timesteps) => timesteps.length - 1
  */
 export abstract class DpmFamilyScheduler implements Scheduler {
   readonly initNoiseSigma = 1.0;
+  readonly order = 1;
   /** ᾱ_t for t = 0…T−1 (float32). */
   readonly alphasCumprod: Float32Array;
   /** σ_t/α_t = √((1 − ᾱ_t)/ᾱ_t) for every training step (float32). */
@@ -220,6 +221,22 @@ export abstract class DpmFamilyScheduler implements Scheduler {
 
   scaleModelInput(sample: Float32Array, _timestep: number): Float32Array {
     return sample;
+  }
+
+  /**
+   * The forward process q(x_t | x₀) = N(α_t·x₀, σ_t²·I): x_t = α_t·x₀ + σ_t·ε, with α_t = 1/√(s² + 1), σ_t = s·α_t
+   * from s = sigmas[i] (`_sigma_to_alpha_sigma_t`, float32) and i from `StepIndex.forAddNoise`.
+   */
+  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
+    checkNoiseInputs(this.timestepSchedule, original, noise);
+    const [alpha, sigma] = alphaSigma(
+      this.sigmaSchedule[this.steps.forAddNoise(this.timestepSchedule, timestep)] as number,
+    );
+    const out = new Float32Array(original.length);
+    for (let k = 0; k < out.length; k++) {
+      out[k] = f32(alpha * (original[k] as number)) + f32(sigma * (noise[k] as number));
+    }
+    return out;
   }
 
   /** Stores a new schedule (σ rounded to float32, with the final σ appended) and resets the step index. */

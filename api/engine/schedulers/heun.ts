@@ -72,6 +72,7 @@ function interleaveTail<T>(a: readonly T[]): T[] {
 }
 
 export class HeunDiscreteScheduler extends SigmaScheduler {
+  override readonly order = 2;
   readonly config: Readonly<HeunDiscreteConfig>;
   /** Predictor state between the two evaluations of a step: d(x_i, σ_i), Δσ and x_i. */
   private pending: { derivative: Float32Array; dt: number; sample: Float32Array } | null = null;

@@ -65,6 +65,7 @@ function interleaveWithEnds(a: Float32Array): Float32Array {
 }
 
 export class KDPM2DiscreteScheduler extends SigmaScheduler {
+  override readonly order = 2;
   readonly config: Readonly<KDPM2DiscreteConfig>;
   /** σ_mid per step index, laid out like `sigmas` (float32; entry 0 is NaN, as in diffusers). */
   private sigmaInterpolSchedule: Float32Array = new Float32Array(0);

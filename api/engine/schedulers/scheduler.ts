@@ -15,6 +15,12 @@ export interface Scheduler {
   readonly timesteps: readonly number[];
   /** Standard deviation of the initial noise: latents = randn · initNoiseSigma. */
   readonly initNoiseSigma: number;
+  /** diffusers' `order`: UNet calls per step (2 for Heun and DPM2, else 1); img2img keeps timesteps[tStart * order:]. */
+  readonly order: number;
+  /** diffusers' `set_begin_index` (img2img/inpaint); undefined on classes that lack it in diffusers 0.29.2 (DDIM, PNDM). */
+  setBeginIndex?(beginIndex: number): void;
+  /** diffusers' `add_noise(original_samples, noise, timesteps=tensor([timestep]))` for one sample, with the class's own index rules and float32 arithmetic. */
+  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array;
   setTimesteps(numInferenceSteps: number): void;
   scaleModelInput(sample: Float32Array, timestep: number): Float32Array;
   step(

@@ -13,7 +13,7 @@ import { f32 } from "../rng/float32.ts";
 import type { TorchGenerator } from "../rng/torch_generator.ts";
 import type { Scheduler, StepOutput } from "./scheduler.ts";
 import { kAlphasCumprod, sigmaTables, type TrainingScheduleConfig } from "./sigmas.ts";
-import { checkSameLength, findTimestepIndex, StepIndex } from "./step_index.ts";
+import { checkNoiseInputs, checkSameLength, findTimestepIndex, StepIndex } from "./step_index.ts";
 
 /**
  * `index_for_timestep`: where `timestep` sits in the schedule; when it occurs more than once the second
@@ -92,6 +92,8 @@ export function eulerUpdate(sample: Float32Array, derivative: Float32Array, dt: 
  * by one per `step`).
  */
 export abstract class SigmaScheduler implements Scheduler {
+  /** UNet calls per step; Heun and DPM2 evaluate twice and say 2. */
+  readonly order: number = 1;
   /** ᾱ_t for t = 0…T−1 (float32). */
   readonly alphasCumprod: Float32Array;
   protected readonly trainSigmas: Float32Array;
@@ -150,6 +152,18 @@ export abstract class SigmaScheduler implements Scheduler {
 
   scaleModelInput(sample: Float32Array, timestep: number): Float32Array {
     return scaleInput(sample, this.inputSigma(this.currentIndex(timestep)));
+  }
+
+  /**
+   * The forward process in VE form, x_σ = x₀ + σ·ε (float32 `original + noise * sigma`), at σ = sigmas[i] with i
+   * from `StepIndex.forAddNoise` (for Heun / DPM2 an index into their doubled schedule, like diffusers').
+   */
+  addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
+    checkNoiseInputs(this.timestepSchedule, original, noise);
+    const sigma = this.sigmaSchedule[this.steps.forAddNoise(this.timestepSchedule, timestep)] as number;
+    const out = new Float32Array(original.length);
+    for (let k = 0; k < out.length; k++) out[k] = (original[k] as number) + f32((noise[k] as number) * sigma);
+    return out;
   }
 
   /** σ of the point where the network is evaluated at step index i. */

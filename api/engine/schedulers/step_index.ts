@@ -46,6 +46,17 @@ export class StepIndex {
     return this.index;
   }
 
+  /**
+   * The index `add_noise` reads, by diffusers' three cases: no begin index (a pipeline without `set_begin_index`, e.g.
+   * SDXL img2img) → looked up from `timestep`; after a step (inpainting's blend) → the advanced step index; before
+   * the first step (img2img's initial latents) → the begin index.
+   */
+  forAddNoise(timesteps: readonly number[], timestep: number): number {
+    if (this.begin === null)
+      return findTimestepIndex(timesteps, timestep) ?? this.unknown(timesteps, timestep);
+    return this.index ?? this.begin;
+  }
+
   /** `current`, refusing a step past the end of the schedule. */
   forStep(timesteps: readonly number[], timestep: number): number {
     const i = this.current(timesteps, timestep);
@@ -84,5 +95,22 @@ export function checkStepInputs(
 export function checkSameLength(modelOutput: Float32Array, sample: Float32Array): void {
   if (modelOutput.length !== sample.length) {
     throw new RangeError(`model output has ${modelOutput.length} values, sample has ${sample.length}`);
+  }
+}
+
+/** The checks at the top of every σ-indexed `addNoise`: a schedule has been set, and the sizes match. */
+export function checkNoiseInputs(
+  timesteps: readonly number[],
+  original: Float32Array,
+  noise: Float32Array,
+): void {
+  if (timesteps.length === 0) throw new Error("setTimesteps must be called before addNoise");
+  checkNoiseLength(original, noise);
+}
+
+/** The noise must have one value per sample value. */
+export function checkNoiseLength(original: Float32Array, noise: Float32Array): void {
+  if (noise.length !== original.length) {
+    throw new RangeError(`noise has ${noise.length} values, sample has ${original.length}`);
   }
 }
