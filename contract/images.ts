@@ -18,6 +18,13 @@ export type ImageFormat = (typeof IMAGE_FORMATS)[number];
 export const HIRES_UPSCALERS = ["latent", "latent_nearest", "lanczos"] as const;
 export type HiresUpscaler = (typeof HIRES_UPSCALERS)[number];
 
+/** AUTOMATIC1111's name of each upscaler (its `hr_upscaler` values and the infotext's `Hires upscaler`). */
+export const HIRES_UPSCALER_A1111_NAMES = {
+  latent: "Latent",
+  latent_nearest: "Latent (nearest)",
+  lanczos: "Lanczos",
+} as const satisfies Record<HiresUpscaler, string>;
+
 /**
  * What fills the repainted region before denoising (AUTOMATIC1111's "Masked content"): `original` keeps the init
  * image there (diffusers' behaviour), `fill` paints it with the surrounding colours blurred inward, `latent_noise`
@@ -51,8 +58,9 @@ export const INPAINT_PADDING_MAX = 256;
 /** Largest hires-fix scale factor. */
 export const HIRES_SCALE_MAX = 4;
 
-const strengthSchema = (description: string, defaultValue: number) =>
-  Type.Number({ exclusiveMinimum: 0, maximum: 1, default: defaultValue, description });
+// Fields whose absence the server must see (to warn when they cannot act) carry their default in the
+// description only: a schema `default` would be filled in before the request is read.
+const strengthSchema = (description: string) => Type.Number({ exclusiveMinimum: 0, maximum: 1, description });
 
 /** The image-input fields of POST /v1/generate, with a server's limits. */
 export function imageFieldsSchema(limits: Limits) {
@@ -76,28 +84,24 @@ export function imageFieldsSchema(limits: Limits) {
     strength: Type.Optional(
       strengthSchema(
         `With init_image: how much of the picture is repainted, in (0, 1] — the sampler runs int(num_steps × strength) of its num_steps steps, as diffusers' get_timesteps. Default ${IMAGE_DEFAULTS.strength}.`,
-        IMAGE_DEFAULTS.strength,
       ),
     ),
     mask_blur: Type.Optional(
       Type.Integer({
         minimum: 0,
         maximum: MASK_BLUR_MAX,
-        default: IMAGE_DEFAULTS.mask_blur,
         description:
           "Inpainting: Gaussian blur σ in pixels applied to the mask, as AUTOMATIC1111's `Mask blur`; above 0 the result is also composited over the init image through the blurred mask. 0 (default) is diffusers' behaviour exactly.",
       }),
     ),
     masked_content: Type.Optional(
       Enum(MASKED_CONTENTS, {
-        default: IMAGE_DEFAULTS.masked_content,
         description:
           "Inpainting: what the repainted region starts from (AUTOMATIC1111's inpainting_fill 0–3: fill, original, latent noise, latent nothing). original (default) is diffusers' behaviour; the others are AUTOMATIC1111's and not part of the diffusers comparison.",
       }),
     ),
     inpaint_full_res: Type.Optional(
       Type.Boolean({
-        default: IMAGE_DEFAULTS.inpaint_full_res,
         description:
           "Inpainting: AUTOMATIC1111's \"Only masked\": the mask's bounding box plus inpaint_full_res_padding is cut out, scaled to width × height, inpainted, scaled back and pasted into the init image through the (blurred) mask. Off (default): the whole picture, as diffusers.",
       }),
@@ -106,8 +110,7 @@ export function imageFieldsSchema(limits: Limits) {
       Type.Integer({
         minimum: 0,
         maximum: INPAINT_PADDING_MAX,
-        default: IMAGE_DEFAULTS.inpaint_full_res_padding,
-        description: "Pixels of context around the mask's bounding box with inpaint_full_res.",
+        description: `Pixels of context around the mask's bounding box with inpaint_full_res. Default ${IMAGE_DEFAULTS.inpaint_full_res_padding}.`,
       }),
     ),
     hires: Type.Optional(hiresSchema(limits)),
@@ -136,9 +139,7 @@ export function hiresSchema(limits: Limits) {
         Type.Number({
           minimum: 1,
           maximum: HIRES_SCALE_MAX,
-          default: IMAGE_DEFAULTS.hires.scale,
-          description:
-            "Final size = first-pass size × scale, each side rounded down to a multiple of 8. Ignored when width and height are given.",
+          description: `Final size = first-pass size × scale, each side rounded down to a multiple of 8. Ignored when width and height are given. Default ${IMAGE_DEFAULTS.hires.scale}.`,
         }),
       ),
       width: Type.Optional(side("width")),
@@ -146,7 +147,6 @@ export function hiresSchema(limits: Limits) {
       strength: Type.Optional(
         strengthSchema(
           `Denoising strength of the second pass, in (0, 1]. Default ${IMAGE_DEFAULTS.hires.strength}.`,
-          IMAGE_DEFAULTS.hires.strength,
         ),
       ),
       steps: Type.Optional(

@@ -1154,31 +1154,18 @@ export interface components {
             init_image?: string;
             /** @description Inpainting: white (gray ≥ 128) is repainted, black kept, as in diffusers. Needs init_image, and the same size as it. Inpainting models (9-channel UNets) condition on it; other models blend the kept region back at every step. A PNG, JPEG, WEBP file, base64-encoded, raw or as a data URL (data:image/png;base64,…); at most 16777216 pixels. */
             mask_image?: string;
-            /**
-             * @description With init_image: how much of the picture is repainted, in (0, 1] — the sampler runs int(num_steps × strength) of its num_steps steps, as diffusers' get_timesteps. Default 0.8.
-             * @default 0.8
-             */
+            /** @description With init_image: how much of the picture is repainted, in (0, 1] — the sampler runs int(num_steps × strength) of its num_steps steps, as diffusers' get_timesteps. Default 0.8. */
             strength?: number;
-            /**
-             * @description Inpainting: Gaussian blur σ in pixels applied to the mask, as AUTOMATIC1111's `Mask blur`; above 0 the result is also composited over the init image through the blurred mask. 0 (default) is diffusers' behaviour exactly.
-             * @default 0
-             */
+            /** @description Inpainting: Gaussian blur σ in pixels applied to the mask, as AUTOMATIC1111's `Mask blur`; above 0 the result is also composited over the init image through the blurred mask. 0 (default) is diffusers' behaviour exactly. */
             mask_blur?: number;
             /**
              * @description Inpainting: what the repainted region starts from (AUTOMATIC1111's inpainting_fill 0–3: fill, original, latent noise, latent nothing). original (default) is diffusers' behaviour; the others are AUTOMATIC1111's and not part of the diffusers comparison.
-             * @default original
              * @enum {string}
              */
             masked_content?: "fill" | "original" | "latent_noise" | "latent_nothing";
-            /**
-             * @description Inpainting: AUTOMATIC1111's "Only masked": the mask's bounding box plus inpaint_full_res_padding is cut out, scaled to width × height, inpainted, scaled back and pasted into the init image through the (blurred) mask. Off (default): the whole picture, as diffusers.
-             * @default false
-             */
+            /** @description Inpainting: AUTOMATIC1111's "Only masked": the mask's bounding box plus inpaint_full_res_padding is cut out, scaled to width × height, inpainted, scaled back and pasted into the init image through the (blurred) mask. Off (default): the whole picture, as diffusers. */
             inpaint_full_res?: boolean;
-            /**
-             * @description Pixels of context around the mask's bounding box with inpaint_full_res.
-             * @default 32
-             */
+            /** @description Pixels of context around the mask's bounding box with inpaint_full_res. Default 32. */
             inpaint_full_res_padding?: number;
             /** @description Hires fix: generate at width × height, upscale, then run image-to-image from the upscaled latents at the new size with the same seed (AUTOMATIC1111's recipe). */
             hires?: {
@@ -1188,19 +1175,13 @@ export interface components {
                  * @enum {string}
                  */
                 upscaler?: "latent" | "latent_nearest" | "lanczos";
-                /**
-                 * @description Final size = first-pass size × scale, each side rounded down to a multiple of 8. Ignored when width and height are given.
-                 * @default 2
-                 */
+                /** @description Final size = first-pass size × scale, each side rounded down to a multiple of 8. Ignored when width and height are given. Default 2. */
                 scale?: number;
                 /** @description Final width in pixels; with the other side instead of scale. */
                 width?: number;
                 /** @description Final height in pixels; with the other side instead of scale. */
                 height?: number;
-                /**
-                 * @description Denoising strength of the second pass, in (0, 1]. Default 0.7.
-                 * @default 0.7
-                 */
+                /** @description Denoising strength of the second pass, in (0, 1]. Default 0.7. */
                 strength?: number;
                 /**
                  * @description Steps of the second pass's schedule, of which int(steps × strength) run; 0 (default): num_steps.

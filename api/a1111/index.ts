@@ -44,7 +44,6 @@ const rawBodies = new WeakMap<object, Record<string, unknown>>();
 
 export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) => {
   const session = new A1111Session();
-  const sizeRange = { min: limits.sizeMin, max: limits.sizeMax };
   return new Elysia({ name: "sdx.a1111", seed: limits })
     .use(errorModel)
     .model({
@@ -62,7 +61,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
     .post(
       "/sdapi/v1/txt2img",
       ({ body, request }) =>
-        txt2img(host, session, body, rawBodies.get(body) ?? body, request.signal, sizeRange),
+        txt2img(host, session, body, rawBodies.get(body) ?? body, request.signal, limits),
       {
         // A1111's Optional fields: null means the default, so nulls go before validation.
         transform: ({ body }) => {

@@ -12,6 +12,7 @@ import {
   type FieldError,
   type GenerateRequest,
   type GenerateResponse,
+  type Limits,
   RANDOM_SEED,
   randomSeed,
   type SchedulerName,
@@ -217,9 +218,9 @@ export async function txt2img(
   req: A1111Txt2ImgRequest,
   raw: Record<string, unknown>,
   signal: AbortSignal | undefined,
-  sizeRange: ModelFacts["sizeRange"],
+  limits: Limits,
 ): Promise<A1111Txt2ImgResponse> {
-  const mapped = await mapRequest(host, session, req, raw, sizeRange);
+  const mapped = await mapRequest(host, session, req, raw, { min: limits.sizeMin, max: limits.sizeMax });
   const { base, batchSize, nIter, seed } = mapped;
   const total = batchSize * nIter;
   const allSeeds = Array.from({ length: total }, (_, x) => seedAt(seed, x));
@@ -267,7 +268,7 @@ export async function txt2img(
               job.steps = e.total;
             },
           },
-          sizeRange,
+          limits,
         );
       } catch (e) {
         const cancelled = e instanceof ApiError && e.code === "cancelled" && !signal?.aborted;

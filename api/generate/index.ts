@@ -32,7 +32,6 @@ export interface GeneratePluginOptions {
 
 export const generatePlugin = (host: ModelHost, options: GeneratePluginOptions = {}) => {
   const limits = options.limits ?? DEFAULT_LIMITS;
-  const sizeRange = { min: limits.sizeMin, max: limits.sizeMax };
   return new Elysia({ name: "sdx.generate" })
     .use(errorModel)
     .model({
@@ -45,10 +44,10 @@ export const generatePlugin = (host: ModelHost, options: GeneratePluginOptions =
       ({ body, request }) =>
         wantsEventStream(request)
           ? generationEventStream(host, body, request, {
-              sizeRange,
+              limits,
               ...(options.onStreamEnd ? { onEnd: options.onStreamEnd } : {}),
             })
-          : generateImages(host, body, request.signal, {}, sizeRange),
+          : generateImages(host, body, request.signal, {}, limits),
       {
         body: "GenerateRequest",
         response: {

@@ -3,14 +3,18 @@
  * (checks, admission, engine) is the engine's; this file only turns its progress hooks into the contract's
  * events (contract/events.ts).
  */
-import { type GenerateEvents, type GenerateRequest, HEARTBEAT_MS } from "../../contract/index.ts";
-import type { ModelFacts } from "../engine/generation/params.ts";
+import {
+  type GenerateEvents,
+  type GenerateRequest,
+  HEARTBEAT_MS,
+  type Limits,
+} from "../../contract/index.ts";
 import { prepareGeneration } from "../engine/generation/run.ts";
 import type { ModelHost } from "../engine/model_host.ts";
 import { clientSignal, eventStreamResponse } from "../http/sse.ts";
 
 export interface StreamOptions {
-  sizeRange?: ModelFacts["sizeRange"];
+  limits?: Limits;
   heartbeatMs?: number;
   /** Called with the stream's whole time, in seconds, when it ends (the request metrics). */
   onEnd?: (seconds: number) => void;
@@ -31,7 +35,7 @@ export async function generationEventStream(
   const client = clientSignal(request);
   let job: Awaited<ReturnType<typeof prepareGeneration>>;
   try {
-    job = await prepareGeneration(host, body, client.controller.signal, options.sizeRange);
+    job = await prepareGeneration(host, body, client.controller.signal, options.limits);
   } catch (e) {
     client.unlink();
     throw e;

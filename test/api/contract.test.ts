@@ -195,6 +195,8 @@ describe("model-dependent checks", () => {
         "its ONNX text encoder exports no hidden_states.* outputs (re-export with output_hidden_states)",
       longPrompts: true,
       unetBatch: null,
+      unetInChannels: 4,
+      vaeEncoder: true,
     };
     const model = { name: "plain_export", nativeSize: 512, sizeMultiple: 64, capabilities };
     let error: unknown;

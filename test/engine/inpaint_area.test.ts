@@ -10,13 +10,12 @@ import {
   cropResize,
   cropResizeGray,
   fillMasked,
-  type GrayImage,
   invertMask,
   pasteBack,
-  type RgbImage,
 } from "../../api/engine/pipeline/inpaint_area.ts";
+import type { GrayPixels, RgbPixels } from "../../api/engine/pipeline/types.ts";
 
-function gray(width: number, height: number, value: (x: number, y: number) => number): GrayImage {
+function gray(width: number, height: number, value: (x: number, y: number) => number): GrayPixels {
   const data = new Uint8Array(width * height);
   for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) data[y * width + x] = value(x, y);
   return { data, width, height };
@@ -26,7 +25,7 @@ function rgb(
   width: number,
   height: number,
   value: (x: number, y: number) => [number, number, number],
-): RgbImage {
+): RgbPixels {
   const data = new Uint8Array(width * height * 3);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) data.set(value(x, y), (y * width + x) * 3);
@@ -34,7 +33,7 @@ function rgb(
   return { data, width, height };
 }
 
-function px(image: RgbImage, x: number, y: number): [number, number, number] {
+function px(image: RgbPixels, x: number, y: number): [number, number, number] {
   const i = (y * image.width + x) * 3;
   return [image.data[i] as number, image.data[i + 1] as number, image.data[i + 2] as number];
 }

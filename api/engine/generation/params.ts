@@ -15,6 +15,13 @@ import {
 import { xlPromptTexts } from "../pipeline/stable_diffusion_xl.ts";
 import type { ModelCapabilities } from "../pipeline/types.ts";
 import { SCHEDULERS } from "../schedulers/index.ts";
+import {
+  appliedHires,
+  appliedImageParams,
+  type InputImages,
+  imageFieldErrors,
+  sideFromImage,
+} from "./image_params.ts";
 
 /** What the checks need to know of the model. */
 export interface ModelFacts {
@@ -26,8 +33,18 @@ export interface ModelFacts {
   sizeRange?: { min: number; max: number };
 }
 
-/** Fills defaults (the model's native size among them) and checks everything that depends on the model. */
-export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedParams {
+const NO_IMAGES: InputImages = { init: null, mask: null };
+
+/**
+ * Fills defaults (the model's native size, or the init image's, among them) and checks everything that depends
+ * on the model.
+ */
+export function resolveParams(
+  req: GenerateRequest,
+  model: ModelFacts,
+  images: InputImages = NO_IMAGES,
+): AppliedParams {
+  const init = images.init;
   const fields: FieldError[] = [];
   const choice = resolveSchedulerChoice(req.scheduler_type ?? GENERATE_DEFAULTS.scheduler_type);
   const entry = SCHEDULERS[choice.scheduler];
@@ -47,8 +64,8 @@ export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedP
     target_size: null,
     seed: req.seed === undefined || req.seed === RANDOM_SEED ? randomSeed() : req.seed,
     batch_size: req.batch_size ?? GENERATE_DEFAULTS.batch_size,
-    width: req.width ?? model.nativeSize,
-    height: req.height ?? model.nativeSize,
+    width: req.width ?? (init ? sideFromImage(init.width, model.sizeMultiple) : model.nativeSize),
+    height: req.height ?? (init ? sideFromImage(init.height, model.sizeMultiple) : model.nativeSize),
     num_steps: req.num_steps ?? GENERATE_DEFAULTS.num_steps,
     guidance_scale: req.guidance_scale ?? GENERATE_DEFAULTS.guidance_scale,
     scheduler_type: choice.scheduler,
@@ -63,13 +80,10 @@ export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedP
     enable_vae_tiling: req.enable_vae_tiling ?? false,
     enable_model_cpu_offload: req.enable_model_cpu_offload ?? false,
     enable_sequential_cpu_offload: req.enable_sequential_cpu_offload ?? false,
-    strength: null,
-    mask_blur: null,
-    masked_content: null,
-    inpaint_full_res: null,
-    inpaint_full_res_padding: null,
+    ...appliedImageParams(req, images),
     hires: null,
   };
+  applied.hires = appliedHires(req, applied.width, applied.height, applied.num_steps);
   const xl = model.capabilities.xl;
   if (xl) {
     // SDXL: what each encoder read and the micro-conditioning, defaults filled in (diffusers' order).
@@ -94,7 +108,9 @@ export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedP
     if (req[key] === undefined && range && (applied[key] < range.min || applied[key] > range.max)) {
       fields.push({
         field: key,
-        message: `defaults to ${model.name}'s native size ${applied[key]}, outside this server's limits ${range.min}–${range.max}; send ${key}`,
+        message: init
+          ? `taken from init_image (${init[key]} px, rounded down to a multiple of ${model.sizeMultiple}) is ${applied[key]}, outside this server's limits ${range.min}–${range.max}; send ${key}`
+          : `defaults to ${model.name}'s native size ${applied[key]}, outside this server's limits ${range.min}–${range.max}; send ${key}`,
       });
       continue;
     }
@@ -123,6 +139,14 @@ export function resolveParams(req: GenerateRequest, model: ModelFacts): AppliedP
       allowed: Array.from({ length: clipSkipMax }, (_, i) => i + 1),
     });
   }
+  fields.push(
+    ...imageFieldErrors(req, applied, {
+      name: model.name,
+      sizeMultiple: model.sizeMultiple,
+      vaeEncoder: model.capabilities.vaeEncoder,
+      ...(model.sizeRange ? { sizeRange: model.sizeRange } : {}),
+    }),
+  );
   if (fields.length > 0) throw validationFailed(fields);
   return applied;
 }

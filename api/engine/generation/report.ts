@@ -2,7 +2,13 @@
  * What a generation says about itself besides its images: diffusers' memory switches as they applied, one
  * warning per parameter that did not change the result, and AUTOMATIC1111's infotext for each PNG.
  */
-import type { AppliedParams, GenerateRequest, GenerateResponse, ModelKind } from "../../../contract/index.ts";
+import {
+  type AppliedParams,
+  type GenerateRequest,
+  type GenerateResponse,
+  HIRES_UPSCALER_A1111_NAMES,
+  type ModelKind,
+} from "../../../contract/index.ts";
 import { VERSION } from "../../../lib/version.ts";
 import type { GenerateOutput } from "../pipeline/types.ts";
 import { SCHEDULERS } from "../schedulers/index.ts";
@@ -142,10 +148,37 @@ export function warningsFor(
       );
     }
   }
+  warnings.push(...imageWarnings(p, req));
   for (const [key, report] of Object.entries(memory)) {
     if (typeof report === "object" && report.requested && !report.applied) {
       warnings.push(`enable_${key} did not change anything: ${report.note}.`);
     }
+  }
+  return warnings;
+}
+
+/** Image-input fields that had nothing to act on. */
+function imageWarnings(p: AppliedParams, req: Partial<GenerateRequest>): string[] {
+  const warnings: string[] = [];
+  if (req.strength !== undefined && p.strength === null) {
+    warnings.push(
+      "strength has no effect without init_image (the hires fix's second pass takes hires.strength).",
+    );
+  }
+  if (p.mask_blur === null) {
+    for (const field of [
+      "mask_blur",
+      "masked_content",
+      "inpaint_full_res",
+      "inpaint_full_res_padding",
+    ] as const) {
+      if (req[field] !== undefined) warnings.push(`${field} has no effect without mask_image.`);
+    }
+  } else if (req.inpaint_full_res_padding !== undefined && !p.inpaint_full_res) {
+    warnings.push("inpaint_full_res_padding has no effect without inpaint_full_res.");
+  }
+  if (p.hires && p.hires.scale === null && req.hires?.scale !== undefined) {
+    warnings.push("hires.scale has no effect: hires.width and hires.height give the final size.");
   }
   return warnings;
 }
@@ -175,6 +208,17 @@ export function infotext(
     ["Clip skip", p.clip_skip],
   ];
   if (p.eta !== null && entry.eta) fields.push(["Eta", p.eta]);
+  if (p.strength !== null) fields.push(["Denoising strength", p.strength]);
+  if (p.mask_blur !== null) fields.push(["Mask blur", p.mask_blur]);
+  if (p.inpaint_full_res) {
+    fields.push(["Inpaint area", "Only masked"], ["Masked area padding", p.inpaint_full_res_padding ?? 0]);
+  }
+  if (p.hires) {
+    const h = p.hires;
+    fields.push(["Denoising strength", h.strength]);
+    fields.push(h.scale !== null ? ["Hires upscale", h.scale] : ["Hires resize", `${h.width}x${h.height}`]);
+    fields.push(["Hires steps", h.steps], ["Hires upscaler", HIRES_UPSCALER_A1111_NAMES[h.upscaler]]);
+  }
   fields.push(["Version", `sdx ${VERSION}`]);
   const lines = [p.prompt];
   if (p.negative_prompt) lines.push(`Negative prompt: ${p.negative_prompt}`);

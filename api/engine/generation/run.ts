@@ -5,9 +5,11 @@
 import {
   ApiError,
   type AppliedParams,
+  DEFAULT_LIMITS,
   GENERATE_DEFAULTS,
   type GenerateRequest,
   type GenerateResponse,
+  type Limits,
   seedAt,
   validationFailed,
 } from "../../../contract/index.ts";
@@ -20,6 +22,7 @@ import { GenerationAborted, GenerationFailed, GenerationInvalid } from "../pipel
 import type { GenerateInput, GenerateOutput } from "../pipeline/types.ts";
 import { SCHEDULERS } from "../schedulers/index.ts";
 import type { Offload } from "../worker/protocol.ts";
+import { type InputImages, prepareImages, readInputImages } from "./image_params.ts";
 import { type ModelFacts, resolveParams } from "./params.ts";
 import { tokenizeField } from "./prompt_fields.ts";
 import { infotext, memoryReport, warningsFor } from "./report.ts";
@@ -54,9 +57,14 @@ export async function generateImages(
   req: GenerateRequest,
   signal?: AbortSignal,
   progress: GenerateProgress = {},
-  sizeRange?: ModelFacts["sizeRange"],
+  limits?: Limits,
 ): Promise<GenerateResponse> {
-  return (await prepareGeneration(host, req, signal, sizeRange)).run(progress);
+  return (await prepareGeneration(host, req, signal, limits)).run(progress);
+}
+
+/** The server's width/height range, which a default size must respect too. */
+function sizeRangeOf(limits: Limits | undefined): ModelFacts["sizeRange"] {
+  return limits ? { min: limits.sizeMin, max: limits.sizeMax } : undefined;
 }
 
 /** The admission error as the API says it: 429 with Retry-After, or 503 while draining. */
@@ -71,17 +79,22 @@ interface CheckedRequest {
   seeds: number[];
   input: GenerateInput;
   offload: Offload;
+  /** What the response says about the input images. */
+  inputs: GenerateResponse["metadata"]["inputs"];
+  /** Changes made to the inputs that the request did not spell out. */
+  warnings: string[];
 }
 
 /** Checks a request against a loaded model: every 422 that depends on the model is thrown here. */
-function checkRequest(
+async function checkRequest(
   host: ModelHost,
   model: LoadedModel,
   req: GenerateRequest,
-  sizeRange?: ModelFacts["sizeRange"],
-): CheckedRequest {
+  images: InputImages,
+  sizeRange: ModelFacts["sizeRange"],
+): Promise<CheckedRequest> {
   const { entry, capabilities, tokenizer } = model;
-  const params = resolveParams(req, { ...entry, capabilities, ...(sizeRange ? { sizeRange } : {}) });
+  const params = resolveParams(req, { ...entry, capabilities, ...(sizeRange ? { sizeRange } : {}) }, images);
   // Prompts are checked here, on the server thread, so a malformed one never reaches the engine.
   const tokenized: [string, ReturnType<typeof tokenizeField>][] = [
     ["prompt", tokenizeField(tokenizer, "prompt", params.prompt, params.prompt_syntax)],
@@ -103,6 +116,8 @@ function checkRequest(
   }
   const seeds = Array.from({ length: params.batch_size }, (_, i) => seedAt(params.seed, i));
   const schedulerEntry = SCHEDULERS[params.scheduler_type];
+  const prepared = await prepareImages(params, images);
+  const hires = params.hires;
   const input: GenerateInput = {
     prompt: params.prompt,
     negativePrompt: params.negative_prompt,
@@ -129,6 +144,16 @@ function checkRequest(
     vaeSlicing: params.enable_vae_slicing,
     vaeTiling: params.enable_vae_tiling,
     pngParameters: seeds.map((seed) => infotext(params, seed, entry.name, entry.kind, model.hash)),
+    image: prepared.image,
+    hires: hires
+      ? {
+          upscaler: hires.upscaler,
+          width: hires.width,
+          height: hires.height,
+          strength: hires.strength,
+          steps: hires.steps,
+        }
+      : null,
   };
   const onGpu = host.provider !== "cpu";
   const offload: Offload =
@@ -137,7 +162,7 @@ function checkRequest(
       : onGpu && params.enable_model_cpu_offload
         ? "model"
         : "none";
-  return { params, seeds, input, offload };
+  return { params, seeds, input, offload, inputs: prepared.inputs, warnings: prepared.warnings };
 }
 
 /**
@@ -149,11 +174,13 @@ export async function prepareGeneration(
   host: ModelHost,
   req: GenerateRequest,
   signal?: AbortSignal,
-  sizeRange?: ModelFacts["sizeRange"],
+  limits?: Limits,
 ): Promise<PreparedGeneration> {
+  const sizeRange = sizeRangeOf(limits);
   const entry = await requestedModel(host, req.model);
+  const images = await readInputImages(req, limits ?? DEFAULT_LIMITS);
   const loaded = host.loadedModel(entry.name);
-  const checked = loaded ? checkRequest(host, loaded, req, sizeRange) : null;
+  const checked = loaded ? await checkRequest(host, loaded, req, images, sizeRange) : null;
   const enqueued = performance.now();
   let ticket: Ticket;
   try {
@@ -171,6 +198,7 @@ export async function prepareGeneration(
           req,
           entry,
           checked,
+          images,
           sizeRange,
           position,
         });
@@ -186,6 +214,7 @@ interface RunContext {
   entry: ModelEntry;
   /** The checked request, when the model was loaded at admission. */
   checked: CheckedRequest | null;
+  images: InputImages;
   sizeRange: ModelFacts["sizeRange"];
   position: number;
 }
@@ -213,9 +242,9 @@ async function runAdmitted(
   const loadStart = performance.now();
   const wasLoaded = host.loadedModel(ctx.entry.name) !== null;
   if (!wasLoaded) progress.loading?.(ctx.entry.name);
-  return withModel(host, ctx.entry, (model) => {
+  return withModel(host, ctx.entry, async (model) => {
     const loadMs = wasLoaded ? 0 : performance.now() - loadStart;
-    const checked = ctx.checked ?? checkRequest(host, model, ctx.req, ctx.sizeRange);
+    const checked = ctx.checked ?? (await checkRequest(host, model, ctx.req, ctx.images, ctx.sizeRange));
     return runChecked(host, model, checked, progress, signal, { queueMs, loadMs, req: ctx.req });
   });
 }
@@ -228,7 +257,7 @@ async function runChecked(
   signal: AbortSignal | undefined,
   times: { queueMs: number; loadMs: number; req: GenerateRequest },
 ): Promise<GenerateResponse> {
-  const { params, seeds, input, offload } = checked;
+  const { params, seeds, input, offload, inputs } = checked;
   const { entry } = model;
   const schedulerEntry = SCHEDULERS[params.scheduler_type];
   let retried = false;
@@ -286,7 +315,8 @@ async function runChecked(
       },
       memory,
       timesteps: output.timesteps,
-      inputs: {},
+      ...(output.hiresTimesteps ? { hires_timesteps: output.hiresTimesteps } : {}),
+      inputs,
       timings: {
         queue_ms: times.queueMs,
         load_ms: times.loadMs,
@@ -299,7 +329,7 @@ async function runChecked(
       execution_provider: host.provider,
       sdx_version: VERSION,
     },
-    warnings: warningsFor(params, output, memory, times.req),
+    warnings: [...checked.warnings, ...warningsFor(params, output, memory, times.req)],
   };
 }
 

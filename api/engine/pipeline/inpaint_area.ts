@@ -5,27 +5,7 @@
  */
 import sharp, { type Sharp } from "sharp";
 
-/** 8-bit interleaved RGB. */
-export interface RgbImage {
-  data: Uint8Array;
-  width: number;
-  height: number;
-}
-
-/** 8-bit single channel (255 = repaint). */
-export interface GrayImage {
-  data: Uint8Array;
-  width: number;
-  height: number;
-}
-
-/** A rectangle of the picture; x2/y2 exclusive (PIL's box). */
-export interface CropRegion {
-  x1: number;
-  y1: number;
-  x2: number;
-  y2: number;
-}
+import type { CropRegion, GrayPixels, RgbPixels } from "./types.ts";
 
 /** sharp refuses a Gaussian σ below 0.3. */
 const SHARP_MIN_SIGMA = 0.3;
@@ -47,7 +27,7 @@ const FILL_LAYERS: ReadonlyArray<readonly [number, number]> = [
  * (0, 0.3) is raised to sharp's minimum 0.3; borders repeat the edge pixel (cv2 reflects, BORDER_REFLECT_101); both
  * axes are blurred in one float pass and rounded once (A1111 rounds to uint8 between the x and y passes).
  */
-export async function blurMask(mask: GrayImage, sigma: number): Promise<GrayImage> {
+export async function blurMask(mask: GrayPixels, sigma: number): Promise<GrayPixels> {
   checkSize(mask.data, mask.width, mask.height, 1, "mask");
   if (!(sigma > 0)) return { data: mask.data.slice(), width: mask.width, height: mask.height };
   const s = Math.max(sigma, SHARP_MIN_SIGMA);
@@ -76,7 +56,7 @@ export async function blurMask(mask: GrayImage, sigma: number): Promise<GrayImag
  * three-pass box approximation of σ = radius; here sharp blurs a true Gaussian truncated near 3σ (σ ≥ 16 at reduced
  * resolution, see blurBands) and unpremultiplies from float.
  */
-export async function fillMasked(image: RgbImage, mask: GrayImage): Promise<RgbImage> {
+export async function fillMasked(image: RgbPixels, mask: GrayPixels): Promise<RgbPixels> {
   const { width, height } = image;
   checkSize(image.data, width, height, 3, "image");
   checkSameSize(image, mask);
@@ -129,7 +109,7 @@ export async function fillMasked(image: RgbImage, mask: GrayImage): Promise<RgbI
  * then falls back to whole-picture inpainting). Pass the blurred mask, as A1111 does.
  */
 export function cropRegion(
-  mask: GrayImage,
+  mask: GrayPixels,
   padding: number,
   targetWidth: number,
   targetHeight: number,
@@ -196,22 +176,22 @@ export function cropRegion(
  * (PIL's resize of a zero-height/width box, reproduced exactly). A crop already at the target ratio is a stretch.
  */
 export async function cropResize(
-  image: RgbImage,
+  image: RgbPixels,
   region: CropRegion,
   width: number,
   height: number,
-): Promise<RgbImage> {
+): Promise<RgbPixels> {
   checkSize(image.data, image.width, image.height, 3, "image");
   return resizeAndFill(crop(image, region, 3), 3, width, height);
 }
 
 /** cropResize for a mask (A1111 crops and resizes the blurred mask the same way, resize_image(2, mask, …)). */
 export async function cropResizeGray(
-  mask: GrayImage,
+  mask: GrayPixels,
   region: CropRegion,
   width: number,
   height: number,
-): Promise<GrayImage> {
+): Promise<GrayPixels> {
   checkSize(mask.data, mask.width, mask.height, 1, "mask");
   return resizeAndFill(crop(mask, region, 1), 1, width, height);
 }
@@ -225,11 +205,11 @@ export async function cropResizeGray(
  * A1111 uses clip(2·mask) there).
  */
 export async function pasteBack(
-  original: RgbImage,
-  generated: RgbImage,
+  original: RgbPixels,
+  generated: RgbPixels,
   region: CropRegion | null,
-  mask: GrayImage,
-): Promise<RgbImage> {
+  mask: GrayPixels,
+): Promise<RgbPixels> {
   const { width, height } = original;
   checkSize(original.data, width, height, 3, "original");
   checkSize(generated.data, generated.width, generated.height, 3, "generated");
@@ -267,7 +247,7 @@ export async function pasteBack(
 }
 
 /** A1111's inpainting_mask_invert (ImageOps.invert): 255 − v. */
-export function invertMask(mask: GrayImage): GrayImage {
+export function invertMask(mask: GrayPixels): GrayPixels {
   checkSize(mask.data, mask.width, mask.height, 1, "mask");
   const data = new Uint8Array(mask.data.length);
   for (let i = 0; i < data.length; i++) data[i] = 255 - (mask.data[i] as number);
@@ -295,7 +275,7 @@ function checkSize(data: Uint8Array, width: number, height: number, channels: nu
   }
 }
 
-function checkSameSize(image: Raw, mask: GrayImage): void {
+function checkSameSize(image: Raw, mask: GrayPixels): void {
   checkSize(mask.data, mask.width, mask.height, 1, "mask");
   if (mask.width !== image.width || mask.height !== image.height) {
     throw new RangeError(`mask is ${mask.width}×${mask.height}, image ${image.width}×${image.height}`);
@@ -439,7 +419,7 @@ function paste(
  * images.resize_image mode 1, "crop and resize": resized to cover width×height (ratio kept, sizes floored as
  * Python's //), pasted centred at (width//2 − src_w//2, height//2 − src_h//2) on black.
  */
-async function resizeAndCrop(image: RgbImage, width: number, height: number): Promise<RgbImage> {
+async function resizeAndCrop(image: RgbPixels, width: number, height: number): Promise<RgbPixels> {
   const ratio = width / height;
   const srcRatio = image.width / image.height;
   const srcW = ratio > srcRatio ? width : Math.floor((image.width * height) / image.height);

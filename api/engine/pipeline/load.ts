@@ -13,7 +13,7 @@ import { OnnxModel } from "../onnx/runtime.ts";
 import type { SchedulerConfig } from "../schedulers/scheduler.ts";
 import { ClipTokenizer } from "../tokenizer/clip.ts";
 import { exposedLayers, loadXlComponents, xlClipSkipMax } from "./stable_diffusion_xl.ts";
-import type { LoadOptions, PipelineComponents, Stage, XlComponents } from "./types.ts";
+import type { LoadOptions, PipelineComponents, XlComponents } from "./types.ts";
 
 async function readJsonObject(path: string): Promise<Record<string, unknown>> {
   const file = Bun.file(path);
@@ -62,10 +62,11 @@ export async function loadOnnxPipeline(
   const built =
     entry.format === "safetensors" ? await prepareCheckpoint(entry.path, { precision, attention }) : null;
   const files = built ? built.files : await onnxFolderFiles(entry.path);
-  const paths: Record<Stage, string> = {
+  const paths: PipelineComponents["paths"] = {
     text_encoder: files.textEncoder,
     unet: files.unet,
     vae_decoder: files.vaeDecoder,
+    vae_encoder: files.vaeEncoder,
   };
   const textEncoderPath = paths.text_encoder;
   const [tokenizer, textEncoder, unet, vaeDecoder] = await Promise.all([
@@ -109,6 +110,7 @@ export async function loadOnnxPipeline(
     textEncoder,
     unet,
     vaeDecoder,
+    vaeEncoder: null,
     schedulerConfig,
     vaeScalingFactor: files.vae.scalingFactor,
     vaeScaleFactor,
@@ -122,6 +124,8 @@ export async function loadOnnxPipeline(
       longPrompts: sequence === null,
       unetBatch: unet.fixedDim("sample", 0),
       xl: xl ? { forceZerosForEmptyPrompt: xl.forceZerosForEmptyPrompt } : null,
+      unetInChannels: unet.fixedDim("sample", 1) ?? 4,
+      vaeEncoder: files.vaeEncoder !== null,
     },
   };
 }
@@ -132,5 +136,6 @@ export async function releasePipeline(components: PipelineComponents): Promise<v
     components.xl?.textEncoder2.release(),
     components.unet.release(),
     components.vaeDecoder.release(),
+    components.vaeEncoder?.release(),
   ]);
 }

@@ -2,12 +2,17 @@
  * Which components' onnxruntime sessions are resident. With model CPU offload (diffusers'
  * enable_model_cpu_offload) only the stage that is running keeps its weights on the device: the others'
  * sessions are released, and created again when their stage next runs. SDXL's second text encoder belongs to
- * the text_encoder stage.
+ * the text_encoder stage. The VAE encoder starts released: only image-to-image creates it.
  */
 import { OnnxModel } from "../onnx/runtime.ts";
 import type { PipelineComponents, Stage } from "./types.ts";
 
-const FIELD = { text_encoder: "textEncoder", unet: "unet", vae_decoder: "vaeDecoder" } as const;
+const FIELD = {
+  text_encoder: "textEncoder",
+  unet: "unet",
+  vae_decoder: "vaeDecoder",
+  vae_encoder: "vaeEncoder",
+} as const;
 const STAGES = Object.keys(FIELD) as Stage[];
 
 export class Residency {
@@ -18,7 +23,7 @@ export class Residency {
   constructor(private readonly components: PipelineComponents) {}
 
   isResident(stage: Stage): boolean {
-    return !this.released.has(stage);
+    return this.components[FIELD[stage]] !== null && !this.released.has(stage);
   }
 
   /** The hook the pipeline calls before each stage: make it resident, and with offload release the rest. */
@@ -32,19 +37,26 @@ export class Residency {
   }
 
   private async ensure(stage: Stage): Promise<void> {
-    if (!this.released.has(stage)) return;
+    if (this.isResident(stage)) return;
     const { paths, provider, xl } = this.components;
-    this.components[FIELD[stage]] = await OnnxModel.load(paths[stage], { provider });
+    const path = paths[stage];
+    if (path === null) return; // no VAE encoder: the pipeline says so when it needs one
+    const wasReleased = this.released.has(stage);
+    const session = await OnnxModel.load(path, { provider });
+    if (stage === "vae_encoder") this.components.vaeEncoder = session;
+    else this.components[FIELD[stage]] = session;
     if (stage === "text_encoder" && xl)
       xl.textEncoder2 = await OnnxModel.load(xl.textEncoder2Path, { provider });
     this.released.delete(stage);
-    this.reloads++;
+    if (wasReleased) this.reloads++;
   }
 
   private async release(stage: Stage): Promise<void> {
-    if (this.released.has(stage)) return;
-    await this.components[FIELD[stage]].release();
+    const session = this.components[FIELD[stage]];
+    if (this.released.has(stage) || session === null) return;
+    await session.release();
     if (stage === "text_encoder") await this.components.xl?.textEncoder2.release();
+    if (stage === "vae_encoder") this.components.vaeEncoder = null;
     this.released.add(stage);
   }
 

@@ -19,6 +19,7 @@ import type {
   GenerateInput,
   PipelineComponents,
   PromptConditioning,
+  RgbPixels,
 } from "./types.ts";
 import { type Chw, decodeTiled, needsTiling } from "./vae_tiling.ts";
 
@@ -143,6 +144,19 @@ export function seededLatents(
   });
 }
 
+/** How a pipeline kind changes the denoising loop. */
+export interface DenoiseOptions {
+  /** The timesteps to run (image-to-image: the end of the schedule); default: the whole schedule. */
+  timesteps?: readonly number[];
+  /**
+   * Channels fed to the UNet after the scaled latents, per image (inpainting models: mask ‖ masked-image
+   * latents, `[k, h, w]` flat); the same for the unconditional and conditional rows.
+   */
+  extraChannels?: Float32Array[];
+  /** Called after each step with its index and the new latents; returns the latents to go on with. */
+  afterStep?(stepIndex: number, latents: Float32Array[]): Float32Array[];
+}
+
 /**
  * Stage 6: denoise with classifier-free guidance, ε = ε_u + s·(ε_c − ε_u) (Ho & Salimans 2022, eq. 6). The
  * unconditional and conditional passes share one UNet call ([uncond × batch, cond × batch], diffusers' order)
@@ -159,14 +173,19 @@ export async function denoise(
   generators: TorchGenerator[],
   initial: Float32Array[],
   hooks: GenerateHooks,
+  options: DenoiseOptions = {},
 ): Promise<Float32Array[]> {
   const { batch, latentH, latentW, latentSize, doCfg } = shape;
+  const extra = options.extraChannels ?? null;
+  const extraSize = extra ? (extra[0] as Float32Array).length : 0;
+  const channels = 4 + extraSize / (latentH * latentW);
+  const rowSize = latentSize + extraSize;
   const cond = perImage(text.cond, batch);
   const uncond = doCfg && text.uncond ? perImage(text.uncond, batch) : null;
   const joint = uncond !== null && uncond.seqLen === cond.seqLen ? joinConditioning(uncond, cond) : null;
   const unet = async (t: number, sample: Float32Array, rows: number, c: BatchConditioning) => {
     const feeds: Record<string, FeedValue> = {
-      sample: { data: sample, dims: [rows, 4, latentH, latentW] },
+      sample: { data: sample, dims: [rows, channels, latentH, latentW] },
       timestep: { data: [t], dims: [] },
       encoder_hidden_states: { data: c.states, dims: [rows, c.seqLen, c.width] },
     };
@@ -180,19 +199,26 @@ export async function denoise(
     return (out.out_sample as { data: Float32Array }).data;
   };
   const first = schedulers[0] as Scheduler;
-  const timesteps = first.timesteps;
+  const timesteps = options.timesteps ?? first.timesteps;
   let latents = initial;
-  // One buffer for the whole run: the scaled latents, written twice ([uncond, cond] rows) for a joint CFG call.
-  const unetInput = new Float32Array((joint ? 2 : 1) * batch * latentSize);
-  const batchInput = unetInput.subarray(0, batch * latentSize);
+  // One buffer for the whole run: per row the scaled latents (then any extra channels, which stay put),
+  // written twice ([uncond, cond] rows) for a joint CFG call.
+  const unetInput = new Float32Array((joint ? 2 : 1) * batch * rowSize);
+  const batchInput = unetInput.subarray(0, batch * rowSize);
+  if (extra) {
+    for (let i = 0; i < batch; i++) {
+      unetInput.set(extra[i] as Float32Array, i * rowSize + latentSize);
+      if (joint) unetInput.set(extra[i] as Float32Array, (batch + i) * rowSize + latentSize);
+    }
+  }
   await hooks.enterStage?.("unet");
   for (let stepIndex = 0; stepIndex < timesteps.length; stepIndex++) {
     if (hooks.signal?.aborted) throw new GenerationAborted("generation cancelled");
     const t = timesteps[stepIndex] as number;
     for (let i = 0; i < batch; i++) {
       const scaled = (schedulers[i] as Scheduler).scaleModelInput(latents[i] as Float32Array, t);
-      unetInput.set(scaled, i * latentSize);
-      if (joint) unetInput.set(scaled, (batch + i) * latentSize);
+      unetInput.set(scaled, i * rowSize);
+      if (joint) unetInput.set(scaled, (batch + i) * rowSize);
     }
     let noisePred: Float32Array;
     if (uncond === null) {
@@ -217,6 +243,7 @@ export async function denoise(
       }
       return (schedulers[i] as Scheduler).step(eps, t, sample, generators[i]).prevSample;
     });
+    if (options.afterStep) latents = options.afterStep(stepIndex, latents);
     hooks.onStep?.({ step: stepIndex + 1, total: timesteps.length, timestep: t });
   }
   return latents;
@@ -296,23 +323,32 @@ export function assertFiniteDecode(
   );
 }
 
-/** Stage 8: each decoded image, once `assertFiniteDecode` passes it, to 8-bit RGB and a PNG with its infotext. */
+/**
+ * Stage 8: each decoded image, once `assertFiniteDecode` passes it, to 8-bit RGB (then `composite`, when given)
+ * and a PNG with its infotext.
+ */
 export async function encodePngs(
   components: PipelineComponents,
   input: GenerateInput,
   shape: LatentShape,
   decoded: Float32Array[],
+  composite?: (rgb: RgbPixels) => Promise<RgbPixels>,
 ): Promise<GeneratedImage[]> {
   const images: GeneratedImage[] = [];
   for (let i = 0; i < shape.batch; i++) {
     const image = decoded[i] as Float32Array;
     assertFiniteDecode(image, i, components.vaeDecoder);
-    const rgb = decodedToRgb(image, 0, input.width, input.height);
+    const rgb: RgbPixels = {
+      data: decodedToRgb(image, 0, input.width, input.height),
+      width: input.width,
+      height: input.height,
+    };
+    const final = composite ? await composite(rgb) : rgb;
     const parameters = input.pngParameters?.[i];
     const pngText: Record<string, string> = parameters === undefined ? {} : { parameters };
     images.push({
       seed: input.seeds[i] as number,
-      png: await encodePng(rgb, input.width, input.height, pngText),
+      png: await encodePng(final.data, final.width, final.height, pngText),
     });
   }
   return images;

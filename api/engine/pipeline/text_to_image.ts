@@ -6,31 +6,25 @@
  */
 import { TorchGenerator } from "../rng/torch_generator.ts";
 import type { Scheduler } from "../schedulers/scheduler.ts";
-import { GenerationAborted } from "./errors.ts";
-import {
-  decodeLatents,
-  denoise,
-  encodePngs,
-  encodePrompts,
-  prepareSchedulers,
-  seededLatents,
-  validate,
-} from "./stages.ts";
+import { blankInpaintingChannels } from "./inpaint.ts";
+import { type Denoised, finish } from "./output.ts";
+import { denoise, encodePrompts, prepareSchedulers, seededLatents, validate } from "./stages.ts";
 import type { GenerateHooks, GenerateInput, GenerateOutput, PipelineComponents } from "./types.ts";
 
-export async function generate(
+/** Stages 1–6: from the prompt to denoised latents (the hires fix's first pass stops here). */
+export async function textToLatents(
   components: PipelineComponents,
   input: GenerateInput,
   hooks: GenerateHooks = {},
-): Promise<GenerateOutput> {
-  const t0 = performance.now();
+): Promise<Denoised> {
+  const start = performance.now();
 
   // 1. Validate.
   const shape = validate(components, input);
 
   // 2–3. Tokenize and encode.
   const text = await encodePrompts(components, input, shape, hooks);
-  const tEncoded = performance.now();
+  const encoded = performance.now();
 
   // 4. Timesteps.
   const schedulers = prepareSchedulers(components, input);
@@ -42,31 +36,20 @@ export async function generate(
   const initial = seededLatents(generators, shape, first.initNoiseSigma);
 
   // 6. Denoise with classifier-free guidance.
-  const latents = await denoise(components, input, shape, text, schedulers, generators, initial, hooks);
-  if (hooks.signal?.aborted) throw new GenerationAborted("generation cancelled");
-  const tDenoised = performance.now();
+  const extraChannels = await blankInpaintingChannels(components, input, shape, hooks);
+  const latents = await denoise(components, input, shape, text, schedulers, generators, initial, hooks, {
+    ...(extraChannels ? { extraChannels } : {}),
+  });
+  return { shape, text, latents, timesteps, times: { start, encoded, denoised: performance.now() } };
+}
 
-  // 7. Decode.
-  const { decoded, vaeTiles } = await decodeLatents(components, input, shape, latents, hooks);
-  const tDecoded = performance.now();
-
-  // 8. Encode PNG.
-  const images = await encodePngs(components, input, shape, decoded);
-  const tDone = performance.now();
-
-  return {
-    images,
-    prompt: text.prompt,
-    negativePrompt: text.negativePrompt,
-    ...(text.xl ? { xl: text.xl } : {}),
-    timesteps,
-    vaeTiles,
-    timings: {
-      encodeMs: tEncoded - t0,
-      denoiseMs: tDenoised - tEncoded,
-      decodeMs: tDecoded - tDenoised,
-      pngMs: tDone - tDecoded,
-      totalMs: tDone - t0,
-    },
-  };
+export async function generate(
+  components: PipelineComponents,
+  input: GenerateInput,
+  hooks: GenerateHooks = {},
+): Promise<GenerateOutput> {
+  // 1–6.
+  const run = await textToLatents(components, input, hooks);
+  // 7. Decode; 8. Encode PNG.
+  return finish(components, input, run, hooks);
 }

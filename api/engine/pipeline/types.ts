@@ -3,7 +3,13 @@
  * what its stages report and return. Types only; the stages, the loader and each model family's text stage
  * import them from here.
  */
-import type { ExecutionProvider, PromptSyntax, SchedulerName } from "../../../contract/index.ts";
+import type {
+  ExecutionProvider,
+  HiresUpscaler,
+  MaskedContent,
+  PromptSyntax,
+  SchedulerName,
+} from "../../../contract/index.ts";
 import type { AttentionVariant } from "../checkpoint/attention_variant.ts";
 import type { PipelineFiles } from "../checkpoint/build.ts";
 import type { FinalLayerNorm } from "../onnx/final_layer_norm.ts";
@@ -25,6 +31,10 @@ export interface ModelCapabilities {
   unetBatch: number | null;
   /** SDXL: the empty-negative-prompt rule of its model_index.json; absent or null for SD 1.x/2.x. */
   xl?: { forceZerosForEmptyPrompt: boolean } | null;
+  /** Channels the UNet's `sample` input takes: 4, or 9 for inpainting models (latents ‖ mask ‖ masked-image latents). */
+  unetInChannels: number;
+  /** Whether the model has a VAE encoder (needed to start from an image). */
+  vaeEncoder: boolean;
 }
 
 export interface LoadOptions {
@@ -39,13 +49,15 @@ export interface PipelineComponents {
   files: PipelineFiles;
   /** For a single-file checkpoint: whether its graphs were built now or reused from the cache. */
   checkpointGraphs: { reused: boolean; buildMs: number } | null;
-  /** Where each session's graph is, so a released session can be created again. */
-  paths: Record<Stage, string>;
+  /** Where each session's graph is, so a released session can be created again (null: no VAE encoder). */
+  paths: Record<Exclude<Stage, "vae_encoder">, string> & { vae_encoder: string | null };
   provider: ExecutionProvider;
   tokenizer: ClipTokenizer;
   textEncoder: OnnxModel;
   unet: OnnxModel;
   vaeDecoder: OnnxModel;
+  /** Created on first use (image-to-image), and released with the other sessions. */
+  vaeEncoder: OnnxModel | null;
   schedulerConfig: SchedulerConfig;
   /** Latents are divided by this before decoding (0.18215 for SD 1.x/2.x). */
   vaeScalingFactor: number;
@@ -109,6 +121,59 @@ export interface GenerateInput {
   vaeTiling: boolean;
   /** Per image: the text stored in its PNG's `parameters` chunk (AUTOMATIC1111 infotext). */
   pngParameters?: readonly string[];
+  /** Image-to-image and inpainting; absent or null for text-to-image. */
+  image?: ImageInput | null;
+  /** The hires fix's second pass; absent or null for one pass. */
+  hires?: HiresInput | null;
+}
+
+/** A rectangle of an image in pixels; x2 and y2 exclusive (PIL's box). */
+export interface CropRegion {
+  x1: number;
+  y1: number;
+  x2: number;
+  y2: number;
+}
+
+/** 8-bit interleaved RGB pixels. */
+export interface RgbPixels {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/** 8-bit single-channel pixels (a mask: 255 = repaint). */
+export interface GrayPixels {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/** What image-to-image starts from, already decoded and at the generation's width × height. */
+export interface ImageInput {
+  /** The init image, RGB at width × height. */
+  rgb: Uint8Array;
+  /** In (0, 1]: the sampler runs int(numSteps · strength) steps of its schedule (diffusers' get_timesteps). */
+  strength: number;
+  /** Inpainting: one byte per pixel at width × height, ≥ 128 repaints (diffusers binarizes at 0.5); null: img2img. */
+  mask: Uint8Array | null;
+  /** What the repainted region starts from (AUTOMATIC1111's inpainting_fill); "original" is diffusers'. */
+  maskedContent: MaskedContent;
+  /**
+   * After decoding, each image is composited over `rgb` through `mask` (255 = generated), the generated
+   * image first resized into `region` when only the masked area was inpainted; null: the decoded image as is.
+   */
+  overlay: { image: RgbPixels; mask: Uint8Array; region: CropRegion | null } | null;
+}
+
+/** AUTOMATIC1111's hires fix: a second, image-to-image pass at width × height from the upscaled first pass. */
+export interface HiresInput {
+  upscaler: HiresUpscaler;
+  width: number;
+  height: number;
+  strength: number;
+  /** The second pass's schedule length. */
+  steps: number;
 }
 
 export interface StepEvent {
@@ -117,8 +182,8 @@ export interface StepEvent {
   timestep: number;
 }
 
-/** The three stages that hold a model component's weights. */
-export type Stage = "text_encoder" | "unet" | "vae_decoder";
+/** The stages that hold a model component's weights. */
+export type Stage = "text_encoder" | "unet" | "vae_decoder" | "vae_encoder";
 
 export interface GenerateHooks {
   onStep?(event: StepEvent): void;
@@ -174,7 +239,10 @@ export interface GenerateOutput {
   negativePrompt: PromptReport;
   /** SDXL only. */
   xl?: XlReport;
+  /** The timesteps the sampler ran (the first pass's with the hires fix). */
   timesteps: number[];
+  /** The hires fix's second-pass timesteps. */
+  hiresTimesteps?: number[];
   /** Tiles decoded per image when tiled decoding ran, else 0. */
   vaeTiles: number;
   timings: { encodeMs: number; denoiseMs: number; decodeMs: number; pngMs: number; totalMs: number };

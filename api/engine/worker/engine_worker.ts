@@ -7,7 +7,7 @@ import type { ExecutionProvider } from "../../../contract/index.ts";
 import { GenerationAborted, GenerationFailed, GenerationInvalid } from "../pipeline/errors.ts";
 import { loadOnnxPipeline } from "../pipeline/load.ts";
 import { Residency } from "../pipeline/residency.ts";
-import { generate } from "../pipeline/text_to_image.ts";
+import { runPipeline } from "../pipeline/run.ts";
 import type { LoadOptions, PipelineComponents } from "../pipeline/types.ts";
 import { warmUp } from "../pipeline/warmup.ts";
 import { PromptSyntaxError } from "../prompt/emphasis.ts";
@@ -94,7 +94,7 @@ async function handle(request: WorkerRequest): Promise<void> {
           cpuCopies.set(request.entry.name, target);
         }
         const enter = target.residency.enterStage(request.offload === "model");
-        const output = await generate(target.components, request.input, {
+        const output = await runPipeline(target.components, request.input, {
           signal: controller.signal,
           onStep: (event) => reply({ type: "step", id: request.id, event }),
           enterStage: (next) => {

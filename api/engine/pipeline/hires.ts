@@ -1,0 +1,102 @@
+/**
+ * AUTOMATIC1111's hires fix on diffusers' pipelines: text-to-image at width × height stopped at the latents,
+ * an upscale, and image-to-image at the hires size from the upscaled result with a fresh generator of the same
+ * seed. Progress counts both passes' steps.
+ */
+import sharp from "sharp";
+import { createScheduler } from "../schedulers/index.ts";
+import type { Scheduler } from "../schedulers/scheduler.ts";
+import { GenerationInvalid } from "./errors.ts";
+import { decodedToRgb } from "./image.ts";
+import { type ImageStart, imageToLatents } from "./image_to_image.ts";
+import { upscaleLatents } from "./latent_upscale.ts";
+import { finish } from "./output.ts";
+import { decodeLatents } from "./stages.ts";
+import { strengthSchedule } from "./strength.ts";
+import { textToLatents } from "./text_to_image.ts";
+import type {
+  GenerateHooks,
+  GenerateInput,
+  GenerateOutput,
+  HiresInput,
+  PipelineComponents,
+} from "./types.ts";
+
+/** Denoising steps the second pass runs (int(steps · strength) of its schedule, as image-to-image). */
+export function secondPassSteps(
+  components: PipelineComponents,
+  input: GenerateInput,
+  hires: HiresInput,
+): number {
+  const scheduler: Scheduler = createScheduler(
+    input.scheduler,
+    components.schedulerConfig,
+    input.schedulerOptions,
+  );
+  scheduler.setTimesteps(hires.steps);
+  return strengthSchedule(scheduler, hires.steps, hires.strength).timesteps.length;
+}
+
+export async function generateHires(
+  components: PipelineComponents,
+  input: GenerateInput,
+  hooks: GenerateHooks = {},
+): Promise<GenerateOutput> {
+  const hires = input.hires;
+  if (!hires) throw new GenerationInvalid("the hires fix needs its second-pass settings");
+  const secondInput: GenerateInput = {
+    ...input,
+    width: hires.width,
+    height: hires.height,
+    numSteps: hires.steps,
+    image: null,
+    hires: null,
+  };
+  const secondSteps = secondPassSteps(components, secondInput, hires);
+
+  // Pass 1: text-to-image at width × height, latents out.
+  const first = await textToLatents(components, input, {
+    ...hooks,
+    onStep: (e) => hooks.onStep?.({ ...e, total: e.total + secondSteps }),
+  });
+  const firstSteps = first.timesteps.length;
+
+  // Upscale: the latents themselves (bilinear or nearest), or decoded pixels resized with Lanczos-3.
+  const { latentH, latentW } = first.shape;
+  const outH = hires.height / components.vaeScaleFactor;
+  const outW = hires.width / components.vaeScaleFactor;
+  let start: ImageStart;
+  if (hires.upscaler === "lanczos") {
+    const { decoded } = await decodeLatents(components, input, first.shape, first.latents, hooks);
+    const rgb: Uint8Array[] = [];
+    for (const image of decoded) {
+      const small = decodedToRgb(image, 0, input.width, input.height);
+      const big = await sharp(small, { raw: { width: input.width, height: input.height, channels: 3 } })
+        .resize(hires.width, hires.height, { kernel: "lanczos3", fit: "fill" })
+        .raw()
+        .toBuffer();
+      rgb.push(new Uint8Array(big.buffer, big.byteOffset, big.byteLength));
+    }
+    start = { kind: "pixels", rgb };
+  } else {
+    const mode = hires.upscaler === "latent" ? "bilinear" : "nearest";
+    start = {
+      kind: "latents",
+      latents: first.latents.map((z) => upscaleLatents(z, 4, latentH, latentW, outH, outW, mode)),
+    };
+  }
+
+  // Pass 2: image-to-image at the hires size, a fresh generator per image with the same seed.
+  const second = await imageToLatents(components, secondInput, start, hires.strength, {
+    ...hooks,
+    onStep: (e) => hooks.onStep?.({ ...e, step: firstSteps + e.step, total: firstSteps + e.total }),
+  });
+  const output = await finish(
+    components,
+    secondInput,
+    { ...second, times: { ...second.times, start: first.times.start } },
+    hooks,
+    { hiresTimesteps: second.timesteps },
+  );
+  return { ...output, timesteps: first.timesteps };
+}
