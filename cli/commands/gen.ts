@@ -1,6 +1,13 @@
 import { Command, Option, UsageError } from "clipanion";
 import * as tanyan from "typanion";
-import { HIRES_UPSCALERS, type HiresUpscaler, randomSeed, SEED_MAX } from "../../contract/index.ts";
+import {
+  HIRES_SCALE_MAX,
+  HIRES_UPSCALERS,
+  type HiresUpscaler,
+  IMAGE_DEFAULTS,
+  randomSeed,
+  SEED_MAX,
+} from "../../contract/index.ts";
 import type { GenerateRequest } from "../../sdk/index.ts";
 import { EXIT, SdxCommand } from "../base.ts";
 import { batchPlans, MAX_BATCH, type PlannedRequest, runGeneration } from "../generate.ts";
@@ -117,11 +124,11 @@ export class GenCommand extends SdxCommand {
     description: "Inpainting mask (white is repainted; relative to the working folder); replaces mask_image",
   });
   strength = Option.String("--strength", {
-    description: "How much of the init image is repainted, in (0, 1]; default 0.8",
+    description: `How much of the init image is repainted, in (0, 1]; default ${IMAGE_DEFAULTS.strength}`,
     validator: tanyan.isNumber(),
   });
   hiresScale = Option.String("--hires-scale", {
-    description: "Hires fix: final size = size × scale (1-4)",
+    description: `Hires fix: final size = size × scale (1-${HIRES_SCALE_MAX})`,
     validator: tanyan.isNumber(),
   });
   hiresStrength = Option.String("--hires-strength", {
