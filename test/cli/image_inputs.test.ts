@@ -13,7 +13,7 @@ import sharp from "sharp";
 import YAML from "yaml";
 import { imageFromFile } from "../../sdk/files.ts";
 import { createSdxClient, type GenerateRequest, imageFromBytes } from "../../sdk/index.ts";
-import { MODELS_DIR, REPO_ROOT } from "../helpers/fixtures.ts";
+import { MODELS_DIR, pixels, REPO_ROOT } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
 
 async function sdx(args: string[], cwd?: string): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -155,9 +155,11 @@ describe("prompt sets with image files", () => {
     const run = await onlyRun("photos", "repaint");
     expect(run.images).toHaveLength(2);
     expect(run.metadata).toHaveLength(2);
+    // The server's report of each file (its SHA-256 is the file's), beside the path as written.
+    const report = { sha256: sha256(initPng), format: "png", width: 64, height: 64, resized: false };
     for (const meta of run.metadata) {
-      expect(meta.inputs).toMatchObject({ init_image: { path: "pics/init.png", sha256: sha256(initPng) } });
-      expect(meta.inputs.mask_image).toBeUndefined();
+      expect(meta.inputs).toEqual({ init_image: { path: "pics/init.png", ...report } });
+      expect(meta.parameters).toMatchObject({ strength: 0.5, mask_blur: null, hires: null, width: 64 });
     }
     expect(run.metadata.map((m) => m.seed).sort()).toEqual([7, 8]);
 
@@ -168,11 +170,25 @@ describe("prompt sets with image files", () => {
     expect(inpaintBody.init_image).toBe(Buffer.from(initPng).toString("base64"));
     expect(inpaintBody.mask_image).toBe(Buffer.from(maskPng).toString("base64"));
     expect(inpaintBody).toMatchObject({ strength: 1, mask_blur: 2 });
-    const [meta] = (await onlyRun("photos", "inpaint")).metadata;
-    expect(meta.inputs).toMatchObject({
-      init_image: { path: "pics/init.png", sha256: sha256(initPng) },
-      mask_image: { path: "./pics/mask.png", sha256: sha256(maskPng) },
+    const inpaintRun = await onlyRun("photos", "inpaint");
+    const [meta] = inpaintRun.metadata;
+    expect(meta.inputs).toEqual({
+      init_image: { path: "pics/init.png", ...report },
+      mask_image: { path: "./pics/mask.png", ...report, sha256: sha256(maskPng) },
     });
+    expect(meta.parameters).toMatchObject({ strength: 1, mask_blur: 2, masked_content: "original" });
+    // With a mask blur the result is pasted over the init image through the mask: far from the repainted
+    // square, the pixels are the init image's own — the files reached the engine.
+    const out = await pixels(join(inpaintRun.dir, "images", inpaintRun.images[0] as string));
+    const init = await pixels(initPng);
+    for (const [x, y] of [
+      [1, 1],
+      [62, 3],
+      [5, 60],
+    ] as const) {
+      const at = (y * 64 + x) * 3;
+      expect([...out.data.subarray(at, at + 3)]).toEqual([...init.data.subarray(at, at + 3)]);
+    }
 
     // `sdx list` shows the files by path, not their bytes.
     const list = await sdx(["list", "--project", "photos", "--json", ...common()]);
@@ -290,12 +306,13 @@ describe("sdx gen --init-image", () => {
     const run = await onlyRun("oneoff", "plain");
     expect(run.images).toHaveLength(1);
     expect(run.metadata[0].inputs).toMatchObject({
-      init_image: { path: "photo.png", sha256: sha256(initPng) },
-      mask_image: { path: "hole.png", sha256: sha256(maskPng) },
+      init_image: { path: "photo.png", sha256: sha256(initPng), format: "png", width: 64, height: 64 },
+      mask_image: { path: "hole.png", sha256: sha256(maskPng), format: "png", width: 64, height: 64 },
     });
+    expect(run.metadata[0].parameters).toMatchObject({ strength: 0.6, seed: 3 });
   }, 60_000);
 
-  test("--hires-* change one knob of the set's hires block", async () => {
+  test("--hires-* change one knob of the set's hires block; the second pass makes the bigger image", async () => {
     await writeProject(
       "hires",
       "prompt_sets:\n  - name: big\n    prompt: a lighthouse\n    params:\n      num_steps: 2\n      hires: {steps: 2, strength: 0.5}\n",
@@ -307,7 +324,7 @@ describe("sdx gen --init-image", () => {
       "--prompt",
       "big",
       "--hires-scale",
-      "1.5",
+      "2",
       "--hires-upscaler",
       "latent_nearest",
       ...common(),
@@ -317,9 +334,21 @@ describe("sdx gen --init-image", () => {
     expect((sent.at(-1) as GenerateRequest).hires).toEqual({
       steps: 2,
       strength: 0.5,
-      scale: 1.5,
+      scale: 2,
       upscaler: "latent_nearest",
     });
+    const run = await onlyRun("hires", "big");
+    const image = await pixels(join(run.dir, "images", run.images[0] as string));
+    expect([image.width, image.height]).toEqual([128, 128]);
+    expect(run.metadata[0].parameters.hires).toEqual({
+      upscaler: "latent_nearest",
+      scale: 2,
+      width: 128,
+      height: 128,
+      strength: 0.5,
+      steps: 2,
+    });
+    expect(run.metadata[0].inputs).toBeUndefined();
   }, 60_000);
 
   test("mistakes are usage errors naming the option; nothing is sent", async () => {
@@ -394,6 +423,7 @@ describe("SDK image helpers", () => {
       strength: 0.9,
     });
     expect(response.images).toHaveLength(1);
+    expect(response.metadata.inputs.mask_image?.sha256).toBe(sha256(maskPng));
     const body = sent.at(-1) as GenerateRequest;
     expect(body.init_image).toBe(Buffer.from(initPng).toString("base64"));
     expect(body.mask_image).toBe(Buffer.from(maskPng).toString("base64"));
@@ -402,7 +432,7 @@ describe("SDK image helpers", () => {
       prompt: "x",
       width: 64,
       height: 64,
-      num_steps: 1,
+      num_steps: 2,
       init_image: initPng.buffer as ArrayBuffer,
     })) {
       if (event.type === "done") done = true;
