@@ -13,6 +13,7 @@ import { VERSION } from "../lib/version.ts";
 import type { GenerateEvent, GenerateRequest, GenerateResponse, SdxClient } from "../sdk/index.ts";
 import { SdxError } from "../sdk/index.ts";
 import { describeSdxError, UnreachableError } from "./base.ts";
+import { IMAGE_FIELDS, type InputFiles } from "./images.ts";
 import { createRunFolder, type RunFolder, TimestampClock, writeImageWithMetadata } from "./outputs.ts";
 
 /** The server's batch_size limit: bigger batches are split into several requests. */
@@ -79,6 +80,8 @@ export interface RunOptions {
   /** The model every request names (`model` of the plans' requests); default: the server's default model. */
   model?: string;
   plans: AsyncIterable<PlannedRequest>;
+  /** The image files every request carries (init image, mask): their paths and hashes go in the metadata. */
+  inputs?: InputFiles;
   report: (event: RunEvent) => void;
   /** Called with server and client warnings as they arrive. */
   warn: (message: string) => void;
@@ -101,6 +104,44 @@ export async function* batchPlans(
   }
 }
 
+/**
+ * The metadata's `inputs`: for each image file sent, its path as given and the server's report of it (SHA-256,
+ * format, size, whether it was resized); the file's own SHA-256 where the server reported nothing. A server whose
+ * hash differs from the file's is worth a warning: the metadata would not reproduce the run.
+ */
+function inputsMetadata(
+  files: InputFiles | undefined,
+  reported: GenerateResponse["metadata"]["inputs"] | undefined,
+  warnings: string[],
+): Record<string, unknown> | undefined {
+  if (!files || IMAGE_FIELDS.every((field) => files[field] === undefined)) return undefined;
+  const inputs: Record<string, unknown> = {};
+  for (const field of IMAGE_FIELDS) {
+    const file = files[field];
+    if (!file) continue;
+    const report = reported?.[field];
+    if (report && report.sha256 !== file.sha256) {
+      warnings.push(`${field}: the server's SHA-256 ${report.sha256} is not the file's (${file.sha256})`);
+    }
+    inputs[field] = { path: file.path, ...(report ?? { sha256: file.sha256, format: file.format }) };
+  }
+  return inputs;
+}
+
+/** A request as the error file shows it: image fields as their file paths rather than megabytes of base64. */
+function requestForErrorFile(
+  request: GenerateRequest,
+  files: InputFiles | undefined,
+): Record<string, unknown> {
+  const shown: Record<string, unknown> = { ...request };
+  for (const field of IMAGE_FIELDS) {
+    const file = files?.[field];
+    if (shown[field] !== undefined)
+      shown[field] = file ? { path: file.path, sha256: file.sha256 } : "(base64)";
+  }
+  return shown;
+}
+
 function imageMetadata(
   response: GenerateResponse,
   image: GenerateResponse["images"][number],
@@ -111,6 +152,8 @@ function imageMetadata(
   position: number,
 ): Record<string, unknown> {
   const { metadata } = response;
+  const clientWarnings = [...(plan.warnings ?? [])];
+  const inputs = inputsMetadata(options.inputs, metadata.inputs, clientWarnings);
   return {
     timestamp: date.toISOString(),
     project: options.project,
@@ -126,6 +169,8 @@ function imageMetadata(
     seed: image.seed,
     // Every parameter as the server applied it, for this image alone: send these to remake it.
     parameters: { ...metadata.parameters, seed: image.seed, batch_size: 1 },
+    // Image files sent with the request: path as given, SHA-256 (send the same files to remake the image).
+    ...(inputs ? { inputs } : {}),
     batch: {
       index: position,
       size: options.total,
@@ -136,7 +181,7 @@ function imageMetadata(
     timings: metadata.timings,
     memory: metadata.memory,
     execution_provider: metadata.execution_provider,
-    warnings: [...(plan.warnings ?? []), ...response.warnings],
+    warnings: [...clientWarnings, ...response.warnings],
     ...(plan.ollama ? { ollama: plan.ollama } : {}),
     sdx_version: VERSION,
     server_version: metadata.sdx_version ?? serverVersion,
@@ -147,6 +192,7 @@ async function writeError(
   run: RunFolder,
   clock: TimestampClock,
   plan: PlannedRequest | undefined,
+  inputs: InputFiles | undefined,
   error: unknown,
 ): Promise<string> {
   const dir = join(run.dir, "errors");
@@ -159,7 +205,7 @@ async function writeError(
       : { message: error instanceof Error ? error.message : String(error) };
   const body = {
     timestamp: date.toISOString(),
-    request: plan?.request ?? null,
+    request: plan ? requestForErrorFile(plan.request, inputs) : null,
     ...(plan?.ollama ? { ollama: plan.ollama } : {}),
     error: serverError,
     sdx_version: VERSION,
@@ -278,7 +324,7 @@ export async function runGeneration(options: RunOptions): Promise<RunSummary> {
       }
       const count = plan?.request.batch_size ?? 1;
       if (plan) options.progress?.({ type: "finished", ok: false });
-      const errorFile = await writeError(run, clock, plan, e);
+      const errorFile = await writeError(run, clock, plan, options.inputs, e);
       summary.failed += count;
       const message =
         e instanceof SdxError ? describeSdxError(e) : e instanceof Error ? e.message : String(e);

@@ -2,6 +2,7 @@
  * Projects: `<input>/<project>/config.yaml` and `prompts.yaml`, as the seed describes them. Both are parsed
  * safely (no custom tags, aliases capped) and validated against TypeBox schemas built from the API's own
  * parameter schema, before anything runs; every problem names the file, the line, the column and the key.
+ * Where the API takes an image (`init_image`, `mask_image`), a project names a file in its folder instead.
  */
 import { join, relative } from "node:path";
 import { FormatRegistry, type TSchema, Type } from "@sinclair/typebox";
@@ -9,11 +10,29 @@ import { Value } from "@sinclair/typebox/value";
 import { type Document, isMap, isScalar, LineCounter, parseDocument } from "yaml";
 import { constraintMessage, GenerateParamsSchema, SAFE_NAME, SAFE_NAME_RULE } from "../contract/index.ts";
 import type { GenerateRequest } from "../sdk/index.ts";
+import { IMAGE_FIELDS, ImageInputError, projectImagePath } from "./images.ts";
 
 /** JSON Schema's "uri" format, which TypeBox leaves to its user: what the WHATWG URL parser accepts. */
 if (!FormatRegistry.Has("uri")) FormatRegistry.Set("uri", (value) => URL.canParse(value));
 
 const safeName = (description: string) => Type.String({ pattern: SAFE_NAME.source, description });
+
+const imagePath = (description: string) =>
+  Type.String({
+    minLength: 1,
+    maxLength: 4096,
+    description: `${description} A PNG, JPEG or WebP file, relative to the project folder (never outside it).`,
+  });
+
+/** The API's parameters, with image files named by path instead of sent as base64. */
+export const ProjectParamsSchema = Type.Object(
+  {
+    ...GenerateParamsSchema.properties,
+    init_image: Type.Optional(imagePath("Image-to-image: the picture to start from.")),
+    mask_image: Type.Optional(imagePath("Inpainting: white is repainted, black kept; needs init_image.")),
+  },
+  { additionalProperties: false },
+);
 
 export const ProjectConfigSchema = Type.Object(
   {
@@ -26,7 +45,7 @@ export const ProjectConfigSchema = Type.Object(
         description: "A model of the server (`sdx models`); default: the server's default model.",
       }),
     ),
-    default_params: Type.Optional(GenerateParamsSchema),
+    default_params: Type.Optional(ProjectParamsSchema),
     ollama: Type.Optional(
       Type.Object(
         {
@@ -66,7 +85,7 @@ export const PromptSetSchema = Type.Object(
     name: safeName("Prompt-set name; also its output folder name."),
     prompt: Type.String(),
     negative_prompt: Type.Optional(Type.String()),
-    params: Type.Optional(GenerateParamsSchema),
+    params: Type.Optional(ProjectParamsSchema),
   },
   { additionalProperties: false },
 );
@@ -79,7 +98,10 @@ export const PromptsFileSchema = Type.Object(
 export type ProjectConfig = typeof ProjectConfigSchema.static;
 export type PromptSet = typeof PromptSetSchema.static;
 export type OllamaConfig = NonNullable<ProjectConfig["ollama"]>;
-export type GenerateParams = Omit<GenerateRequest, "prompt">;
+/** Parameters as a project writes them: `init_image` and `mask_image` are file paths. */
+export type ProjectParams = typeof ProjectParamsSchema.static;
+/** A request as a project writes it; `withImageFiles` (gen) reads the files it names. */
+export type ProjectRequest = Omit<GenerateRequest, "init_image" | "mask_image"> & ProjectParams;
 
 export interface Project {
   /** Folder name under the input directory. */
@@ -216,7 +238,12 @@ function schemaProblems(parsed: ParsedFile, schema: TSchema, value: unknown): Pr
       }, schema);
       const known = Object.keys((parentSchema?.properties as Record<string, unknown> | undefined) ?? {});
       const suggestion = closest(String(path.at(-1)), known);
-      message = `unknown key${suggestion ? `; did you mean "${suggestion}"?` : ""} (known keys: ${known.join(", ")})`;
+      const nested = ["params", "default_params"].find(
+        (k) => known.includes(k) && Object.hasOwn(ProjectParamsSchema.properties, String(path.at(-1))),
+      );
+      message = nested
+        ? `unknown key here; generation parameters such as "${String(path.at(-1))}" go under ${nested}:`
+        : `unknown key${suggestion ? `; did you mean "${suggestion}"?` : ""} (known keys: ${known.join(", ")})`;
     } else if (error.schema.pattern === SAFE_NAME.source) {
       message = `must be a safe folder name: ${SAFE_NAME_RULE}`;
     } else {
@@ -278,7 +305,15 @@ export async function loadProject(inputDir: string, folder: string): Promise<Pro
       }
     });
   }
-  if (problems.length > 0) throw new ProjectError(problems);
+  // Image files are checked even when other keys are wrong, so that one run lists every problem.
+  if (config.problems.length === 0 && prompts.problems.length === 0) {
+    problems.push(...(await imageProblems(dir, config.parsed, config.value, prompts.parsed, prompts.value)));
+  }
+  if (problems.length > 0) {
+    const order = (p: ProjectProblem) => (p.file === configFile ? 0 : 1);
+    problems.sort((a, b) => order(a) - order(b) || a.line - b.line || a.column - b.column);
+    throw new ProjectError(problems);
+  }
   const projectConfig = config.value as ProjectConfig;
   return {
     folder,
@@ -289,17 +324,87 @@ export async function loadProject(inputDir: string, folder: string): Promise<Pro
   };
 }
 
+/**
+ * The image files of default_params and of each prompt set: inside the project folder (symbolic links
+ * followed), readable images; a mask only with an init image. Each problem names the prompt set and the field.
+ */
+async function imageProblems(
+  dir: string,
+  configFile: ParsedFile,
+  config: unknown,
+  promptsFile: ParsedFile,
+  prompts: unknown,
+): Promise<ProjectProblem[]> {
+  const problems: ProjectProblem[] = [];
+  const problem = (parsed: ParsedFile, path: (string | number)[], message: string) => {
+    const pos = position(parsed, path);
+    problems.push({ file: parsed.file, line: pos.line, column: pos.col, key: path.join("."), message });
+  };
+  // The files may not have passed the schema: read them as loosely typed maps.
+  const record = (value: unknown): Record<string, unknown> =>
+    typeof value === "object" && value !== null && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : {};
+  const check = async (parsed: ParsedFile, where: (string | number)[], owner: string, params: unknown) => {
+    for (const field of IMAGE_FIELDS) {
+      const path = record(params)[field];
+      if (typeof path !== "string" || path === "") continue;
+      try {
+        await projectImagePath(dir, path);
+      } catch (e) {
+        if (!(e instanceof ImageInputError)) throw e;
+        problem(parsed, [...where, field], `${owner}: ${field} "${path}": ${e.message}`);
+      }
+    }
+  };
+  const defaults = record(record(config).default_params);
+  await check(configFile, ["default_params"], "default_params", defaults);
+  const sets = record(prompts).prompt_sets;
+  for (const [i, set] of (Array.isArray(sets) ? sets : []).entries()) {
+    const { name, params } = record(set);
+    const owner = `prompt set "${String(name)}"`;
+    await check(promptsFile, ["prompt_sets", i, "params"], owner, params);
+    const merged = { ...defaults, ...record(params) };
+    if (merged.mask_image !== undefined && merged.init_image === undefined) {
+      problem(
+        promptsFile,
+        ["prompt_sets", i, "params", "mask_image"],
+        `${owner}: mask_image needs an init_image (the picture the mask repaints)`,
+      );
+    }
+  }
+  return problems;
+}
+
 /** The request for one prompt set: default_params, then the set's params, then command-line overrides. */
 export function effectiveRequest(
   project: Project,
   set: PromptSet,
-  overrides: GenerateParams = {},
-): GenerateRequest {
-  return {
+  overrides: ProjectParams = {},
+): ProjectRequest {
+  const request: ProjectRequest = {
     ...project.config.default_params,
     ...(set.negative_prompt !== undefined ? { negative_prompt: set.negative_prompt } : {}),
     ...set.params,
     ...overrides,
     prompt: set.prompt,
   };
+  // A set's hires block replaces the default one, as every parameter does; an option changes one knob of it.
+  if (overrides.hires) {
+    request.hires = { ...(set.params?.hires ?? project.config.default_params?.hires), ...overrides.hires };
+  }
+  return request;
+}
+
+/** What is wrong with parameters given outside the project files (command-line options), by key path. */
+export function checkParams(params: ProjectParams): { key: string; message: string }[] {
+  const problems: { key: string; message: string }[] = [];
+  const seen = new Set<string>();
+  for (const error of Value.Errors(ProjectParamsSchema, params)) {
+    const key = error.path.split("/").slice(1).join(".");
+    if (seen.has(key)) continue;
+    seen.add(key);
+    problems.push({ key, message: constraintMessage(error.schema, error.value) ?? error.message });
+  }
+  return problems;
 }

@@ -59,5 +59,14 @@ prompt_sets:
     params:
       guidance_scale: 6
       seed: 1234 # the same seed and parameters remake the same image
+
+  # Image to image and inpainting: files relative to this folder (PNG, JPEG or WebP; never outside it).
+  # - name: harbour-at-dusk
+  #   prompt: the same harbour at dusk, warm lamplight, oil painting
+  #   params:
+  #     init_image: images/harbour.png
+  #     mask_image: images/harbour_sky.png # optional: white is repainted, black kept
+  #     strength: 0.6 # how much is repainted, in (0, 1]
+  #     hires: { scale: 2, strength: 0.5 } # optional: a second pass at twice the size
 `;
 }

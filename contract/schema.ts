@@ -38,6 +38,7 @@ export const Enum = <const T extends readonly [string, ...string[]]>(
 interface ConstraintSchema {
   type?: unknown;
   minimum?: number;
+  exclusiveMinimum?: number;
   maximum?: number;
   multipleOf?: number;
   maxLength?: number;
@@ -55,13 +56,15 @@ export function constraintMessage(schema: ConstraintSchema | object, value: unkn
   if (rule.type === "integer" || rule.type === "number") {
     const kind = rule.type === "integer" ? "an integer" : "a number";
     const range =
-      rule.minimum !== undefined && rule.maximum !== undefined
-        ? ` from ${rule.minimum} to ${rule.maximum}`
-        : rule.minimum !== undefined
-          ? ` of at least ${rule.minimum}`
-          : rule.maximum !== undefined
-            ? ` of at most ${rule.maximum}`
-            : "";
+      rule.exclusiveMinimum !== undefined
+        ? ` greater than ${rule.exclusiveMinimum}${rule.maximum !== undefined ? ` and at most ${rule.maximum}` : ""}`
+        : rule.minimum !== undefined && rule.maximum !== undefined
+          ? ` from ${rule.minimum} to ${rule.maximum}`
+          : rule.minimum !== undefined
+            ? ` of at least ${rule.minimum}`
+            : rule.maximum !== undefined
+              ? ` of at most ${rule.maximum}`
+              : "";
     const multiple = rule.multipleOf !== undefined ? `, a multiple of ${rule.multipleOf}` : "";
     return `must be ${kind}${range}${multiple}${got}`;
   }

@@ -71,6 +71,9 @@ const PACKAGE_RULES: { package: RegExp; allowed: (path: string, place: Place) =>
 const CONTRACT_PACKAGES = /^@sinclair\/typebox(\/|$)/;
 /** What the SDK may import besides itself: its HTTP client and event-stream parser. */
 const SDK_PACKAGES = /^(openapi-fetch|eventsource-parser)$/;
+/** The SDK's one file for Bun and Node (the rest runs in browsers): it may read files. */
+const SDK_FILES_MODULE = "sdk/files.ts";
+const SDK_FILES_PACKAGES = /^node:fs\/promises$/;
 
 export interface Violation {
   file: string;
@@ -92,7 +95,11 @@ export function directionViolations(graph: ModuleGraph): Violation[] {
           continue;
         }
         if (from.layer === "sdk") {
-          if (!SDK_PACKAGES.test(specifier)) add("the SDK imports openapi-fetch and eventsource-parser only");
+          if (file === SDK_FILES_MODULE && SDK_FILES_PACKAGES.test(specifier)) continue;
+          if (!SDK_PACKAGES.test(specifier))
+            add(
+              `the SDK imports openapi-fetch and eventsource-parser only (and ${SDK_FILES_MODULE} node:fs/promises)`,
+            );
           continue;
         }
         for (const rule of PACKAGE_RULES) {

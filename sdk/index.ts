@@ -5,6 +5,9 @@
  *   import { createSdxClient } from "sdx/sdk";
  *   const sdx = createSdxClient({ baseUrl: "http://127.0.0.1:8001" });
  *   const { images, metadata } = await sdx.generate({ prompt: "a lighthouse at dawn", seed: 42 });
+ *
+ * Image inputs (`init_image`, `mask_image`) may be given as bytes (Uint8Array, ArrayBuffer, Blob); they are
+ * base64-encoded before sending. This module runs in browsers too; `sdx/sdk/files` reads them from paths.
  */
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import createClient from "openapi-fetch";
@@ -43,6 +46,51 @@ export type SchedulerList = Schemas["SchedulerList"];
 export type ErrorBody = Schemas["Error"];
 export type ErrorCode = ErrorBody["code"] | "unreachable" | "unexpected_response";
 export type SchedulerType = NonNullable<GenerateRequest["scheduler_type"]>;
+/** What the response says about each input image (SHA-256, format, size, whether it was resized). */
+export type InputImagesReport = GenerateResponse["metadata"]["inputs"];
+
+/** An init image or mask: a PNG, JPEG or WebP file's bytes, or its base64 text (raw or a data URL). */
+export type ImageInput = string | Uint8Array | ArrayBuffer | Blob;
+/** The image fields of a request, which may hold bytes instead of base64 text. */
+export type ImageFields = "init_image" | "mask_image";
+/** A generate request whose `init_image` and `mask_image` may be bytes (see `ImageInput`). */
+export type GenerateInput = Omit<GenerateRequest, ImageFields> & { [K in ImageFields]?: ImageInput };
+
+const BASE64_CHUNK = 0x8000;
+
+/**
+ * An image file's bytes as the value of `init_image` or `mask_image` (base64). A Blob (a browser `File`, a
+ * fetch response's blob) is read first, so the answer is then a promise.
+ */
+export function imageFromBytes(bytes: Uint8Array | ArrayBuffer): string;
+export function imageFromBytes(bytes: Blob): Promise<string>;
+export function imageFromBytes(bytes: Uint8Array | ArrayBuffer | Blob): string | Promise<string>;
+export function imageFromBytes(bytes: Uint8Array | ArrayBuffer | Blob): string | Promise<string> {
+  if (typeof Blob !== "undefined" && bytes instanceof Blob) {
+    return bytes.arrayBuffer().then((buffer) => imageFromBytes(buffer));
+  }
+  const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes as ArrayBuffer);
+  if (view.byteLength === 0) throw new TypeError("an image input has no bytes");
+  // Uint8Array.prototype.toBase64 (Bun, recent browsers), else btoa over binary strings in chunks.
+  const native = (view as Uint8Array & { toBase64?: () => string }).toBase64;
+  if (typeof native === "function") return native.call(view);
+  let binary = "";
+  for (let i = 0; i < view.length; i += BASE64_CHUNK) {
+    binary += String.fromCharCode(...view.subarray(i, i + BASE64_CHUNK));
+  }
+  return btoa(binary);
+}
+
+/** The request as sent: image inputs given as bytes are base64-encoded; text is passed on as it is. */
+export async function toGenerateRequest(params: GenerateInput): Promise<GenerateRequest> {
+  const { init_image, mask_image, ...rest } = params;
+  const encode = async (value: ImageInput) => (typeof value === "string" ? value : imageFromBytes(value));
+  return {
+    ...rest,
+    ...(init_image !== undefined ? { init_image: await encode(init_image) } : {}),
+    ...(mask_image !== undefined ? { mask_image: await encode(mask_image) } : {}),
+  };
+}
 
 type GenerateEvents = Schemas["GenerateEvents"];
 /** The events of `generateStream`, in order: queued…, started, loading (if the model loads), step…, image…, then done or error. */
@@ -174,15 +222,20 @@ export function createSdxClient(options: SdxClientOptions) {
     schedulers: (opts: RequestOptions = {}) => call(baseUrl, () => client.GET("/v1/schedulers", { ...opts })),
     tokenize: (params: TokenizeRequest, opts: RequestOptions = {}) =>
       call(baseUrl, () => client.POST("/v1/tokenize", { body: params, ...opts })),
-    generate: (params: GenerateRequest, opts: RequestOptions = {}) =>
-      call(baseUrl, () => client.POST("/v1/generate", { body: params, ...opts })),
+    /** POST /v1/generate; `init_image` and `mask_image` may be bytes (see `ImageInput`). */
+    generate: async (params: GenerateInput, opts: RequestOptions = {}) => {
+      const body = await toGenerateRequest(params);
+      return call(baseUrl, () => client.POST("/v1/generate", { body, ...opts }));
+    },
     /**
      * POST /v1/generate with server-sent events: yields each event as it comes, ending with `done` or `error`.
      * A refused request (422, 429, 503...) throws SdxError before the first event. Aborting `signal`, or
      * leaving the loop early, closes the connection, which cancels the generation on the server.
      */
-    generateStream: (params: GenerateRequest, opts: RequestOptions = {}) =>
-      eventStream(baseUrl, options, "/v1/generate", params, opts, toEvent, isLastEvent),
+    generateStream: async function* (params: GenerateInput, opts: RequestOptions = {}) {
+      const body = await toGenerateRequest(params);
+      yield* eventStream(baseUrl, options, "/v1/generate", body, opts, toEvent, isLastEvent);
+    },
   };
 }
 

@@ -1,12 +1,33 @@
 import { Command, Option, UsageError } from "clipanion";
 import * as tanyan from "typanion";
-import { randomSeed, SEED_MAX } from "../../contract/index.ts";
+import {
+  HIRES_SCALE_MAX,
+  HIRES_UPSCALERS,
+  type HiresUpscaler,
+  IMAGE_DEFAULTS,
+  randomSeed,
+  SEED_MAX,
+} from "../../contract/index.ts";
 import type { GenerateRequest } from "../../sdk/index.ts";
 import { EXIT, SdxCommand } from "../base.ts";
 import { batchPlans, MAX_BATCH, type PlannedRequest, runGeneration } from "../generate.ts";
+import {
+  IMAGE_FIELDS,
+  type ImageField,
+  ImageInputError,
+  type InputFiles,
+  projectImagePath,
+  readImageFile,
+} from "../images.ts";
 import { ollamaPlans } from "../ollama.ts";
 import { BarView, type GenerationView, JsonView, LineView } from "../progress.ts";
-import { effectiveRequest } from "../project.ts";
+import {
+  checkParams,
+  effectiveRequest,
+  type Project,
+  type ProjectParams,
+  type ProjectRequest,
+} from "../project.ts";
 
 /** Output folder name of `--ollama` runs. */
 export const OLLAMA_PROMPT_NAME = "ollama";
@@ -18,7 +39,8 @@ export class GenCommand extends SdxCommand {
     description:
       "Generate images for a prompt set (or Ollama-written prompts) with metadata under the outputs folder",
     details: `
-      Parameters are the project's \`default_params\`, then the prompt set's \`params\`, then \`--batch\` and \`--seed\`.
+      Parameters are the project's \`default_params\`, then the prompt set's \`params\`, then the options
+      (\`--batch\`, \`--seed\`, the image options).
       Images land in \`<output>/<project>/<prompt set>/<timestamp>_<model>/images/\`, one YAML metadata file per
       image in \`metadata/\`. Image i of a batch uses seed + i, so any image can be made again alone; batches above
       ${MAX_BATCH} are sent as several requests. A failed request is written to \`errors/\` and the batch goes on.
@@ -34,6 +56,12 @@ export class GenCommand extends SdxCommand {
       same images — same prompts, same seeds — on every loadable model of the server, one run folder per model
       side by side under the prompt set's folder (with \`--ollama\`, the prompts are written once and reused).
 
+      Image to image: \`init_image\` (and \`mask_image\` for inpainting: white is repainted) in \`params\` name files
+      relative to the project folder; \`--init-image FILE\` and \`--mask FILE\` (relative to the working folder)
+      replace them for one run, with \`--strength\` (how much is repainted, (0, 1]). \`--hires-scale\`,
+      \`--hires-strength\`, \`--hires-steps\` and \`--hires-upscaler\` set the hires fix's second pass. The files
+      are sent base64-encoded; each image's metadata keeps their paths and SHA-256 under \`inputs\`.
+
       Exit codes: 0 all images made, 1 some failed, 2 usage or config error, 3 server unreachable, 130 Ctrl-C.
     `,
     examples: [
@@ -46,6 +74,15 @@ export class GenCommand extends SdxCommand {
         "The same prompt and seed on every model, side by side",
         "sdx gen --project example --prompt portrait --seed 42 --all-models",
       ],
+      [
+        "Image to image from a file, keeping 40% of it",
+        "sdx gen --project example --prompt portrait --init-image photo.png --strength 0.6",
+      ],
+      [
+        "Inpainting: repaint what the mask paints white",
+        "sdx gen --project example --prompt portrait --init-image photo.png --mask mask.png --strength 1",
+      ],
+      ["With the hires fix at twice the size", "sdx gen --project example --prompt portrait --hires-scale 2"],
       [
         "Another server and outputs folder",
         "sdx gen --project example --prompt portrait --server http://gpu:8001 --output /data/sd",
@@ -80,6 +117,33 @@ export class GenCommand extends SdxCommand {
     description: "Make the same images on every loadable model of the server, side by side",
   });
 
+  initImage = Option.String("--init-image", {
+    description: "Image to start from (PNG, JPEG, WebP; relative to the working folder); replaces init_image",
+  });
+  mask = Option.String("--mask", {
+    description: "Inpainting mask (white is repainted; relative to the working folder); replaces mask_image",
+  });
+  strength = Option.String("--strength", {
+    description: `How much of the init image is repainted, in (0, 1]; default ${IMAGE_DEFAULTS.strength}`,
+    validator: tanyan.isNumber(),
+  });
+  hiresScale = Option.String("--hires-scale", {
+    description: `Hires fix: final size = size × scale (1-${HIRES_SCALE_MAX})`,
+    validator: tanyan.isNumber(),
+  });
+  hiresStrength = Option.String("--hires-strength", {
+    description: "Hires fix: denoising strength of the second pass, in (0, 1]",
+    validator: tanyan.isNumber(),
+  });
+  hiresSteps = Option.String("--hires-steps", {
+    description: "Hires fix: steps of the second pass's schedule (0: num_steps)",
+    validator: tanyan.isNumber(),
+  });
+  hiresUpscaler = Option.String("--hires-upscaler", {
+    description: `Hires fix: ${HIRES_UPSCALERS.join(", ")}`,
+    validator: tanyan.isEnum(HIRES_UPSCALERS),
+  });
+
   async execute(): Promise<number> {
     if (this.ollama === (this.promptName !== undefined)) {
       throw new UsageError("pass either --prompt <set> or --ollama");
@@ -87,22 +151,27 @@ export class GenCommand extends SdxCommand {
     if (this.allModels && this.model !== undefined) {
       throw new UsageError("pass either --model <name> or --all-models, not both");
     }
+    const overrides = this.imageOverrides();
     const project = await this.project(this.projectName);
     const signal = this.context.signal;
-    let base: GenerateRequest;
+    let source: ProjectRequest;
     let folder: string;
+    /** Where the project's parameters came from, for messages about them. */
+    let owner: string;
     if (this.ollama) {
       if (!project.config.ollama) {
         throw new UsageError(
           `${project.folder}/config.yaml has no ollama block; see \`sdx init\` for an example`,
         );
       }
-      const { prompt: _unused, ...params } = effectiveRequest(project, {
-        name: OLLAMA_PROMPT_NAME,
-        prompt: "",
-      });
-      base = { ...params, prompt: "" };
+      const { prompt: _unused, ...params } = effectiveRequest(
+        project,
+        { name: OLLAMA_PROMPT_NAME, prompt: "" },
+        overrides,
+      );
+      source = { ...params, prompt: "" };
       folder = OLLAMA_PROMPT_NAME;
+      owner = "default_params";
     } else {
       const set = project.promptSets.find((s) => s.name === this.promptName);
       if (!set) {
@@ -110,9 +179,11 @@ export class GenCommand extends SdxCommand {
           `no prompt set "${this.promptName}" in ${project.folder}; sets: ${project.promptSets.map((s) => s.name).join(", ")}`,
         );
       }
-      base = effectiveRequest(project, set);
+      source = effectiveRequest(project, set, overrides);
       folder = set.name;
+      owner = `prompt set "${set.name}"`;
     }
+    const { request: base, inputs } = await this.readImages(project, owner, source);
     const total = this.batch ?? base.batch_size ?? 1;
     const seed = this.seed ?? (base.seed !== undefined && base.seed >= 0 ? base.seed : randomSeed());
     const { seed: _s, batch_size: _b, ...rest } = base;
@@ -137,12 +208,74 @@ export class GenCommand extends SdxCommand {
     for (const model of models) {
       if (models.length > 1) this.warn(`model ${model}:`);
       const plans = shared ? replay(shared, model as string) : plansFor(model);
-      const summary = await this.runOne(client, project.name, folder, total, seed, plans, model);
+      const summary = await this.runOne(client, project.name, folder, total, seed, plans, model, inputs);
       if (summary.interrupted) return EXIT.interrupted;
       if (summary.unreachable) return EXIT.unreachable;
       if (summary.failed) code = EXIT.failed;
     }
     return code;
+  }
+
+  /** The image options as parameters (paths still unread), checked against the API's own rules. */
+  private imageOverrides(): ProjectParams {
+    const hires = {
+      ...(this.hiresUpscaler !== undefined ? { upscaler: this.hiresUpscaler as HiresUpscaler } : {}),
+      ...(this.hiresScale !== undefined ? { scale: this.hiresScale } : {}),
+      ...(this.hiresStrength !== undefined ? { strength: this.hiresStrength } : {}),
+      ...(this.hiresSteps !== undefined ? { steps: this.hiresSteps } : {}),
+    };
+    const overrides: ProjectParams = {
+      ...(this.strength !== undefined ? { strength: this.strength } : {}),
+      ...(Object.keys(hires).length > 0 ? { hires } : {}),
+    };
+    const problems = checkParams(overrides);
+    if (problems.length > 0) {
+      const option = (key: string) => `--${key.replace("hires.", "hires-").replaceAll("_", "-")}`;
+      throw new UsageError(problems.map((p) => `${option(p.key)}: ${p.message}`).join("\n"));
+    }
+    return overrides;
+  }
+
+  /**
+   * The request with its image files read: `--init-image`/`--mask` (relative to the working folder) replace the
+   * project's `init_image`/`mask_image` (relative to the project folder, and checked to stay inside it).
+   */
+  private async readImages(
+    project: Project,
+    owner: string,
+    source: ProjectRequest,
+  ): Promise<{ request: GenerateRequest; inputs: InputFiles }> {
+    const given: Record<ImageField, string | undefined> = {
+      init_image: this.initImage,
+      mask_image: this.mask,
+    };
+    const option: Record<ImageField, string> = { init_image: "--init-image", mask_image: "--mask" };
+    const inputs: InputFiles = {};
+    for (const field of IMAGE_FIELDS) {
+      const fromOption = given[field];
+      const path = fromOption ?? source[field];
+      if (path === undefined) continue;
+      const where = fromOption !== undefined ? `${option[field]} "${path}"` : `${owner}: ${field} "${path}"`;
+      try {
+        const file = fromOption !== undefined ? fromOption : await projectImagePath(project.dir, path);
+        inputs[field] = await readImageFile(file, path);
+      } catch (e) {
+        if (e instanceof ImageInputError) throw new UsageError(`${where}: ${e.message}`);
+        throw e;
+      }
+    }
+    if (inputs.mask_image && !inputs.init_image) {
+      throw new UsageError(`${option.mask_image} needs an init image: pass --init-image or set init_image`);
+    }
+    const { init_image: _i, mask_image: _m, ...rest } = source;
+    return {
+      request: {
+        ...rest,
+        ...(inputs.init_image ? { init_image: inputs.init_image.base64 } : {}),
+        ...(inputs.mask_image ? { mask_image: inputs.mask_image.base64 } : {}),
+      },
+      inputs,
+    };
   }
 
   /** The loadable models of the server, for --all-models. */
@@ -163,6 +296,7 @@ export class GenCommand extends SdxCommand {
     seed: number,
     plans: AsyncIterable<PlannedRequest>,
     model: string | undefined,
+    inputs: InputFiles,
   ) {
     const signal = this.context.signal;
     const view = this.view(total);
@@ -177,6 +311,7 @@ export class GenCommand extends SdxCommand {
         total,
         seed,
         ...(model !== undefined ? { model } : {}),
+        inputs,
         plans,
         report: (event) => view.report(event),
         warn: (message) => view.warn(message),
