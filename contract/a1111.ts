@@ -555,7 +555,7 @@ export function img2imgRequestSchema(limits: Limits = DEFAULT_LIMITS) {
       ),
       mask: nullable(
         image(
-          "Inpainting mask (sdx's mask_image): white is repainted, black kept (with inpainting_mask_invert 1 the other way round). Resized to width × height like the init image.",
+          "Inpainting mask (sdx's mask_image): white is repainted, black kept (with inpainting_mask_invert 1 the other way round). It must have the init image's size (422 naming this field otherwise; A1111 would resize it), and is resized to width × height with it.",
         ),
       ),
       mask_blur: blur(

@@ -1021,7 +1021,7 @@ export interface components {
             denoising_strength?: number | null;
             /** @description instruct-pix2pix image guidance. A1111 reads it for instruct-pix2pix models only; sdx has none, so it is accepted and has no effect, as in A1111 with other models. */
             image_cfg_scale?: number | null;
-            /** @description Inpainting mask (sdx's mask_image): white is repainted, black kept (with inpainting_mask_invert 1 the other way round). Resized to width × height like the init image. PNG, JPEG or WebP, base64, raw or as a data URL (data:image/png;base64,…), as A1111 takes it (not an http(s) URL); at most 16777216 pixels. */
+            /** @description Inpainting mask (sdx's mask_image): white is repainted, black kept (with inpainting_mask_invert 1 the other way round). It must have the init image's size (422 naming this field otherwise; A1111 would resize it), and is resized to width × height with it. PNG, JPEG or WebP, base64, raw or as a data URL (data:image/png;base64,…), as A1111 takes it (not an http(s) URL); at most 16777216 pixels. */
             mask?: string | null;
             /** @description Gaussian blur σ of the mask in pixels (sdx's mask_blur); sets mask_blur_x and mask_blur_y, as in A1111. Default: 4. Read with a mask only. */
             mask_blur?: number | null;

@@ -162,6 +162,7 @@ describe("img2img", () => {
     expect(res.images).toHaveLength(4);
     expect(info.all_seeds).toEqual([21, 22, 23, 24]);
     expect(info.denoising_strength).toBe(0.75);
+    expect(info.infotexts[0]).toContain("Denoising strength: 0.75");
     // Every field sdwebuiapi sends by default is one sdx applies or A1111 ignores too.
     expect(info.sdx_warnings).toEqual([]);
     expect(info.infotexts).toEqual(
@@ -197,6 +198,7 @@ describe("img2img", () => {
     });
     const { res, info } = await a1111("/sdapi/v1/img2img", body);
     expect(info.extra_generation_params).toMatchObject({ "Mask blur": 4 });
+    expect(info.infotexts[0]).toContain("Mask blur: 4, Inpaint area: Only masked, Masked area padding: 0");
     expect(info.sdx_warnings).toEqual([]);
     const v1 = await v1Images(
       {
@@ -257,6 +259,8 @@ describe("img2img", () => {
       ...SMALL,
     });
     const { res } = await a1111("/sdapi/v1/img2img", body);
+    const plain = await a1111("/sdapi/v1/img2img", { ...body, inpainting_mask_invert: 0 });
+    expect(res.images).not.toEqual(plain.res.images);
     const v1 = await v1Images(
       {
         ...v1Base("a red door"),
@@ -282,9 +286,9 @@ describe("txt2img with enable_hr", () => {
       { upscaler: "latent", scale: 2, strength: 0.7, steps: 0 },
     ],
     [
-      "Latent (nearest), hr_second_pass_steps, hr_resize_x alone",
-      { hr_upscaler: "Latent (nearest)", hr_second_pass_steps: 3, hr_resize_x: 96, denoising_strength: 0.5 },
-      { upscaler: "latent_nearest", width: 96, height: 96, strength: 0.5, steps: 3 },
+      "Latent (nearest), hr_second_pass_steps, hr_resize_y alone (the width follows)",
+      { hr_upscaler: "Latent (nearest)", hr_second_pass_steps: 3, hr_resize_y: 128, denoising_strength: 0.5 },
+      { upscaler: "latent_nearest", width: 128, height: 128, strength: 0.5, steps: 3 },
     ],
     [
       "Lanczos to hr_resize_x × hr_resize_y",
@@ -308,6 +312,10 @@ describe("txt2img with enable_hr", () => {
       expect(info.denoising_strength).toBe(hires.strength as number);
       expect(info.extra_generation_params["Denoising strength"]).toBe(hires.strength as number);
       expect(info.extra_generation_params["Hires upscaler"]).toBe((hr.hr_upscaler as string) ?? "Latent");
+      expect(info.infotexts[0]).toContain(`Denoising strength: ${hires.strength}`);
+      // The second pass ran: the images have the final size.
+      const final = await pixels(Buffer.from(res.images[0] as string, "base64"));
+      expect([final.width, final.height]).toEqual([128, 128]);
       const v1 = await v1Images({ ...v1Base("a lighthouse at dawn"), hires }, [31]);
       expect(res.images).toEqual(v1);
     });
