@@ -157,9 +157,69 @@ export interface paths {
         put?: never;
         /**
          * AUTOMATIC1111 txt2img
-         * @description A1111's `POST /sdapi/v1/txt2img` on sdx's engine: `images` (PNG base64, each with its A1111 infotext in the `parameters` chunk), `parameters` (the request echoed) and `info` (JSON text of `A1111Info`: `all_seeds`, `infotexts`, …, plus `sdx_warnings`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images (queued like a /v1 request); image i of iteration j has seed + j × batch_size + i, and gives the same PNG as `POST /v1/generate` with the same parameters. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (enable_hr, tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
+         * @description A1111's `POST /sdapi/v1/txt2img` on sdx's engine: `images` (PNG base64, each with its A1111 infotext in the `parameters` chunk), `parameters` (the request echoed) and `info` (JSON text of `A1111Info`: `all_seeds`, `infotexts`, …, plus `sdx_warnings`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images (queued like a /v1 request); image i of iteration j has seed + j × batch_size + i, and gives the same PNG as `POST /v1/generate` with the same parameters. `enable_hr` is sdx's hires fix (`hires`): hr_upscaler "Latent" → latent, "Latent (nearest)" → latent_nearest, "Lanczos" or "None" → lanczos; hr_scale or hr_resize_x/hr_resize_y → the final size; hr_second_pass_steps → steps; denoising_strength → strength. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. Hires-fix fields sdx cannot honour (another upscaler, a second-pass checkpoint, sampler, schedule or prompt, a resize to another aspect ratio, firstphase_width/height, firstpass_image) are 422s naming the field too. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
          */
         post: operations["a1111Txt2img"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/img2img": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * AUTOMATIC1111 img2img
+         * @description A1111's `POST /sdapi/v1/img2img` on sdx's engine, answered like txt2img (`images`, `parameters` without the input images unless include_init_images, `info`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images from the same picture, and gives the same PNG as `POST /v1/generate` with init_image = init_images[0], mask_image = mask (inverted first with inpainting_mask_invert 1), strength = denoising_strength, mask_blur, masked_content = inpainting_fill (0 fill, 1 original, 2 latent noise, 3 latent nothing), inpaint_full_res and inpaint_full_res_padding, at the request's width × height (default 512, as in A1111: the init image is resized to it, resize_mode 0). A1111's defaults apply (denoising_strength 0.75, mask_blur 4, inpainting_fill 0, inpaint_full_res true with padding 0), not /v1's. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. img2img fields sdx cannot honour (resize_mode other than 0, several different init_images, mask_blur_x ≠ mask_blur_y, initial_noise_multiplier ≠ 1, latent_mask) are 422s naming the field too; image_cfg_scale (instruct-pix2pix only) is accepted and has no effect, as in A1111 with other models. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
+         */
+        post: operations["a1111Img2img"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/upscalers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * AUTOMATIC1111 upscaler list
+         * @description The image upscalers sdx has for txt2img's hr_upscaler, as A1111's UpscalerItem list: "None" and "Lanczos" (both a Lanczos resize of the decoded image, as in A1111). sdx has no model upscalers.
+         */
+        get: operations["a1111Upscalers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/latent-upscale-modes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * AUTOMATIC1111 latent upscale modes
+         * @description The latent upscale modes sdx has for txt2img's hr_upscaler: "Latent" (bilinear) and "Latent (nearest)". A1111's antialiased, bicubic and nearest-exact modes are not in sdx.
+         */
+        get: operations["a1111LatentUpscaleModes"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -259,7 +319,7 @@ export interface paths {
         };
         /**
          * AUTOMATIC1111 progress
-         * @description A1111's ProgressResponse: the oldest running A1111 txt2img (iteration `job_no` of `job_count`, `sampling_step` of `sampling_steps`), else a running /v1 generation, else idle (progress 0, job_count 0). `current_image` is always null: sdx makes no previews.
+         * @description A1111's ProgressResponse: the oldest running A1111 txt2img or img2img (iteration `job_no` of `job_count`, `sampling_step` of `sampling_steps`), else a running /v1 generation, else idle (progress 0, job_count 0). `current_image` is always null: sdx makes no previews.
          */
         get: operations["a1111Progress"];
         put?: never;
@@ -281,7 +341,7 @@ export interface paths {
         put?: never;
         /**
          * AUTOMATIC1111 interrupt
-         * @description Stops whatever runs, as A1111's does: every running generation (/v1 ones too) stops before its next step, and A1111 txt2img calls start no further iterations. An interrupted txt2img still answers 200 with the images of its finished iterations. Answers `{}`.
+         * @description Stops whatever runs, as A1111's does: every running generation (/v1 ones too) stops before its next step, and A1111 txt2img and img2img calls start no further iterations. An interrupted one still answers 200 with the images of its finished iterations. Answers `{}`.
          */
         post: operations["a1111Interrupt"];
         delete?: never;
@@ -301,7 +361,7 @@ export interface paths {
         put?: never;
         /**
          * AUTOMATIC1111 skip
-         * @description A1111 txt2img calls drop their running iteration (its images are not returned) and go on with the next. /v1 generations are not affected. Answers `{}`.
+         * @description A1111 txt2img and img2img calls drop their running iteration (its images are not returned) and go on with the next. /v1 generations are not affected. Answers `{}`.
          */
         post: operations["a1111Skip"];
         delete?: never;
@@ -637,7 +697,7 @@ export interface components {
             };
         };
         /**
-         * @description AUTOMATIC1111's StableDiffusionTxt2ImgProcessingAPI. Every field may be null (= its default). Fields A1111 does not have either are accepted, not applied, and named in `info.sdx_warnings` (A1111 ignores them silently). Examples: the A1111 wiki's two payloads, and what sdwebuiapi's WebUIApi.txt2img() posts.
+         * @description AUTOMATIC1111's StableDiffusionTxt2ImgProcessingAPI. Every field may be null (= its default). Fields A1111 does not have either are accepted, not applied, and named in `info.sdx_warnings` (A1111 ignores them silently). Examples: the A1111 wiki's two payloads, what sdwebuiapi's WebUIApi.txt2img() posts, and a hires fix.
          * @example {
          *       "prompt": "maltese puppy",
          *       "steps": 5
@@ -703,6 +763,18 @@ export interface components {
          *       "save_images": false,
          *       "alwayson_scripts": {}
          *     }
+         * @example {
+         *       "prompt": "a lighthouse at dawn",
+         *       "seed": 42,
+         *       "steps": 20,
+         *       "width": 512,
+         *       "height": 512,
+         *       "enable_hr": true,
+         *       "hr_upscaler": "Latent",
+         *       "hr_scale": 2,
+         *       "hr_second_pass_steps": 10,
+         *       "denoising_strength": 0.6
+         *     }
          */
         A1111Txt2ImgRequest: {
             /** @description What to draw (A1111 prompt syntax: `(word:1.3)`, `[word]`, `BREAK`). Default: empty. */
@@ -759,8 +831,6 @@ export interface components {
             do_not_save_grid?: boolean | null;
             /** @description DDIM's η (0–1; A1111's eta_ddim). Euler a and DPM++ 2M SDE always run at η 1 in sdx (A1111's eta_ancestral default); another value there is said in `info.sdx_warnings`. Other samplers ignore it, as in A1111. */
             eta?: number | null;
-            /** @description Used by the hires fix only; accepted and ignored. */
-            denoising_strength?: number | null;
             /** @description A1111 NGMS; a value above 0 is said in `info.sdx_warnings`. */
             s_min_uncond?: number | null;
             /** @description k-diffusion churn; sdx's samplers run at 0 (a value above 0 is said in `info.sdx_warnings`). */
@@ -791,25 +861,9 @@ export interface components {
             /** @description Used with refiner_checkpoint only. */
             refiner_switch_at?: number | null;
             disable_extra_networks?: boolean | null;
-            /** @description Hires-fix first pass image. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. */
-            firstpass_image?: string | null;
             comments?: {
                 [key: string]: unknown;
             } | null;
-            /** @description Hires fix. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. Generate at the final size instead. The hr_* fields are accepted and ignored while it is off. */
-            enable_hr?: boolean | null;
-            firstphase_width?: number | null;
-            firstphase_height?: number | null;
-            hr_scale?: number | null;
-            hr_upscaler?: string | null;
-            hr_second_pass_steps?: number | null;
-            hr_resize_x?: number | null;
-            hr_resize_y?: number | null;
-            hr_checkpoint_name?: string | null;
-            hr_sampler_name?: string | null;
-            hr_scheduler?: string | null;
-            hr_prompt?: string | null;
-            hr_negative_prompt?: string | null;
             /** @description A1111's task id; accepted and ignored. */
             force_task_id?: string | null;
             /** @description A1111 script. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. ("" is off) */
@@ -826,6 +880,41 @@ export interface components {
             } | null;
             /** @description Parameters as infotext. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. */
             infotext?: string | null;
+            /** @description The hires fix's second-pass strength, in (0, 1] (sdx's hires.strength). Default: 0.75, as in A1111. Ignored without enable_hr. */
+            denoising_strength?: number | null;
+            /** @description Hires-fix first pass image, instead of generating it. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. */
+            firstpass_image?: string | null;
+            /** @description Hires fix (sdx's `hires`): generate at width × height, upscale with hr_upscaler to hr_scale × that (or hr_resize_x × hr_resize_y), then run image-to-image there at denoising_strength, with the same seed. The hr_* fields are read only while it is on. */
+            enable_hr?: boolean | null;
+            /** @description Deprecated in A1111 (the first pass is width × height). 0 (the default) only; another value is a 422 naming it. */
+            firstphase_width?: number | null;
+            /** @description As firstphase_width. */
+            firstphase_height?: number | null;
+            /** @description Final size = width × hr_scale, height × hr_scale (rounded down to a multiple of 8), from 1 to 4. Default: 2. Ignored when hr_resize_x or hr_resize_y is set. Read with enable_hr only. */
+            hr_scale?: number | null;
+            /**
+             * @description The hires fix's upscaler, by A1111's name: "None" (lanczos), "Latent" (latent), "Latent (nearest)" (latent_nearest), "Lanczos" (lanczos). A1111's other latent modes (antialiased, bicubic, nearest-exact), "Nearest" and model upscalers (ESRGAN, SwinIR, …) are 422s naming this field. Default: "Latent". GET /sdapi/v1/upscalers and /sdapi/v1/latent-upscale-modes list them. Read with enable_hr only.
+             * @example Latent
+             * @example Latent (nearest)
+             * @example Lanczos
+             */
+            hr_upscaler?: string | null;
+            /** @description Steps of the second pass's schedule (sdx's hires.steps); 0 (the default): steps. Read with enable_hr only. */
+            hr_second_pass_steps?: number | null;
+            /** @description Final width instead of hr_scale; with hr_resize_y 0 the height follows the aspect ratio, as in A1111. Both set must keep width:height (A1111 would crop; sdx does not). A multiple of 8. Default: 0 (use hr_scale). Read with enable_hr only. */
+            hr_resize_x?: number | null;
+            /** @description Final height instead of hr_scale; as hr_resize_x. */
+            hr_resize_y?: number | null;
+            /** @description A second-pass checkpoint. sdx's second pass uses the same model: null, "" or "Use same checkpoint" only (422 otherwise). Read with enable_hr only. */
+            hr_checkpoint_name?: string | null;
+            /** @description A second-pass sampler. sdx's second pass uses the first pass's: null, "", "Use same sampler" or the same name only (422 otherwise). Read with enable_hr only. */
+            hr_sampler_name?: string | null;
+            /** @description A second-pass schedule type: null, "", "Use same scheduler" or the same as scheduler only (422 otherwise). Read with enable_hr only. */
+            hr_scheduler?: string | null;
+            /** @description A second-pass prompt: "" (the default) or the prompt itself only (422 otherwise). Read with enable_hr only. */
+            hr_prompt?: string | null;
+            /** @description A second-pass negative prompt: "" or the negative prompt itself only (422 otherwise). Read with enable_hr only. */
+            hr_negative_prompt?: string | null;
         } & {
             [key: string]: unknown;
         };
@@ -855,7 +944,281 @@ export interface components {
             /** @description JSON text of an `A1111Info` object (parse it with JSON.parse). */
             info: string;
         };
-        /** @description The JSON object inside a txt2img response's `info` string (A1111's Processed.js()), plus `sdx_warnings`. */
+        /**
+         * @description AUTOMATIC1111's StableDiffusionImg2ImgProcessingAPI: image-to-image, and inpainting with a mask. Every field may be null (= its default). Fields A1111 does not have either are accepted, not applied, and named in `info.sdx_warnings`. Example: what sdwebuiapi's WebUIApi.img2img(images=[…], mask_image=…) posts.
+         * @example {
+         *       "init_images": [
+         *         "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAACXBIWXMAAAPoAAAD6AG1e1JrAAAAD0lEQVQImWNowAEYhpYEAILzYAEeEbvlAAAAAElFTkSuQmCC"
+         *       ],
+         *       "prompt": "a watercolor",
+         *       "denoising_strength": 0.6,
+         *       "steps": 20
+         *     }
+         * @example {
+         *       "init_images": [
+         *         "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAACXBIWXMAAAPoAAAD6AG1e1JrAAAAD0lEQVQImWNowAEYhpYEAILzYAEeEbvlAAAAAElFTkSuQmCC"
+         *       ],
+         *       "prompt": "a watercolor",
+         *       "denoising_strength": 0.6,
+         *       "steps": 20
+         *     }
+         * @example {
+         *       "init_images": [
+         *         "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAACXBIWXMAAAPoAAAD6AG1e1JrAAAAD0lEQVQImWNowAEYhpYEAILzYAEeEbvlAAAAAElFTkSuQmCC"
+         *       ],
+         *       "resize_mode": 0,
+         *       "denoising_strength": 0.75,
+         *       "mask_blur": 4,
+         *       "inpainting_fill": 0,
+         *       "inpaint_full_res": true,
+         *       "inpaint_full_res_padding": 0,
+         *       "inpainting_mask_invert": 0,
+         *       "initial_noise_multiplier": 1,
+         *       "prompt": "a red door",
+         *       "styles": [],
+         *       "seed": 42,
+         *       "subseed": -1,
+         *       "subseed_strength": 0,
+         *       "seed_resize_from_h": 0,
+         *       "seed_resize_from_w": 0,
+         *       "batch_size": 1,
+         *       "n_iter": 1,
+         *       "steps": 20,
+         *       "cfg_scale": 7,
+         *       "image_cfg_scale": 1.5,
+         *       "width": 512,
+         *       "height": 512,
+         *       "restore_faces": false,
+         *       "tiling": false,
+         *       "do_not_save_samples": false,
+         *       "do_not_save_grid": false,
+         *       "negative_prompt": "",
+         *       "eta": 1,
+         *       "s_churn": 0,
+         *       "s_tmax": 0,
+         *       "s_tmin": 0,
+         *       "s_noise": 1,
+         *       "override_settings": {},
+         *       "override_settings_restore_afterwards": true,
+         *       "sampler_name": "Euler a",
+         *       "scheduler": "automatic",
+         *       "sampler_index": "Euler a",
+         *       "include_init_images": false,
+         *       "script_name": null,
+         *       "script_args": [],
+         *       "send_images": true,
+         *       "save_images": false,
+         *       "alwayson_scripts": {},
+         *       "mask": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAACXBIWXMAAAPoAAAD6AG1e1JrAAAAD0lEQVQImWNowAEYhpYEAILzYAEeEbvlAAAAAElFTkSuQmCC"
+         *     }
+         */
+        A1111Img2ImgRequest: {
+            /** @description The init images. sdx starts every image of the request from one picture, as A1111 does with one: several identical entries are the same; different ones are a 422 naming this field. */
+            init_images: string[];
+            /** @description How the init image is fitted to width × height: 0 "Just resize", 1 "Crop and resize", 2 "Resize and fill", 3 "Just resize (latent upscale)". sdx does 0 (the default); another is a 422 naming this field. */
+            resize_mode?: number | null;
+            /** @description How much of the picture is repainted, in (0, 1] (sdx's strength): the sampler runs int(steps × denoising_strength) of its steps. Default: 0.75, as in A1111. */
+            denoising_strength?: number | null;
+            /** @description instruct-pix2pix image guidance. A1111 reads it for instruct-pix2pix models only; sdx has none, so it is accepted and has no effect, as in A1111 with other models. */
+            image_cfg_scale?: number | null;
+            /** @description Inpainting mask (sdx's mask_image): white is repainted, black kept (with inpainting_mask_invert 1 the other way round). It must have the init image's size (422 naming this field otherwise; A1111 would resize it), and is resized to width × height with it. PNG, JPEG or WebP, base64, raw or as a data URL (data:image/png;base64,…), as A1111 takes it (not an http(s) URL); at most 16777216 pixels. */
+            mask?: string | null;
+            /** @description Gaussian blur σ of the mask in pixels (sdx's mask_blur); sets mask_blur_x and mask_blur_y, as in A1111. Default: 4. Read with a mask only. */
+            mask_blur?: number | null;
+            /** @description Horizontal mask blur. sdx blurs both directions alike, so it must equal mask_blur_y (422 otherwise). Default: 4. Read with a mask only. */
+            mask_blur_x?: number | null;
+            /** @description Vertical mask blur; as mask_blur_x. Default: 4. Read with a mask only. */
+            mask_blur_y?: number | null;
+            /** @description What the masked region starts from (sdx's masked_content): 0 fill, 1 original, 2 latent_noise, 3 latent_nothing. Default: 0, as in A1111. Read with a mask only. */
+            inpainting_fill?: number | null;
+            /** @description A1111's "Only masked": inpaint the mask's bounding box plus inpaint_full_res_padding at width × height and paste it back (sdx's inpaint_full_res). Default: true, as in A1111. Read with a mask only. true/false or 1/0, as A1111 takes it. */
+            inpaint_full_res?: (boolean | number) | null;
+            /** @description Pixels of context around the mask with inpaint_full_res. Default: 0, as in A1111 (sdx's own default is 32). Read with a mask only. */
+            inpaint_full_res_padding?: number | null;
+            /** @description 1: repaint the black part of the mask instead of the white (the mask is inverted before it is used). Default: 0. true/false or 1/0, as A1111 takes it. */
+            inpainting_mask_invert?: (boolean | number) | null;
+            /** @description Scales the initial noise. sdx does not: only 1 (or null) is accepted; another value is a 422. */
+            initial_noise_multiplier?: number | null;
+            /** @description A separate mask for the latents. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. (null is off) */
+            latent_mask?: string | null;
+            /** @description true: `parameters` echoes init_images and mask; false (the default): they are null there, as in A1111. */
+            include_init_images?: boolean | null;
+            /** @description What to draw (A1111 prompt syntax: `(word:1.3)`, `[word]`, `BREAK`). Default: empty. */
+            prompt?: string | null;
+            /** @description What the image should not show. Default: empty. */
+            negative_prompt?: string | null;
+            /** @description A1111 prompt styles. sdx has none: a non-empty list is accepted and named in `info.sdx_warnings` (A1111 also skips style names it does not know). */
+            styles?: string[] | null;
+            /** @description Seed of the first image; -1 (the default) draws one at random. Image i of iteration j uses seed + j × batch_size + i (`info.all_seeds`). */
+            seed?: number | null;
+            /** @description Variation seed; only reported back (`info.all_subseeds`), -1 random. */
+            subseed?: number | null;
+            /** @description Variation strength. sdx has no variation seeds: only 0 (the default) is accepted. */
+            subseed_strength?: number | null;
+            /** @description Resize seed from height. Only 0 or -1 (off) is accepted. */
+            seed_resize_from_h?: number | null;
+            /** @description Resize seed from width. Only 0 or -1 (off) is accepted. */
+            seed_resize_from_w?: number | null;
+            /**
+             * @description A1111 sampler name (GET /sdapi/v1/samplers: name or alias, case-insensitive). A1111 ≥ 1.9 sends the schedule separately in `scheduler`; older clients write it into the name ("DPM++ 2M Karras"), which works too. A sampler sdx does not have is a 422 listing the ones it has. Default: `sampler_index`, else "Euler".
+             * @example DPM++ 2M
+             * @example Euler a
+             * @example DPM++ 2M Karras
+             */
+            sampler_name?: string | null;
+            /** @description Deprecated spelling of `sampler_name`, used when that is empty. */
+            sampler_index?: string | null;
+            /**
+             * @description Schedule type (GET /sdapi/v1/schedulers: name or label). sdx offers "automatic" and "karras". "automatic" (the default) is the sampler's own, as in A1111: Karras for DPM++ 2M and DPM2; A1111's Exponential for DPM++ 2M SDE is not in sdx, so there sdx keeps the sampler's diffusers schedule and says so in `info.sdx_warnings`. DDIM, PLMS and UniPC ignore the schedule, as in A1111.
+             * @example automatic
+             * @example karras
+             * @example Karras
+             */
+            scheduler?: string | null;
+            /** @description Images per iteration. Default: 1. */
+            batch_size?: number | null;
+            /** @description Iterations (A1111's batch count); each is one sdx generation of batch_size images, queued on its own. Default: 1. */
+            n_iter?: number | null;
+            /** @description Sampling steps. Default: 50, as in A1111. */
+            steps?: number | null;
+            /** @description Classifier-free guidance scale (sdx's guidance_scale). Default: 7. */
+            cfg_scale?: number | null;
+            /** @description Image width in pixels (a multiple of the model's own multiple, 64 for SD UNets). Default: 512, as in A1111. */
+            width?: number | null;
+            /** @description Image height in pixels (a multiple of the model's own multiple, 64 for SD UNets). Default: 512, as in A1111. */
+            height?: number | null;
+            /** @description Face restoration. sdx has none: true is accepted (the image is otherwise the same) and said in `info.sdx_warnings`. */
+            restore_faces?: boolean | null;
+            /** @description Seamless tiling. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. */
+            tiling?: boolean | null;
+            /** @description sdx never saves images on the server. */
+            do_not_save_samples?: boolean | null;
+            /** @description sdx never saves images on the server. */
+            do_not_save_grid?: boolean | null;
+            /** @description DDIM's η (0–1; A1111's eta_ddim). Euler a and DPM++ 2M SDE always run at η 1 in sdx (A1111's eta_ancestral default); another value there is said in `info.sdx_warnings`. Other samplers ignore it, as in A1111. */
+            eta?: number | null;
+            /** @description A1111 NGMS; a value above 0 is said in `info.sdx_warnings`. */
+            s_min_uncond?: number | null;
+            /** @description k-diffusion churn; sdx's samplers run at 0 (a value above 0 is said in `info.sdx_warnings`). */
+            s_churn?: number | null;
+            /** @description k-diffusion churn range; accepted (churn is off). */
+            s_tmax?: number | null;
+            /** @description k-diffusion churn range; accepted (churn is off). */
+            s_tmin?: number | null;
+            /** @description k-diffusion noise multiplier; sdx's samplers run at 1 (another value is said in `info.sdx_warnings`). */
+            s_noise?: number | null;
+            /** @description A1111 settings for this request only. sd_model_checkpoint and CLIP_stop_at_last_layers are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`. */
+            override_settings?: ({
+                /**
+                 * @description The checkpoint for this request only: a title ("name.safetensors [hash10]"), model name, file name, short hash or SHA-256 from GET /sdapi/v1/sd-models, matched leniently as A1111 does. Never a path. An unknown one is a 422 (A1111 would fall back to the current model).
+                 * @example v1-5-pruned-emaonly.safetensors [6ce0161689]
+                 * @example v1-5-pruned-emaonly
+                 */
+                sd_model_checkpoint?: string | null;
+                /** @description Clip skip, counted as A1111 counts it (1 = last layer); sdx's clip_skip. */
+                CLIP_stop_at_last_layers?: number | null;
+            } & {
+                [key: string]: unknown;
+            }) | null;
+            /** @description Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model and CLIP_stop_at_last_layers the A1111 routes' default. */
+            override_settings_restore_afterwards?: boolean | null;
+            /** @description SDXL refiner. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. ("", "None" are off) */
+            refiner_checkpoint?: string | null;
+            /** @description Used with refiner_checkpoint only. */
+            refiner_switch_at?: number | null;
+            disable_extra_networks?: boolean | null;
+            comments?: {
+                [key: string]: unknown;
+            } | null;
+            /** @description A1111's task id; accepted and ignored. */
+            force_task_id?: string | null;
+            /** @description A1111 script. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. ("" is off) */
+            script_name?: string | null;
+            /** @description Arguments of script_name; ignored without it. */
+            script_args?: unknown[] | null;
+            /** @description false: `images` is empty. Default: true. */
+            send_images?: boolean | null;
+            /** @description sdx never saves on the server; true is said in `info.sdx_warnings`. */
+            save_images?: boolean | null;
+            /** @description A1111 extension scripts. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. ({} is off) */
+            alwayson_scripts?: {
+                [key: string]: unknown;
+            } | null;
+            /** @description Parameters as infotext. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. */
+            infotext?: string | null;
+            /** @description A txt2img field; img2img ignores it, as A1111 does. */
+            firstpass_image?: string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * @description A1111's ImageToImageResponse.
+         * @example {
+         *       "images": [
+         *         "iVBORw0KGgoAAAANSUhEUgAA…"
+         *       ],
+         *       "parameters": {
+         *         "init_images": null,
+         *         "mask": null,
+         *         "prompt": "maltese puppy",
+         *         "steps": 5,
+         *         "denoising_strength": 0.75
+         *       },
+         *       "info": "{\"prompt\": \"maltese puppy\", \"all_prompts\": [\"maltese puppy\"], \"negative_prompt\": \"\", \"all_negative_prompts\": [\"\"], \"seed\": 1234, \"all_seeds\": [1234], \"subseed\": 99, \"all_subseeds\": [99], \"subseed_strength\": 0, \"width\": 512, \"height\": 512, \"sampler_name\": \"Euler\", \"cfg_scale\": 7, \"steps\": 5, \"batch_size\": 1, \"restore_faces\": false, \"face_restoration_model\": null, \"sd_model_name\": \"v1-5-pruned-emaonly\", \"sd_model_hash\": \"6ce0161689\", \"sd_vae_name\": null, \"sd_vae_hash\": null, \"seed_resize_from_w\": -1, \"seed_resize_from_h\": -1, \"denoising_strength\": 0.75, \"extra_generation_params\": {\"Schedule type\": \"Automatic\"}, \"index_of_first_image\": 0, \"infotexts\": [\"maltese puppy\\nSteps: 5, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 1234, Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Model type: SD1, Clip skip: 1, Version: sdx 0.1.0\"], \"styles\": [], \"job_timestamp\": \"20250101120000\", \"clip_skip\": 1, \"is_using_inpainting_conditioning\": false, \"sdx_warnings\": []}"
+         *     }
+         */
+        A1111Img2ImgResponse: {
+            /** @description The images, PNG base64 (no data: prefix), each carrying its infotext in the `parameters` text chunk. Empty with send_images false. */
+            images: string[];
+            /** @description The request as received, A1111's defaults filled in for the fields it leaves out. init_images and mask are null there unless include_init_images is true, as in A1111. */
+            parameters: {
+                [key: string]: unknown;
+            };
+            /** @description JSON text of an `A1111Info` object (parse it with JSON.parse). */
+            info: string;
+        };
+        /**
+         * @description The image upscalers sdx has for the hires fix, as A1111's UpscalerItem list: "None" and "Lanczos" (both a Lanczos resize of the decoded image, as in A1111). No model upscalers (ESRGAN, SwinIR, …).
+         * @example [
+         *       {
+         *         "name": "None",
+         *         "model_name": null,
+         *         "model_path": null,
+         *         "model_url": null,
+         *         "scale": 4
+         *       },
+         *       {
+         *         "name": "Lanczos",
+         *         "model_name": null,
+         *         "model_path": null,
+         *         "model_url": null,
+         *         "scale": 4
+         *       }
+         *     ]
+         */
+        A1111Upscalers: {
+            /** @description The name hr_upscaler takes. */
+            name: string;
+            model_name: string | null;
+            model_path: string | null;
+            model_url: string | null;
+            scale: number | null;
+        }[];
+        /**
+         * @description The latent upscale modes sdx has for the hires fix (A1111's LatentUpscalerModeItem list): "Latent" (bilinear) and "Latent (nearest)".
+         * @example [
+         *       {
+         *         "name": "Latent"
+         *       },
+         *       {
+         *         "name": "Latent (nearest)"
+         *       }
+         *     ]
+         */
+        A1111LatentUpscaleModes: {
+            name: string;
+        }[];
+        /** @description The JSON object inside a txt2img or img2img response's `info` string (A1111's Processed.js()), plus `sdx_warnings`. */
         A1111Info: {
             prompt: string;
             all_prompts: string[];
@@ -885,6 +1248,7 @@ export interface components {
             seed_resize_from_w: number;
             seed_resize_from_h: number;
             denoising_strength: number | null;
+            /** @description As in A1111: with the hires fix "Denoising strength", "Hires upscale" or "Hires resize", "Hires steps" (when set) and "Hires upscaler"; with an img2img mask "Mask blur". */
             extra_generation_params: {
                 /** @description "Automatic" or "Karras". */
                 "Schedule type": string;
@@ -1027,7 +1391,7 @@ export interface components {
             [key: string]: unknown;
         };
         /**
-         * @description A1111's ProgressResponse for the oldest running A1111 txt2img, else for a running /v1 generation, else idle (progress 0, job_count 0).
+         * @description A1111's ProgressResponse for the oldest running A1111 txt2img or img2img, else for a running /v1 generation, else idle (progress 0, job_count 0).
          * @example {
          *       "progress": 0.51,
          *       "eta_relative": 2.4,
@@ -1944,6 +2308,167 @@ export interface operations {
             };
         };
     };
+    a1111Img2img: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["A1111Img2ImgRequest"];
+            };
+        };
+        responses: {
+            /**
+             * @description A1111's ImageToImageResponse.
+             * @example {
+             *       "images": [
+             *         "iVBORw0KGgoAAAANSUhEUgAA…"
+             *       ],
+             *       "parameters": {
+             *         "init_images": null,
+             *         "mask": null,
+             *         "prompt": "maltese puppy",
+             *         "steps": 5,
+             *         "denoising_strength": 0.75
+             *       },
+             *       "info": "{\"prompt\": \"maltese puppy\", \"all_prompts\": [\"maltese puppy\"], \"negative_prompt\": \"\", \"all_negative_prompts\": [\"\"], \"seed\": 1234, \"all_seeds\": [1234], \"subseed\": 99, \"all_subseeds\": [99], \"subseed_strength\": 0, \"width\": 512, \"height\": 512, \"sampler_name\": \"Euler\", \"cfg_scale\": 7, \"steps\": 5, \"batch_size\": 1, \"restore_faces\": false, \"face_restoration_model\": null, \"sd_model_name\": \"v1-5-pruned-emaonly\", \"sd_model_hash\": \"6ce0161689\", \"sd_vae_name\": null, \"sd_vae_hash\": null, \"seed_resize_from_w\": -1, \"seed_resize_from_h\": -1, \"denoising_strength\": 0.75, \"extra_generation_params\": {\"Schedule type\": \"Automatic\"}, \"index_of_first_image\": 0, \"infotexts\": [\"maltese puppy\\nSteps: 5, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 1234, Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Model type: SD1, Clip skip: 1, Version: sdx 0.1.0\"], \"styles\": [], \"job_timestamp\": \"20250101120000\", \"clip_skip\": 1, \"is_using_inpainting_conditioning\": false, \"sdx_warnings\": []}"
+             *     }
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Img2ImgResponse"];
+                };
+            };
+            /** @description Every error response. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Every error response. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    a1111Upscalers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description The image upscalers sdx has for the hires fix, as A1111's UpscalerItem list: "None" and "Lanczos" (both a Lanczos resize of the decoded image, as in A1111). No model upscalers (ESRGAN, SwinIR, …).
+             * @example [
+             *       {
+             *         "name": "None",
+             *         "model_name": null,
+             *         "model_path": null,
+             *         "model_url": null,
+             *         "scale": 4
+             *       },
+             *       {
+             *         "name": "Lanczos",
+             *         "model_name": null,
+             *         "model_path": null,
+             *         "model_url": null,
+             *         "scale": 4
+             *       }
+             *     ]
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Upscalers"];
+                };
+            };
+        };
+    };
+    a1111LatentUpscaleModes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description The latent upscale modes sdx has for the hires fix (A1111's LatentUpscalerModeItem list): "Latent" (bilinear) and "Latent (nearest)".
+             * @example [
+             *       {
+             *         "name": "Latent"
+             *       },
+             *       {
+             *         "name": "Latent (nearest)"
+             *       }
+             *     ]
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111LatentUpscaleModes"];
+                };
+            };
+        };
+    };
     a1111SdModels: {
         parameters: {
             query?: never;
@@ -2134,7 +2659,7 @@ export interface operations {
         requestBody?: never;
         responses: {
             /**
-             * @description A1111's ProgressResponse for the oldest running A1111 txt2img, else for a running /v1 generation, else idle (progress 0, job_count 0).
+             * @description A1111's ProgressResponse for the oldest running A1111 txt2img or img2img, else for a running /v1 generation, else idle (progress 0, job_count 0).
              * @example {
              *       "progress": 0.51,
              *       "eta_relative": 2.4,

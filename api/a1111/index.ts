@@ -5,7 +5,9 @@
 import { Elysia } from "elysia";
 import {
   A1111EmptySchema,
+  A1111Img2ImgResponseSchema,
   A1111InfoSchema,
+  A1111LatentUpscaleModesSchema,
   A1111OptionsSchema,
   A1111OptionsUpdateSchema,
   A1111ProgressQuerySchema,
@@ -14,21 +16,30 @@ import {
   A1111SchedulersSchema,
   A1111SdModelsSchema,
   A1111Txt2ImgResponseSchema,
+  A1111UpscalersSchema,
   DEFAULT_LIMITS,
+  img2imgRequestSchema,
   type Limits,
   txt2imgRequestSchema,
 } from "../../contract/index.ts";
 import type { ModelHost } from "../engine/model_host.ts";
 import { errorModel } from "../http/errors.ts";
 import { listSdModels } from "./checkpoints.ts";
+import { img2img } from "./img2img.ts";
 import { getOptions, setOptions } from "./options.ts";
 import { interrupt, progressOf, skip } from "./progress.ts";
 import { withoutNulls } from "./request.ts";
 import { listSamplers, listSchedulers } from "./samplers.ts";
 import { A1111Session } from "./session.ts";
 import { txt2img } from "./txt2img.ts";
+import { listLatentUpscaleModes, listUpscalers } from "./upscalers.ts";
 
 const TAG = "automatic1111";
+
+/** What txt2img and img2img share, for their spec descriptions. */
+const SHARED =
+  "Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. " +
+  "After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. ";
 
 const ERRORS =
   " Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.";
@@ -39,8 +50,25 @@ const ERRORS =
  */
 const ignoreBody = () => ({});
 
-/** The raw request bodies as received (with their nulls), for txt2img's `parameters` echo. */
+/** The raw request bodies as received (with their nulls), for the `parameters` echo of txt2img and img2img. */
 const rawBodies = new WeakMap<object, Record<string, unknown>>();
+
+/** A1111's Optional fields: null means the default, so nulls go before validation; the raw body is kept. */
+const keepRawWithoutNulls = ({ body }: { body: unknown }) => {
+  if (body && typeof body === "object" && !Array.isArray(body)) {
+    rawBodies.set(body, structuredClone(body) as Record<string, unknown>);
+    withoutNulls(body as Record<string, unknown>);
+  }
+};
+
+const GENERATION_RESPONSES = {
+  400: "Error",
+  413: "Error",
+  422: "Error",
+  429: "Error",
+  500: "Error",
+  503: "Error",
+} as const;
 
 export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) => {
   const session = new A1111Session();
@@ -49,6 +77,10 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
     .model({
       A1111Txt2ImgRequest: txt2imgRequestSchema(limits),
       A1111Txt2ImgResponse: A1111Txt2ImgResponseSchema,
+      A1111Img2ImgRequest: img2imgRequestSchema(limits),
+      A1111Img2ImgResponse: A1111Img2ImgResponseSchema,
+      A1111Upscalers: A1111UpscalersSchema,
+      A1111LatentUpscaleModes: A1111LatentUpscaleModesSchema,
       A1111Info: A1111InfoSchema,
       A1111SdModels: A1111SdModelsSchema,
       A1111Samplers: A1111SamplersSchema,
@@ -63,23 +95,9 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
       ({ body, request }) =>
         txt2img(host, session, body, rawBodies.get(body) ?? body, request.signal, limits),
       {
-        // A1111's Optional fields: null means the default, so nulls go before validation.
-        transform: ({ body }) => {
-          if (body && typeof body === "object" && !Array.isArray(body)) {
-            rawBodies.set(body, structuredClone(body) as Record<string, unknown>);
-            withoutNulls(body as Record<string, unknown>);
-          }
-        },
+        transform: keepRawWithoutNulls,
         body: "A1111Txt2ImgRequest",
-        response: {
-          200: "A1111Txt2ImgResponse",
-          400: "Error",
-          413: "Error",
-          422: "Error",
-          429: "Error",
-          500: "Error",
-          503: "Error",
-        },
+        response: { 200: "A1111Txt2ImgResponse", ...GENERATION_RESPONSES },
         parse: "json",
         detail: {
           tags: [TAG],
@@ -88,12 +106,58 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
           description:
             "A1111's `POST /sdapi/v1/txt2img` on sdx's engine: `images` (PNG base64, each with its A1111 infotext in the `parameters` chunk), `parameters` (the request echoed) and `info` (JSON text of `A1111Info`: `all_seeds`, `infotexts`, …, plus `sdx_warnings`). " +
             "Each of the `n_iter` iterations is one sdx generation of `batch_size` images (queued like a /v1 request); image i of iteration j has seed + j × batch_size + i, and gives the same PNG as `POST /v1/generate` with the same parameters. " +
-            "Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (enable_hr, tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. " +
-            "After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`." +
+            '`enable_hr` is sdx\'s hires fix (`hires`): hr_upscaler "Latent" → latent, "Latent (nearest)" → latent_nearest, "Lanczos" or "None" → lanczos; hr_scale or hr_resize_x/hr_resize_y → the final size; hr_second_pass_steps → steps; denoising_strength → strength. ' +
+            SHARED +
+            "Hires-fix fields sdx cannot honour (another upscaler, a second-pass checkpoint, sampler, schedule or prompt, a resize to another aspect ratio, firstphase_width/height, firstpass_image) are 422s naming the field too." +
             ERRORS,
         },
       },
     )
+    .post(
+      "/sdapi/v1/img2img",
+      ({ body, request }) =>
+        img2img(host, session, body, rawBodies.get(body) ?? body, request.signal, limits),
+      {
+        transform: keepRawWithoutNulls,
+        body: "A1111Img2ImgRequest",
+        response: { 200: "A1111Img2ImgResponse", ...GENERATION_RESPONSES },
+        parse: "json",
+        detail: {
+          tags: [TAG],
+          operationId: "a1111Img2img",
+          summary: "AUTOMATIC1111 img2img",
+          description:
+            "A1111's `POST /sdapi/v1/img2img` on sdx's engine, answered like txt2img (`images`, `parameters` without the input images unless include_init_images, `info`). " +
+            "Each of the `n_iter` iterations is one sdx generation of `batch_size` images from the same picture, and gives the same PNG as `POST /v1/generate` with init_image = init_images[0], mask_image = mask (inverted first with inpainting_mask_invert 1), strength = denoising_strength, mask_blur, masked_content = inpainting_fill (0 fill, 1 original, 2 latent noise, 3 latent nothing), inpaint_full_res and inpaint_full_res_padding, at the request's width × height (default 512, as in A1111: the init image is resized to it, resize_mode 0). " +
+            "A1111's defaults apply (denoising_strength 0.75, mask_blur 4, inpainting_fill 0, inpaint_full_res true with padding 0), not /v1's. " +
+            SHARED +
+            "img2img fields sdx cannot honour (resize_mode other than 0, several different init_images, mask_blur_x ≠ mask_blur_y, initial_noise_multiplier ≠ 1, latent_mask) are 422s naming the field too; image_cfg_scale (instruct-pix2pix only) is accepted and has no effect, as in A1111 with other models." +
+            ERRORS,
+        },
+      },
+    )
+    .get("/sdapi/v1/upscalers", () => listUpscalers(), {
+      parse: "json",
+      response: { 200: "A1111Upscalers" },
+      detail: {
+        tags: [TAG],
+        operationId: "a1111Upscalers",
+        summary: "AUTOMATIC1111 upscaler list",
+        description:
+          'The image upscalers sdx has for txt2img\'s hr_upscaler, as A1111\'s UpscalerItem list: "None" and "Lanczos" (both a Lanczos resize of the decoded image, as in A1111). sdx has no model upscalers.',
+      },
+    })
+    .get("/sdapi/v1/latent-upscale-modes", () => listLatentUpscaleModes(), {
+      parse: "json",
+      response: { 200: "A1111LatentUpscaleModes" },
+      detail: {
+        tags: [TAG],
+        operationId: "a1111LatentUpscaleModes",
+        summary: "AUTOMATIC1111 latent upscale modes",
+        description:
+          'The latent upscale modes sdx has for txt2img\'s hr_upscaler: "Latent" (bilinear) and "Latent (nearest)". A1111\'s antialiased, bicubic and nearest-exact modes are not in sdx.',
+      },
+    })
     .get("/sdapi/v1/sd-models", () => listSdModels(host), {
       parse: "json",
       response: { 200: "A1111SdModels" },
@@ -199,7 +263,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
         operationId: "a1111Progress",
         summary: "AUTOMATIC1111 progress",
         description:
-          "A1111's ProgressResponse: the oldest running A1111 txt2img (iteration `job_no` of `job_count`, `sampling_step` of `sampling_steps`), else a running /v1 generation, else idle (progress 0, job_count 0). `current_image` is always null: sdx makes no previews.",
+          "A1111's ProgressResponse: the oldest running A1111 txt2img or img2img (iteration `job_no` of `job_count`, `sampling_step` of `sampling_steps`), else a running /v1 generation, else idle (progress 0, job_count 0). `current_image` is always null: sdx makes no previews.",
       },
     })
     .post(
@@ -216,7 +280,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
           operationId: "a1111Interrupt",
           summary: "AUTOMATIC1111 interrupt",
           description:
-            "Stops whatever runs, as A1111's does: every running generation (/v1 ones too) stops before its next step, and A1111 txt2img calls start no further iterations. An interrupted txt2img still answers 200 with the images of its finished iterations. Answers `{}`.",
+            "Stops whatever runs, as A1111's does: every running generation (/v1 ones too) stops before its next step, and A1111 txt2img and img2img calls start no further iterations. An interrupted one still answers 200 with the images of its finished iterations. Answers `{}`.",
         },
       },
     )
@@ -234,7 +298,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
           operationId: "a1111Skip",
           summary: "AUTOMATIC1111 skip",
           description:
-            "A1111 txt2img calls drop their running iteration (its images are not returned) and go on with the next. /v1 generations are not affected. Answers `{}`.",
+            "A1111 txt2img and img2img calls drop their running iteration (its images are not returned) and go on with the next. /v1 generations are not affected. Answers `{}`.",
         },
       },
     );

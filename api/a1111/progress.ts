@@ -23,7 +23,7 @@ function estimate(jobNo: number, jobCount: number, step: number, steps: number, 
 }
 
 /**
- * GET /sdapi/v1/progress: the oldest running A1111 txt2img (else the oldest waiting one), else a running /v1
+ * GET /sdapi/v1/progress: the oldest running A1111 txt2img or img2img (else the oldest waiting one), else a running /v1
  * generation, else idle. sdx makes no previews, so current_image is null.
  */
 export function progressOf(host: ModelHost, session: A1111Session, now = performance.now()): A1111Progress {
@@ -37,7 +37,7 @@ export function progressOf(host: ModelHost, session: A1111Session, now = perform
         skipped: job.skipped,
         interrupted: job.interrupted,
         stopping_generation: false,
-        job: job.nIter > 1 ? `Batch ${job.iteration + 1} out of ${job.nIter}` : "scripts_txt2img",
+        job: job.nIter > 1 ? `Batch ${job.iteration + 1} out of ${job.nIter}` : `scripts_${job.route}`,
         job_count: job.nIter,
         job_timestamp: job.timestamp,
         job_no: job.iteration,
@@ -82,7 +82,7 @@ export function progressOf(host: ModelHost, session: A1111Session, now = perform
 
 /**
  * POST /sdapi/v1/interrupt: like A1111's, stops whatever runs: every running generation (/v1 ones too) stops
- * before its next step, and A1111 txt2img calls run no further iterations.
+ * before its next step, and A1111 txt2img and img2img calls run no further iterations.
  */
 export function interrupt(host: ModelHost, session: A1111Session): void {
   for (const job of session.jobs) {
@@ -92,7 +92,7 @@ export function interrupt(host: ModelHost, session: A1111Session): void {
   host.interrupt();
 }
 
-/** POST /sdapi/v1/skip: A1111 txt2img calls drop their running iteration and go on with the next. */
+/** POST /sdapi/v1/skip: A1111 txt2img and img2img calls drop their running iteration and go on with the next. */
 export function skip(session: A1111Session): void {
   for (const job of session.jobs) {
     job.skipped = true;

@@ -12,6 +12,17 @@ export function withoutNulls(body: Record<string, unknown>): void {
 
 /** sdx's request and metadata field names as A1111 spells them, for 422s and warnings. */
 const A1111_FIELD_NAMES: [RegExp, string][] = [
+  [/\bhires[./]upscaler\b/g, "hr_upscaler"],
+  [/\bhires[./]scale\b/g, "hr_scale"],
+  [/\bhires[./]width\b/g, "hr_resize_x"],
+  [/\bhires[./]height\b/g, "hr_resize_y"],
+  [/\bhires[./]steps\b/g, "hr_second_pass_steps"],
+  [/\bhires[./]strength\b/g, "denoising_strength"],
+  [/^hires$/g, "enable_hr"],
+  [/\binit_image\b/g, "init_images"],
+  [/\bmask_image\b/g, "mask"],
+  [/\bstrength\b/g, "denoising_strength"],
+  [/\bmasked_content\b/g, "inpainting_fill"],
   [/\bnum_steps\b/g, "steps"],
   [/\bguidance_scale\b/g, "cfg_scale"],
   [/\bscheduler_type\b/g, "sampler_name"],

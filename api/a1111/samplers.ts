@@ -3,7 +3,7 @@
  * read, and a request's sampler_name / scheduler matched to an sdx sampler with or without Karras sigmas.
  */
 import {
-  A1111_DEFAULTS,
+  A1111_TXT2IMG_DEFAULTS,
   type A1111Samplers,
   type A1111Schedulers,
   type SchedulerName,
@@ -146,7 +146,7 @@ export function resolveSampler(req: {
   scheduler?: string | undefined;
 }): SamplerChoice {
   const field = req.sampler_name ? "sampler_name" : req.sampler_index ? "sampler_index" : "sampler_name";
-  const requested = req.sampler_name || req.sampler_index || A1111_DEFAULTS.sampler_index;
+  const requested = req.sampler_name || req.sampler_index || A1111_TXT2IMG_DEFAULTS.sampler_index;
   let name = requested.trim();
   let schedule: (typeof A1111_SCHEDULES)[number] | undefined;
   let scheduleField = "scheduler";

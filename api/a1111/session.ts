@@ -7,8 +7,9 @@ export class A1111Session {
   readonly jobs = new Set<A1111Job>();
 }
 
-/** One txt2img call: n_iter sdx generations, one after the other. */
+/** One txt2img or img2img call: n_iter sdx generations, one after the other. */
 export interface A1111Job {
+  readonly route: "txt2img" | "img2img";
   readonly startedAt: number;
   readonly timestamp: string;
   readonly nIter: number;

@@ -1,216 +1,147 @@
 /**
- * POST /sdapi/v1/txt2img: A1111's request mapped onto sdx's generation (one per iteration), and the answer in
- * A1111's shape with its infotexts and `info`.
+ * POST /sdapi/v1/txt2img: A1111's request mapped onto sdx's generation (one per iteration), the hires fix
+ * (enable_hr) onto sdx's `hires`, and the answer in A1111's shape with its infotexts and `info`.
  */
 import {
-  A1111_DEFAULTS,
-  A1111_RANDOM_SEED_SPACE,
-  type A1111Info,
+  A1111_DEFAULT_HIRES_UPSCALER,
+  A1111_HIRES_SAME,
+  A1111_HIRES_UPSCALER_NAMES,
+  A1111_HIRES_UPSCALERS,
+  A1111_TXT2IMG_DEFAULTS,
   type A1111Txt2ImgRequest,
   type A1111Txt2ImgResponse,
-  ApiError,
   type FieldError,
   type GenerateRequest,
-  type GenerateResponse,
+  HIRES_SCALE_MAX,
   type Limits,
-  RANDOM_SEED,
-  randomSeed,
-  type SchedulerName,
-  seedAt,
-  validationFailed,
 } from "../../contract/index.ts";
-import type { ModelFacts } from "../engine/generation/params.ts";
-import { generateImages } from "../engine/generation/run.ts";
 import type { ModelHost } from "../engine/model_host.ts";
-import { requestedModel } from "../engine/models.ts";
-import { readPngText } from "../engine/pipeline/image.ts";
-import { SCHEDULERS } from "../engine/schedulers/index.ts";
-import { makeDefault, resolveCheckpoint } from "./checkpoints.ts";
-import { checkSettings } from "./options.ts";
-import { a1111Error, a1111Text } from "./request.ts";
-import { a1111SamplerName, resolveSampler, type SamplerChoice } from "./samplers.ts";
-import type { A1111Job, A1111Session } from "./session.ts";
+import { type A1111Route, type InfoExtras, mapRequest, runIterations } from "./generation.ts";
+import type { A1111Session } from "./session.ts";
 
-/** Fields that change A1111's image and that sdx cannot honour: a 422 each, with why. */
-function unsupportedFields(req: A1111Txt2ImgRequest): FieldError[] {
+const ROUTE: A1111Route = { name: "txt2img", defaults: A1111_TXT2IMG_DEFAULTS };
+
+/** The hires fix as sdx's `hires`, the 422s of its fields, and what A1111 reports of it. */
+interface MappedHires {
+  hires: GenerateRequest["hires"];
+  fields: FieldError[];
+  extras: InfoExtras;
+}
+
+/** A second-pass setting that must be the first pass's: empty, A1111's "Use same …", or the same value. */
+function same(value: string | undefined, first: string | undefined, sameWord?: string): boolean {
+  if (!value || value === sameWord) return true;
+  return value.trim().toLowerCase() === (first ?? "").trim().toLowerCase();
+}
+
+/**
+ * enable_hr and the hr_* fields as sdx's hires fix, the way A1111's StableDiffusionProcessingTxt2Img reads them
+ * (calculate_target_resolution): hr_resize_x/y win over hr_scale, one of them alone keeps the aspect ratio.
+ */
+function mapHires(req: A1111Txt2ImgRequest, width: number, height: number, limits: Limits): MappedHires {
   const fields: FieldError[] = [];
   const no = (field: string, message: string, allowed?: FieldError["allowed"]) =>
     fields.push({ field, message, ...(allowed ? { allowed } : {}) });
-  if (req.enable_hr === true)
-    no("enable_hr", "sdx has no hires fix; generate at the final width and height instead", [false]);
-  if (req.tiling === true) no("tiling", "sdx cannot make seamless tiling images", [false]);
-  if ((req.subseed_strength ?? 0) > 0)
-    no("subseed_strength", "sdx has no variation seeds; only 0 is possible", [0]);
-  for (const key of ["seed_resize_from_w", "seed_resize_from_h"] as const) {
-    if ((req[key] ?? -1) > 0) no(key, "sdx cannot resize seeds; send 0 or -1", [0, -1]);
-  }
-  if (req.refiner_checkpoint && req.refiner_checkpoint !== "None")
-    no("refiner_checkpoint", "sdx has no SDXL refiner pass", ["", "None"]);
-  if (req.firstpass_image) no("firstpass_image", "sdx has no hires fix first pass");
-  if (req.script_name) no("script_name", `sdx has no A1111 scripts; "${req.script_name}" cannot run`, [""]);
-  for (const name of Object.keys(req.alwayson_scripts ?? {})) {
-    no(`alwayson_scripts.${name}`, "sdx has no A1111 extension scripts; send alwayson_scripts {}");
-  }
-  if (req.infotext) no("infotext", "sdx does not read parameters from infotext; send them as fields");
-  return fields;
-}
-
-/** Accepted fields that sdx does not apply, as warnings. */
-function ignoredFieldWarnings(
-  req: A1111Txt2ImgRequest,
-  sampler: SchedulerName,
-  raw: Record<string, unknown>,
-) {
-  const warnings: string[] = [];
-  if (req.restore_faces === true)
-    warnings.push("restore_faces was not applied: sdx has no face restoration; the image is as generated.");
-  if (req.styles && req.styles.length > 0)
-    warnings.push(
-      `styles ${req.styles.map((s) => JSON.stringify(s)).join(", ")} were not applied: sdx has no prompt styles.`,
-    );
-  if (req.save_images === true)
-    warnings.push("save_images was not applied: sdx never saves images on the server; they are in `images`.");
-  if ((req.s_churn ?? 0) > 0)
-    warnings.push(`s_churn ${req.s_churn} was not applied: sdx's samplers run without churn.`);
-  if (req.s_noise !== undefined && req.s_noise !== 1)
-    warnings.push(`s_noise ${req.s_noise} was not applied: sdx's samplers run at s_noise 1.`);
-  if ((req.s_min_uncond ?? 0) > 0)
-    warnings.push(
-      `s_min_uncond ${req.s_min_uncond} was not applied: sdx has no negative guidance minimum sigma.`,
-    );
-  if (req.eta !== undefined && req.eta !== 1 && SCHEDULERS[sampler].stochastic && sampler !== "lcm")
-    warnings.push(
-      `eta ${req.eta} was not applied: sdx's ${a1111SamplerName(sampler)} always runs at η 1 (A1111's default eta_ancestral).`,
-    );
-  const known = new Set(Object.keys(A1111_DEFAULTS));
-  const unknown = Object.keys(raw).filter((k) => !known.has(k));
-  if (unknown.length > 0)
-    warnings.push(
-      `${unknown.join(", ")} ${unknown.length === 1 ? "is not an A1111 txt2img field and was" : "are not A1111 txt2img fields and were"} ignored.`,
-    );
-  return warnings;
-}
-
-/** A1111's job_timestamp: the local time as YYYYMMDDhhmmss. */
-function jobTimestamp(date = new Date()): string {
-  const p = (n: number) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}${p(date.getMonth() + 1)}${p(date.getDate())}${p(date.getHours())}${p(date.getMinutes())}${p(date.getSeconds())}`;
-}
-
-function dedupe(lines: string[]): string[] {
-  return [...new Set(lines)];
-}
-
-/** The request mapped onto sdx: the generation request without seed and batch, and what A1111 reports. */
-interface MappedRequest {
-  base: GenerateRequest;
-  sampler: SamplerChoice;
-  seed: number;
-  subseed: number;
-  batchSize: number;
-  nIter: number;
-  clipSkip: number;
-  /** Overrides kept after the request (override_settings_restore_afterwards false). */
-  keep: { model: string | null; clipSkip: number | null };
-  warnings: string[];
-}
-
-async function mapRequest(
-  host: ModelHost,
-  session: A1111Session,
-  req: A1111Txt2ImgRequest,
-  raw: Record<string, unknown>,
-  sizeRange: ModelFacts["sizeRange"],
-): Promise<MappedRequest> {
-  const fields = unsupportedFields(req);
-  const sampler = resolveSampler(req);
-  const overrides = req.override_settings ?? {};
-  const unknownSettings = await checkSettings(host, overrides, "override_settings.");
-  const width = req.width ?? A1111_DEFAULTS.width;
-  const height = req.height ?? A1111_DEFAULTS.height;
-  for (const [key, value] of [
-    ["width", width],
-    ["height", height],
-  ] as const) {
-    if (sizeRange && req[key] === undefined && (value < sizeRange.min || value > sizeRange.max)) {
-      fields.push({
-        field: key,
-        message: `defaults to A1111's ${value}, outside this server's limits ${sizeRange.min}–${sizeRange.max}; send ${key}`,
-      });
-    }
-  }
-  if (sampler.scheduler === "ddim" && req.eta !== undefined && (req.eta < 0 || req.eta > 1)) {
-    fields.push({ field: "eta", message: `DDIM's η must be from 0 to 1; got ${req.eta}` });
-  }
-  if (fields.length > 0) throw validationFailed(fields);
-  const checkpoint = overrides.sd_model_checkpoint;
-  const model = checkpoint
-    ? await resolveCheckpoint(host, checkpoint, "override_settings.sd_model_checkpoint")
-    : null;
-  let modelName = model?.name;
-  if (!modelName) {
-    try {
-      modelName = (await requestedModel(host, undefined)).name;
-    } catch (e) {
-      if (e instanceof ApiError && e.code === "no_model") {
-        throw new ApiError(
-          503,
-          "no_model",
-          `${e.message} With the A1111 API: send override_settings.sd_model_checkpoint, or choose one with POST /sdapi/v1/options {"sd_model_checkpoint": …} (GET /sdapi/v1/sd-models lists them).`,
-        );
-      }
-      throw e;
-    }
-  }
-  const clipSkip = overrides.CLIP_stop_at_last_layers ?? session.clipSkip;
-  const restore = req.override_settings_restore_afterwards !== false;
-  const warnings = [
-    ...sampler.warnings,
-    ...ignoredFieldWarnings(req, sampler.scheduler, raw),
-    ...(unknownSettings.length > 0
-      ? [
-          `override_settings ${unknownSettings.join(", ")} ${unknownSettings.length === 1 ? "was" : "were"} not applied: sdx has no such setting (GET /sdapi/v1/options lists those it has).`,
-        ]
-      : []),
-  ];
-  const base: GenerateRequest = {
-    prompt: req.prompt ?? "",
-    model: modelName,
-    width,
-    height,
-    num_steps: req.steps ?? A1111_DEFAULTS.steps,
-    guidance_scale: req.cfg_scale ?? A1111_DEFAULTS.cfg_scale,
-    scheduler_type: sampler.scheduler,
-    karras_sigmas: sampler.karras,
-    clip_skip: clipSkip,
-    prompt_syntax: "a1111",
-    ...(req.negative_prompt ? { negative_prompt: req.negative_prompt } : {}),
-    ...(sampler.scheduler === "ddim" ? { eta: req.eta ?? 0 } : {}),
+  const strength = req.denoising_strength ?? A1111_TXT2IMG_DEFAULTS.denoising_strength;
+  const off: MappedHires = {
+    hires: undefined,
+    fields,
+    extras: { denoisingStrength: req.denoising_strength ?? null, extraGenerationParams: {} },
   };
+  if (req.firstpass_image) no("firstpass_image", "sdx always generates the hires fix's first pass");
+  for (const key of ["firstphase_width", "firstphase_height"] as const) {
+    if ((req[key] ?? 0) !== 0)
+      no(
+        key,
+        "is deprecated in A1111; send the first pass's size as width and height, and hr_scale or hr_resize_x/hr_resize_y",
+        [0],
+      );
+  }
+  if (req.enable_hr !== true) return off;
+
+  const upscalerName = req.hr_upscaler ?? A1111_DEFAULT_HIRES_UPSCALER;
+  const upscaler = A1111_HIRES_UPSCALERS.find((u) => u.name === upscalerName);
+  if (!upscaler)
+    no(
+      "hr_upscaler",
+      `sdx has no "${upscalerName}" upscaler; it has ${A1111_HIRES_UPSCALER_NAMES.map((n) => `"${n}"`).join(", ")}`,
+      [...A1111_HIRES_UPSCALER_NAMES],
+    );
+  if (!(strength > 0 && strength <= 1))
+    no("denoising_strength", `the hires fix's strength must be in (0, 1]; got ${strength}`);
+  const steps = req.hr_second_pass_steps ?? A1111_TXT2IMG_DEFAULTS.hr_second_pass_steps;
+  if (steps < 0 || steps > limits.stepsMax)
+    no("hr_second_pass_steps", `must be from 0 (= steps) to ${limits.stepsMax}; got ${steps}`);
+  if (!same(req.hr_checkpoint_name, "", A1111_HIRES_SAME.hr_checkpoint_name))
+    no("hr_checkpoint_name", "sdx's second pass uses the first pass's model", [
+      "",
+      A1111_HIRES_SAME.hr_checkpoint_name,
+    ]);
+  const sampler = req.sampler_name || req.sampler_index || A1111_TXT2IMG_DEFAULTS.sampler_index;
+  if (!same(req.hr_sampler_name, sampler, A1111_HIRES_SAME.hr_sampler_name))
+    no("hr_sampler_name", "sdx's second pass uses the first pass's sampler", [
+      "",
+      A1111_HIRES_SAME.hr_sampler_name,
+      sampler,
+    ]);
+  if (!same(req.hr_scheduler, req.scheduler ?? "automatic", A1111_HIRES_SAME.hr_scheduler))
+    no("hr_scheduler", "sdx's second pass uses the first pass's schedule", [
+      "",
+      A1111_HIRES_SAME.hr_scheduler,
+    ]);
+  if (req.hr_prompt && req.hr_prompt !== (req.prompt ?? ""))
+    no("hr_prompt", "sdx's second pass uses the prompt; send an empty hr_prompt", [""]);
+  if (req.hr_negative_prompt && req.hr_negative_prompt !== (req.negative_prompt ?? ""))
+    no("hr_negative_prompt", "sdx's second pass uses the negative prompt; send an empty hr_negative_prompt", [
+      "",
+    ]);
+
+  const extraGenerationParams: Record<string, string | number> = { "Denoising strength": strength };
+  let size: { scale: number } | { width: number; height: number };
+  const rx = req.hr_resize_x ?? 0;
+  const ry = req.hr_resize_y ?? 0;
+  if (rx === 0 && ry === 0) {
+    const scale = req.hr_scale ?? A1111_TXT2IMG_DEFAULTS.hr_scale;
+    if (!(scale >= 1 && scale <= HIRES_SCALE_MAX))
+      no("hr_scale", `must be from 1 to ${HIRES_SCALE_MAX}; got ${scale}`);
+    size = { scale };
+    extraGenerationParams["Hires upscale"] = scale;
+  } else {
+    // A1111: one side alone keeps the first pass's aspect ratio (integer division, as there).
+    const w = rx !== 0 ? rx : Math.floor((ry * width) / height);
+    const h = ry !== 0 ? ry : Math.floor((rx * height) / width);
+    if (rx !== 0 && ry !== 0 && rx * height !== ry * width)
+      no(
+        "hr_resize_x",
+        `${rx}×${ry} has another aspect ratio than ${width}×${height}: A1111 would crop the upscaled image, which sdx does not; send one of hr_resize_x, hr_resize_y, or hr_scale`,
+      );
+    for (const [field, value, given] of [
+      ["hr_resize_x", w, rx],
+      ["hr_resize_y", h, ry],
+    ] as const) {
+      const named = given !== 0 ? field : field === "hr_resize_x" ? "hr_resize_y" : "hr_resize_x";
+      const what = given !== 0 ? `${value}` : `${value} (following the aspect ratio)`;
+      if (value % 8 !== 0 || value < limits.sizeMin || value > limits.sizeMax)
+        no(
+          named,
+          `gives a final ${field === "hr_resize_x" ? "width" : "height"} of ${what}; it must be a multiple of 8 from ${limits.sizeMin} to ${limits.sizeMax}`,
+        );
+    }
+    size = { width: w, height: h };
+    extraGenerationParams["Hires resize"] = `${rx}x${ry}`;
+  }
+  if (steps) extraGenerationParams["Hires steps"] = steps;
+  if (req.hr_upscaler !== undefined) extraGenerationParams["Hires upscaler"] = req.hr_upscaler;
   return {
-    base,
-    sampler,
-    seed: req.seed === undefined || req.seed === RANDOM_SEED ? randomSeed(A1111_RANDOM_SEED_SPACE) : req.seed,
-    subseed:
-      req.subseed === undefined || req.subseed === RANDOM_SEED
-        ? randomSeed(A1111_RANDOM_SEED_SPACE)
-        : req.subseed,
-    batchSize: req.batch_size ?? A1111_DEFAULTS.batch_size,
-    nIter: req.n_iter ?? A1111_DEFAULTS.n_iter,
-    clipSkip,
-    keep: {
-      model: !restore && model ? model.name : null,
-      clipSkip: !restore && overrides.CLIP_stop_at_last_layers !== undefined ? clipSkip : null,
-    },
-    warnings,
+    hires: upscaler ? { upscaler: upscaler.upscaler, ...size, strength, steps } : undefined,
+    fields,
+    extras: { denoisingStrength: strength, extraGenerationParams },
   };
 }
 
 /**
- * POST /sdapi/v1/txt2img: n_iter sdx generations of batch_size images; iteration j starts at seed + j × batch_size,
- * so image i of iteration j has A1111's seed + j × batch_size + i. An interrupt (POST /sdapi/v1/interrupt) stops
- * the running iteration and the rest: the answer holds the images of the iterations that finished (possibly none)
- * and says so in info.sdx_warnings. A skip (POST /sdapi/v1/skip) drops the running iteration only.
+ * POST /sdapi/v1/txt2img: n_iter sdx generations of batch_size images (see runIterations), with the hires fix
+ * when enable_hr is on.
  */
 export async function txt2img(
   host: ModelHost,
@@ -220,120 +151,20 @@ export async function txt2img(
   signal: AbortSignal | undefined,
   limits: Limits,
 ): Promise<A1111Txt2ImgResponse> {
-  const mapped = await mapRequest(host, session, req, raw, { min: limits.sizeMin, max: limits.sizeMax });
-  const { base, batchSize, nIter, seed } = mapped;
-  const total = batchSize * nIter;
-  const allSeeds = Array.from({ length: total }, (_, x) => seedAt(seed, x));
-  const job: A1111Job = {
-    startedAt: performance.now(),
-    timestamp: jobTimestamp(),
-    nIter,
-    iteration: 0,
-    step: 0,
-    steps: 0,
-    running: false,
-    queuePosition: 0,
-    interrupted: false,
-    skipped: false,
-    controller: new AbortController(),
-  };
-  session.jobs.add(job);
-  const images: string[] = [];
-  const warnings = [...mapped.warnings];
-  let first: GenerateResponse | null = null;
-  try {
-    for (let j = 0; j < nIter; j++) {
-      if (job.interrupted) {
-        warnings.push(`interrupted: iterations ${j + 1} to ${nIter} did not run.`);
-        break;
-      }
-      Object.assign(job, { iteration: j, step: 0, steps: 0, running: false, skipped: false });
-      job.controller = new AbortController();
-      const stop = signal ? AbortSignal.any([signal, job.controller.signal]) : job.controller.signal;
-      let res: GenerateResponse;
-      try {
-        res = await generateImages(
-          host,
-          { ...base, seed: seedAt(seed, j * batchSize), batch_size: batchSize },
-          stop,
-          {
-            queued: (position) => {
-              job.queuePosition = position;
-            },
-            started: () => {
-              job.running = true;
-            },
-            step: (e) => {
-              job.step = e.step;
-              job.steps = e.total;
-            },
-          },
-          limits,
-        );
-      } catch (e) {
-        const cancelled = e instanceof ApiError && e.code === "cancelled" && !signal?.aborted;
-        if (!cancelled) throw a1111Error(e);
-        if (job.skipped && !job.interrupted) {
-          warnings.push(`skipped: iteration ${j + 1} of ${nIter} was stopped, its images are not returned.`);
-          continue;
-        }
-        job.interrupted = true;
-        warnings.push(
-          `interrupted: iteration ${j + 1} of ${nIter} was stopped before it finished, so its images are not returned (sdx does not decode unfinished latents).`,
-        );
-        break;
-      } finally {
-        job.running = false;
-      }
-      first ??= res;
-      images.push(...res.images.map((img) => img.png));
-      warnings.push(...res.warnings.map(a1111Text));
-    }
-  } finally {
-    session.jobs.delete(job);
-  }
-  if (mapped.keep.model) await makeDefault(host, mapped.keep.model);
-  if (mapped.keep.clipSkip !== null) session.clipSkip = mapped.keep.clipSkip;
-  const infotexts = images.map((png) => readPngText(Buffer.from(png, "base64")).parameters ?? "");
-  const prompt = base.prompt;
-  const negative = req.negative_prompt ?? "";
-  const info: A1111Info = {
-    prompt,
-    all_prompts: allSeeds.map(() => prompt),
-    negative_prompt: negative,
-    all_negative_prompts: allSeeds.map(() => negative),
-    seed,
-    all_seeds: allSeeds,
-    subseed: mapped.subseed,
-    all_subseeds: allSeeds.map((_, x) => mapped.subseed + x),
-    subseed_strength: req.subseed_strength ?? 0,
-    width: base.width as number,
-    height: base.height as number,
-    sampler_name: mapped.sampler.a1111Name,
-    cfg_scale: base.guidance_scale as number,
-    steps: base.num_steps as number,
-    batch_size: batchSize,
-    restore_faces: req.restore_faces ?? false,
-    face_restoration_model: null,
-    sd_model_name: first?.metadata.model.name ?? (base.model as string),
-    sd_model_hash: first?.metadata.model.hash.slice(0, 10) ?? null,
-    sd_vae_name: null,
-    sd_vae_hash: null,
-    seed_resize_from_w: req.seed_resize_from_w ?? -1,
-    seed_resize_from_h: req.seed_resize_from_h ?? -1,
-    denoising_strength: req.denoising_strength ?? null,
-    extra_generation_params: { "Schedule type": mapped.sampler.karras ? "Karras" : "Automatic" },
-    index_of_first_image: 0,
-    infotexts,
-    styles: req.styles ?? [],
-    job_timestamp: job.timestamp,
-    clip_skip: mapped.clipSkip,
-    is_using_inpainting_conditioning: false,
-    sdx_warnings: dedupe(warnings),
-  };
-  return {
-    images: req.send_images === false ? [] : images,
-    parameters: { ...A1111_DEFAULTS, ...raw },
-    info: JSON.stringify(info),
-  };
+  const width = req.width ?? A1111_TXT2IMG_DEFAULTS.width;
+  const height = req.height ?? A1111_TXT2IMG_DEFAULTS.height;
+  const hires = mapHires(req, width, height, limits);
+  const mapped = await mapRequest(host, session, req, raw, limits, ROUTE, hires.fields);
+  if (hires.hires) mapped.base = { ...mapped.base, hires: hires.hires };
+  const { images, info } = await runIterations(
+    host,
+    session,
+    ROUTE,
+    req,
+    mapped,
+    hires.extras,
+    signal,
+    limits,
+  );
+  return { images, parameters: { ...A1111_TXT2IMG_DEFAULTS, ...raw }, info };
 }

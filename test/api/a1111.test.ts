@@ -15,6 +15,7 @@ import { readPngText } from "../../api/engine/pipeline/image.ts";
 import { SCHEDULERS } from "../../api/engine/schedulers/index.ts";
 import { SCHEDULER_NAMES } from "../../contract/index.ts";
 import { FIXTURES, pixels, TINY_SD15 } from "../helpers/fixtures.ts";
+import { sdwebuiapiTxt2img } from "../helpers/sdwebuiapi.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
 
 let dir: string;
@@ -125,76 +126,8 @@ const WIKI_OVERRIDE_PAYLOAD = {
 /** The tiny fixture model takes ~40 s at A1111's default 512×512 on a CPU; the tests ask for less. */
 const SMALL = { width: 64, height: 64 };
 
-/**
- * The body sdwebuiapi's `WebUIApi().txt2img(prompt=…, seed=…, batch_size=…, n_iter=…, steps=…, width=…,
- * height=…)` posts (webuiapi.py, WebUIApi.txt2img: every default of its signature; the client's default sampler
- * "Euler a", scheduler "automatic"), in its key order.
- */
-function sdwebuiapiPayload(args: {
-  prompt: string;
-  seed: number;
-  batch_size: number;
-  n_iter: number;
-  steps: number;
-  width: number;
-  height: number;
-  negative_prompt?: string;
-  sampler_name?: string;
-  scheduler?: string;
-  cfg_scale?: number;
-  override_settings?: Record<string, unknown>;
-}): Record<string, unknown> {
-  const sampler = args.sampler_name ?? "Euler a";
-  return {
-    enable_hr: false,
-    hr_scale: 2,
-    hr_upscaler: "Latent",
-    hr_second_pass_steps: 0,
-    hr_resize_x: 0,
-    hr_resize_y: 0,
-    hr_checkpoint_name: null,
-    hr_sampler_name: null,
-    hr_scheduler: null,
-    hr_prompt: "",
-    hr_negative_prompt: "",
-    denoising_strength: 0.7,
-    firstphase_width: 0,
-    firstphase_height: 0,
-    prompt: args.prompt,
-    styles: [],
-    seed: args.seed,
-    subseed: -1,
-    subseed_strength: 0.0,
-    seed_resize_from_h: 0,
-    seed_resize_from_w: 0,
-    batch_size: args.batch_size,
-    n_iter: args.n_iter,
-    steps: args.steps,
-    cfg_scale: args.cfg_scale ?? 7.0,
-    width: args.width,
-    height: args.height,
-    restore_faces: false,
-    tiling: false,
-    do_not_save_samples: false,
-    do_not_save_grid: false,
-    negative_prompt: args.negative_prompt ?? "",
-    eta: 1.0,
-    s_churn: 0,
-    s_tmax: 0,
-    s_tmin: 0,
-    s_noise: 1,
-    override_settings: args.override_settings ?? {},
-    override_settings_restore_afterwards: true,
-    sampler_name: sampler,
-    scheduler: args.scheduler ?? "automatic",
-    sampler_index: sampler,
-    script_name: null,
-    script_args: [],
-    send_images: true,
-    save_images: false,
-    alwayson_scripts: {},
-  };
-}
+/** The body sdwebuiapi's `WebUIApi().txt2img(…)` posts (test/helpers/sdwebuiapi.ts). */
+const sdwebuiapiPayload = sdwebuiapiTxt2img;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "sdx-a1111-"));
@@ -540,7 +473,13 @@ describe("422s name the A1111 field", () => {
       "scheduler",
       ["automatic"],
     ],
-    ["the hires fix", { enable_hr: true }, "enable_hr", [false]],
+    [
+      "a hires upscaler sdx does not have",
+      { enable_hr: true, hr_upscaler: "Latent (bicubic)" },
+      "hr_upscaler",
+      ["None", "Latent", "Latent (nearest)", "Lanczos"],
+    ],
+    ["a hires second-pass sampler", { enable_hr: true, hr_sampler_name: "DDIM" }, "hr_sampler_name"],
     ["tiling", { tiling: true }, "tiling", [false]],
     ["variation seeds", { subseed_strength: 0.5 }, "subseed_strength", [0]],
     ["seed resize", { seed_resize_from_w: 256, seed_resize_from_h: 256 }, "seed_resize_from_w"],
@@ -788,18 +727,30 @@ describe("in-process", () => {
       .filter(([path]) => path.startsWith("/sdapi/v1/"))
       .flatMap(([path, item]) => Object.entries(item).map(([method, op]) => ({ path, method, op })));
     expect(ops.map((o) => `${o.method.toUpperCase()} ${o.path}`).sort()).toEqual([
+      "GET /sdapi/v1/latent-upscale-modes",
       "GET /sdapi/v1/options",
       "GET /sdapi/v1/progress",
       "GET /sdapi/v1/samplers",
       "GET /sdapi/v1/schedulers",
       "GET /sdapi/v1/sd-models",
+      "GET /sdapi/v1/upscalers",
+      "POST /sdapi/v1/img2img",
       "POST /sdapi/v1/interrupt",
       "POST /sdapi/v1/options",
       "POST /sdapi/v1/skip",
       "POST /sdapi/v1/txt2img",
     ]);
     for (const { op } of ops) expect(op.tags).toEqual(["automatic1111"]);
-    for (const name of ["A1111Txt2ImgRequest", "A1111Txt2ImgResponse", "A1111SdModels", "A1111Progress"]) {
+    for (const name of [
+      "A1111Txt2ImgRequest",
+      "A1111Txt2ImgResponse",
+      "A1111Img2ImgRequest",
+      "A1111Img2ImgResponse",
+      "A1111Upscalers",
+      "A1111LatentUpscaleModes",
+      "A1111SdModels",
+      "A1111Progress",
+    ]) {
       expect(spec.components.schemas[name]?.examples?.length).toBeGreaterThan(0);
     }
     expect(spec.components.schemas.A1111Txt2ImgRequest?.examples).toContainEqual(WIKI_PAYLOAD);
