@@ -350,7 +350,9 @@ export async function runIterations(
     styles: req.styles ?? [],
     job_timestamp: job.timestamp,
     clip_skip: mapped.clipSkip,
-    is_using_inpainting_conditioning: false,
+    // A1111 conditions an inpainting model (9-channel UNet) on a mask and masked image whatever the route.
+    is_using_inpainting_conditioning:
+      first !== null && host.loadedModel(first.metadata.model.name)?.capabilities.unetInChannels === 9,
     sdx_warnings: dedupe(warnings),
   };
   return { images: req.send_images === false ? [] : images, info: JSON.stringify(info) };

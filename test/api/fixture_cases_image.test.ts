@@ -12,10 +12,11 @@ import { readdirSync, readFileSync } from "node:fs";
 import { copyFile, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import sharp from "sharp";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { createSdxClient, type GenerateRequest } from "../../sdk/index.ts";
-import { FIXTURES, imageDiff, MODELS_DIR, MODELS_SDXL_DIR } from "../helpers/fixtures.ts";
+import { FIXTURES, imageDiff, MODELS_DIR, MODELS_SDXL_DIR, pixels } from "../helpers/fixtures.ts";
 
 const SUITES = ["img2img_sd15", "inpaint_sd15", "hires_sd15", "img2img_sdxl"] as const;
 type Layout = "onnx_folder" | "single_file";
@@ -84,6 +85,7 @@ for (const [key, group] of groups) {
   describe(`${model} (${layout}): image-input reference cases through POST /v1/generate`, () => {
     let host: ModelHost;
     let client: ReturnType<typeof createSdxClient>;
+    let app: ReturnType<typeof createApp>;
     beforeAll(async () => {
       let modelsDir = ONNX_DIRS[model] as string;
       if (layout === "single_file") {
@@ -103,10 +105,40 @@ for (const [key, group] of groups) {
       host = new ModelHost({ modelsDir, provider: "cpu" });
       await host.start();
       if (host.state.status !== "ready") throw new Error(`model did not load: ${host.state.message}`);
-      const app = createApp(host);
+      app = createApp(host);
       client = createSdxClient({ baseUrl: "http://localhost", fetch: (req) => app.handle(req) });
     });
     afterAll(() => host.close());
+    if (model === "tiny_sd15_inpaint") {
+      test("an inpainting model runs text-to-image and unmasked image-to-image (A1111's blank conditioning)", async () => {
+        const base = { prompt: "a wooden door", seed: 3, width: 64, height: 128, num_steps: 4 };
+        const text = await client.generate(base);
+        const init = Buffer.from(await Bun.file(join(group[0]?.dir ?? "", "init.png")).arrayBuffer());
+        const meta = await sharp(init).metadata();
+        const image = await client.generate({
+          ...base,
+          width: meta.width as number,
+          height: meta.height as number,
+          init_image: init.toString("base64"),
+          strength: 0.5,
+        });
+        expect(image.metadata.timesteps).toHaveLength(2);
+        for (const res of [text, image]) {
+          const { data } = await pixels(Buffer.from(res.images[0]?.png ?? "", "base64"));
+          expect(new Set(data).size).toBeGreaterThan(16);
+        }
+        const a1111 = (await (
+          await app.handle(
+            new Request("http://localhost/sdapi/v1/txt2img", {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({ prompt: "a door", seed: 3, width: 64, height: 64, steps: 2 }),
+            }),
+          )
+        ).json()) as { info: string };
+        expect(JSON.parse(a1111.info).is_using_inpainting_conditioning).toBe(true);
+      });
+    }
     for (const c of group) {
       test(`${c.suite}/${c.name}`, async () => {
         const res = await client.generate(await bodyOf(c));

@@ -184,7 +184,10 @@ export async function prepareGeneration(
   const enqueued = performance.now();
   let ticket: Ticket;
   try {
-    ticket = host.admit(checked?.params.num_steps ?? req.num_steps ?? GENERATE_DEFAULTS.num_steps, signal);
+    ticket = host.admit(
+      checked ? stepsToRun(checked.params) : (req.num_steps ?? GENERATE_DEFAULTS.num_steps),
+      signal,
+    );
   } catch (e) {
     if (e instanceof AdmissionRefused) throw refused(e);
     throw e;
@@ -331,6 +334,12 @@ async function runChecked(
     },
     warnings: [...checked.warnings, ...warningsFor(params, output, memory, times.req)],
   };
+}
+
+/** Denoising steps a generation runs: strength's share with an init image, plus the hires fix's second pass. */
+function stepsToRun(p: AppliedParams): number {
+  const first = p.strength === null ? p.num_steps : Math.trunc(p.num_steps * p.strength);
+  return first + (p.hires ? Math.trunc(p.hires.steps * p.hires.strength) : 0);
 }
 
 function pairOf(values: number[] | null): [number, number] | null {
