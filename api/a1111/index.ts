@@ -23,7 +23,7 @@ import {
   txt2imgRequestSchema,
 } from "../../contract/index.ts";
 import type { ModelHost } from "../engine/model_host.ts";
-import { errorModel } from "../http/errors.ts";
+import { errorModel, GENERATION_ERROR_RESPONSES } from "../http/errors.ts";
 import { listSdModels } from "./checkpoints.ts";
 import { img2img } from "./img2img.ts";
 import { getOptions, setOptions } from "./options.ts";
@@ -61,15 +61,6 @@ const keepRawWithoutNulls = ({ body }: { body: unknown }) => {
   }
 };
 
-const GENERATION_RESPONSES = {
-  400: "Error",
-  413: "Error",
-  422: "Error",
-  429: "Error",
-  500: "Error",
-  503: "Error",
-} as const;
-
 export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) => {
   const session = new A1111Session();
   return new Elysia({ name: "sdx.a1111", seed: limits })
@@ -97,7 +88,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
       {
         transform: keepRawWithoutNulls,
         body: "A1111Txt2ImgRequest",
-        response: { 200: "A1111Txt2ImgResponse", ...GENERATION_RESPONSES },
+        response: { 200: "A1111Txt2ImgResponse", ...GENERATION_ERROR_RESPONSES },
         parse: "json",
         detail: {
           tags: [TAG],
@@ -120,7 +111,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
       {
         transform: keepRawWithoutNulls,
         body: "A1111Img2ImgRequest",
-        response: { 200: "A1111Img2ImgResponse", ...GENERATION_RESPONSES },
+        response: { 200: "A1111Img2ImgResponse", ...GENERATION_ERROR_RESPONSES },
         parse: "json",
         detail: {
           tags: [TAG],

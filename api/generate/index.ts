@@ -10,7 +10,7 @@ import {
 } from "../../contract/index.ts";
 import { generateImages } from "../engine/generation/run.ts";
 import type { ModelHost } from "../engine/model_host.ts";
-import { errorModel } from "../http/errors.ts";
+import { errorModel, GENERATION_ERROR_RESPONSES } from "../http/errors.ts";
 import { wantsEventStream } from "../http/sse.ts";
 import { generationEventStream } from "./sse.ts";
 
@@ -50,15 +50,7 @@ export const generatePlugin = (host: ModelHost, options: GeneratePluginOptions =
           : generateImages(host, body, request.signal, {}, limits),
       {
         body: "GenerateRequest",
-        response: {
-          200: "GenerateResponse",
-          400: "Error",
-          413: "Error",
-          422: "Error",
-          429: "Error",
-          500: "Error",
-          503: "Error",
-        },
+        response: { 200: "GenerateResponse", ...GENERATION_ERROR_RESPONSES },
         parse: "json",
         detail: {
           tags: ["generate"],

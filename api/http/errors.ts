@@ -8,6 +8,16 @@ import { constraintMessage, type ErrorBody, ErrorSchema, type FieldError } from 
 /** The `Error` model, registered once; every feature plugin uses it to document its error responses. */
 export const errorModel = new Elysia({ name: "sdx.error-model" }).model({ Error: ErrorSchema });
 
+/** The error responses a generating route documents: bad body, too large, invalid, queue full, failure, not ready. */
+export const GENERATION_ERROR_RESPONSES = {
+  400: "Error",
+  413: "Error",
+  422: "Error",
+  429: "Error",
+  500: "Error",
+  503: "Error",
+} as const;
+
 interface SchemaLike {
   enum?: unknown[];
   anyOf?: { const?: unknown }[];

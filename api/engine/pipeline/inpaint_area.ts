@@ -102,6 +102,21 @@ export async function fillMasked(image: RgbPixels, mask: GrayPixels): Promise<Rg
   return { data, width, height };
 }
 
+/** One axis of expand_crop_region: [lo, hi) grown by `diff`, half on each side, then moved back inside [0, size). */
+function growAxis(lo: number, hi: number, diff: number, size: number): [number, number] {
+  let a = lo - Math.floor(diff / 2);
+  let b = hi + diff - Math.floor(diff / 2);
+  if (b >= size) {
+    a -= b - size;
+    b = size;
+  }
+  if (a < 0) {
+    b -= a;
+    a = 0;
+  }
+  return [a, Math.min(b, size)];
+}
+
 /**
  * masking.get_crop_region_v2 (bounding box of the pixels > 0, PIL getbbox, grown by `padding` and clamped to the
  * picture) then masking.expand_crop_region (grown to targetWidth:targetHeight, shifted back inside the picture,
@@ -139,33 +154,9 @@ export function cropRegion(
   const ratioCrop = (x2 - x1) / (y2 - y1);
   const ratioProcessing = targetWidth / targetHeight;
   if (ratioCrop > ratioProcessing) {
-    const diff = Math.trunc((x2 - x1) / ratioProcessing - (y2 - y1));
-    y1 -= Math.floor(diff / 2);
-    y2 += diff - Math.floor(diff / 2);
-    if (y2 >= h) {
-      const over = y2 - h;
-      y2 -= over;
-      y1 -= over;
-    }
-    if (y1 < 0) {
-      y2 -= y1;
-      y1 = 0;
-    }
-    if (y2 >= h) y2 = h;
+    [y1, y2] = growAxis(y1, y2, Math.trunc((x2 - x1) / ratioProcessing - (y2 - y1)), h);
   } else {
-    const diff = Math.trunc((y2 - y1) * ratioProcessing - (x2 - x1));
-    x1 -= Math.floor(diff / 2);
-    x2 += diff - Math.floor(diff / 2);
-    if (x2 >= w) {
-      const over = x2 - w;
-      x2 -= over;
-      x1 -= over;
-    }
-    if (x1 < 0) {
-      x2 -= x1;
-      x1 = 0;
-    }
-    if (x2 >= w) x2 = w;
+    [x1, x2] = growAxis(x1, x2, Math.trunc((y2 - y1) * ratioProcessing - (x2 - x1)), w);
   }
   return { x1, y1, x2, y2 };
 }
