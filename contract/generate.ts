@@ -4,6 +4,7 @@
  * the CLI checks project files against them.
  */
 import { Type } from "@sinclair/typebox";
+import { AdaptersReportSchema, adapterFieldsSchema } from "./adapters.ts";
 import { GENERATE_DEFAULTS } from "./defaults.ts";
 import { AppliedHiresSchema, InputImagesReportSchema, imageFieldsSchema, MASKED_CONTENTS } from "./images.ts";
 import { DEFAULT_LIMITS, FIXED_LIMITS, type Limits } from "./limits.ts";
@@ -169,6 +170,7 @@ export function generateParamsSchema(limits: Limits = DEFAULT_LIMITS) {
         "diffusers memory switch; see warnings for what sdx does with it.",
       ),
       ...imageFieldsSchema(limits),
+      ...adapterFieldsSchema(),
     },
     { additionalProperties: false },
   );
@@ -329,6 +331,7 @@ export const GenerateMetadataSchema = Type.Object({
     Type.Array(Type.Number(), { description: "Hires fix: the second pass's timesteps, in order." }),
   ),
   inputs: InputImagesReportSchema,
+  adapters: AdaptersReportSchema,
   timings: Type.Object({
     queue_ms: Type.Number(),
     load_ms: Type.Number({

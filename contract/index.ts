@@ -3,6 +3,7 @@
  * through it the SDK's types, the CLI's checks). It depends on TypeBox alone.
  */
 export * from "./a1111.ts";
+export * from "./adapters.ts";
 export * from "./auth.ts";
 export * from "./defaults.ts";
 export * from "./errors.ts";

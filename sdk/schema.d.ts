@@ -1553,6 +1553,18 @@ export interface components {
                  */
                 steps?: number;
             };
+            /** @description LoRAs merged into the model for this request: W + weight · (alpha / rank) · up · down on every layer each names (text encoders included). With prompt_syntax "a1111", `<lora:name:weight>` tags in the prompts add to this list and are removed from the text. Needs a single-file checkpoint. */
+            loras?: {
+                /** @description A LoRA in the loras folder: a file name without its extension, as GET /v1/adapters lists it (never a path). */
+                name: string;
+                /**
+                 * @description Multiplier of its deltas (A1111's `<lora:name:weight>`), for the UNet and text encoders alike.
+                 * @default 1
+                 */
+                weight?: number;
+            }[];
+            /** @description A VAE file from the vae folder (AUTOMATIC1111 layout), used for decoding and encoding instead of the model's own; "automatic" or omitted: the model's sidecar default if it names one, else its own VAE. */
+            vae?: string;
         };
         GenerateResponse: {
             images: {
@@ -1719,6 +1731,35 @@ export interface components {
                         /** @description Whether it was resized to the generation's size. */
                         resized: boolean;
                     };
+                };
+                /** @description The adapters that changed this generation, with their hashes. */
+                adapters: {
+                    loras: {
+                        name: string;
+                        sha256: string;
+                        weight: number;
+                        /**
+                         * @description Named in `loras`, or by a `<lora:…>` tag in a prompt.
+                         * @enum {string}
+                         */
+                        source: "request" | "prompt";
+                        /** @description Layers it changed. */
+                        modules: number;
+                    }[];
+                    embeddings: {
+                        name: string;
+                        sha256: string;
+                        vectors: number;
+                        /** @description Times the name occurs in the prompts. */
+                        uses: number;
+                    }[];
+                    /** @description The VAE file used instead of the model's own; null: the model's own. */
+                    vae: {
+                        name: string;
+                        sha256: string;
+                        /** @description Chosen by the model's sidecar. */
+                        default: boolean;
+                    } | null;
                 };
                 timings: {
                     queue_ms: number;
@@ -1924,6 +1965,35 @@ export interface components {
                             /** @description Whether it was resized to the generation's size. */
                             resized: boolean;
                         };
+                    };
+                    /** @description The adapters that changed this generation, with their hashes. */
+                    adapters: {
+                        loras: {
+                            name: string;
+                            sha256: string;
+                            weight: number;
+                            /**
+                             * @description Named in `loras`, or by a `<lora:…>` tag in a prompt.
+                             * @enum {string}
+                             */
+                            source: "request" | "prompt";
+                            /** @description Layers it changed. */
+                            modules: number;
+                        }[];
+                        embeddings: {
+                            name: string;
+                            sha256: string;
+                            vectors: number;
+                            /** @description Times the name occurs in the prompts. */
+                            uses: number;
+                        }[];
+                        /** @description The VAE file used instead of the model's own; null: the model's own. */
+                        vae: {
+                            name: string;
+                            sha256: string;
+                            /** @description Chosen by the model's sidecar. */
+                            default: boolean;
+                        } | null;
                     };
                     timings: {
                         queue_ms: number;

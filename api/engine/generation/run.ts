@@ -320,6 +320,7 @@ async function runChecked(
       timesteps: output.timesteps,
       ...(output.hiresTimesteps ? { hires_timesteps: output.hiresTimesteps } : {}),
       inputs,
+      adapters: { loras: [], embeddings: [], vae: null },
       timings: {
         queue_ms: times.queueMs,
         load_ms: times.loadMs,
