@@ -37,7 +37,8 @@ import { CheckpointWeights, type ComputePrecision } from "./weights.ts";
 /** Bump when the graphs sdx writes change, so caches built by older versions are rebuilt. */
 export const GRAPH_VERSION = 4;
 
-const WEIGHTS_FILE = "weights.safetensors";
+/** The cache folder's hard link (or copy) of the .safetensors file, which the graphs' external data points into. */
+export const WEIGHTS_FILE = "weights.safetensors";
 const MANIFEST_FILE = "sdx_pipeline.json";
 const BUNDLED_TOKENIZER = join(import.meta.dir, "clip_tokenizer");
 
@@ -125,23 +126,35 @@ async function writeTokenizer(dir: string, pad: string): Promise<void> {
   );
 }
 
-async function cacheKey(
+/**
+ * A cache folder's key for a .safetensors file: the graph version, the `variant` parts (what else shapes the
+ * graphs), the file's size and mtime, and its header; 16 hex digits.
+ */
+export async function fileCacheKey(
   path: string,
   header: SafetensorsHeader,
-  precision: ComputePrecision,
-  attention: AttentionVariant,
+  variant: readonly string[],
 ): Promise<string> {
   const info = await stat(path);
   const headerBytes = await Bun.file(path).slice(0, header.dataOffset).arrayBuffer();
   return createHash("sha256")
-    .update(`${GRAPH_VERSION}:${precision}:${attention}:${info.size}:${info.mtimeMs}:`)
+    .update(`${[GRAPH_VERSION, ...variant, info.size, info.mtimeMs].join(":")}:`)
     .update(new Uint8Array(headerBytes))
     .digest("hex")
     .slice(0, 16);
 }
 
+function cacheKey(
+  path: string,
+  header: SafetensorsHeader,
+  precision: ComputePrecision,
+  attention: AttentionVariant,
+): Promise<string> {
+  return fileCacheKey(path, header, [precision, attention]);
+}
+
 /** A hard link keeps one copy of the weights; where the file system refuses one, the file is copied. */
-async function linkWeights(source: string, target: string): Promise<"linked" | "copied"> {
+export async function linkWeights(source: string, target: string): Promise<"linked" | "copied"> {
   try {
     await link(source, target);
     return "linked";
@@ -153,8 +166,21 @@ async function linkWeights(source: string, target: string): Promise<"linked" | "
   }
 }
 
-async function writeGraph(path: string, graph: GraphBuilder): Promise<void> {
+export async function writeGraph(path: string, graph: GraphBuilder): Promise<void> {
   await writeFileAtomic(path, graph.toBytes());
+}
+
+/**
+ * Removes the cache folders `<stem>-<16 hex digits>` in `cacheRoot` other than `keep`: caches of earlier versions
+ * of a file are dead weight (their hard links pin the old file's blocks).
+ */
+export async function removeStaleCaches(cacheRoot: string, stem: string, keep: string): Promise<void> {
+  const ours = new RegExp(`^${stem.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-[0-9a-f]{16}$`);
+  for (const entry of await readdir(cacheRoot)) {
+    if (ours.test(entry) && entry !== basename(keep)) {
+      await rm(join(cacheRoot, entry), { recursive: true, force: true });
+    }
+  }
 }
 
 export interface PrepareOptions {
@@ -274,13 +300,7 @@ export async function prepareCheckpoint(
     await writeFileAtomic(join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
     await rm(dir, { recursive: true, force: true });
     await rename(tmp, dir);
-    // Caches of earlier versions of this file are dead weight (their hard links pin the old file's blocks).
-    const ours = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-${tag}-[0-9a-f]{16}$`);
-    for (const entry of await readdir(cacheRoot)) {
-      if (ours.test(entry) && entry !== basename(dir)) {
-        await rm(join(cacheRoot, entry), { recursive: true, force: true });
-      }
-    }
+    await removeStaleCaches(cacheRoot, `${name}-${tag}`, dir);
     return { files, kind, reused: false, buildMs, attention };
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });

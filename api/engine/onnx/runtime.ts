@@ -114,6 +114,8 @@ export function sessionOptionsFor(options: OnnxModelOptions): ort.InferenceSessi
 }
 
 export class OnnxModel {
+  private isReleased = false;
+
   private constructor(
     readonly path: string,
     readonly provider: ExecutionProvider,
@@ -247,7 +249,15 @@ export class OnnxModel {
     return out;
   }
 
+  /** Whether release() ran: the session can no longer run (model CPU offload creates another from `path`). */
+  get released(): boolean {
+    return this.isReleased;
+  }
+
+  /** Frees the session's memory; releasing twice is harmless. */
   async release(): Promise<void> {
+    if (this.isReleased) return;
+    this.isReleased = true;
     await this.session.release();
   }
 
