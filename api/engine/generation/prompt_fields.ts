@@ -2,7 +2,7 @@
 import { ApiError, type PromptSyntax } from "../../../contract/index.ts";
 import { type TokenizedPrompt, tokenizePrompt } from "../prompt/chunks.ts";
 import { PromptSyntaxError } from "../prompt/emphasis.ts";
-import type { ClipTokenizer } from "../tokenizer/clip.ts";
+import type { ClipTokenizer, PromptEmbedding } from "../tokenizer/clip.ts";
 
 /** Tokenizes one prompt field; a malformed attention syntax is a 422 naming that field. */
 export function tokenizeField(
@@ -10,9 +10,10 @@ export function tokenizeField(
   field: string,
   text: string,
   syntax: PromptSyntax,
+  embeddings?: readonly PromptEmbedding[],
 ): TokenizedPrompt {
   try {
-    return tokenizePrompt(tokenizer, text, syntax);
+    return tokenizePrompt(tokenizer, text, syntax, { embeddings });
   } catch (e) {
     if (!(e instanceof PromptSyntaxError)) throw e;
     const message = `${e.message}; escape literal brackets as \\( \\) or send prompt_syntax "diffusers"`;

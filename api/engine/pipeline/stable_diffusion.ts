@@ -44,8 +44,14 @@ export async function encodeSdPrompts(
   enterTextEncoder: () => Promise<void>,
 ): Promise<EncodedPrompts> {
   // 2. Tokenize: A1111 chunks of 75 tokens with attention weights, or diffusers' literal 77-token cut.
-  const cond = tokenizePrompt(components.tokenizer, input.prompt, input.promptSyntax);
-  const uncond = tokenizePrompt(components.tokenizer, input.negativePrompt ?? "", input.promptSyntax);
+  const options = { embeddings: input.embeddings };
+  const cond = tokenizePrompt(components.tokenizer, input.prompt, input.promptSyntax, options);
+  const uncond = tokenizePrompt(
+    components.tokenizer,
+    input.negativePrompt ?? "",
+    input.promptSyntax,
+    options,
+  );
   if (
     !components.capabilities.longPrompts &&
     (cond.chunks.length > 1 || (doCfg && uncond.chunks.length > 1))

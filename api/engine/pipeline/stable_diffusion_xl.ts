@@ -216,16 +216,18 @@ export async function encodeXlPrompts(
     xl.forceZerosForEmptyPrompt,
   );
   // 2. Tokenize: encoder 1 pads with <|endoftext|>, encoder 2 with "!" (id 0), each tokenizer's pad token.
+  //    Embeddings are added to both tokenizers (same vocabulary size, so the same ids).
+  const options = { embeddings: input.embeddings };
   const cond = {
-    first: tokenizePrompt(tokenizer, input.prompt, syntax),
-    second: tokenizePrompt(xl.tokenizer2, texts.prompt2, syntax),
+    first: tokenizePrompt(tokenizer, input.prompt, syntax, options),
+    second: tokenizePrompt(xl.tokenizer2, texts.prompt2, syntax, options),
   };
   const uncond =
     texts.negative === null
       ? null
       : {
-          first: tokenizePrompt(tokenizer, texts.negative, syntax),
-          second: tokenizePrompt(xl.tokenizer2, texts.negative2 ?? texts.negative, syntax),
+          first: tokenizePrompt(tokenizer, texts.negative, syntax, options),
+          second: tokenizePrompt(xl.tokenizer2, texts.negative2 ?? texts.negative, syntax, options),
         };
 
   const rows = [cond, ...(doCfg && uncond ? [uncond] : [])].flatMap((p) => [p.first, p.second]);

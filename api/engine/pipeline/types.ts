@@ -16,7 +16,7 @@ import type { FinalLayerNorm } from "../onnx/final_layer_norm.ts";
 import type { OnnxModel } from "../onnx/runtime.ts";
 import type { Conditioning } from "../prompt/encode.ts";
 import type { SchedulerConfig, SchedulerOptions } from "../schedulers/scheduler.ts";
-import type { ClipTokenizer } from "../tokenizer/clip.ts";
+import type { ClipTokenizer, PromptEmbedding } from "../tokenizer/clip.ts";
 import type { TileGeometry } from "./vae_tiling.ts";
 
 /** What a loaded model can do, for checks made before a request reaches the engine. */
@@ -92,6 +92,11 @@ export interface GenerateInput {
   /** null: no negative prompt (the unconditional branch encodes ""), as in diffusers. */
   negativePrompt: string | null;
   promptSyntax: PromptSyntax;
+  /**
+   * Textual-inversion embeddings in load order: their names in the prompts become added token ids (≥ the
+   * vocabulary size), which the text encoders read from token-embedding tables extended in the same order.
+   */
+  embeddings?: readonly PromptEmbedding[];
   /** One seed per image; image i is drawn from its own generator seeded with seeds[i]. */
   seeds: readonly number[];
   width: number;

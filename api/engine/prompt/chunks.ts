@@ -8,11 +8,15 @@
  * - `"diffusers"`: diffusers' `StableDiffusionPipeline.encode_prompt`: the prompt taken literally, one row of
  *   `tokenizer(prompt, padding="max_length", max_length=77, truncation=True)`, anything past 75 tokens cut off.
  *
- * Textual-inversion embeddings (A1111's `embedding_db.find_embedding_at_position`) are not supported: every token
- * is an ordinary vocabulary token.
+ * Textual-inversion embeddings ({@link TokenizePromptOptions.embeddings}) are added tokens of the tokenizer
+ * (diffusers' rule, `ClipTokenizer.withEmbeddings`): an n-vector embedding's name becomes n consecutive ids
+ * ≥ 49408 in both modes. In a1111 mode the n positions take the weight of the text they stand in, and an
+ * embedding that does not fit in what is left of a chunk starts the next one (A1111's `tokenize_line`:
+ * `if len(chunk.tokens) + emb_len > self.chunk_length: next_chunk()`), so a chunk never splits an embedding.
+ * In diffusers mode the 75-token cut may split one, as diffusers' truncation does.
  */
 import type { PromptSyntax } from "../../../contract/index.ts";
-import { type ClipTokenizer, isPythonSpace } from "../tokenizer/clip.ts";
+import { type ClipTokenizer, isPythonSpace, type PromptEmbedding } from "../tokenizer/clip.ts";
 import { parsePromptAttention } from "./emphasis.ts";
 
 /** Text tokens per chunk: A1111's `chunk_length`. */
@@ -52,6 +56,11 @@ export interface TokenizePromptOptions {
   padId?: number;
   /** a1111 mode: `opts.comma_padding_backtrack`, 0 to disable; default 20. */
   commaPaddingBacktrack?: number;
+  /**
+   * Textual-inversion embeddings loaded for this prompt, in load order (their ids follow that order and must
+   * match the rows appended to the text encoder's token-embedding table).
+   */
+  embeddings?: readonly PromptEmbedding[];
 }
 
 /**
@@ -64,8 +73,9 @@ export function tokenizePrompt(
   syntax: PromptSyntax,
   options: TokenizePromptOptions = {},
 ): TokenizedPrompt {
-  if (syntax === "diffusers") return tokenizeDiffusers(tokenizer, prompt);
-  if (syntax === "a1111") return tokenizeA1111(tokenizer, prompt, options);
+  const tok = options.embeddings?.length ? tokenizer.withEmbeddings(options.embeddings) : tokenizer;
+  if (syntax === "diffusers") return tokenizeDiffusers(tok, prompt);
+  if (syntax === "a1111") return tokenizeA1111(tok, prompt, options);
   throw new RangeError(`unknown prompt syntax ${JSON.stringify(syntax)}`);
 }
 
@@ -141,7 +151,8 @@ function tokenizeA1111(
       continue;
     }
     const ids = tokenizer.encode(text).slice(1, -1);
-    for (const token of ids) {
+    for (let position = 0; position < ids.length; ) {
+      const token = ids[position] as number;
       if (token === commaId) {
         lastComma = tokens.length;
       } else if (
@@ -161,9 +172,16 @@ function tokenizeA1111(
         multipliers = relocMultipliers;
       }
       if (tokens.length === CHUNK_TOKENS) nextChunk();
-      tokens.push(token);
-      multipliers.push(weight);
-      tokenCount += 1;
+      const span = Math.max(1, tokenizer.embeddingSpanAt(ids, position));
+      if (span > CHUNK_TOKENS)
+        throw new RangeError(`an embedding of ${span} vectors does not fit in a chunk`);
+      if (tokens.length + span > CHUNK_TOKENS) nextChunk();
+      for (let i = 0; i < span; i++) {
+        tokens.push(ids[position + i] as number);
+        multipliers.push(weight);
+      }
+      tokenCount += span;
+      position += span;
     }
   }
   if (tokens.length > 0 || chunks.length === 0) nextChunk();

@@ -11,6 +11,12 @@
  *    around CJK ideographs; NFC; split on whitespace; lower-case each piece.
  * 3. The CLIP pre-tokenizer regex (IGNORECASE), GPT-2 `bytes_to_unicode` byte encoding, BPE with `</w>`.
  * 4. ids: added tokens first, then the vocabulary, else the UNK id; BOS + ids + EOS, truncation, padding.
+ *
+ * Textual-inversion embeddings ({@link ClipTokenizer.withEmbeddings}) follow diffusers 0.29's
+ * `load_textual_inversion` + `maybe_convert_prompt`: an n-vector embedding `name` adds the tokens
+ * `name, name_1, …, name_{n-1}` (ids from `len(tokenizer)` = 49408 on, in load order), and before tokenizing,
+ * each embedding name found among the tokens of the text is replaced, with a plain `str.replace` (every
+ * occurrence, even inside longer words), by `"name name_1 … name_{n-1}"`; step 1 then cuts those out as added tokens.
  */
 
 /** Thrown when the tokenizer files are missing or malformed. */
@@ -24,6 +30,12 @@ interface AddedTokenSpec {
   lstrip: boolean;
   rstrip: boolean;
   singleWord: boolean;
+}
+
+/** A textual-inversion embedding as the tokenizer sees it: the word that names it and its number of vectors. */
+export interface PromptEmbedding {
+  name: string;
+  vectors: number;
 }
 
 /** Default `model_max_length` when the config has none (or only transformers' "no limit" sentinel). */
@@ -329,6 +341,12 @@ interface ClipTokenizerInit {
   unk: string;
   pad: string;
   modelMaxLength: number;
+  /** Base id → vectors of each embedding (its tokens have ids base … base + vectors − 1). */
+  embeddingIds?: Map<number, number>;
+  /** Embeddings in load order, for `maybe_convert_prompt`. */
+  embeddings?: readonly PromptEmbedding[];
+  /** A BPE cache to share with the tokenizer this one derives from. */
+  cache?: Map<string, readonly string[]>;
 }
 
 /** Upper bound on cached words; the cache is dropped when it grows past it (results do not depend on it). */
@@ -346,15 +364,22 @@ export class ClipTokenizer {
   private readonly addedTokens: Map<string, { id: number; spec: AddedTokenSpec }>;
   /** Added-token contents, longest first, for the leftmost-longest split. */
   private readonly addedContents: string[];
+  private readonly embeddingIds: Map<number, number>;
+  private readonly embeddings: readonly PromptEmbedding[];
+  private readonly init: ClipTokenizerInit;
   private cache = new Map<string, readonly string[]>();
 
   private constructor(init: ClipTokenizerInit) {
+    this.init = init;
     this.vocab = init.vocab;
     this.bpeRanks = init.bpeRanks;
     this.addedTokens = init.addedTokens;
     this.addedContents = [...init.addedTokens.keys()].sort((a, b) => b.length - a.length);
     this.modelMaxLength = init.modelMaxLength;
-    this.resetCache();
+    this.embeddingIds = init.embeddingIds ?? new Map();
+    this.embeddings = init.embeddings ?? [];
+    if (init.cache) this.cache = init.cache;
+    else this.resetCache();
     const idOf = (token: string, role: string): number => {
       const id = this.addedTokens.get(token)?.id ?? this.vocab.get(token);
       if (id === undefined)
@@ -479,8 +504,91 @@ export class ClipTokenizer {
     });
   }
 
-  /** BPE token strings of `text` (e.g. `"a</w>"`), without BOS/EOS: `CLIPTokenizer.tokenize(text)`. */
+  /** `len(tokenizer)`: vocabulary plus added tokens, the id the next added token gets. */
+  get size(): number {
+    let extra = 0;
+    for (const content of this.addedTokens.keys()) if (!this.vocab.has(content)) extra++;
+    return this.vocab.size + extra;
+  }
+
+  /**
+   * This tokenizer with textual-inversion embeddings loaded, in order (diffusers `load_textual_inversion`, once per
+   * embedding): each adds `name`, `name_1`, … `name_{n-1}` as plain added tokens (no strip flags) with the next
+   * free ids, and {@link tokenize} expands the names first. Unlike diffusers, a name that is also a vocabulary
+   * entry is accepted (diffusers refuses it); it still gets a new id, as added tokens take precedence.
+   */
+  withEmbeddings(embeddings: readonly PromptEmbedding[]): ClipTokenizer {
+    if (embeddings.length === 0) return this;
+    const addedTokens = new Map(this.addedTokens);
+    const embeddingIds = new Map(this.embeddingIds);
+    let next = this.size;
+    for (const { name, vectors } of embeddings) {
+      if (name === "" || !Number.isInteger(vectors) || vectors < 1)
+        throw new TokenizerError(`embedding ${JSON.stringify(name)}: needs a name and at least one vector`);
+      embeddingIds.set(next, vectors);
+      for (let i = 0; i < vectors; i++) {
+        const content = i === 0 ? name : `${name}_${i}`;
+        if (addedTokens.has(content))
+          throw new TokenizerError(
+            `embedding ${JSON.stringify(name)}: the token ${JSON.stringify(content)} already exists`,
+          );
+        addedTokens.set(content, {
+          id: next++,
+          spec: { content, lstrip: false, rstrip: false, singleWord: false },
+        });
+      }
+    }
+    return new ClipTokenizer({
+      ...this.init,
+      addedTokens,
+      embeddingIds,
+      embeddings: [...this.embeddings, ...embeddings],
+      cache: this.cache,
+    });
+  }
+
+  /**
+   * The number of ids an embedding occupies at `ids[pos]`: n when `ids[pos]` is the first token of an n-vector
+   * embedding followed by its other n − 1 tokens, else 0.
+   */
+  embeddingSpanAt(ids: readonly number[], pos: number): number {
+    const n = this.embeddingIds.get(ids[pos] ?? -1);
+    if (n === undefined) return 0;
+    const base = ids[pos] as number;
+    for (let i = 1; i < n; i++) if (ids[pos + i] !== base + i) return 0;
+    return n;
+  }
+
+  /**
+   * diffusers' `TextualInversionLoaderMixin._maybe_convert_prompt`: for each embedding name among the tokens of
+   * `text`, `text.replace(name, "name name_1 … name_{n-1}")` — Python's `str.replace`, every occurrence. diffusers
+   * walks a `set` of the tokens (no defined order); here names go in order of first appearance.
+   */
+  expandEmbeddings(text: string): string {
+    if (this.embeddings.every((e) => e.vectors === 1 || !text.includes(e.name))) return text;
+    const vectors = new Map(this.embeddings.map((e) => [e.name, e.vectors]));
+    const seen = new Set<string>();
+    let out = text;
+    for (const token of this.tokenizeLiteral(text)) {
+      const n = vectors.get(token);
+      if (n === undefined || n === 1 || seen.has(token)) continue;
+      seen.add(token);
+      const replacement = [token, ...Array.from({ length: n - 1 }, (_, i) => `${token}_${i + 1}`)].join(" ");
+      out = out.replaceAll(token, replacement);
+    }
+    return out;
+  }
+
+  /**
+   * BPE token strings of `text` (e.g. `"a</w>"`), without BOS/EOS: `CLIPTokenizer.tokenize(text)`, after
+   * expanding embedding names ({@link expandEmbeddings}) when embeddings are loaded.
+   */
   tokenize(text: string): string[] {
+    return this.tokenizeLiteral(this.expandEmbeddings(text));
+  }
+
+  /** `CLIPTokenizer.tokenize(text)` with no embedding expansion. */
+  private tokenizeLiteral(text: string): string[] {
     const parts = this.splitOnAddedTokens(text);
     // `PreTrainedTokenizer.tokenize`: whitespace stripping / single_word gluing around added tokens. The list
     // is edited in place while it is walked, exactly like the Python loop.
