@@ -149,6 +149,18 @@ export class OnnxModel {
     );
   }
 
+  /** A session on a graph held in memory (small helper graphs); `name` stands for its path in messages. */
+  static async fromBytes(name: string, graph: Uint8Array, options: OnnxModelOptions): Promise<OnnxModel> {
+    const session = await ort.InferenceSession.create(graph, sessionOptionsFor(options));
+    return new OnnxModel(
+      name,
+      options.provider,
+      session,
+      describe(session.inputNames, session.inputMetadata),
+      describe(session.outputNames, session.outputMetadata),
+    );
+  }
+
   hasInput(name: string): boolean {
     return this.inputs.has(name);
   }
