@@ -35,6 +35,14 @@ export const ADAPTER_EXTENSIONS = {
   vae: [".safetensors"],
 } as const satisfies Record<AdapterKind, readonly string[]>;
 
+/**
+ * Words of the `vae` field that name no file: "automatic" (the model's sidecar default if it names one, else its
+ * own VAE) and "none" (the model's own VAE, whatever its sidecar says: A1111's "None"). A VAE file with one of
+ * these names is listed unusable.
+ */
+export const VAE_KEYWORDS = ["automatic", "none"] as const;
+export type VaeKeyword = (typeof VAE_KEYWORDS)[number];
+
 /** Most LoRAs in one request; the weight range A1111's UI offers, widened. */
 export const LORA_LIMITS = { maxPerRequest: 16, weightMin: -4, weightMax: 4 } as const;
 
@@ -79,7 +87,7 @@ export function adapterFieldsSchema() {
         maxLength: 255,
         pattern: "^[^/\\\\\\x00]+$",
         description:
-          "A VAE file from the vae folder (AUTOMATIC1111 layout), used for decoding and encoding instead of the model's own; \"automatic\" or omitted: the model's sidecar default if it names one, else its own VAE.",
+          'A VAE file from the vae folder (its name without the extension, as GET /v1/adapters lists it), used for decoding and encoding instead of the model\'s own; "automatic" or omitted: the model\'s sidecar default if it names one, else its own VAE; "none": the model\'s own VAE even when its sidecar names another (A1111\'s "None").',
       }),
     ),
   };

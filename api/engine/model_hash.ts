@@ -18,6 +18,9 @@ interface CachedHash {
 
 type HashCache = Record<string, CachedHash>;
 
+/** What hashing needs of a model: its path, and whether it is a folder of files or one file. */
+type HashedModel = Pick<ModelEntry, "format" | "path">;
+
 /** Serialises cache writes per cache file, so concurrent hashes never lose each other's entries. */
 const writeChains = new Map<string, Promise<unknown>>();
 
@@ -37,7 +40,7 @@ export async function fileSha256(path: string): Promise<string> {
   return hasher.digest("hex");
 }
 
-async function modelFiles(entry: ModelEntry): Promise<string[]> {
+async function modelFiles(entry: HashedModel): Promise<string[]> {
   if (entry.format !== "onnx") return [entry.path];
   const files: string[] = [];
   for (const e of await readdir(entry.path, { withFileTypes: true, recursive: true })) {
@@ -65,14 +68,24 @@ async function cachedHashes(files: string[], cache: HashCache): Promise<(string 
   );
 }
 
-function combine(entry: ModelEntry, files: string[], hashes: string[]): string {
+function combine(entry: HashedModel, files: string[], hashes: string[]): string {
   if (entry.format !== "onnx") return hashes[0] as string;
   const manifest = files.map((f, i) => `${hashes[i]}  ${relative(entry.path, f)}\n`).join("");
   return new Bun.CryptoHasher("sha256").update(manifest).digest("hex");
 }
 
+/** A single file's hash (an adapter's) when cached and current, else null; reads nothing else. */
+export function cachedFileHash(path: string, cacheDir: string): Promise<string | null> {
+  return cachedModelHash({ format: "safetensors", path }, cacheDir);
+}
+
+/** A single file's hash (an adapter's), reading and caching it when it is not cached yet. */
+export function fileHash(path: string, cacheDir: string): Promise<string> {
+  return modelHash({ format: "safetensors", path }, cacheDir);
+}
+
 /** The model's hash when every file's is cached and current, else null; reads no weights. */
-export async function cachedModelHash(entry: ModelEntry, cacheDir: string): Promise<string | null> {
+export async function cachedModelHash(entry: HashedModel, cacheDir: string): Promise<string | null> {
   try {
     const files = await modelFiles(entry);
     const hashes = await cachedHashes(files, await readCache(join(cacheDir, "hashes.json")));
@@ -83,7 +96,7 @@ export async function cachedModelHash(entry: ModelEntry, cacheDir: string): Prom
 }
 
 /** The model's hash, reading (and caching) whatever is not cached yet. */
-export async function modelHash(entry: ModelEntry, cacheDir: string): Promise<string> {
+export async function modelHash(entry: HashedModel, cacheDir: string): Promise<string> {
   const cacheFile = join(cacheDir, "hashes.json");
   const files = await modelFiles(entry);
   const known = await cachedHashes(files, await readCache(cacheFile));

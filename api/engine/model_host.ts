@@ -3,7 +3,8 @@
  * owns its onnxruntime sessions. Generations run one at a time, on the worker's thread, never on the HTTP one.
  */
 
-import { type ExecutionProvider, SERVER_DEFAULTS } from "../../contract/index.ts";
+import { type AdapterKind, type ExecutionProvider, SERVER_DEFAULTS } from "../../contract/index.ts";
+import { AdapterCatalog, adapterFolders } from "./adapters/catalog.ts";
 import { Admission, AdmissionRefused, type RefusalReason, type Ticket } from "./admission.ts";
 import type { AttentionVariant } from "./checkpoint/attention_variant.ts";
 import { cacheDirOf, type ModelEntry, scanModelsDir } from "./model_folder.ts";
@@ -59,6 +60,8 @@ export class ModelLoadFailed extends Error {
 
 export interface ModelHostOptions {
   modelsDir: string;
+  /** The LoRA, embedding and VAE folders; each missing one is `<modelsDir>/<ADAPTER_FOLDERS[kind]>`. */
+  adapterFolders?: Partial<Record<AdapterKind, string>>;
   provider: ExecutionProvider;
   /** The model to serve when a request names none; when absent the only loadable model is chosen. */
   model?: string;
@@ -146,6 +149,8 @@ export class ModelHost {
   providerNote: string | null = null;
 
   readonly admission: Admission;
+  /** The adapter folders' files (LoRAs, embeddings, VAEs). */
+  readonly adapters: AdapterCatalog;
   readonly maxLoadedModels: number;
   private readonly observers = new Set<HostObserver>();
   private readonly jobs = new Set<RunningJob>();
@@ -154,6 +159,10 @@ export class ModelHost {
 
   constructor(readonly options: ModelHostOptions) {
     this.activeProvider = options.provider;
+    this.adapters = new AdapterCatalog({
+      folders: adapterFolders(options.modelsDir, options.adapterFolders),
+      cacheDir: cacheDirOf(options.modelsDir),
+    });
     const { maxLoadedModels } = SERVER_DEFAULTS;
     this.maxLoadedModels =
       options.maxLoadedModels ?? (options.provider === "cpu" ? maxLoadedModels.cpu : maxLoadedModels.gpu);

@@ -1,0 +1,556 @@
+/**
+ * The adapter folders beside the checkpoints (`models/loras/`, `models/embeddings/`, `models/vae/`, as ComfyUI
+ * names them; each configurable): which files they hold and what each is, read from its header only — the
+ * safetensors JSON header, or a `.pt` zip's pickle — never its weights. A file that is not what its folder
+ * says (a checkpoint among the LoRAs, a truncated download, a text file) is listed unusable with the reason and
+ * never stops anything. Names are file stems; a symbolic link is followed only to a file inside its folder.
+ * Hashes are the model hashes' (same cache, computed on demand). The detailed readers that apply these files
+ * live beside this one; this is what the listing and a request's name lookup need.
+ */
+import type { Dirent } from "node:fs";
+import { readdir, realpath, stat } from "node:fs/promises";
+import { extname, join, sep } from "node:path";
+import {
+  ADAPTER_EXTENSIONS,
+  ADAPTER_FOLDERS,
+  ADAPTER_KINDS,
+  type AdapterFormat,
+  type AdapterInfo,
+  type AdapterKind,
+  type AdapterList,
+  type ModelKind,
+  VAE_KEYWORDS,
+  validationFailed,
+} from "../../../contract/index.ts";
+import { cachedFileHash, fileHash } from "../model_hash.ts";
+import { readSafetensorsHeader, type SafetensorsHeader } from "../safetensors.ts";
+import { hasZipSignature, type PickledTensor, type PickleValue, readTorchPickle } from "./pt_header.ts";
+
+/** The folder of each kind (absolute or relative to the working directory). */
+export type AdapterFolders = Record<AdapterKind, string>;
+
+/** The folders: each override, else `<modelsDir>/<ADAPTER_FOLDERS[kind]>`. */
+export function adapterFolders(
+  modelsDir: string,
+  overrides: Partial<Record<AdapterKind, string>> = {},
+): AdapterFolders {
+  return {
+    lora: overrides.lora ?? join(modelsDir, ADAPTER_FOLDERS.lora),
+    embedding: overrides.embedding ?? join(modelsDir, ADAPTER_FOLDERS.embedding),
+    vae: overrides.vae ?? join(modelsDir, ADAPTER_FOLDERS.vae),
+  };
+}
+
+/** What an embedding file says beyond its vectors (A1111's EmbeddingItem), when it says it. */
+export interface EmbeddingFacts {
+  /** Width of each vector (768 SD 1.x, 1024 SD 2.x; SDXL files hold 768 + 1280); null when unread. */
+  width: number | null;
+  step: number | null;
+  sdCheckpoint: string | null;
+  sdCheckpointName: string | null;
+}
+
+/** One file of an adapter folder. */
+export interface AdapterEntry {
+  kind: AdapterKind;
+  /** The file stem: what requests use. */
+  name: string;
+  /** The file name in its folder. */
+  file: string;
+  /** The file's real path; never sent to clients. */
+  path: string;
+  format: AdapterFormat | null;
+  family: ModelKind | null;
+  sizeBytes: number;
+  usable: boolean;
+  reason: string | null;
+  details: AdapterInfo["details"];
+  /** The safetensors `__metadata__` (kohya's ss_* training notes); {} for other files. */
+  metadata: Record<string, string>;
+  /** Embeddings only. */
+  embedding: EmbeddingFacts | null;
+}
+
+/** An adapter a request named, found usable. */
+export interface ResolvedAdapter {
+  name: string;
+  path: string;
+  info: AdapterEntry;
+}
+
+/** The entries of each kind, each list sorted by name. */
+export type AdapterEntries = Record<AdapterKind, AdapterEntry[]>;
+
+/** How long a scan is reused before the folders are read again, ms (as the model scan). */
+const SCAN_TTL_MS = 2000;
+
+/** The request field each kind is named in, for 422s. */
+const FIELD: Record<AdapterKind, string> = { lora: "loras", embedding: "prompt", vae: "vae" };
+
+/** Shapes' widths that tell the family: text-encoder hidden size / UNet cross-attention context. */
+const CONTEXT_FAMILY: Record<number, ModelKind> = { 768: "sd1", 1024: "sd2", 2048: "sdxl" };
+const TEXT_WIDTH_FAMILY: Record<number, ModelKind> = { 768: "sd1", 1024: "sd2" };
+
+/** kohya's `ss_base_model_version` (A1111 reads it the same way) when the shapes do not tell. */
+function familyFromMetadata(metadata: Record<string, string>): ModelKind | null {
+  const version = metadata.ss_base_model_version ?? "";
+  if (version.startsWith("sdxl")) return "sdxl";
+  if (version.startsWith("sd_v2")) return "sd2";
+  if (version.startsWith("sd_v1")) return "sd1";
+  return null;
+}
+
+/** What a header-level read found, before the file's place in the folder is added. */
+type Classified = Pick<AdapterEntry, "format" | "family" | "details" | "metadata" | "embedding"> & {
+  reason: string | null;
+};
+
+const unusable = (reason: string, metadata: Record<string, string> = {}): Classified => ({
+  format: null,
+  family: null,
+  details: {},
+  metadata,
+  embedding: null,
+  reason,
+});
+
+/** What else the file looks like, for the reason a file in the wrong folder gives. */
+function lookalike(keys: string[]): string {
+  const has = (re: RegExp) => keys.some((k) => re.test(k));
+  if (has(/^model\.diffusion_model\./))
+    return "; it looks like a checkpoint (it belongs in the models folder)";
+  if (has(/(^|\.)decoder\.conv_in\.weight$/)) return "; it looks like a VAE (it belongs in the vae folder)";
+  if (has(/lora_(down|up)\.weight$|lora_[AB]\.weight$/))
+    return "; it looks like a LoRA (it belongs in the loras folder)";
+  if (keys.includes("emb_params") || keys.includes("clip_l"))
+    return "; it looks like an embedding (it belongs in the embeddings folder)";
+  return "";
+}
+
+/** A LoRA's format, modules, rank and family from its tensor names and shapes. */
+export function classifyLora(header: SafetensorsHeader): Classified {
+  const metadata = header.metadata;
+  const names = [...header.tensors.keys()];
+  const kohyaDown = /^(lora_(?:unet|te|te1|te2)_[A-Za-z0-9_]+)\.lora_down\.weight$/;
+  const peftDown = /^(.+)\.lora_A(?:\.[^.]+)?\.weight$/;
+  const downs = new Map<string, number[]>();
+  let format: AdapterFormat | null = null;
+  for (const name of names) {
+    const k = kohyaDown.exec(name);
+    const p = k ? null : peftDown.exec(name);
+    const module = k?.[1] ?? p?.[1];
+    if (module === undefined) continue;
+    format ??= k ? "kohya" : "peft";
+    downs.set(module, header.tensors.get(name)?.shape ?? []);
+  }
+  if (format === null || downs.size === 0) {
+    if (names.some((n) => /\.(hada_w1_a|lokr_w1|oft_blocks|oft_diag)$/.test(n) || n.includes(".hada_")))
+      return unusable("a LyCORIS LoHa/LoKr/OFT network: sdx reads LoRA and LoCon files only", metadata);
+    if (names.some((n) => /\.lora\.(down|up)\.weight$/.test(n)))
+      return unusable(
+        "an old diffusers attention-processor LoRA (…_lora.down.weight): convert it to kohya or PEFT keys",
+        metadata,
+      );
+    return unusable(
+      `not a LoRA: no lora_down/lora_up (kohya) or lora_A/lora_B (PEFT) tensors${lookalike(names)}`,
+      metadata,
+    );
+  }
+  // Every down needs its up.
+  const upOf = (module: string) =>
+    format === "kohya" ? `${module}.lora_up.weight` : names.find((n) => n.startsWith(`${module}.lora_B`));
+  const missing = [...downs.keys()].filter((m) => {
+    const up = upOf(m);
+    return up === undefined || !header.tensors.has(up);
+  });
+  if (missing.length > 0)
+    return unusable(
+      `a LoRA with ${missing.length} module${missing.length === 1 ? "" : "s"} missing the up weight (${missing[0]})`,
+      metadata,
+    );
+  if ([...downs.values()].some((s) => s.length < 2 || (s[0] ?? 0) < 1))
+    return unusable("a LoRA whose down weights are not [rank, in, …] matrices", metadata);
+  const modules = [...downs.keys()];
+  const isTe = (m: string) => /^lora_te[12]?_|^text_encoder(_2)?\.|^te[12]?\./.test(m);
+  const isTe2 = (m: string) => /^lora_te2_|^text_encoder_2\./.test(m);
+  const rank = Math.max(...[...downs.values()].map((s) => s[0] as number));
+
+  let family: ModelKind | null = null;
+  // Cross-attention keys/values read the text states: their input width is the UNet's context size.
+  for (const [m, shape] of downs) {
+    if (!/attn2[._]to_[kv]$/.test(m) || isTe(m)) continue;
+    family = CONTEXT_FAMILY[shape[1] as number] ?? family;
+  }
+  // A second text encoder, or the SDXL names kohya gives its text encoders, is SDXL.
+  if (family === null && modules.some((m) => isTe2(m) || m.startsWith("lora_te1_"))) family = "sdxl";
+  if (family === null) {
+    for (const [m, shape] of downs) {
+      if (!isTe(m) || !/(q_proj|k_proj|v_proj|fc1)$/.test(m)) continue;
+      family = TEXT_WIDTH_FAMILY[shape[1] as number] ?? family;
+    }
+  }
+  family ??= familyFromMetadata(metadata);
+  return {
+    format,
+    family,
+    details: { rank, modules: modules.length, text_encoder: modules.some(isTe) },
+    metadata,
+    embedding: null,
+    reason: null,
+  };
+}
+
+/** An embedding's vectors and width from a `.safetensors` header (A1111's accepted layouts). */
+export function classifyEmbeddingSafetensors(header: SafetensorsHeader): Classified {
+  const metadata = header.metadata;
+  const tensors = header.tensors;
+  const facts = (width: number | null): EmbeddingFacts => ({
+    width,
+    step: null,
+    sdCheckpoint: null,
+    sdCheckpointName: null,
+  });
+  const l = tensors.get("clip_l");
+  const g = tensors.get("clip_g");
+  if (l && g) {
+    if (l.shape.length !== 2 || g.shape.length !== 2 || l.shape[0] !== g.shape[0])
+      return unusable(
+        "an SDXL embedding whose clip_l and clip_g are not [vectors, width] with the same vectors",
+      );
+    return {
+      format: "embedding_safetensors",
+      family: "sdxl",
+      details: { vectors: l.shape[0] as number },
+      metadata,
+      embedding: facts(l.shape[1] as number),
+      reason: null,
+    };
+  }
+  // "emb_params", or any single tensor (A1111's "diffuser concepts" branch).
+  const one = tensors.get("emb_params") ?? (tensors.size === 1 ? [...tensors.values()][0] : undefined);
+  if (!one) {
+    return unusable(
+      `not an embedding: no emb_params (or clip_l + clip_g) tensor${lookalike([...tensors.keys()])}`,
+      metadata,
+    );
+  }
+  const shape = one.shape.length === 1 ? [1, one.shape[0] as number] : one.shape;
+  if (shape.length !== 2 || (shape[0] as number) < 1 || (shape[1] as number) < 1)
+    return unusable(
+      `not an embedding: ${one.name} is [${one.shape.join(", ")}], not [vectors, width]`,
+      metadata,
+    );
+  const width = shape[1] as number;
+  return {
+    format: "embedding_safetensors",
+    family: TEXT_WIDTH_FAMILY[width] ?? null,
+    details: { vectors: shape[0] as number },
+    metadata,
+    embedding: facts(width),
+    reason: null,
+  };
+}
+
+const isTensor = (v: PickleValue | undefined): v is PickledTensor =>
+  typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Map) && v.kind === "tensor";
+
+/** An embedding's vectors from a `.pt` pickle: A1111's `string_to_param`, or a one-tensor dict. */
+export function classifyEmbeddingPt(data: PickleValue): Classified {
+  if (!(data instanceof Map)) return unusable("not an embedding: the .pt holds no dictionary");
+  const get = (key: string) => data.get(key);
+  const params = get("string_to_param");
+  let tensor: PickledTensor | undefined;
+  if (params instanceof Map) tensor = [...params.values()].find(isTensor);
+  else if (isTensor(get("emb_params"))) tensor = get("emb_params") as PickledTensor;
+  else if (data.size === 1 && isTensor([...data.values()][0]))
+    tensor = [...data.values()][0] as PickledTensor;
+  if (!tensor) return unusable("not an embedding: the .pt has no string_to_param tensor");
+  const shape = tensor.shape.length === 1 ? [1, tensor.shape[0] as number] : tensor.shape;
+  if (shape.length !== 2 || (shape[0] as number) < 1)
+    return unusable(`not an embedding: its tensor is [${tensor.shape.join(", ")}], not [vectors, width]`);
+  const text = (v: PickleValue | undefined) => (typeof v === "string" ? v : null);
+  const step = get("step");
+  const width = shape[1] as number;
+  return {
+    format: "embedding_pt",
+    family: TEXT_WIDTH_FAMILY[width] ?? null,
+    details: { vectors: shape[0] as number },
+    metadata: {},
+    embedding: {
+      width,
+      step: typeof step === "number" ? step : null,
+      sdCheckpoint: text(get("sd_checkpoint")),
+      sdCheckpointName: text(get("sd_checkpoint_name")),
+    },
+    reason: null,
+  };
+}
+
+/** A VAE: the LDM decoder's first conv, with or without `first_stage_model.`; 4 latent channels. */
+export function classifyVae(header: SafetensorsHeader): Classified {
+  const metadata = header.metadata;
+  const conv =
+    header.tensors.get("decoder.conv_in.weight") ??
+    header.tensors.get("first_stage_model.decoder.conv_in.weight");
+  if (!conv) {
+    return unusable(
+      `not a VAE: no decoder.conv_in.weight tensor${lookalike([...header.tensors.keys()])}`,
+      metadata,
+    );
+  }
+  const channels = conv.shape[1];
+  if (conv.shape.length !== 4 || channels !== 4) {
+    return unusable(
+      `a VAE with ${channels ?? "?"} latent channels: SD 1.x, 2.x and SDXL use 4 (this one is for another model family)`,
+      metadata,
+    );
+  }
+  if (
+    !header.tensors.has("decoder.conv_out.weight") &&
+    !header.tensors.has("first_stage_model.decoder.conv_out.weight")
+  )
+    return unusable("a VAE without its decoder's last conv (decoder.conv_out.weight): incomplete", metadata);
+  return { format: "vae_safetensors", family: null, details: {}, metadata, embedding: null, reason: null };
+}
+
+/** Reads one file's header and says what it is; never throws. */
+export async function classifyAdapterFile(kind: AdapterKind, path: string): Promise<Classified> {
+  try {
+    if (extname(path).toLowerCase() === ".pt") {
+      const head = new Uint8Array(await Bun.file(path).slice(0, 4).arrayBuffer());
+      if (!hasZipSignature(head)) {
+        return unusable(
+          "not a torch.save zip (no PK signature): a legacy or non-torch .pt file sdx does not read; use a .safetensors embedding",
+        );
+      }
+      return classifyEmbeddingPt(await readTorchPickle(path));
+    }
+    const header = await readSafetensorsHeader(path);
+    if (kind === "lora") return classifyLora(header);
+    if (kind === "embedding") return classifyEmbeddingSafetensors(header);
+    return classifyVae(header);
+  } catch (e) {
+    // The readers' messages start with the path: the reason names the file only.
+    const message = (e as Error).message.replace(`${path}: `, "");
+    return unusable(`unreadable: ${message}`);
+  }
+}
+
+/** Whether `inner` is `folder` or inside it (both real paths). */
+function isInside(folder: string, inner: string): boolean {
+  return inner.startsWith(folder.endsWith(sep) ? folder : folder + sep);
+}
+
+export interface AdapterCatalogOptions {
+  folders: AdapterFolders;
+  /** The model-hash cache folder (hashes.json). */
+  cacheDir: string;
+}
+
+/**
+ * The adapter folders' files: scanned at most every couple of seconds (or on `refresh`), each file's header read
+ * again only when its size or modification time changed.
+ */
+export class AdapterCatalog {
+  readonly folders: AdapterFolders;
+  private readonly cacheDir: string;
+  private scanned: { at: number; entries: Promise<AdapterEntries> } | null = null;
+  /** Classifications by real path, with the size and modification time they were made for. */
+  private readonly headers = new Map<string, { size: number; mtimeMs: number; classified: Classified }>();
+
+  constructor(options: AdapterCatalogOptions) {
+    this.folders = options.folders;
+    this.cacheDir = options.cacheDir;
+  }
+
+  /** Every file of every folder (a scan at most every couple of seconds unless `fresh`). */
+  list(options: { fresh?: boolean } = {}): Promise<AdapterEntries> {
+    const now = performance.now();
+    if (options.fresh || !this.scanned || now - this.scanned.at > SCAN_TTL_MS) {
+      this.scanned = { at: now, entries: this.scan() };
+    }
+    return this.scanned.entries;
+  }
+
+  /** Reads the folders again now (A1111's refresh-loras). */
+  refresh(): Promise<AdapterEntries> {
+    return this.list({ fresh: true });
+  }
+
+  /** The listing GET /v1/adapters answers: every entry with its hash once known (cached hashes only). */
+  async listing(options: { fresh?: boolean } = {}): Promise<AdapterList> {
+    const entries = await this.list(options);
+    const infos = async (kind: AdapterKind) =>
+      Promise.all(entries[kind].map(async (e) => this.info(e, await this.cachedHash(e))));
+    return {
+      loras: await infos("lora"),
+      embeddings: await infos("embedding"),
+      vaes: await infos("vae"),
+      folders: { loras: this.folders.lora, embeddings: this.folders.embedding, vae: this.folders.vae },
+    };
+  }
+
+  /** An entry as the contract lists it. */
+  info(e: AdapterEntry, sha256: string | null): AdapterInfo {
+    return {
+      name: e.name,
+      kind: e.kind,
+      file: e.file,
+      format: e.format,
+      family: e.family,
+      size_bytes: e.sizeBytes,
+      sha256,
+      usable: e.usable,
+      reason: e.reason,
+      details: e.details,
+    };
+  }
+
+  /** The file's SHA-256 if cached and current; reads nothing. */
+  cachedHash(e: AdapterEntry): Promise<string | null> {
+    return cachedFileHash(e.path, this.cacheDir);
+  }
+
+  /** The file's SHA-256, read once and cached with the model hashes. */
+  hash(e: AdapterEntry): Promise<string> {
+    return fileHash(e.path, this.cacheDir);
+  }
+
+  /**
+   * The usable adapter of that kind and name: a 422 naming `field` (by default the request field of the kind)
+   * and the usable names when there is none such, or it cannot be used (with why). The folder is read again
+   * before a name is declared unknown.
+   */
+  async resolveAdapter(kind: AdapterKind, name: string, field = FIELD[kind]): Promise<ResolvedAdapter> {
+    let entry = (await this.list())[kind].find((e) => e.name === name);
+    if (!entry) entry = (await this.list({ fresh: true }))[kind].find((e) => e.name === name);
+    const allowed = (await this.list())[kind].filter((e) => e.usable).map((e) => e.name);
+    const folder = ADAPTER_FOLDERS[kind];
+    if (!entry) {
+      throw validationFailed([
+        {
+          field,
+          message: `no ${kind} named "${name}" in the ${folder} folder; ${allowed.length ? `${folder} there: ${allowed.join(", ")}` : `the ${folder} folder has none`} (GET /v1/adapters lists them)`,
+          allowed,
+        },
+      ]);
+    }
+    if (!entry.usable) {
+      throw validationFailed([
+        { field, message: `${kind} "${name}" (${entry.file}) cannot be used: ${entry.reason}`, allowed },
+      ]);
+    }
+    return { name: entry.name, path: entry.path, info: entry };
+  }
+
+  private async scan(): Promise<AdapterEntries> {
+    const out = {} as AdapterEntries;
+    for (const kind of ADAPTER_KINDS) out[kind] = await this.scanFolder(kind);
+    return out;
+  }
+
+  private async scanFolder(kind: AdapterKind): Promise<AdapterEntry[]> {
+    let folder: string;
+    let dirents: Dirent[];
+    try {
+      folder = await realpath(this.folders[kind]);
+      dirents = await readdir(folder, { withFileTypes: true });
+    } catch {
+      return [];
+    }
+    const extensions: readonly string[] = ADAPTER_EXTENSIONS[kind];
+    const files = dirents
+      .filter((d) => !d.name.startsWith(".") && extensions.includes(extname(d.name).toLowerCase()))
+      .map((d) => ({
+        dirent: d,
+        ext: extname(d.name).toLowerCase(),
+        stem: d.name.slice(0, -extname(d.name).length),
+      }))
+      // By name, then the extension order of ADAPTER_EXTENSIONS: with x.safetensors and x.pt, x.safetensors wins.
+      .sort((a, b) =>
+        a.stem === b.stem ? extensions.indexOf(a.ext) - extensions.indexOf(b.ext) : a.stem < b.stem ? -1 : 1,
+      );
+    const entries: AdapterEntry[] = [];
+    const taken = new Map<string, string>();
+    for (const { dirent, stem } of files) {
+      const entry = await this.inspect(kind, folder, dirent, stem);
+      if (!entry) continue;
+      const first = taken.get(stem);
+      if (first !== undefined && entry.usable) {
+        entry.usable = false;
+        entry.reason = `${first} has the same name, and is the one used`;
+      } else if (entry.usable) {
+        taken.set(stem, entry.file);
+      }
+      entries.push(entry);
+    }
+    return entries;
+  }
+
+  /** One directory entry: null for what is not a file (a folder, a socket, a link to a folder). */
+  private async inspect(
+    kind: AdapterKind,
+    folder: string,
+    dirent: Dirent,
+    stem: string,
+  ): Promise<AdapterEntry | null> {
+    const base: AdapterEntry = {
+      kind,
+      name: stem,
+      file: dirent.name,
+      path: join(folder, dirent.name),
+      format: null,
+      family: null,
+      sizeBytes: 0,
+      usable: false,
+      reason: null,
+      details: {},
+      metadata: {},
+      embedding: null,
+    };
+    if (dirent.isSymbolicLink()) {
+      let target: string;
+      try {
+        target = await realpath(base.path);
+      } catch {
+        return { ...base, reason: "a symbolic link to nothing (its target is missing)" };
+      }
+      if (!isInside(folder, target)) {
+        return { ...base, reason: "a symbolic link to a file outside its folder: sdx does not follow it" };
+      }
+      base.path = target;
+    } else if (!dirent.isFile()) {
+      return null;
+    }
+    const s = await stat(base.path).catch(() => null);
+    if (!s?.isFile()) return null;
+    base.sizeBytes = s.size;
+    const badName = this.nameProblem(kind, stem);
+    if (badName) return { ...base, reason: badName };
+    let known = this.headers.get(base.path);
+    if (!known || known.size !== s.size || known.mtimeMs !== s.mtimeMs) {
+      known = { size: s.size, mtimeMs: s.mtimeMs, classified: await classifyAdapterFile(kind, base.path) };
+      this.headers.set(base.path, known);
+    }
+    const c = known.classified;
+    return {
+      ...base,
+      format: c.format,
+      family: c.family,
+      details: c.details,
+      metadata: c.metadata,
+      embedding: c.embedding,
+      usable: c.reason === null,
+      reason: c.reason,
+    };
+  }
+
+  /** Why a file's stem cannot name it in a request, or null. */
+  private nameProblem(kind: AdapterKind, stem: string): string | null {
+    if (stem.length === 0) return "a file with no name before its extension";
+    if (/[\\\0]/.test(stem)) return "its name holds a backslash, which request names cannot";
+    if (kind === "vae" && (VAE_KEYWORDS as readonly string[]).includes(stem.toLowerCase()))
+      return `"${stem}" is a reserved word of the vae field (${VAE_KEYWORDS.join(", ")}): rename the file`;
+    return null;
+  }
+}
