@@ -1,6 +1,12 @@
 /** Server options from flags, then SDX_* environment variables, then defaults. */
 import { parseArgs } from "node:util";
-import { DEFAULT_LIMITS, type Limits, SERVER_DEFAULTS } from "../contract/index.ts";
+import {
+  ADAPTER_FOLDERS,
+  type AdapterKind,
+  DEFAULT_LIMITS,
+  type Limits,
+  SERVER_DEFAULTS,
+} from "../contract/index.ts";
 import {
   ATTENTION_VARIANTS,
   type AttentionVariant,
@@ -21,6 +27,8 @@ const D = SERVER_DEFAULTS;
 
 export interface ServerConfig {
   modelsDir: string;
+  /** The LoRA, embedding and VAE folders given; a missing kind is `<modelsDir>/<ADAPTER_FOLDERS[kind]>`. */
+  adapterFolders: Partial<Record<AdapterKind, string>>;
   model: string | undefined;
   host: string;
   port: number;
@@ -56,6 +64,13 @@ export interface ServerConfig {
   hfToken: string | undefined;
 }
 
+/** The adapter folder flags, their variables and the kind each sets. */
+const ADAPTER_FOLDER_FLAGS = [
+  ["loras-dir", "SDX_LORAS_DIR", "lora"],
+  ["embeddings-dir", "SDX_EMBEDDINGS_DIR", "embedding"],
+  ["vae-dir", "SDX_VAE_DIR", "vae"],
+] as const satisfies readonly (readonly [string, string, AdapterKind])[];
+
 /** The limit flags, their variables and the Limits key each sets. */
 const LIMIT_FLAGS = [
   ["min-size", "SDX_MIN_SIZE", "sizeMin"],
@@ -75,6 +90,9 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
 
   --models-dir DIR   models directory (env SDX_MODELS_DIR, default ${D.modelsDir}/)
   --model NAME       model folder to serve (env SDX_MODEL; default: the only model there)
+  --loras-dir DIR    LoRA files (env SDX_LORAS_DIR, default <models-dir>/${ADAPTER_FOLDERS.lora}/)
+  --embeddings-dir DIR  textual-inversion embeddings (env SDX_EMBEDDINGS_DIR, default <models-dir>/${ADAPTER_FOLDERS.embedding}/)
+  --vae-dir DIR      VAE files (env SDX_VAE_DIR, default <models-dir>/${ADAPTER_FOLDERS.vae}/)
   --host HOST        address to bind (env SDX_HOST, default ${D.host})
   --port PORT        port (env SDX_PORT, default ${D.port})
   --provider NAME    execution provider: ${PROVIDER_CHOICES.join(" | ")} (env SDX_PROVIDER, default auto:
@@ -189,9 +207,15 @@ export function readServerConfig(
     throw e;
   }
   const serving = servingOptions(values, fromEnv);
+  const adapterFolders: Partial<Record<AdapterKind, string>> = {};
+  for (const [flag, variable, kind] of ADAPTER_FOLDER_FLAGS) {
+    const dir = values[flag] ?? fromEnv(variable);
+    if (dir !== undefined) adapterFolders[kind] = dir;
+  }
   return {
     ...serving,
     modelsDir: values["models-dir"] ?? fromEnv("SDX_MODELS_DIR") ?? D.modelsDir,
+    adapterFolders,
     model,
     warmUp: warmUp as WarmUpMode,
     attention: attention === "auto" ? undefined : attention,
@@ -250,6 +274,9 @@ function parse(argv: string[]) {
     args: argv,
     options: {
       "models-dir": { type: "string" },
+      "loras-dir": { type: "string" },
+      "embeddings-dir": { type: "string" },
+      "vae-dir": { type: "string" },
       model: { type: "string" },
       host: { type: "string" },
       port: { type: "string" },

@@ -44,6 +44,9 @@ async function main(): Promise<number | null> {
   }
   const host = new ModelHost({
     modelsDir: resolve(config.modelsDir),
+    adapterFolders: Object.fromEntries(
+      Object.entries(config.adapterFolders).map(([kind, dir]) => [kind, resolve(dir)]),
+    ),
     provider,
     model: config.model,
     warmUp: config.warmUp,
