@@ -6,6 +6,7 @@
 import { Elysia } from "elysia";
 import { ApiError, type Limits, UNPARSABLE_BODY } from "../contract/index.ts";
 import { a1111Plugin } from "./a1111/index.ts";
+import { adaptersPlugin } from "./adapters/index.ts";
 import { docsPlugin } from "./docs/index.ts";
 import type { ModelHost } from "./engine/model_host.ts";
 import { generatePlugin } from "./generate/index.ts";
@@ -74,6 +75,7 @@ export function createApp(host: ModelHost, options: AppOptions = {}) {
     .use(healthPlugin(host))
     .use(metricsPlugin(metrics))
     .use(modelsPlugin(host))
+    .use(adaptersPlugin(host))
     .use(hubPlugin(host, options.hub))
     .use(schedulersPlugin())
     .use(tokenizePlugin(host, limits))

@@ -23,6 +23,19 @@ export const N_ITER_MAX = 100;
 /** The OpenAPI 3.0 way to say a field may be `null` (TypeBox ignores the keyword; nulls are removed first). */
 const nullable = <T extends TSchema>(schema: T) => Type.Optional({ ...schema, nullable: true } as T);
 
+/** A1111's VAE choices besides the files: the checkpoint's own VAE (or its sidecar's default), or its own always. */
+export const A1111_SD_VAE_AUTOMATIC = "Automatic";
+export const A1111_SD_VAE_NONE = "None";
+
+/** A1111's `sd_vae` setting: "Automatic", "None" or a file name from GET /sdapi/v1/sd-vae. */
+const A1111SdVaeSetting = (what: string) =>
+  Type.String({
+    minLength: 1,
+    maxLength: 300,
+    description: `${what}: "Automatic" (sdx's vae omitted: the model's sidecar default if it names one, else its own VAE), "None" (vae "none": the model's own VAE) or a file name from GET /sdapi/v1/sd-vae ("name.safetensors"; the name without its extension is accepted too), sdx's vae field. Never a path; an unknown one is a 422.`,
+    examples: ["vae-ft-mse-840000-ema-pruned.safetensors", "Automatic"],
+  });
+
 const ACCEPTED =
   "Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field.";
 
@@ -305,18 +318,19 @@ function commonFields(limits: Limits) {
               description: "Clip skip, counted as A1111 counts it (1 = last layer); sdx's clip_skip.",
             }),
           ),
+          sd_vae: nullable(A1111SdVaeSetting("The VAE for this request only")),
         },
         {
           additionalProperties: true,
           description:
-            "A1111 settings for this request only. sd_model_checkpoint and CLIP_stop_at_last_layers are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`.",
+            "A1111 settings for this request only. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`.",
         },
       ),
     ),
     override_settings_restore_afterwards: nullable(
       Type.Boolean({
         description:
-          "Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model and CLIP_stop_at_last_layers the A1111 routes' default.",
+          "Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model, CLIP_stop_at_last_layers and sd_vae the A1111 routes' defaults.",
       }),
     ),
     refiner_checkpoint: nullable(
@@ -691,8 +705,12 @@ export const A1111InfoSchema = Type.Object(
     sd_model_hash: Type.Union([Type.String(), Type.Null()], {
       description: "First 10 hex digits of the SHA-256.",
     }),
-    sd_vae_name: Type.Null(),
-    sd_vae_hash: Type.Null(),
+    sd_vae_name: Type.Union([Type.String(), Type.Null()], {
+      description: "The VAE file used instead of the model's own (its file name), or null.",
+    }),
+    sd_vae_hash: Type.Union([Type.String(), Type.Null()], {
+      description: "First 10 hex digits of that VAE file's SHA-256, or null.",
+    }),
     seed_resize_from_w: Type.Integer(),
     seed_resize_from_h: Type.Integer(),
     denoising_strength: Type.Union([Type.Number(), Type.Null()]),
@@ -884,7 +902,8 @@ export const A1111OptionsSchema = Type.Object(
       description: "Models kept loaded at once (--max-loaded-models); fixed.",
     }),
     sd_vae: Type.String({
-      description: 'Always the model\'s own VAE: "Automatic" ("None" is accepted too); fixed.',
+      description:
+        'The VAE of A1111 requests that do not override it: "Automatic" (the default), "None" or a file name from GET /sdapi/v1/sd-vae.',
     }),
     samples_format: Type.String({ description: '"png"; fixed.' }),
     randn_source: Type.String({
@@ -901,7 +920,7 @@ export const A1111OptionsSchema = Type.Object(
   },
   {
     description:
-      "The A1111 settings sdx has. sd_model_checkpoint and CLIP_stop_at_last_layers can be set; the others are fixed.",
+      "The A1111 settings sdx has. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae can be set; the others are fixed.",
   },
 );
 
@@ -922,6 +941,7 @@ export const A1111OptionsUpdateSchema = Type.Object(
         description: "Clip skip for A1111 requests that do not override it.",
       }),
     ),
+    sd_vae: nullable(A1111SdVaeSetting("The VAE of A1111 requests that do not override it")),
   },
   {
     additionalProperties: true,
@@ -984,6 +1004,102 @@ export const A1111ProgressSchema = Type.Object(
   },
 );
 
+export const A1111LorasSchema = Type.Array(
+  Type.Object({
+    name: Type.String({
+      description: "The file name without its extension: `<lora:name:weight>` in a prompt.",
+    }),
+    alias: Type.String({
+      description:
+        "kohya's `ss_output_name` from the file's metadata when it has one, else the name (as A1111).",
+    }),
+    path: Type.String({
+      description:
+        "The file name in the loras folder (A1111 sends the full path; sdx never sends server paths).",
+    }),
+    metadata: Type.Object(
+      {},
+      {
+        additionalProperties: true,
+        description:
+          "The safetensors `__metadata__` (kohya's ss_* training notes); values that are JSON text parsed, as A1111 does.",
+      },
+    ),
+  }),
+  {
+    description:
+      "The usable LoRA files of GET /v1/adapters in A1111's shape (its Lora extension's /sdapi/v1/loras).",
+    examples: [
+      [
+        {
+          name: "detail_tweaker",
+          alias: "detail_tweaker",
+          path: "detail_tweaker.safetensors",
+          metadata: { ss_network_dim: "4", ss_base_model_version: "sd_v1" },
+        },
+      ],
+    ],
+  },
+);
+
+export const A1111EmbeddingItemSchema = Type.Object({
+  step: Type.Union([Type.Integer(), Type.Null()], { description: "Training steps, when the file says." }),
+  sd_checkpoint: Type.Union([Type.String(), Type.Null()], {
+    description: "Hash of the checkpoint it was trained on, when the file says.",
+  }),
+  sd_checkpoint_name: Type.Union([Type.String(), Type.Null()], {
+    description: "Name of the checkpoint it was trained on, when the file says.",
+  }),
+  shape: Type.Integer({ description: "Width of each vector (768 for SD 1.x, 1024 for SD 2.x)." }),
+  vectors: Type.Integer({ description: "Vectors per use of its name." }),
+});
+
+export const A1111EmbeddingsSchema = Type.Object(
+  {
+    loaded: Type.Record(Type.String(), A1111EmbeddingItemSchema, {
+      description: "Embeddings usable with the default model, by name.",
+    }),
+    skipped: Type.Record(Type.String(), A1111EmbeddingItemSchema, {
+      description: "Embeddings made for another model family than the default model's.",
+    }),
+  },
+  {
+    description:
+      "The embedding files of GET /v1/adapters in A1111's EmbeddingsResponse. An embedding whose family is unknown (its width is none of SD's) counts as loaded; files that cannot be read are in neither (GET /v1/adapters says why).",
+    examples: [
+      {
+        loaded: {
+          tinystyle: { step: null, sd_checkpoint: null, sd_checkpoint_name: null, shape: 768, vectors: 1 },
+        },
+        skipped: {},
+      },
+    ],
+  },
+);
+
+export const A1111SdVaesSchema = Type.Array(
+  Type.Object({
+    model_name: Type.String({
+      description:
+        'The file name in the vae folder ("name.safetensors"), as A1111 keys its VAEs: what sd_vae takes.',
+    }),
+    filename: Type.String({
+      description: "The file name again (A1111 sends the full path; sdx never sends server paths).",
+    }),
+  }),
+  {
+    description: "The usable VAE files of GET /v1/adapters as A1111's SDVaeItem list.",
+    examples: [
+      [
+        {
+          model_name: "vae-ft-mse-840000-ema-pruned.safetensors",
+          filename: "vae-ft-mse-840000-ema-pruned.safetensors",
+        },
+      ],
+    ],
+  },
+);
+
 export const A1111EmptySchema = Type.Object({}, { description: "An empty object, as A1111 answers." });
 
 export type A1111Txt2ImgRequest = ReturnType<typeof txt2imgRequestSchema>["static"];
@@ -999,3 +1115,7 @@ export type A1111Schedulers = typeof A1111SchedulersSchema.static;
 export type A1111Options = typeof A1111OptionsSchema.static;
 export type A1111OptionsUpdate = typeof A1111OptionsUpdateSchema.static;
 export type A1111Progress = typeof A1111ProgressSchema.static;
+export type A1111Loras = typeof A1111LorasSchema.static;
+export type A1111Embeddings = typeof A1111EmbeddingsSchema.static;
+export type A1111EmbeddingItem = typeof A1111EmbeddingItemSchema.static;
+export type A1111SdVaes = typeof A1111SdVaesSchema.static;

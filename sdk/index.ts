@@ -43,6 +43,11 @@ export type Health = Schemas["Health"];
 export type TokenizeRequest = Schemas["TokenizeRequest"];
 export type TokenizeResponse = Schemas["TokenizeResponse"];
 export type SchedulerList = Schemas["SchedulerList"];
+export type AdapterList = Schemas["AdapterList"];
+/** One LoRA, embedding or VAE file of the adapter folders. */
+export type AdapterInfo = AdapterList["loras"][number];
+/** A LoRA a request applies (`loras` of GenerateRequest). */
+export type LoraRequest = NonNullable<GenerateRequest["loras"]>[number];
 export type ErrorBody = Schemas["Error"];
 export type ErrorCode = ErrorBody["code"] | "unreachable" | "unexpected_response";
 export type SchedulerType = NonNullable<GenerateRequest["scheduler_type"]>;
@@ -220,6 +225,16 @@ export function createSdxClient(options: SdxClientOptions) {
         ),
     },
     schedulers: (opts: RequestOptions = {}) => call(baseUrl, () => client.GET("/v1/schedulers", { ...opts })),
+    /**
+     * GET /v1/adapters: the LoRA, embedding and VAE files beside the checkpoints, each usable or not (and why);
+     * `{ refresh: true }` reads the folders again first (POST /v1/adapters/refresh).
+     */
+    adapters: (opts: RequestOptions & { refresh?: boolean } = {}) => {
+      const { refresh, ...request } = opts;
+      return refresh
+        ? call(baseUrl, () => client.POST("/v1/adapters/refresh", { ...request }))
+        : call(baseUrl, () => client.GET("/v1/adapters", { ...request }));
+    },
     tokenize: (params: TokenizeRequest, opts: RequestOptions = {}) =>
       call(baseUrl, () => client.POST("/v1/tokenize", { body: params, ...opts })),
     /** POST /v1/generate; `init_image` and `mask_image` may be bytes (see `ImageInput`). */

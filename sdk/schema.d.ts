@@ -61,6 +61,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/adapters": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the LoRA, embedding and VAE files
+         * @description The files of the adapter folders beside the checkpoints (`loras/`, `embeddings/`, `vae/` in the models directory unless --loras-dir, --embeddings-dir, --vae-dir say otherwise), sorted by name. Each has its kind, format (kohya or PEFT LoRA, embedding, VAE), the model family read from its tensor shapes (SD 1.x: 768-wide text states, SD 2.x: 1024, SDXL: a second text encoder or 2048; null when the shapes do not tell, e.g. a VAE), size, SHA-256 once computed (it is computed when a request first uses the file) and what it holds. Only headers are read: a safetensors file's JSON header, a `.pt` embedding's pickle (never executed). A file that is not what its folder says, or is truncated, or is a symbolic link leading out of its folder, is listed with `usable: false` and the reason; dotfiles, sub-folders and other extensions are not listed. Requests name a file by `name` (its stem), never by path.
+         */
+        get: operations["listAdapters"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/adapters/refresh": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Read the adapter folders again now and list them
+         * @description The same answer as GET /v1/adapters, from a scan made now (GET reuses one up to a couple of seconds old). Takes no body.
+         */
+        post: operations["refreshAdapters"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/models/catalog": {
         parameters: {
             query?: never;
@@ -157,7 +197,7 @@ export interface paths {
         put?: never;
         /**
          * AUTOMATIC1111 txt2img
-         * @description A1111's `POST /sdapi/v1/txt2img` on sdx's engine: `images` (PNG base64, each with its A1111 infotext in the `parameters` chunk), `parameters` (the request echoed) and `info` (JSON text of `A1111Info`: `all_seeds`, `infotexts`, …, plus `sdx_warnings`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images (queued like a /v1 request); image i of iteration j has seed + j × batch_size + i, and gives the same PNG as `POST /v1/generate` with the same parameters. `enable_hr` is sdx's hires fix (`hires`): hr_upscaler "Latent" → latent, "Latent (nearest)" → latent_nearest, "Lanczos" or "None" → lanczos; hr_scale or hr_resize_x/hr_resize_y → the final size; hr_second_pass_steps → steps; denoising_strength → strength. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. Hires-fix fields sdx cannot honour (another upscaler, a second-pass checkpoint, sampler, schedule or prompt, a resize to another aspect ratio, firstphase_width/height, firstpass_image) are 422s naming the field too. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
+         * @description A1111's `POST /sdapi/v1/txt2img` on sdx's engine: `images` (PNG base64, each with its A1111 infotext in the `parameters` chunk), `parameters` (the request echoed) and `info` (JSON text of `A1111Info`: `all_seeds`, `infotexts`, …, plus `sdx_warnings`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images (queued like a /v1 request); image i of iteration j has seed + j × batch_size + i, and gives the same PNG as `POST /v1/generate` with the same parameters. `enable_hr` is sdx's hires fix (`hires`): hr_upscaler "Latent" → latent, "Latent (nearest)" → latent_nearest, "Lanczos" or "None" → lanczos; hr_scale or hr_resize_x/hr_resize_y → the final size; hr_second_pass_steps → steps; denoising_strength → strength. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. override_settings.sd_vae ("Automatic", "None" or a file name of GET /sdapi/v1/sd-vae) is sdx's `vae` ("Automatic": omitted, "None": "none"), as is the sd_vae setting of POST /sdapi/v1/options for requests that do not override it. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. Hires-fix fields sdx cannot honour (another upscaler, a second-pass checkpoint, sampler, schedule or prompt, a resize to another aspect ratio, firstphase_width/height, firstpass_image) are 422s naming the field too. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
          */
         post: operations["a1111Txt2img"];
         delete?: never;
@@ -177,7 +217,7 @@ export interface paths {
         put?: never;
         /**
          * AUTOMATIC1111 img2img
-         * @description A1111's `POST /sdapi/v1/img2img` on sdx's engine, answered like txt2img (`images`, `parameters` without the input images unless include_init_images, `info`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images from the same picture, and gives the same PNG as `POST /v1/generate` with init_image = init_images[0], mask_image = mask (inverted first with inpainting_mask_invert 1), strength = denoising_strength, mask_blur, masked_content = inpainting_fill (0 fill, 1 original, 2 latent noise, 3 latent nothing), inpaint_full_res and inpaint_full_res_padding, at the request's width × height (default 512, as in A1111: the init image is resized to it, resize_mode 0). A1111's defaults apply (denoising_strength 0.75, mask_blur 4, inpainting_fill 0, inpaint_full_res true with padding 0), not /v1's. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. img2img fields sdx cannot honour (resize_mode other than 0, several different init_images, mask_blur_x ≠ mask_blur_y, initial_noise_multiplier ≠ 1, latent_mask) are 422s naming the field too; image_cfg_scale (instruct-pix2pix only) is accepted and has no effect, as in A1111 with other models. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
+         * @description A1111's `POST /sdapi/v1/img2img` on sdx's engine, answered like txt2img (`images`, `parameters` without the input images unless include_init_images, `info`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images from the same picture, and gives the same PNG as `POST /v1/generate` with init_image = init_images[0], mask_image = mask (inverted first with inpainting_mask_invert 1), strength = denoising_strength, mask_blur, masked_content = inpainting_fill (0 fill, 1 original, 2 latent noise, 3 latent nothing), inpaint_full_res and inpaint_full_res_padding, at the request's width × height (default 512, as in A1111: the init image is resized to it, resize_mode 0). A1111's defaults apply (denoising_strength 0.75, mask_blur 4, inpainting_fill 0, inpaint_full_res true with padding 0), not /v1's. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. override_settings.sd_vae ("Automatic", "None" or a file name of GET /sdapi/v1/sd-vae) is sdx's `vae` ("Automatic": omitted, "None": "none"), as is the sd_vae setting of POST /sdapi/v1/options for requests that do not override it. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. img2img fields sdx cannot honour (resize_mode other than 0, several different init_images, mask_blur_x ≠ mask_blur_y, initial_noise_multiplier ≠ 1, latent_mask) are 422s naming the field too; image_cfg_scale (instruct-pix2pix only) is accepted and has no effect, as in A1111 with other models. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
          */
         post: operations["a1111Img2img"];
         delete?: never;
@@ -246,6 +286,86 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/sdapi/v1/sd-vae": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * AUTOMATIC1111 VAE list
+         * @description The usable VAE files of `GET /v1/adapters` as A1111's SDVaeItem list: `model_name` is the file name (what `sd_vae` takes, with "Automatic" and "None"); `filename` is the file name too, where A1111 sends a full path.
+         */
+        get: operations["a1111SdVaes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/loras": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * AUTOMATIC1111 LoRA list
+         * @description The usable LoRA files of `GET /v1/adapters` in the shape of A1111's Lora extension: `name` (used in `<lora:name:weight>`), `alias` (kohya's ss_output_name, else the name), `path` (the file name, where A1111 sends a full path) and `metadata` (the safetensors metadata).
+         */
+        get: operations["a1111Loras"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/refresh-loras": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * AUTOMATIC1111 LoRA rescan
+         * @description Reads the adapter folders again now (the LoRAs, embeddings and VAEs). Answers `null`, as A1111 does.
+         */
+        post: operations["a1111RefreshLoras"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/embeddings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * AUTOMATIC1111 embedding list
+         * @description The usable embedding files of `GET /v1/adapters` as A1111's EmbeddingsResponse: `loaded` fit the default model's family (or their family is unknown), `skipped` were made for another family. `step`, `sd_checkpoint` and `sd_checkpoint_name` come from an A1111 `.pt` file; `shape` is the vector width.
+         */
+        get: operations["a1111Embeddings"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/sdapi/v1/samplers": {
         parameters: {
             query?: never;
@@ -295,13 +415,13 @@ export interface paths {
         };
         /**
          * AUTOMATIC1111 settings
-         * @description The A1111 settings sdx has: the default model's title and hash, the clip skip of A1111 requests, and fixed values of settings that would change an image in A1111 (so a client can see what sdx does).
+         * @description The A1111 settings sdx has: the default model's title and hash, the clip skip and VAE of A1111 requests, and fixed values of settings that would change an image in A1111 (so a client can see what sdx does).
          */
         get: operations["a1111GetOptions"];
         put?: never;
         /**
          * Change AUTOMATIC1111 settings
-         * @description `sd_model_checkpoint` makes that model the server's default (for /v1 requests too) and answers once it has loaded, as A1111 does; `CLIP_stop_at_last_layers` sets the clip skip of A1111 requests. Fixed settings must keep their value (422 naming the key); other keys are accepted, not applied, and listed in the `X-Sdx-Ignored-Options` header. Answers `null`, as A1111 does. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
+         * @description `sd_model_checkpoint` makes that model the server's default (for /v1 requests too) and answers once it has loaded, as A1111 does; `CLIP_stop_at_last_layers` sets the clip skip of A1111 requests; `sd_vae` their VAE ("Automatic", "None" or a file of GET /sdapi/v1/sd-vae). Fixed settings must keep their value (422 naming the key); other keys are accepted, not applied, and listed in the `X-Sdx-Ignored-Options` header. Answers `null`, as A1111 does. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
          */
         post: operations["a1111SetOptions"];
         delete?: never;
@@ -502,6 +622,101 @@ export interface components {
                     [key: string]: unknown;
                 }) | null;
             }[];
+        };
+        AdapterList: {
+            loras: {
+                /** @description The file name without its extension: what requests use. */
+                name: string;
+                /** @enum {string} */
+                kind: "lora" | "embedding" | "vae";
+                /** @description The file name in its folder. */
+                file: string;
+                /** @description null when the file is not readable as its kind. */
+                format: ("kohya" | "peft" | "embedding_safetensors" | "embedding_pt" | "vae_safetensors") | null;
+                /** @description The model family it fits, read from its tensor shapes; null when it fits any (a VAE) or is unreadable. */
+                family: ("sd1" | "sd2" | "sdxl") | null;
+                size_bytes: number;
+                /** @description SHA-256 of the file (its first 10 digits are A1111's short hash); null until computed. */
+                sha256: string | null;
+                usable: boolean;
+                /** @description Why it cannot be used, when it cannot. */
+                reason: string | null;
+                /** @description What the file holds. */
+                details: {
+                    /** @description LoRA: the largest rank among its modules. */
+                    rank?: number;
+                    /** @description LoRA: the layers it changes. */
+                    modules?: number;
+                    /** @description LoRA: whether it changes a text encoder. */
+                    text_encoder?: boolean;
+                    /** @description Embedding: vectors per use of its name. */
+                    vectors?: number;
+                };
+            }[];
+            embeddings: {
+                /** @description The file name without its extension: what requests use. */
+                name: string;
+                /** @enum {string} */
+                kind: "lora" | "embedding" | "vae";
+                /** @description The file name in its folder. */
+                file: string;
+                /** @description null when the file is not readable as its kind. */
+                format: ("kohya" | "peft" | "embedding_safetensors" | "embedding_pt" | "vae_safetensors") | null;
+                /** @description The model family it fits, read from its tensor shapes; null when it fits any (a VAE) or is unreadable. */
+                family: ("sd1" | "sd2" | "sdxl") | null;
+                size_bytes: number;
+                /** @description SHA-256 of the file (its first 10 digits are A1111's short hash); null until computed. */
+                sha256: string | null;
+                usable: boolean;
+                /** @description Why it cannot be used, when it cannot. */
+                reason: string | null;
+                /** @description What the file holds. */
+                details: {
+                    /** @description LoRA: the largest rank among its modules. */
+                    rank?: number;
+                    /** @description LoRA: the layers it changes. */
+                    modules?: number;
+                    /** @description LoRA: whether it changes a text encoder. */
+                    text_encoder?: boolean;
+                    /** @description Embedding: vectors per use of its name. */
+                    vectors?: number;
+                };
+            }[];
+            vaes: {
+                /** @description The file name without its extension: what requests use. */
+                name: string;
+                /** @enum {string} */
+                kind: "lora" | "embedding" | "vae";
+                /** @description The file name in its folder. */
+                file: string;
+                /** @description null when the file is not readable as its kind. */
+                format: ("kohya" | "peft" | "embedding_safetensors" | "embedding_pt" | "vae_safetensors") | null;
+                /** @description The model family it fits, read from its tensor shapes; null when it fits any (a VAE) or is unreadable. */
+                family: ("sd1" | "sd2" | "sdxl") | null;
+                size_bytes: number;
+                /** @description SHA-256 of the file (its first 10 digits are A1111's short hash); null until computed. */
+                sha256: string | null;
+                usable: boolean;
+                /** @description Why it cannot be used, when it cannot. */
+                reason: string | null;
+                /** @description What the file holds. */
+                details: {
+                    /** @description LoRA: the largest rank among its modules. */
+                    rank?: number;
+                    /** @description LoRA: the layers it changes. */
+                    modules?: number;
+                    /** @description LoRA: whether it changes a text encoder. */
+                    text_encoder?: boolean;
+                    /** @description Embedding: vectors per use of its name. */
+                    vectors?: number;
+                };
+            }[];
+            /** @description Where the server looks for each kind. */
+            folders: {
+                loras: string;
+                embeddings: string;
+                vae: string;
+            };
         };
         ModelCatalog: {
             /**
@@ -841,7 +1056,7 @@ export interface components {
             s_tmin?: number | null;
             /** @description k-diffusion noise multiplier; sdx's samplers run at 1 (another value is said in `info.sdx_warnings`). */
             s_noise?: number | null;
-            /** @description A1111 settings for this request only. sd_model_checkpoint and CLIP_stop_at_last_layers are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`. */
+            /** @description A1111 settings for this request only. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`. */
             override_settings?: ({
                 /**
                  * @description The checkpoint for this request only: a title ("name.safetensors [hash10]"), model name, file name, short hash or SHA-256 from GET /sdapi/v1/sd-models, matched leniently as A1111 does. Never a path. An unknown one is a 422 (A1111 would fall back to the current model).
@@ -851,10 +1066,16 @@ export interface components {
                 sd_model_checkpoint?: string | null;
                 /** @description Clip skip, counted as A1111 counts it (1 = last layer); sdx's clip_skip. */
                 CLIP_stop_at_last_layers?: number | null;
+                /**
+                 * @description The VAE for this request only: "Automatic" (sdx's vae omitted: the model's sidecar default if it names one, else its own VAE), "None" (vae "none": the model's own VAE) or a file name from GET /sdapi/v1/sd-vae ("name.safetensors"; the name without its extension is accepted too), sdx's vae field. Never a path; an unknown one is a 422.
+                 * @example vae-ft-mse-840000-ema-pruned.safetensors
+                 * @example Automatic
+                 */
+                sd_vae?: string | null;
             } & {
                 [key: string]: unknown;
             }) | null;
-            /** @description Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model and CLIP_stop_at_last_layers the A1111 routes' default. */
+            /** @description Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model, CLIP_stop_at_last_layers and sd_vae the A1111 routes' defaults. */
             override_settings_restore_afterwards?: boolean | null;
             /** @description SDXL refiner. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. ("", "None" are off) */
             refiner_checkpoint?: string | null;
@@ -1107,7 +1328,7 @@ export interface components {
             s_tmin?: number | null;
             /** @description k-diffusion noise multiplier; sdx's samplers run at 1 (another value is said in `info.sdx_warnings`). */
             s_noise?: number | null;
-            /** @description A1111 settings for this request only. sd_model_checkpoint and CLIP_stop_at_last_layers are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`. */
+            /** @description A1111 settings for this request only. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`. */
             override_settings?: ({
                 /**
                  * @description The checkpoint for this request only: a title ("name.safetensors [hash10]"), model name, file name, short hash or SHA-256 from GET /sdapi/v1/sd-models, matched leniently as A1111 does. Never a path. An unknown one is a 422 (A1111 would fall back to the current model).
@@ -1117,10 +1338,16 @@ export interface components {
                 sd_model_checkpoint?: string | null;
                 /** @description Clip skip, counted as A1111 counts it (1 = last layer); sdx's clip_skip. */
                 CLIP_stop_at_last_layers?: number | null;
+                /**
+                 * @description The VAE for this request only: "Automatic" (sdx's vae omitted: the model's sidecar default if it names one, else its own VAE), "None" (vae "none": the model's own VAE) or a file name from GET /sdapi/v1/sd-vae ("name.safetensors"; the name without its extension is accepted too), sdx's vae field. Never a path; an unknown one is a 422.
+                 * @example vae-ft-mse-840000-ema-pruned.safetensors
+                 * @example Automatic
+                 */
+                sd_vae?: string | null;
             } & {
                 [key: string]: unknown;
             }) | null;
-            /** @description Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model and CLIP_stop_at_last_layers the A1111 routes' default. */
+            /** @description Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model, CLIP_stop_at_last_layers and sd_vae the A1111 routes' defaults. */
             override_settings_restore_afterwards?: boolean | null;
             /** @description SDXL refiner. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. ("", "None" are off) */
             refiner_checkpoint?: string | null;
@@ -1243,8 +1470,10 @@ export interface components {
             sd_model_name: string;
             /** @description First 10 hex digits of the SHA-256. */
             sd_model_hash: string | null;
-            sd_vae_name: null;
-            sd_vae_hash: null;
+            /** @description The VAE file used instead of the model's own (its file name), or null. */
+            sd_vae_name: string | null;
+            /** @description First 10 hex digits of that VAE file's SHA-256, or null. */
+            sd_vae_hash: string | null;
             seed_resize_from_w: number;
             seed_resize_from_h: number;
             denoising_strength: number | null;
@@ -1342,7 +1571,7 @@ export interface components {
             default_rho: number;
             need_inner_model: boolean;
         }[];
-        /** @description The A1111 settings sdx has. sd_model_checkpoint and CLIP_stop_at_last_layers can be set; the others are fixed. */
+        /** @description The A1111 settings sdx has. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae can be set; the others are fixed. */
         A1111Options: {
             /** @description Title of the server's default model (null while it has none). */
             sd_model_checkpoint: string | null;
@@ -1352,7 +1581,7 @@ export interface components {
             CLIP_stop_at_last_layers: number;
             /** @description Models kept loaded at once (--max-loaded-models); fixed. */
             sd_checkpoints_limit: number;
-            /** @description Always the model's own VAE: "Automatic" ("None" is accepted too); fixed. */
+            /** @description The VAE of A1111 requests that do not override it: "Automatic" (the default), "None" or a file name from GET /sdapi/v1/sd-vae. */
             sd_vae: string;
             /** @description "png"; fixed. */
             samples_format: string;
@@ -1387,6 +1616,12 @@ export interface components {
             sd_model_checkpoint?: string | null;
             /** @description Clip skip for A1111 requests that do not override it. */
             CLIP_stop_at_last_layers?: number | null;
+            /**
+             * @description The VAE of A1111 requests that do not override it: "Automatic" (sdx's vae omitted: the model's sidecar default if it names one, else its own VAE), "None" (vae "none": the model's own VAE) or a file name from GET /sdapi/v1/sd-vae ("name.safetensors"; the name without its extension is accepted too), sdx's vae field. Never a path; an unknown one is a 422.
+             * @example vae-ft-mse-840000-ema-pruned.safetensors
+             * @example Automatic
+             */
+            sd_vae?: string | null;
         } & {
             [key: string]: unknown;
         };
@@ -1435,6 +1670,94 @@ export interface components {
         };
         /** @description An empty object, as A1111 answers. */
         A1111Empty: Record<string, never>;
+        /**
+         * @description The usable LoRA files of GET /v1/adapters in A1111's shape (its Lora extension's /sdapi/v1/loras).
+         * @example [
+         *       {
+         *         "name": "detail_tweaker",
+         *         "alias": "detail_tweaker",
+         *         "path": "detail_tweaker.safetensors",
+         *         "metadata": {
+         *           "ss_network_dim": "4",
+         *           "ss_base_model_version": "sd_v1"
+         *         }
+         *       }
+         *     ]
+         */
+        A1111Loras: {
+            /** @description The file name without its extension: `<lora:name:weight>` in a prompt. */
+            name: string;
+            /** @description kohya's `ss_output_name` from the file's metadata when it has one, else the name (as A1111). */
+            alias: string;
+            /** @description The file name in the loras folder (A1111 sends the full path; sdx never sends server paths). */
+            path: string;
+            /** @description The safetensors `__metadata__` (kohya's ss_* training notes); values that are JSON text parsed, as A1111 does. */
+            metadata: {
+                [key: string]: unknown;
+            };
+        }[];
+        /**
+         * @description The embedding files of GET /v1/adapters in A1111's EmbeddingsResponse. An embedding whose family is unknown (its width is none of SD's) counts as loaded; files that cannot be read are in neither (GET /v1/adapters says why).
+         * @example {
+         *       "loaded": {
+         *         "tinystyle": {
+         *           "step": null,
+         *           "sd_checkpoint": null,
+         *           "sd_checkpoint_name": null,
+         *           "shape": 768,
+         *           "vectors": 1
+         *         }
+         *       },
+         *       "skipped": {}
+         *     }
+         */
+        A1111Embeddings: {
+            /** @description Embeddings usable with the default model, by name. */
+            loaded: {
+                [key: string]: {
+                    /** @description Training steps, when the file says. */
+                    step: number | null;
+                    /** @description Hash of the checkpoint it was trained on, when the file says. */
+                    sd_checkpoint: string | null;
+                    /** @description Name of the checkpoint it was trained on, when the file says. */
+                    sd_checkpoint_name: string | null;
+                    /** @description Width of each vector (768 for SD 1.x, 1024 for SD 2.x). */
+                    shape: number;
+                    /** @description Vectors per use of its name. */
+                    vectors: number;
+                };
+            };
+            /** @description Embeddings made for another model family than the default model's. */
+            skipped: {
+                [key: string]: {
+                    /** @description Training steps, when the file says. */
+                    step: number | null;
+                    /** @description Hash of the checkpoint it was trained on, when the file says. */
+                    sd_checkpoint: string | null;
+                    /** @description Name of the checkpoint it was trained on, when the file says. */
+                    sd_checkpoint_name: string | null;
+                    /** @description Width of each vector (768 for SD 1.x, 1024 for SD 2.x). */
+                    shape: number;
+                    /** @description Vectors per use of its name. */
+                    vectors: number;
+                };
+            };
+        };
+        /**
+         * @description The usable VAE files of GET /v1/adapters as A1111's SDVaeItem list.
+         * @example [
+         *       {
+         *         "model_name": "vae-ft-mse-840000-ema-pruned.safetensors",
+         *         "filename": "vae-ft-mse-840000-ema-pruned.safetensors"
+         *       }
+         *     ]
+         */
+        A1111SdVaes: {
+            /** @description The file name in the vae folder ("name.safetensors"), as A1111 keys its VAEs: what sd_vae takes. */
+            model_name: string;
+            /** @description The file name again (A1111 sends the full path; sdx never sends server paths). */
+            filename: string;
+        }[];
         GenerateRequest: {
             /** @description What to draw. May be empty (unconditional generation). */
             prompt: string;
@@ -1563,7 +1886,7 @@ export interface components {
                  */
                 weight?: number;
             }[];
-            /** @description A VAE file from the vae folder (AUTOMATIC1111 layout), used for decoding and encoding instead of the model's own; "automatic" or omitted: the model's sidecar default if it names one, else its own VAE. */
+            /** @description A VAE file from the vae folder (its name without the extension, as GET /v1/adapters lists it), used for decoding and encoding instead of the model's own; "automatic" or omitted: the model's sidecar default if it names one, else its own VAE; "none": the model's own VAE even when its sidecar names another (A1111's "None"). */
             vae?: string;
         };
         GenerateResponse: {
@@ -2111,6 +2434,44 @@ export interface operations {
             };
         };
     };
+    listAdapters: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdapterList"];
+                };
+            };
+        };
+    };
+    refreshAdapters: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdapterList"];
+                };
+            };
+        };
+    };
     listCatalog: {
         parameters: {
             query?: never;
@@ -2571,6 +2932,121 @@ export interface operations {
             };
         };
     };
+    a1111SdVaes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description The usable VAE files of GET /v1/adapters as A1111's SDVaeItem list.
+             * @example [
+             *       {
+             *         "model_name": "vae-ft-mse-840000-ema-pruned.safetensors",
+             *         "filename": "vae-ft-mse-840000-ema-pruned.safetensors"
+             *       }
+             *     ]
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111SdVaes"];
+                };
+            };
+        };
+    };
+    a1111Loras: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description The usable LoRA files of GET /v1/adapters in A1111's shape (its Lora extension's /sdapi/v1/loras).
+             * @example [
+             *       {
+             *         "name": "detail_tweaker",
+             *         "alias": "detail_tweaker",
+             *         "path": "detail_tweaker.safetensors",
+             *         "metadata": {
+             *           "ss_network_dim": "4",
+             *           "ss_base_model_version": "sd_v1"
+             *         }
+             *       }
+             *     ]
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Loras"];
+                };
+            };
+        };
+    };
+    a1111RefreshLoras: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `null`, as A1111 answers. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+        };
+    };
+    a1111Embeddings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /**
+             * @description The embedding files of GET /v1/adapters in A1111's EmbeddingsResponse. An embedding whose family is unknown (its width is none of SD's) counts as loaded; files that cannot be read are in neither (GET /v1/adapters says why).
+             * @example {
+             *       "loaded": {
+             *         "tinystyle": {
+             *           "step": null,
+             *           "sd_checkpoint": null,
+             *           "sd_checkpoint_name": null,
+             *           "shape": 768,
+             *           "vectors": 1
+             *         }
+             *       },
+             *       "skipped": {}
+             *     }
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Embeddings"];
+                };
+            };
+        };
+    };
     a1111Samplers: {
         parameters: {
             query?: never;
@@ -2652,7 +3128,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The A1111 settings sdx has. sd_model_checkpoint and CLIP_stop_at_last_layers can be set; the others are fixed. */
+            /** @description The A1111 settings sdx has. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae can be set; the others are fixed. */
             200: {
                 headers: {
                     [name: string]: unknown;

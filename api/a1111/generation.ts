@@ -23,6 +23,7 @@ import type { ModelHost } from "../engine/model_host.ts";
 import { requestedModel } from "../engine/models.ts";
 import { readPngText } from "../engine/pipeline/image.ts";
 import { SCHEDULERS } from "../engine/schedulers/index.ts";
+import { resolveSdVae, vaeInfo } from "./adapters.ts";
 import { makeDefault, resolveCheckpoint } from "./checkpoints.ts";
 import { checkSettings } from "./options.ts";
 import { a1111Error, a1111Text } from "./request.ts";
@@ -116,7 +117,7 @@ export interface MappedRequest {
   nIter: number;
   clipSkip: number;
   /** Overrides kept after the request (override_settings_restore_afterwards false). */
-  keep: { model: string | null; clipSkip: number | null };
+  keep: { model: string | null; clipSkip: number | null; sdVae: string | null };
   warnings: string[];
 }
 
@@ -174,6 +175,12 @@ export async function mapRequest(
     }
   }
   const clipSkip = overrides.CLIP_stop_at_last_layers ?? session.clipSkip;
+  const sdVae = overrides.sd_vae ?? session.sdVae;
+  const vae = await resolveSdVae(
+    host,
+    sdVae,
+    overrides.sd_vae !== undefined ? "override_settings.sd_vae" : "sd_vae",
+  );
   const restore = req.override_settings_restore_afterwards !== false;
   const warnings = [
     ...sampler.warnings,
@@ -197,6 +204,7 @@ export async function mapRequest(
     prompt_syntax: "a1111",
     ...(req.negative_prompt ? { negative_prompt: req.negative_prompt } : {}),
     ...(sampler.scheduler === "ddim" ? { eta: req.eta ?? 0 } : {}),
+    ...(vae !== undefined ? { vae } : {}),
   };
   return {
     base,
@@ -212,6 +220,7 @@ export async function mapRequest(
     keep: {
       model: !restore && model ? model.name : null,
       clipSkip: !restore && overrides.CLIP_stop_at_last_layers !== undefined ? clipSkip : null,
+      sdVae: !restore && overrides.sd_vae !== undefined ? overrides.sd_vae : null,
     },
     warnings,
   };
@@ -313,6 +322,8 @@ export async function runIterations(
   }
   if (mapped.keep.model) await makeDefault(host, mapped.keep.model);
   if (mapped.keep.clipSkip !== null) session.clipSkip = mapped.keep.clipSkip;
+  if (mapped.keep.sdVae !== null) session.sdVae = mapped.keep.sdVae;
+  const vaeUsed = await vaeInfo(host, first);
   const infotexts = images.map((png) => readPngText(Buffer.from(png, "base64")).parameters ?? "");
   const prompt = base.prompt;
   const negative = req.negative_prompt ?? "";
@@ -336,8 +347,8 @@ export async function runIterations(
     face_restoration_model: null,
     sd_model_name: first?.metadata.model.name ?? (base.model as string),
     sd_model_hash: first?.metadata.model.hash.slice(0, 10) ?? null,
-    sd_vae_name: null,
-    sd_vae_hash: null,
+    sd_vae_name: vaeUsed.name,
+    sd_vae_hash: vaeUsed.hash,
     seed_resize_from_w: req.seed_resize_from_w ?? -1,
     seed_resize_from_h: req.seed_resize_from_h ?? -1,
     denoising_strength: extras.denoisingStrength,

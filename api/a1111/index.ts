@@ -4,10 +4,12 @@
  */
 import { Elysia } from "elysia";
 import {
+  A1111EmbeddingsSchema,
   A1111EmptySchema,
   A1111Img2ImgResponseSchema,
   A1111InfoSchema,
   A1111LatentUpscaleModesSchema,
+  A1111LorasSchema,
   A1111OptionsSchema,
   A1111OptionsUpdateSchema,
   A1111ProgressQuerySchema,
@@ -15,6 +17,7 @@ import {
   A1111SamplersSchema,
   A1111SchedulersSchema,
   A1111SdModelsSchema,
+  A1111SdVaesSchema,
   A1111Txt2ImgResponseSchema,
   A1111UpscalersSchema,
   DEFAULT_LIMITS,
@@ -24,6 +27,7 @@ import {
 } from "../../contract/index.ts";
 import type { ModelHost } from "../engine/model_host.ts";
 import { errorModel, GENERATION_ERROR_RESPONSES } from "../http/errors.ts";
+import { listEmbeddings, listLoras, listSdVaes, refreshLoras } from "./adapters.ts";
 import { listSdModels } from "./checkpoints.ts";
 import { img2img } from "./img2img.ts";
 import { getOptions, setOptions } from "./options.ts";
@@ -39,6 +43,7 @@ const TAG = "automatic1111";
 /** What txt2img and img2img share, for their spec descriptions. */
 const SHARED =
   "Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. " +
+  'override_settings.sd_vae ("Automatic", "None" or a file name of GET /sdapi/v1/sd-vae) is sdx\'s `vae` ("Automatic": omitted, "None": "none"), as is the sd_vae setting of POST /sdapi/v1/options for requests that do not override it. ' +
   "After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. ";
 
 const ERRORS =
@@ -80,6 +85,9 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
       A1111OptionsUpdate: A1111OptionsUpdateSchema,
       A1111Progress: A1111ProgressSchema,
       A1111Empty: A1111EmptySchema,
+      A1111Loras: A1111LorasSchema,
+      A1111Embeddings: A1111EmbeddingsSchema,
+      A1111SdVaes: A1111SdVaesSchema,
     })
     .post(
       "/sdapi/v1/txt2img",
@@ -160,6 +168,62 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
           "The loadable models of `GET /v1/models` as A1111's SDModelItem list. `title` is A1111's \"<file> [<hash10>]\" once sdx knows the hash (after a model's first load), else the file name, as in A1111.",
       },
     })
+    .get("/sdapi/v1/sd-vae", () => listSdVaes(host), {
+      parse: "json",
+      response: { 200: "A1111SdVaes" },
+      detail: {
+        tags: [TAG],
+        operationId: "a1111SdVaes",
+        summary: "AUTOMATIC1111 VAE list",
+        description:
+          'The usable VAE files of `GET /v1/adapters` as A1111\'s SDVaeItem list: `model_name` is the file name (what `sd_vae` takes, with "Automatic" and "None"); `filename` is the file name too, where A1111 sends a full path.',
+      },
+    })
+    .get("/sdapi/v1/loras", () => listLoras(host), {
+      parse: "json",
+      response: { 200: "A1111Loras" },
+      detail: {
+        tags: [TAG],
+        operationId: "a1111Loras",
+        summary: "AUTOMATIC1111 LoRA list",
+        description:
+          "The usable LoRA files of `GET /v1/adapters` in the shape of A1111's Lora extension: `name` (used in `<lora:name:weight>`), `alias` (kohya's ss_output_name, else the name), `path` (the file name, where A1111 sends a full path) and `metadata` (the safetensors metadata).",
+      },
+    })
+    .post(
+      "/sdapi/v1/refresh-loras",
+      async () => {
+        await refreshLoras(host);
+        return new Response("null", { headers: { "content-type": "application/json" } });
+      },
+      {
+        parse: [ignoreBody, "json"],
+        detail: {
+          tags: [TAG],
+          operationId: "a1111RefreshLoras",
+          summary: "AUTOMATIC1111 LoRA rescan",
+          description:
+            "Reads the adapter folders again now (the LoRAs, embeddings and VAEs). Answers `null`, as A1111 does.",
+          responses: {
+            200: {
+              description: "`null`, as A1111 answers.",
+              content: { "application/json": { schema: { nullable: true, example: null } } },
+            },
+          },
+        },
+      },
+    )
+    .get("/sdapi/v1/embeddings", () => listEmbeddings(host), {
+      parse: "json",
+      response: { 200: "A1111Embeddings" },
+      detail: {
+        tags: [TAG],
+        operationId: "a1111Embeddings",
+        summary: "AUTOMATIC1111 embedding list",
+        description:
+          "The usable embedding files of `GET /v1/adapters` as A1111's EmbeddingsResponse: `loaded` fit the default model's family (or their family is unknown), `skipped` were made for another family. `step`, `sd_checkpoint` and `sd_checkpoint_name` come from an A1111 `.pt` file; `shape` is the vector width.",
+      },
+    })
     .get("/sdapi/v1/samplers", () => listSamplers(), {
       parse: "json",
       response: { 200: "A1111Samplers" },
@@ -189,7 +253,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
         operationId: "a1111GetOptions",
         summary: "AUTOMATIC1111 settings",
         description:
-          "The A1111 settings sdx has: the default model's title and hash, the clip skip of A1111 requests, and fixed values of settings that would change an image in A1111 (so a client can see what sdx does).",
+          "The A1111 settings sdx has: the default model's title and hash, the clip skip and VAE of A1111 requests, and fixed values of settings that would change an image in A1111 (so a client can see what sdx does).",
       },
     })
     .post(
@@ -215,7 +279,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
           operationId: "a1111SetOptions",
           summary: "Change AUTOMATIC1111 settings",
           description:
-            "`sd_model_checkpoint` makes that model the server's default (for /v1 requests too) and answers once it has loaded, as A1111 does; `CLIP_stop_at_last_layers` sets the clip skip of A1111 requests. Fixed settings must keep their value (422 naming the key); other keys are accepted, not applied, and listed in the `X-Sdx-Ignored-Options` header. Answers `null`, as A1111 does." +
+            '`sd_model_checkpoint` makes that model the server\'s default (for /v1 requests too) and answers once it has loaded, as A1111 does; `CLIP_stop_at_last_layers` sets the clip skip of A1111 requests; `sd_vae` their VAE ("Automatic", "None" or a file of GET /sdapi/v1/sd-vae). Fixed settings must keep their value (422 naming the key); other keys are accepted, not applied, and listed in the `X-Sdx-Ignored-Options` header. Answers `null`, as A1111 does.' +
             ERRORS,
           responses: {
             200: {

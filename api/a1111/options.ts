@@ -1,11 +1,13 @@
-/** A1111's settings: the ones sdx has (the default model, clip skip) and the fixed ones it reports. */
+/** A1111's settings: the ones sdx has (the default model, clip skip, VAE) and the fixed ones it reports. */
 import {
   type A1111Options,
   type A1111OptionsUpdate,
+  ApiError,
   type FieldError,
   validationFailed,
 } from "../../contract/index.ts";
 import type { ModelHost } from "../engine/model_host.ts";
+import { resolveSdVae } from "./adapters.ts";
 import { defaultModelInfo, makeDefault, resolveCheckpoint, sdModelItem } from "./checkpoints.ts";
 import type { A1111Session } from "./session.ts";
 
@@ -16,7 +18,6 @@ function fixedOptions(
   const fixed = (value: string | number, ...also: (string | number)[]) => ({ value, same: [value, ...also] });
   return {
     sd_checkpoints_limit: fixed(host.maxLoadedModels),
-    sd_vae: fixed("Automatic", "None"),
     samples_format: fixed("png"),
     randn_source: fixed("CPU"),
     eta_noise_seed_delta: fixed(0),
@@ -38,9 +39,10 @@ export async function getOptions(host: ModelHost, session: A1111Session): Promis
     sd_model_checkpoint: current ? sdModelItem(current).title : name,
     sd_checkpoint_hash: current?.hash ?? null,
     CLIP_stop_at_last_layers: session.clipSkip,
+    sd_vae: session.sdVae,
     ...(fixed as Omit<
       A1111Options,
-      "sd_model_checkpoint" | "sd_checkpoint_hash" | "CLIP_stop_at_last_layers"
+      "sd_model_checkpoint" | "sd_checkpoint_hash" | "CLIP_stop_at_last_layers" | "sd_vae"
     >),
   };
 }
@@ -59,6 +61,15 @@ export async function checkSettings(
   const unknown: string[] = [];
   for (const [key, value] of Object.entries(settings)) {
     if (key === "sd_model_checkpoint" || key === "CLIP_stop_at_last_layers") continue;
+    if (key === "sd_vae") {
+      try {
+        await resolveSdVae(host, String(value), `${prefix}${key}`);
+      } catch (e) {
+        if (!(e instanceof ApiError && e.fields)) throw e;
+        fields.push(...e.fields);
+      }
+      continue;
+    }
     if (key === "sd_checkpoint_hash") {
       const current = await defaultModelInfo(host);
       if (value !== (current?.hash ?? null)) {
@@ -99,5 +110,6 @@ export async function setOptions(
       : await resolveCheckpoint(host, update.sd_model_checkpoint, "sd_model_checkpoint");
   if (target) await makeDefault(host, target.name);
   if (update.CLIP_stop_at_last_layers !== undefined) session.clipSkip = update.CLIP_stop_at_last_layers;
+  if (update.sd_vae !== undefined) session.sdVae = update.sd_vae;
   return ignored;
 }

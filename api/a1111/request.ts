@@ -29,6 +29,7 @@ const A1111_FIELD_NAMES: [RegExp, string][] = [
   [/\bkarras_sigmas\b/g, "scheduler"],
   [/\bclip_skip\b/g, "override_settings.CLIP_stop_at_last_layers"],
   [/^model$/g, "override_settings.sd_model_checkpoint"],
+  [/^vae$/g, "override_settings.sd_vae"],
 ];
 
 export function a1111Text(text: string): string {

@@ -1,9 +1,11 @@
 /** What the A1111 routes keep between requests, and the A1111 jobs in flight (for /progress, /interrupt, /skip). */
-import { GENERATE_DEFAULTS } from "../../contract/index.ts";
+import { A1111_SD_VAE_AUTOMATIC, GENERATE_DEFAULTS } from "../../contract/index.ts";
 
 export class A1111Session {
   /** CLIP_stop_at_last_layers of requests that do not override it (POST /sdapi/v1/options). */
   clipSkip: number = GENERATE_DEFAULTS.clip_skip;
+  /** sd_vae of requests that do not override it (POST /sdapi/v1/options): "Automatic", "None" or a VAE file. */
+  sdVae: string = A1111_SD_VAE_AUTOMATIC;
   readonly jobs = new Set<A1111Job>();
 }
 

@@ -126,6 +126,11 @@ export const docsPlugin = (limits: Limits = DEFAULT_LIMITS) =>
               description:
                 "What the models directory holds, and ready ONNX models pulled from the Hugging Face hub into it",
             },
+            {
+              name: "adapters",
+              description:
+                "The LoRA, textual-inversion embedding and VAE files in the folders beside the checkpoints",
+            },
             { name: "health", description: "Server state and Prometheus metrics" },
             {
               name: "automatic1111",
