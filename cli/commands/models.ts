@@ -19,7 +19,8 @@ function adapterLine(a: AdapterInfo): string {
       ? `${a.details.vectors} vector${a.details.vectors === 1 ? "" : "s"}`
       : null,
   ].filter((x) => x !== null);
-  const parts = [a.name, a.family ?? "any", a.format ?? "?", ...holds, size(a.size_bytes)];
+  const family = a.family ?? (a.kind === "vae" && a.usable ? "any" : "unknown");
+  const parts = [a.name, family, a.format ?? "?", ...holds, size(a.size_bytes)];
   const state = a.usable ? "" : `  not usable: ${a.reason ?? "unknown reason"}`;
   return `  ${parts.join("  ")}${state}`;
 }
