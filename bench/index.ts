@@ -2,12 +2,14 @@
 import { benchEngine } from "./engine.ts";
 import { benchGpu } from "./gpu.ts";
 import { benchLoad } from "./load.ts";
+import { benchLora } from "./lora.ts";
 import { benchServe } from "./serve.ts";
 
 const BENCHMARKS: Record<string, (argv: string[]) => Promise<void>> = {
   engine: benchEngine,
   gpu: benchGpu,
   load: benchLoad,
+  lora: benchLora,
   serve: benchServe,
 };
 

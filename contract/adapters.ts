@@ -167,6 +167,18 @@ export const AdaptersReportSchema = Type.Object(
         description: "The VAE file used instead of the model's own; null: the model's own.",
       },
     ),
+    cost: Type.Object(
+      {
+        sessions_created: Type.Integer({
+          description:
+            "Model sessions created to put these adapters in place: 0 when the previous request used the same ones.",
+        }),
+        ms: Type.Number({
+          description: "Time spent merging weights, building graphs and creating sessions.",
+        }),
+      },
+      { description: "What switching to this request's adapters cost." },
+    ),
   },
   { description: "The adapters that changed this generation, with their hashes." },
 );

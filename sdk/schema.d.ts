@@ -2083,6 +2083,13 @@ export interface components {
                         /** @description Chosen by the model's sidecar. */
                         default: boolean;
                     } | null;
+                    /** @description What switching to this request's adapters cost. */
+                    cost: {
+                        /** @description Model sessions created to put these adapters in place: 0 when the previous request used the same ones. */
+                        sessions_created: number;
+                        /** @description Time spent merging weights, building graphs and creating sessions. */
+                        ms: number;
+                    };
                 };
                 timings: {
                     queue_ms: number;
@@ -2317,6 +2324,13 @@ export interface components {
                             /** @description Chosen by the model's sidecar. */
                             default: boolean;
                         } | null;
+                        /** @description What switching to this request's adapters cost. */
+                        cost: {
+                            /** @description Model sessions created to put these adapters in place: 0 when the previous request used the same ones. */
+                            sessions_created: number;
+                            /** @description Time spent merging weights, building graphs and creating sessions. */
+                            ms: number;
+                        };
                     };
                     timings: {
                         queue_ms: number;

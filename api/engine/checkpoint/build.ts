@@ -12,7 +12,7 @@
  */
 
 import { createHash, randomBytes } from "node:crypto";
-import { copyFile, link, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { copyFile, link, mkdir, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { ModelKind } from "../../../contract/index.ts";
 import { writeFileAtomic } from "../../../lib/fs/atomic.ts";
@@ -199,6 +199,141 @@ export interface PreparedCheckpoint {
   reused: boolean;
   buildMs: number;
   attention: AttentionVariant;
+  /** What adapter graphs are built from (`buildAdapterGraphs`). */
+  build: CheckpointBuild;
+}
+
+/** A built checkpoint: its cache folder (which holds the weights' link) and how its graphs were made. */
+export interface CheckpointBuild {
+  dir: string;
+  checkpointPath: string;
+  kind: ModelKind;
+  precision: ComputePrecision;
+  attention: AttentionVariant;
+}
+
+type GraphName = "text_encoder" | "text_encoder_2" | "unet";
+
+/**
+ * The text encoder(s) and UNet graphs of a checkpoint, written into `dir` as `<name><suffix>.onnx`; `only`
+ * limits which are written (an adapter set rebuilds just the components it changes).
+ */
+async function writeModelGraphs(
+  dir: string,
+  weights: CheckpointWeights,
+  kind: ModelKind,
+  options: { attention: AttentionVariant; headsPerLevel?: number[] },
+  suffix = "",
+  only?: ReadonlySet<GraphName>,
+): Promise<void> {
+  const wanted = (name: GraphName) => only === undefined || only.has(name);
+  const [encoder, encoder2] = TEXT_ENCODER_PREFIXES[kind];
+  if (wanted("text_encoder")) {
+    await writeGraph(
+      join(dir, `text_encoder${suffix}.onnx`),
+      buildClipGraph(weights, detectClip(weights, encoder.prefix)),
+    );
+  }
+  let pooledDim: number | null = null;
+  if (encoder2) {
+    const clip2 = detectClip(weights, encoder2.prefix);
+    pooledDim = clip2.projectionDim;
+    if (wanted("text_encoder_2"))
+      await writeGraph(join(dir, `text_encoder_2${suffix}.onnx`), buildClipGraph(weights, clip2));
+  }
+  if (wanted("unet")) {
+    // SDXL's label_emb takes encoder 2's pooled embedding (its projection width) followed by the time ids.
+    const unetConfig = detectUNet(weights, UNET_PREFIX, {
+      ...(options.headsPerLevel ? { headsPerLevel: options.headsPerLevel } : {}),
+      ...(pooledDim !== null ? { admPooledDim: pooledDim } : {}),
+    });
+    await writeGraph(
+      join(dir, `unet${suffix}.onnx`),
+      buildUNetGraph(weights, unetConfig, { attention: options.attention }),
+    );
+  }
+}
+
+/** Adapter sets whose graphs stay in a checkpoint's cache folder; older ones are deleted. */
+const ADAPTER_SETS_KEPT = 3;
+
+/** The graphs of an adapter set: a component's path, or null where the set leaves it as the checkpoint has it. */
+export type AdapterGraphs = Record<GraphName, string | null>;
+
+/**
+ * The checkpoint's text encoder(s) and UNet with `overrides` in place of some weights (an adapter set named by
+ * `key`), beside its own graphs: `adapters-<key>.bin` holds the float32 overrides, `<component>.<key>.onnx` the
+ * graphs that read them (only the components the overrides touch), `adapters-<key>.json` marks a complete set.
+ * Reused when present; the oldest sets beyond a few are deleted.
+ */
+export async function buildAdapterGraphs(
+  build: CheckpointBuild,
+  overrides: ReadonlyMap<string, { shape: number[]; data: Float32Array }>,
+  key: string,
+): Promise<AdapterGraphs> {
+  const [encoder, encoder2] = TEXT_ENCODER_PREFIXES[build.kind];
+  const touched = new Set<GraphName>();
+  for (const name of overrides.keys()) {
+    if (name.startsWith(UNET_PREFIX)) touched.add("unet");
+    else if (name.startsWith(encoder.prefix)) touched.add("text_encoder");
+    else if (encoder2 && name.startsWith(encoder2.prefix)) touched.add("text_encoder_2");
+  }
+  const graphs: AdapterGraphs = { text_encoder: null, text_encoder_2: null, unet: null };
+  for (const name of touched) graphs[name] = join(build.dir, `${name}.${key}.onnx`);
+  const marker = join(build.dir, `adapters-${key}.json`);
+  if (await Bun.file(marker).exists()) {
+    const now = new Date();
+    await utimes(marker, now, now); // most recently used: the last to be pruned
+    return graphs;
+  }
+
+  const location = `adapters-${key}.bin`;
+  const entries = new Map<string, { offset: number; length: number; shape: number[] }>();
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, o] of overrides) {
+    const bytes = new Uint8Array(o.data.buffer, o.data.byteOffset, o.data.byteLength);
+    entries.set(name, { offset, length: bytes.byteLength, shape: o.shape });
+    chunks.push(bytes);
+    offset += bytes.byteLength;
+  }
+  await writeFileAtomic(join(build.dir, location), Buffer.concat(chunks));
+  const header = await readSafetensorsHeader(join(build.dir, WEIGHTS_FILE));
+  const weights = new CheckpointWeights(header, WEIGHTS_FILE, build.precision, { location, entries });
+  const sidecar = await readSidecar(build.checkpointPath.replace(/\.safetensors$/, ".json"));
+  const heads = sidecar?.unet_attention_heads;
+  await writeModelGraphs(
+    build.dir,
+    weights,
+    build.kind,
+    { attention: build.attention, ...(heads ? { headsPerLevel: heads } : {}) },
+    `.${key}`,
+    touched,
+  );
+  await writeFileAtomic(marker, JSON.stringify({ key, components: [...touched] }));
+  await pruneAdapterSets(build.dir);
+  return graphs;
+}
+
+/** Deletes all but the newest adapter sets of a cache folder (their override files are large). */
+async function pruneAdapterSets(dir: string): Promise<void> {
+  const markers: { key: string; mtime: number }[] = [];
+  for (const entry of await readdir(dir)) {
+    const m = /^adapters-([0-9a-f]+)\.json$/.exec(entry);
+    if (m?.[1]) markers.push({ key: m[1], mtime: (await stat(join(dir, entry))).mtimeMs });
+  }
+  markers.sort((a, b) => b.mtime - a.mtime);
+  for (const { key } of markers.slice(ADAPTER_SETS_KEPT)) {
+    for (const entry of await readdir(dir)) {
+      if (
+        entry === `adapters-${key}.json` ||
+        entry === `adapters-${key}.bin` ||
+        entry.endsWith(`.${key}.onnx`)
+      ) {
+        await rm(join(dir, entry), { force: true });
+      }
+    }
+  }
 }
 
 /**
@@ -222,8 +357,10 @@ export async function prepareCheckpoint(
   const manifestFile = Bun.file(join(dir, MANIFEST_FILE));
   if (await manifestFile.exists()) {
     const manifest = (await manifestFile.json()) as Manifest;
-    if (manifest.graphVersion === GRAPH_VERSION)
-      return { files: manifest.files, kind: manifest.kind, reused: true, buildMs: 0, attention };
+    if (manifest.graphVersion === GRAPH_VERSION) {
+      const build = { dir, checkpointPath, kind: manifest.kind, precision, attention };
+      return { files: manifest.files, kind: manifest.kind, reused: true, buildMs: 0, attention, build };
+    }
   }
 
   const t0 = performance.now();
@@ -241,25 +378,13 @@ export async function prepareCheckpoint(
     const weights = new CheckpointWeights(header, WEIGHTS_FILE, precision);
     // The VAE computes in float32 whatever the precision: SD VAEs (SDXL's above all) overflow float16.
     const vaeWeights = new CheckpointWeights(header, WEIGHTS_FILE, "float32");
-    const [encoder, encoder2] = TEXT_ENCODER_PREFIXES[kind];
-    await writeGraph(
-      join(tmp, "text_encoder.onnx"),
-      buildClipGraph(weights, detectClip(weights, encoder.prefix)),
-    );
-    let pooledDim: number | null = null;
-    if (encoder2) {
-      const clip2 = detectClip(weights, encoder2.prefix);
-      pooledDim = clip2.projectionDim;
-      await writeGraph(join(tmp, "text_encoder_2.onnx"), buildClipGraph(weights, clip2));
-      await writeTokenizer(join(tmp, "tokenizer_2"), "!");
-    }
-    // SDXL's label_emb takes encoder 2's pooled embedding (its projection width) followed by the time ids.
-    const headsPerLevel = sidecar?.unet_attention_heads;
-    const unetConfig = detectUNet(weights, UNET_PREFIX, {
-      ...(headsPerLevel ? { headsPerLevel } : {}),
-      ...(pooledDim !== null ? { admPooledDim: pooledDim } : {}),
+    const sidecarHeads = sidecar?.unet_attention_heads;
+    const encoder2 = TEXT_ENCODER_PREFIXES[kind][1];
+    await writeModelGraphs(tmp, weights, kind, {
+      attention,
+      ...(sidecarHeads ? { headsPerLevel: sidecarHeads } : {}),
     });
-    await writeGraph(join(tmp, "unet.onnx"), buildUNetGraph(weights, unetConfig, { attention }));
+    if (encoder2) await writeTokenizer(join(tmp, "tokenizer_2"), "!");
     const vae = detectVae(vaeWeights, VAE_PREFIX);
     await writeGraph(join(tmp, "vae_decoder.onnx"), buildVaeDecoderGraph(vaeWeights, vae));
     const hasEncoder = vaeWeights.has(`${VAE_PREFIX}encoder.conv_in.weight`);
@@ -301,7 +426,14 @@ export async function prepareCheckpoint(
     await rm(dir, { recursive: true, force: true });
     await rename(tmp, dir);
     await removeStaleCaches(cacheRoot, `${name}-${tag}`, dir);
-    return { files, kind, reused: false, buildMs, attention };
+    return {
+      files,
+      kind,
+      reused: false,
+      buildMs,
+      attention,
+      build: { dir, checkpointPath, kind, precision, attention },
+    };
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;

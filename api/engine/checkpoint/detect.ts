@@ -88,6 +88,8 @@ export interface Sidecar {
    * 64-wide heads for SD 2.x / SDXL); heads leave no trace in the weights' shapes.
    */
   unet_attention_heads?: number[];
+  /** The VAE file (a name in the vae folder) the model uses by default instead of its own. */
+  vae?: string;
   [key: string]: unknown;
 }
 
@@ -108,7 +110,7 @@ export async function readSidecar(path: string): Promise<Sidecar | null> {
     throw new SidecarError(`${path} must hold a JSON object`);
   }
   const sidecar = value as Sidecar;
-  for (const key of ["model_type", "base_model", "description"] as const) {
+  for (const key of ["model_type", "base_model", "description", "vae"] as const) {
     if (sidecar[key] !== undefined && typeof sidecar[key] !== "string")
       throw new SidecarError(`${path}: ${key} must be a string`);
   }

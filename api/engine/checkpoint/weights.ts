@@ -20,6 +20,16 @@ export class CheckpointError extends Error {
   override name = "CheckpointError";
 }
 
+/**
+ * Float32 tensors that replace some of the checkpoint's (adapters: merged LoRA layers, a token table with
+ * embedding rows added), stored one after another in a raw file beside the graph.
+ */
+export interface OverrideFile {
+  /** The file's name as the graphs refer to it (relative to the graph's folder). */
+  location: string;
+  entries: ReadonlyMap<string, { offset: number; length: number; shape: number[] }>;
+}
+
 export class CheckpointWeights {
   /** Each key's initializer in the graph being built, so a weight used twice is declared once. */
   private readonly declared = new Map<GraphBuilder, Map<string, string>>();
@@ -30,6 +40,8 @@ export class CheckpointWeights {
     readonly location: string,
     /** The precision graphs compute in: weights stored otherwise are cast. */
     readonly precision: ComputePrecision = "float32",
+    /** Tensors read from an override file instead of the checkpoint. */
+    readonly overrides: OverrideFile | null = null,
   ) {}
 
   has(key: string): boolean {
@@ -47,7 +59,7 @@ export class CheckpointWeights {
   }
 
   shape(key: string): number[] {
-    return this.info(key).shape;
+    return this.overrides?.entries.get(key)?.shape ?? this.info(key).shape;
   }
 
   /** The weight `key` as a graph value in the compute precision, optionally reshaped. */
@@ -60,23 +72,36 @@ export class CheckpointWeights {
     const cacheKey = reshape ? `${key}@${reshape.join(",")}` : key;
     const known = byGraph.get(cacheKey);
     if (known) return known;
-    const info = this.info(key);
-    const stored = STORED[info.dtype];
-    if (!stored) {
-      throw new CheckpointError(
-        `${this.header.path}: tensor ${key} is ${info.dtype}; sdx reads F32, F16 and BF16 weights`,
+    const override = this.overrides?.entries.get(key);
+    let value: string;
+    let stored: ElemType;
+    if (override && this.overrides) {
+      stored = "float32";
+      const { location } = this.overrides;
+      value = g.external(
+        { location, offset: override.offset, length: override.length, type: stored, dims: override.shape },
+        key,
+      );
+    } else {
+      const info = this.info(key);
+      const type = STORED[info.dtype];
+      if (!type) {
+        throw new CheckpointError(
+          `${this.header.path}: tensor ${key} is ${info.dtype}; sdx reads F32, F16 and BF16 weights`,
+        );
+      }
+      stored = type;
+      value = g.external(
+        {
+          location: this.location,
+          offset: info.begin,
+          length: info.end - info.begin,
+          type,
+          dims: info.shape,
+        },
+        key,
       );
     }
-    let value = g.external(
-      {
-        location: this.location,
-        offset: info.begin,
-        length: info.end - info.begin,
-        type: stored,
-        dims: info.shape,
-      },
-      key,
-    );
     if (stored !== this.precision) value = g.node("Cast", [value], { to: elementTypeCode(this.precision) });
     if (reshape) value = g.node("Reshape", [value, g.constant(reshape, [reshape.length], "int64")]);
     byGraph.set(cacheKey, value);

@@ -64,8 +64,8 @@ export function memoryReport(
   };
 }
 
-/** AUTOMATIC1111's extra-network tags (`<lora:name:0.8>`), which sdx has nothing to apply with. */
-const EXTRA_NETWORK = /<(?:lora|lyco|hypernet):[^>]*>/gi;
+/** AUTOMATIC1111's extra-network tags (`<lora:name:0.8>`): applied with prompt_syntax "a1111", text otherwise. */
+const EXTRA_NETWORK = /<\w+:[^>]+>/g;
 
 /** The SDXL-only request fields, for warnings when the model is not SDXL. */
 const SDXL_FIELDS = [
@@ -140,12 +140,14 @@ export function warningsFor(
   if (p.scheduler_scale !== null) {
     warnings.push("scheduler_scale has no effect: Stable Diffusion's samplers take no such scale.");
   }
-  for (const field of ["prompt", "negative_prompt", "prompt_2", "negative_prompt_2"] as const) {
-    const tags = p[field]?.match(EXTRA_NETWORK) ?? [];
-    if (tags.length > 0) {
-      warnings.push(
-        `${field}: ${tags.join(" ")} ${tags.length === 1 ? "was" : "were"} read as text: sdx loads no LoRA, LyCORIS or hypernetwork (AUTOMATIC1111's extra networks).`,
-      );
+  if (p.prompt_syntax === "diffusers") {
+    for (const field of ["prompt", "negative_prompt", "prompt_2", "negative_prompt_2"] as const) {
+      const tags = p[field]?.match(EXTRA_NETWORK) ?? [];
+      if (tags.length > 0) {
+        warnings.push(
+          `${field}: ${tags.join(" ")} ${tags.length === 1 ? "was" : "were"} read as text: with prompt_syntax "diffusers" prompts are literal; name LoRAs in \`loras\`, or use prompt_syntax "a1111".`,
+        );
+      }
     }
   }
   warnings.push(...imageWarnings(p, req));
@@ -186,12 +188,20 @@ function imageWarnings(p: AppliedParams, req: Partial<GenerateRequest>): string[
 /** AUTOMATIC1111's infotext, the `parameters` text of its PNGs, for one image. */
 const KIND_LABELS = { sd1: "SD1", sd2: "SD2", sdxl: "SDXL" } as const;
 
+/** What the infotext says of the adapters, in A1111's wording (short hashes). */
+export interface AdapterInfotext {
+  loraHashes: string | null;
+  tiHashes: string | null;
+  vae: { name: string; hash: string } | null;
+}
+
 export function infotext(
   p: AppliedParams,
   seed: number,
   modelName: string,
   kind: ModelKind | null,
   modelHash: string | null = null,
+  adapters: AdapterInfotext | null = null,
 ): string {
   const quote = (v: string) => (/[,:"\n]/.test(v) ? JSON.stringify(v) : v);
   const entry = SCHEDULERS[p.scheduler_type];
@@ -205,6 +215,12 @@ export function infotext(
     ...(modelHash ? ([["Model hash", modelHash.slice(0, 10)]] as [string, string][]) : []),
     ["Model", modelName],
     ...(kind ? ([["Model type", KIND_LABELS[kind]]] as [string, string][]) : []),
+    ...(adapters?.vae
+      ? ([
+          ["VAE hash", adapters.vae.hash],
+          ["VAE", adapters.vae.name],
+        ] as [string, string][])
+      : []),
     ["Clip skip", p.clip_skip],
   ];
   if (p.eta !== null && entry.eta) fields.push(["Eta", p.eta]);
@@ -219,6 +235,8 @@ export function infotext(
     fields.push(h.scale !== null ? ["Hires upscale", h.scale] : ["Hires resize", `${h.width}x${h.height}`]);
     fields.push(["Hires steps", h.steps], ["Hires upscaler", HIRES_UPSCALER_A1111_NAMES[h.upscaler]]);
   }
+  if (adapters?.loraHashes) fields.push(["Lora hashes", adapters.loraHashes]);
+  if (adapters?.tiHashes) fields.push(["TI hashes", adapters.tiHashes]);
   fields.push(["Version", `sdx ${VERSION}`]);
   const lines = [p.prompt];
   if (p.negative_prompt) lines.push(`Negative prompt: ${p.negative_prompt}`);

@@ -22,6 +22,7 @@ import { GenerationAborted, GenerationFailed, GenerationInvalid } from "../pipel
 import type { GenerateInput, GenerateOutput } from "../pipeline/types.ts";
 import { SCHEDULERS } from "../schedulers/index.ts";
 import type { Offload } from "../worker/protocol.ts";
+import { type ResolvedAdapters, resolveAdapters } from "./adapter_params.ts";
 import { type InputImages, prepareImages, readInputImages } from "./image_params.ts";
 import { type ModelFacts, resolveParams } from "./params.ts";
 import { tokenizeField } from "./prompt_fields.ts";
@@ -83,6 +84,7 @@ interface CheckedRequest {
   inputs: GenerateResponse["metadata"]["inputs"];
   /** Changes made to the inputs that the request did not spell out. */
   warnings: string[];
+  adapters: ResolvedAdapters;
 }
 
 /** Checks a request against a loaded model: every 422 that depends on the model is thrown here. */
@@ -91,22 +93,27 @@ async function checkRequest(
   model: LoadedModel,
   req: GenerateRequest,
   images: InputImages,
+  adapters: ResolvedAdapters,
   sizeRange: ModelFacts["sizeRange"],
 ): Promise<CheckedRequest> {
   const { entry, capabilities, tokenizer } = model;
   const params = resolveParams(req, { ...entry, capabilities, ...(sizeRange ? { sizeRange } : {}) }, images);
+  const { prompt, negativePrompt } = adapters.prompts;
+  // Embeddings in the order their rows are added to the token tables (adapters/apply.ts).
+  const embeddings = adapters.report.embeddings.map((e) => ({ name: e.name, vectors: e.vectors }));
   // Prompts are checked here, on the server thread, so a malformed one never reaches the engine.
   const tokenized: [string, ReturnType<typeof tokenizeField>][] = [
-    ["prompt", tokenizeField(tokenizer, "prompt", params.prompt, params.prompt_syntax)],
+    ["prompt", tokenizeField(tokenizer, "prompt", prompt, params.prompt_syntax)],
     [
       "negative_prompt",
-      tokenizeField(tokenizer, "negative_prompt", params.negative_prompt ?? "", params.prompt_syntax),
+      tokenizeField(tokenizer, "negative_prompt", negativePrompt ?? "", params.prompt_syntax),
     ],
   ];
   // SDXL's second tokenizer has the same vocabulary, so the first one checks its prompts' syntax too.
   for (const field of ["prompt_2", "negative_prompt_2"] as const) {
     const text = params[field];
-    if (text) tokenized.push([field, tokenizeField(tokenizer, field, text, params.prompt_syntax)]);
+    if (text)
+      tokenized.push([field, tokenizeField(tokenizer, field, text, params.prompt_syntax, embeddings)]);
   }
   const long = tokenized.find(([, t]) => t.chunks.length > 1);
   if (!capabilities.longPrompts && long) {
@@ -119,9 +126,10 @@ async function checkRequest(
   const prepared = await prepareImages(params, images);
   const hires = params.hires;
   const input: GenerateInput = {
-    prompt: params.prompt,
-    negativePrompt: params.negative_prompt,
+    prompt,
+    negativePrompt,
     promptSyntax: params.prompt_syntax,
+    embeddings,
     seeds,
     width: params.width,
     height: params.height,
@@ -143,7 +151,10 @@ async function checkRequest(
     targetSize: pairOf(params.target_size),
     vaeSlicing: params.enable_vae_slicing,
     vaeTiling: params.enable_vae_tiling,
-    pngParameters: seeds.map((seed) => infotext(params, seed, entry.name, entry.kind, model.hash)),
+    pngParameters: seeds.map((seed) =>
+      infotext(params, seed, entry.name, entry.kind, model.hash, adapters.infotext),
+    ),
+    adapters: adapters.input,
     image: prepared.image,
     hires: hires
       ? {
@@ -162,7 +173,15 @@ async function checkRequest(
       : onGpu && params.enable_model_cpu_offload
         ? "model"
         : "none";
-  return { params, seeds, input, offload, inputs: prepared.inputs, warnings: prepared.warnings };
+  return {
+    params,
+    seeds,
+    input,
+    offload,
+    inputs: prepared.inputs,
+    warnings: [...adapters.warnings, ...prepared.warnings],
+    adapters,
+  };
 }
 
 /**
@@ -179,8 +198,10 @@ export async function prepareGeneration(
   const sizeRange = sizeRangeOf(limits);
   const entry = await requestedModel(host, req.model);
   const images = await readInputImages(req, limits ?? DEFAULT_LIMITS);
+  const syntax = req.prompt_syntax ?? GENERATE_DEFAULTS.prompt_syntax;
+  const adapters = await resolveAdapters(req, syntax, entry, host.adapters);
   const loaded = host.loadedModel(entry.name);
-  const checked = loaded ? await checkRequest(host, loaded, req, images, sizeRange) : null;
+  const checked = loaded ? await checkRequest(host, loaded, req, images, adapters, sizeRange) : null;
   const enqueued = performance.now();
   let ticket: Ticket;
   try {
@@ -202,6 +223,7 @@ export async function prepareGeneration(
           entry,
           checked,
           images,
+          adapters,
           sizeRange,
           position,
         });
@@ -218,6 +240,7 @@ interface RunContext {
   /** The checked request, when the model was loaded at admission. */
   checked: CheckedRequest | null;
   images: InputImages;
+  adapters: ResolvedAdapters;
   sizeRange: ModelFacts["sizeRange"];
   position: number;
 }
@@ -247,7 +270,8 @@ async function runAdmitted(
   if (!wasLoaded) progress.loading?.(ctx.entry.name);
   return withModel(host, ctx.entry, async (model) => {
     const loadMs = wasLoaded ? 0 : performance.now() - loadStart;
-    const checked = ctx.checked ?? (await checkRequest(host, model, ctx.req, ctx.images, ctx.sizeRange));
+    const checked =
+      ctx.checked ?? (await checkRequest(host, model, ctx.req, ctx.images, ctx.adapters, ctx.sizeRange));
     return runChecked(host, model, checked, progress, signal, { queueMs, loadMs, req: ctx.req });
   });
 }
@@ -320,7 +344,13 @@ async function runChecked(
       timesteps: output.timesteps,
       ...(output.hiresTimesteps ? { hires_timesteps: output.hiresTimesteps } : {}),
       inputs,
-      adapters: { loras: [], embeddings: [], vae: null },
+      adapters: {
+        ...checked.adapters.report,
+        cost: {
+          sessions_created: output.adapterCost?.sessionsCreated ?? 0,
+          ms: output.adapterCost?.ms ?? 0,
+        },
+      },
       timings: {
         queue_ms: times.queueMs,
         load_ms: times.loadMs,
@@ -333,7 +363,11 @@ async function runChecked(
       execution_provider: host.provider,
       sdx_version: VERSION,
     },
-    warnings: [...checked.warnings, ...warningsFor(params, output, memory, times.req)],
+    warnings: [
+      ...checked.warnings,
+      ...(output.adapterWarnings ?? []),
+      ...warningsFor(params, output, memory, times.req),
+    ],
   };
 }
 

@@ -104,6 +104,8 @@ export async function loadOnnxPipeline(
   return {
     files,
     checkpointGraphs: built ? { reused: built.reused, buildMs: built.buildMs } : null,
+    checkpoint: built ? built.build : null,
+    adapterKey: "",
     paths,
     provider,
     tokenizer,

@@ -60,6 +60,27 @@ export class Residency {
     this.released.add(stage);
   }
 
+  /**
+   * Points a stage at other graphs (an adapter set's, or back to the model's own) and creates its sessions from
+   * them now; the old ones are released first. `second` is SDXL's second text encoder (null: unchanged).
+   */
+  async replace(stage: "text_encoder" | "unet", path: string, second: string | null = null): Promise<void> {
+    await this.release(stage);
+    const { provider, xl } = this.components;
+    if (stage === "unet") {
+      this.components.paths.unet = path;
+      this.components.unet = await OnnxModel.load(path, { provider });
+    } else {
+      this.components.paths.text_encoder = path;
+      this.components.textEncoder = await OnnxModel.load(path, { provider });
+      if (xl) {
+        if (second !== null) xl.textEncoder2Path = second;
+        xl.textEncoder2 = await OnnxModel.load(xl.textEncoder2Path, { provider });
+      }
+    }
+    this.released.delete(stage);
+  }
+
   /** Releases every resident session (the model is being unloaded). */
   async releaseAll(): Promise<void> {
     for (const stage of STAGES) await this.release(stage);

@@ -11,7 +11,7 @@ import type {
   SchedulerName,
 } from "../../../contract/index.ts";
 import type { AttentionVariant } from "../checkpoint/attention_variant.ts";
-import type { PipelineFiles } from "../checkpoint/build.ts";
+import type { CheckpointBuild, PipelineFiles } from "../checkpoint/build.ts";
 import type { FinalLayerNorm } from "../onnx/final_layer_norm.ts";
 import type { OnnxModel } from "../onnx/runtime.ts";
 import type { Conditioning } from "../prompt/encode.ts";
@@ -49,6 +49,10 @@ export interface PipelineComponents {
   files: PipelineFiles;
   /** For a single-file checkpoint: whether its graphs were built now or reused from the cache. */
   checkpointGraphs: { reused: boolean; buildMs: number } | null;
+  /** For a single-file checkpoint: what adapter graphs (LoRA, embeddings) are built from; null for ONNX folders. */
+  checkpoint: CheckpointBuild | null;
+  /** The adapter set whose weights the text encoder and UNet sessions hold ("" = the checkpoint's own). */
+  adapterKey: string;
   /** Where each session's graph is, so a released session can be created again (null: no VAE encoder). */
   paths: Record<Exclude<Stage, "vae_encoder">, string> & { vae_encoder: string | null };
   provider: ExecutionProvider;
@@ -130,6 +134,19 @@ export interface GenerateInput {
   image?: ImageInput | null;
   /** The hires fix's second pass; absent or null for one pass. */
   hires?: HiresInput | null;
+  /** LoRAs, embeddings and a VAE file; absent or null: none. */
+  adapters?: AdapterInput | null;
+}
+
+/** The adapter files a generation uses (resolved, usable, of the model's family). */
+export interface AdapterInput {
+  /** The LoRA-and-embedding set the text encoder and UNet weights must hold ("": none). */
+  key: string;
+  loras: { name: string; path: string; weight: number }[];
+  /** Embeddings whose names the prompts use, expanded to their vectors by the tokenizer. */
+  embeddings: { name: string; path: string }[];
+  /** A VAE file instead of the model's own; null: its own. */
+  vae: { name: string; path: string } | null;
 }
 
 /** A rectangle of an image in pixels; x2 and y2 exclusive (PIL's box). */
@@ -248,6 +265,10 @@ export interface GenerateOutput {
   timesteps: number[];
   /** The hires fix's second-pass timesteps. */
   hiresTimesteps?: number[];
+  /** What putting the request's adapters in place cost (sessions created, ms); absent when nothing changed. */
+  adapterCost?: { sessionsCreated: number; ms: number };
+  /** LoRA keys no layer took, and the like: one sentence each. */
+  adapterWarnings?: string[];
   /** Tiles decoded per image when tiled decoding ran, else 0. */
   vaeTiles: number;
   timings: { encodeMs: number; denoiseMs: number; decodeMs: number; pngMs: number; totalMs: number };

@@ -4,6 +4,7 @@
  * generation runs.
  */
 import type { ExecutionProvider } from "../../../contract/index.ts";
+import { applyAdapters } from "../adapters/apply.ts";
 import { GenerationAborted, GenerationFailed, GenerationInvalid } from "../pipeline/errors.ts";
 import { loadOnnxPipeline } from "../pipeline/load.ts";
 import { Residency } from "../pipeline/residency.ts";
@@ -94,7 +95,9 @@ async function handle(request: WorkerRequest): Promise<void> {
           cpuCopies.set(request.entry.name, target);
         }
         const enter = target.residency.enterStage(request.offload === "model");
-        const output = await runPipeline(target.components, request.input, {
+        stage = "adapters";
+        const adapters = await applyAdapters(target.components, target.residency, request.input.adapters);
+        const generated = await runPipeline(target.components, request.input, {
           signal: controller.signal,
           onStep: (event) => reply({ type: "step", id: request.id, event }),
           enterStage: (next) => {
@@ -102,6 +105,11 @@ async function handle(request: WorkerRequest): Promise<void> {
             return enter(next);
           },
         });
+        const output = {
+          ...generated,
+          ...(adapters.cost ? { adapterCost: adapters.cost } : {}),
+          ...(adapters.warnings.length ? { adapterWarnings: adapters.warnings } : {}),
+        };
         reply(
           { type: "generated", id: request.id, output },
           output.images.map((image) => image.png.buffer as ArrayBuffer),

@@ -1,0 +1,84 @@
+/**
+ * Puts a generation's adapters in place on a loaded model, in the engine's thread: the LoRA and embedding
+ * overrides of the text encoders and UNet (merged only when the set changes), and the VAE file. What it cost
+ * and what the files could not give (LoRA keys no layer took) go back with the generation.
+ */
+import { dirname } from "node:path";
+import { CheckpointError } from "../checkpoint/weights.ts";
+import { cacheDirOf } from "../model_folder.ts";
+import { GenerationInvalid } from "../pipeline/errors.ts";
+import type { Residency } from "../pipeline/residency.ts";
+import type { AdapterInput, PipelineComponents } from "../pipeline/types.ts";
+import { readSafetensorsHeader } from "../safetensors.ts";
+import { embeddingOverrides } from "./embedding.ts";
+import { loraOverrides } from "./lora.ts";
+import { adapterStats, useWeightOverrides } from "./sessions.ts";
+import { AdapterError, type WeightOverrides } from "./types.ts";
+import { useVae, vaeSessionBuilds } from "./vae_sessions.ts";
+
+const NO_ADAPTERS: AdapterInput = { key: "", loras: [], embeddings: [], vae: null };
+
+/** Warnings of each adapter set, kept so a request reusing a set hears them too. */
+const setWarnings = new Map<string, string[]>();
+
+/** The merged overrides of an adapter set: every LoRA in order, then the embeddings' token tables. */
+async function overridesOf(
+  components: PipelineComponents,
+  adapters: AdapterInput,
+): Promise<{ overrides: WeightOverrides; warnings: string[] }> {
+  const build = components.checkpoint;
+  if (!build) return { overrides: new Map(), warnings: [] };
+  const header = await readSafetensorsHeader(build.checkpointPath);
+  const lora = await loraOverrides(header, build.kind, adapters.loras);
+  const embeddings = await embeddingOverrides(header, build.kind, adapters.embeddings);
+  const overrides: WeightOverrides = new Map([...lora.overrides, ...embeddings.overrides]);
+  const warnings = lora.reports
+    .filter((r) => r.unusedKeys.length > 0)
+    .map(
+      (r) =>
+        `LoRA ${r.name}: ${r.unusedKeys.length} of its tensors match no layer sdx can change and were not applied (${r.unusedKeys.slice(0, 3).join(", ")}${r.unusedKeys.length > 3 ? ", …" : ""}).`,
+    );
+  return { overrides, warnings };
+}
+
+/**
+ * Makes `components` compute with `adapters` (null: none). Returns the sessions it created and how long it took
+ * (nothing when the set was already in place), and the set's warnings. Files that do not fit are
+ * GenerationInvalid (a 422 naming the adapter).
+ */
+export async function applyAdapters(
+  components: PipelineComponents,
+  residency: Residency,
+  adapters: AdapterInput | null | undefined,
+): Promise<{ cost: { sessionsCreated: number; ms: number } | undefined; warnings: string[] }> {
+  const a = adapters ?? NO_ADAPTERS;
+  const t0 = performance.now();
+  const before = adapterStats.sessionsCreated + vaeSessionBuilds(components);
+  try {
+    const names = [
+      ...a.loras.map((l) => `LoRA ${l.name}`),
+      ...a.embeddings.map((e) => `embedding ${e.name}`),
+    ];
+    await useWeightOverrides(
+      components,
+      residency,
+      a.key,
+      async () => {
+        const { overrides, warnings } = await overridesOf(components, a);
+        setWarnings.set(a.key, warnings);
+        return overrides;
+      },
+      names.join(", ") || "adapters",
+    );
+    // A VAE file's graphs are cached beside it, whatever the model's layout.
+    await useVae(components, a.vae, a.vae ? cacheDirOf(dirname(a.vae.path)) : "");
+  } catch (e) {
+    if (e instanceof AdapterError || e instanceof CheckpointError) throw new GenerationInvalid(e.message);
+    throw e;
+  }
+  const created = adapterStats.sessionsCreated + vaeSessionBuilds(components) - before;
+  return {
+    cost: created > 0 ? { sessionsCreated: created, ms: performance.now() - t0 } : undefined,
+    warnings: setWarnings.get(a.key) ?? [],
+  };
+}
