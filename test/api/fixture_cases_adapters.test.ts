@@ -253,3 +253,38 @@ describe("adapters on an ONNX folder", () => {
     expect(diff.max).toBeLessThanOrEqual(4);
   });
 });
+
+describe("adapters with generations running side by side (--concurrency 2)", () => {
+  test("two requests with different LoRA sets at once each get their own set's image", async () => {
+    const host = new ModelHost({
+      modelsDir: await modelsDirFor("tiny_sd15"),
+      provider: "cpu",
+      concurrency: 2,
+    });
+    await host.start();
+    try {
+      const app = createApp(host);
+      const client = createSdxClient({ baseUrl: "http://localhost", fetch: (req) => app.handle(req) });
+      const base = {
+        prompt: "a red barn",
+        seed: 3,
+        width: 64,
+        height: 64,
+        num_steps: 4,
+        prompt_syntax: "diffusers",
+      } as const;
+      const a = { ...base, loras: [{ name: "tiny_sd15_lora_attn", weight: 1 }] };
+      const b = { ...base, loras: [{ name: "tiny_sd15_locon", weight: 1 }] };
+      const [together1, together2] = await Promise.all([client.generate(a), client.generate(b)]);
+      const alone1 = await client.generate(a);
+      const alone2 = await client.generate(b);
+      const png = (r: Awaited<ReturnType<typeof client.generate>>) =>
+        Buffer.from(r.images[0]?.png ?? "", "base64");
+      expect((await imageDiff(png(together1), png(alone1))).max).toBe(0);
+      expect((await imageDiff(png(together2), png(alone2))).max).toBe(0);
+      expect((await imageDiff(png(alone1), png(alone2))).max).toBeGreaterThan(0);
+    } finally {
+      await host.close();
+    }
+  });
+});

@@ -42,6 +42,63 @@ async function overridesOf(
 }
 
 /**
+ * Generations running on a model's sessions, and the adapter choice they run with: a generation wanting
+ * another choice waits until those have finished (with --concurrency above 1, sessions are never swapped under
+ * a running generation).
+ */
+interface Gate {
+  choice: string;
+  running: number;
+  waiters: (() => void)[];
+}
+const gates = new WeakMap<PipelineComponents, Gate>();
+
+/** What a generation holds while it runs on its adapters: release it when done. */
+export interface AdapterLease {
+  cost: { sessionsCreated: number; ms: number } | undefined;
+  warnings: string[];
+  release(): void;
+}
+
+/**
+ * Waits until `components` can take `adapters` (null: none), puts them in place and holds them until the lease
+ * is released. The lease says what the switch cost (nothing when the set was already in place) and the set's
+ * warnings. Files that do not fit are GenerationInvalid (a 422 naming the adapter).
+ */
+export async function acquireAdapters(
+  components: PipelineComponents,
+  residency: Residency,
+  adapters: AdapterInput | null | undefined,
+): Promise<AdapterLease> {
+  const a = adapters ?? NO_ADAPTERS;
+  const choice = `${a.key}|${a.vae?.path ?? ""}`;
+  let gate = gates.get(components);
+  if (!gate) {
+    gate = { choice, running: 0, waiters: [] };
+    gates.set(components, gate);
+  }
+  while (gate.running > 0 && gate.choice !== choice) {
+    await new Promise<void>((resolve) => (gate as Gate).waiters.push(resolve));
+  }
+  gate.running++;
+  gate.choice = choice;
+  const g = gate;
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    g.running--;
+    if (g.running === 0) for (const wake of g.waiters.splice(0)) wake();
+  };
+  try {
+    return { ...(await applyAdapters(components, residency, a)), release };
+  } catch (e) {
+    release();
+    throw e;
+  }
+}
+
+/**
  * Makes `components` compute with `adapters` (null: none). Returns the sessions it created and how long it took
  * (nothing when the set was already in place), and the set's warnings. Files that do not fit are
  * GenerationInvalid (a 422 naming the adapter).

@@ -4,7 +4,7 @@
  * generation runs.
  */
 import type { ExecutionProvider } from "../../../contract/index.ts";
-import { applyAdapters } from "../adapters/apply.ts";
+import { acquireAdapters } from "../adapters/apply.ts";
 import { GenerationAborted, GenerationFailed, GenerationInvalid } from "../pipeline/errors.ts";
 import { loadOnnxPipeline } from "../pipeline/load.ts";
 import { Residency } from "../pipeline/residency.ts";
@@ -96,15 +96,20 @@ async function handle(request: WorkerRequest): Promise<void> {
         }
         const enter = target.residency.enterStage(request.offload === "model");
         stage = "adapters";
-        const adapters = await applyAdapters(target.components, target.residency, request.input.adapters);
-        const generated = await runPipeline(target.components, request.input, {
-          signal: controller.signal,
-          onStep: (event) => reply({ type: "step", id: request.id, event }),
-          enterStage: (next) => {
-            stage = next;
-            return enter(next);
-          },
-        });
+        const adapters = await acquireAdapters(target.components, target.residency, request.input.adapters);
+        let generated: Awaited<ReturnType<typeof runPipeline>>;
+        try {
+          generated = await runPipeline(target.components, request.input, {
+            signal: controller.signal,
+            onStep: (event) => reply({ type: "step", id: request.id, event }),
+            enterStage: (next) => {
+              stage = next;
+              return enter(next);
+            },
+          });
+        } finally {
+          adapters.release();
+        }
         const output = {
           ...generated,
           ...(adapters.cost ? { adapterCost: adapters.cost } : {}),
