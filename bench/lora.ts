@@ -8,7 +8,7 @@
  *
  *   bun run bench lora [--cache DIR] [--rank 32]
  */
-import { rename, stat } from "node:fs/promises";
+import { mkdir, rename, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -51,6 +51,7 @@ export async function benchLora(argv: string[]): Promise<void> {
   });
   const rank = Number(values.rank);
   const dir = values.cache;
+  await mkdir(dir, { recursive: true });
   const checkpoint = join(dir, "sd15.safetensors");
   const arch = PRESETS.sd15;
   await once(checkpoint, (p) => writeRandomCheckpoint(p, ldmTensors(arch), { arch }));
