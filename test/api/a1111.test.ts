@@ -727,16 +727,20 @@ describe("in-process", () => {
       .filter(([path]) => path.startsWith("/sdapi/v1/"))
       .flatMap(([path, item]) => Object.entries(item).map(([method, op]) => ({ path, method, op })));
     expect(ops.map((o) => `${o.method.toUpperCase()} ${o.path}`).sort()).toEqual([
+      "GET /sdapi/v1/embeddings",
       "GET /sdapi/v1/latent-upscale-modes",
+      "GET /sdapi/v1/loras",
       "GET /sdapi/v1/options",
       "GET /sdapi/v1/progress",
       "GET /sdapi/v1/samplers",
       "GET /sdapi/v1/schedulers",
       "GET /sdapi/v1/sd-models",
+      "GET /sdapi/v1/sd-vae",
       "GET /sdapi/v1/upscalers",
       "POST /sdapi/v1/img2img",
       "POST /sdapi/v1/interrupt",
       "POST /sdapi/v1/options",
+      "POST /sdapi/v1/refresh-loras",
       "POST /sdapi/v1/skip",
       "POST /sdapi/v1/txt2img",
     ]);
@@ -750,6 +754,9 @@ describe("in-process", () => {
       "A1111LatentUpscaleModes",
       "A1111SdModels",
       "A1111Progress",
+      "A1111Loras",
+      "A1111Embeddings",
+      "A1111SdVaes",
     ]) {
       expect(spec.components.schemas[name]?.examples?.length).toBeGreaterThan(0);
     }

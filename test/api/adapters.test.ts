@@ -49,6 +49,8 @@ beforeAll(async () => {
   await writeFile(join(outside, "secret.safetensors"), lora);
   await symlink(join(outside, "secret.safetensors"), join(dir, "loras", "escape.safetensors"));
   await writeFile(join(dir, "embeddings", "broken.pt"), "PK\x03\x04 but nothing else");
+  // The model's sidecar names a default VAE (what "automatic" uses and "none" does not).
+  await writeFile(join(dir, "tiny_sd15.json"), JSON.stringify({ vae: "tiny_sd15_vae_alt" }));
   server = await startServer(["--models-dir", dir, "--model", "tiny_sd15"]);
   client = createSdxClient({ baseUrl: server.url });
 });
@@ -187,10 +189,45 @@ describe("A1111 adapter routes", () => {
       const info = JSON.parse(((await res.json()) as { info: string }).info) as { sdx_warnings: string[] };
       expect(info.sdx_warnings.join(" ")).not.toContain("sd_vae was not applied");
     }
+    // The VAE used is reported as A1111 reports it.
+    const used = await post("/sdapi/v1/txt2img", {
+      ...SMALL,
+      override_settings: { sd_vae: "tiny_sd15_vae_alt.safetensors" },
+    });
+    const usedInfo = JSON.parse(((await used.json()) as { info: string }).info) as Record<string, unknown>;
+    expect(usedInfo.sd_vae_name).toBe("tiny_sd15_vae_alt.safetensors");
+    expect(usedInfo.sd_vae_hash).toMatch(/^[0-9a-f]{10}$/);
     const res = await post("/sdapi/v1/txt2img", { ...SMALL, override_settings: { sd_vae: "../vae/x.pt" } });
     expect(res.status).toBe(422);
     const error = (await res.json()) as { fields: { field: string }[] };
     expect(error.fields[0]?.field).toBe("override_settings.sd_vae");
+  });
+});
+
+describe("a sidecar's default VAE", () => {
+  test('"automatic" (A1111 "Automatic") uses it, "none" (A1111 "None") the model\'s own VAE', async () => {
+    const generate = (vae?: string) =>
+      client.generate({
+        prompt: "a house",
+        num_steps: 2,
+        width: 64,
+        height: 64,
+        seed: 1,
+        ...(vae ? { vae } : {}),
+      });
+    expect((await generate()).metadata.adapters.vae).toMatchObject({
+      name: "tiny_sd15_vae_alt",
+      default: true,
+    });
+    expect((await generate("automatic")).metadata.adapters.vae?.name).toBe("tiny_sd15_vae_alt");
+    expect((await generate("none")).metadata.adapters.vae).toBeNull();
+    const a1111 = async (sd_vae: string) => {
+      const res = await post("/sdapi/v1/txt2img", { ...SMALL, override_settings: { sd_vae } });
+      expect(res.status).toBe(200);
+      return JSON.parse(((await res.json()) as { info: string }).info).sd_vae_name as string | null;
+    };
+    expect(await a1111("Automatic")).toBe("tiny_sd15_vae_alt.safetensors");
+    expect(await a1111("None")).toBeNull();
   });
 });
 

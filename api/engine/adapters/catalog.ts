@@ -1,15 +1,17 @@
 /**
  * The adapter folders beside the checkpoints (`models/loras/`, `models/embeddings/`, `models/vae/`, as ComfyUI
- * names them; each configurable): which files they hold and what each is, read from its header only — the
- * safetensors JSON header, or a `.pt` zip's pickle — never its weights. A file that is not what its folder
- * says (a checkpoint among the LoRAs, a truncated download, a text file) is listed unusable with the reason and
- * never stops anything. Names are file stems; a symbolic link is followed only to a file inside its folder.
- * Hashes are the model hashes' (same cache, computed on demand). The detailed readers that apply these files
- * live beside this one; this is what the listing and a request's name lookup need.
+ * names them; each configurable): which files they hold and what each is, read from headers only — a
+ * safetensors JSON header, or a `.pt` embedding through the engine's safe torch reader — never applying
+ * anything. The verdict on each file is the engine's own inspection (lora.ts, embedding.ts, vae.ts), so what is
+ * listed usable is what a request can use; this module adds the listing: names (file stems), a hint when a file
+ * is another kind of file, the largest LoRA rank, A1111's embedding facts, hashes (the model-hash cache,
+ * computed on demand) and the name lookup requests use. A file that is not what its folder says is listed
+ * unusable with the reason and never stops anything; a symbolic link is followed only to a file inside its
+ * folder; dotfiles, sub-folders and other extensions are not listed.
  */
 import type { Dirent } from "node:fs";
 import { readdir, realpath, stat } from "node:fs/promises";
-import { extname, join, sep } from "node:path";
+import { basename, extname, join, sep } from "node:path";
 import {
   ADAPTER_EXTENSIONS,
   ADAPTER_FOLDERS,
@@ -24,7 +26,10 @@ import {
 } from "../../../contract/index.ts";
 import { cachedFileHash, fileHash } from "../model_hash.ts";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../safetensors.ts";
-import { hasZipSignature, type PickledTensor, type PickleValue, readTorchPickle } from "./pt_header.ts";
+import { inspectEmbedding } from "./embedding.ts";
+import { inspectLora } from "./lora.ts";
+import { PickleDict, readTorchFile } from "./pickle.ts";
+import { inspectVae } from "./vae.ts";
 
 /** The folder of each kind (absolute or relative to the working directory). */
 export type AdapterFolders = Record<AdapterKind, string>;
@@ -87,19 +92,6 @@ const SCAN_TTL_MS = 2000;
 /** The request field each kind is named in, for 422s. */
 const FIELD: Record<AdapterKind, string> = { lora: "loras", embedding: "prompt", vae: "vae" };
 
-/** Shapes' widths that tell the family: text-encoder hidden size / UNet cross-attention context. */
-const CONTEXT_FAMILY: Record<number, ModelKind> = { 768: "sd1", 1024: "sd2", 2048: "sdxl" };
-const TEXT_WIDTH_FAMILY: Record<number, ModelKind> = { 768: "sd1", 1024: "sd2" };
-
-/** kohya's `ss_base_model_version` (A1111 reads it the same way) when the shapes do not tell. */
-function familyFromMetadata(metadata: Record<string, string>): ModelKind | null {
-  const version = metadata.ss_base_model_version ?? "";
-  if (version.startsWith("sdxl")) return "sdxl";
-  if (version.startsWith("sd_v2")) return "sd2";
-  if (version.startsWith("sd_v1")) return "sd1";
-  return null;
-}
-
 /** What a header-level read found, before the file's place in the folder is added. */
 type Classified = Pick<AdapterEntry, "format" | "family" | "details" | "metadata" | "embedding"> & {
   reason: string | null;
@@ -115,11 +107,12 @@ const unusable = (reason: string, metadata: Record<string, string> = {}): Classi
 });
 
 /** What else the file looks like, for the reason a file in the wrong folder gives. */
-function lookalike(keys: string[]): string {
+function lookalike(keys: string[], kind?: AdapterKind): string {
   const has = (re: RegExp) => keys.some((k) => re.test(k));
   if (has(/^model\.diffusion_model\./))
     return "; it looks like a checkpoint (it belongs in the models folder)";
-  if (has(/(^|\.)decoder\.conv_in\.weight$/)) return "; it looks like a VAE (it belongs in the vae folder)";
+  if (kind !== "vae" && has(/(^|\.)decoder\.conv_in\.weight$/))
+    return "; it looks like a VAE (it belongs in the vae folder)";
   if (has(/lora_(down|up)\.weight$|lora_[AB]\.weight$/))
     return "; it looks like a LoRA (it belongs in the loras folder)";
   if (keys.includes("emb_params") || keys.includes("clip_l"))
@@ -127,7 +120,10 @@ function lookalike(keys: string[]): string {
   return "";
 }
 
-/** A LoRA's format, modules, rank and family from its tensor names and shapes. */
+/**
+ * A LoRA's header checked: its format, complete modules (every down weight with its up) and largest rank, or
+ * why it is no LoRA sdx applies (a LyCORIS network, an old diffusers file, another kind of file).
+ */
 export function classifyLora(header: SafetensorsHeader): Classified {
   const metadata = header.metadata;
   const names = [...header.tensors.keys()];
@@ -172,27 +168,12 @@ export function classifyLora(header: SafetensorsHeader): Classified {
     return unusable("a LoRA whose down weights are not [rank, in, …] matrices", metadata);
   const modules = [...downs.keys()];
   const isTe = (m: string) => /^lora_te[12]?_|^text_encoder(_2)?\.|^te[12]?\./.test(m);
-  const isTe2 = (m: string) => /^lora_te2_|^text_encoder_2\./.test(m);
   const rank = Math.max(...[...downs.values()].map((s) => s[0] as number));
 
-  let family: ModelKind | null = null;
-  // Cross-attention keys/values read the text states: their input width is the UNet's context size.
-  for (const [m, shape] of downs) {
-    if (!/attn2[._]to_[kv]$/.test(m) || isTe(m)) continue;
-    family = CONTEXT_FAMILY[shape[1] as number] ?? family;
-  }
-  // A second text encoder, or the SDXL names kohya gives its text encoders, is SDXL.
-  if (family === null && modules.some((m) => isTe2(m) || m.startsWith("lora_te1_"))) family = "sdxl";
-  if (family === null) {
-    for (const [m, shape] of downs) {
-      if (!isTe(m) || !/(q_proj|k_proj|v_proj|fc1)$/.test(m)) continue;
-      family = TEXT_WIDTH_FAMILY[shape[1] as number] ?? family;
-    }
-  }
-  family ??= familyFromMetadata(metadata);
   return {
     format,
-    family,
+    // The engine's inspectLora tells the family (classifyLoraFile).
+    family: null,
     details: { rank, modules: modules.length, text_encoder: modules.some(isTe) },
     metadata,
     embedding: null,
@@ -200,139 +181,115 @@ export function classifyLora(header: SafetensorsHeader): Classified {
   };
 }
 
-/** An embedding's vectors and width from a `.safetensors` header (A1111's accepted layouts). */
-export function classifyEmbeddingSafetensors(header: SafetensorsHeader): Classified {
-  const metadata = header.metadata;
-  const tensors = header.tensors;
-  const facts = (width: number | null): EmbeddingFacts => ({
-    width,
-    step: null,
-    sdCheckpoint: null,
-    sdCheckpointName: null,
-  });
-  const l = tensors.get("clip_l");
-  const g = tensors.get("clip_g");
-  if (l && g) {
-    if (l.shape.length !== 2 || g.shape.length !== 2 || l.shape[0] !== g.shape[0])
-      return unusable(
-        "an SDXL embedding whose clip_l and clip_g are not [vectors, width] with the same vectors",
-      );
-    return {
-      format: "embedding_safetensors",
-      family: "sdxl",
-      details: { vectors: l.shape[0] as number },
-      metadata,
-      embedding: facts(l.shape[1] as number),
-      reason: null,
-    };
-  }
-  // "emb_params", or any single tensor (A1111's "diffuser concepts" branch).
-  const one = tensors.get("emb_params") ?? (tensors.size === 1 ? [...tensors.values()][0] : undefined);
-  if (!one) {
-    return unusable(
-      `not an embedding: no emb_params (or clip_l + clip_g) tensor${lookalike([...tensors.keys()])}`,
-      metadata,
-    );
-  }
-  const shape = one.shape.length === 1 ? [1, one.shape[0] as number] : one.shape;
-  if (shape.length !== 2 || (shape[0] as number) < 1 || (shape[1] as number) < 1)
-    return unusable(
-      `not an embedding: ${one.name} is [${one.shape.join(", ")}], not [vectors, width]`,
-      metadata,
-    );
-  const width = shape[1] as number;
+/** A reader's message without the file's path (reasons never name server paths). */
+function withoutPath(message: string, path: string): string {
+  return message.split(`${path}: `).join("").split(path).join(basename(path));
+}
+
+/** A1111's facts of a `.pt` embedding (Embedding.save writes them), from the engine's safe torch reader. */
+async function ptFacts(path: string): Promise<Omit<EmbeddingFacts, "width">> {
+  const none = { step: null, sdCheckpoint: null, sdCheckpointName: null };
+  const root = await readTorchFile(path).catch(() => null);
+  if (!(root instanceof PickleDict)) return none;
+  const text = (key: string) => {
+    const v = root.entries.get(key);
+    return typeof v === "string" ? v : null;
+  };
+  const step = root.entries.get("step");
   return {
-    format: "embedding_safetensors",
-    family: TEXT_WIDTH_FAMILY[width] ?? null,
-    details: { vectors: shape[0] as number },
-    metadata,
-    embedding: facts(width),
-    reason: null,
+    step: typeof step === "number" ? step : null,
+    sdCheckpoint: text("sd_checkpoint"),
+    sdCheckpointName: text("sd_checkpoint_name"),
   };
 }
 
-const isTensor = (v: PickleValue | undefined): v is PickledTensor =>
-  typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Map) && v.kind === "tensor";
-
-/** An embedding's vectors from a `.pt` pickle: A1111's `string_to_param`, or a one-tensor dict. */
-export function classifyEmbeddingPt(data: PickleValue): Classified {
-  if (!(data instanceof Map)) return unusable("not an embedding: the .pt holds no dictionary");
-  const get = (key: string) => data.get(key);
-  const params = get("string_to_param");
-  let tensor: PickledTensor | undefined;
-  if (params instanceof Map) tensor = [...params.values()].find(isTensor);
-  else if (isTensor(get("emb_params"))) tensor = get("emb_params") as PickledTensor;
-  else if (data.size === 1 && isTensor([...data.values()][0]))
-    tensor = [...data.values()][0] as PickledTensor;
-  if (!tensor) return unusable("not an embedding: the .pt has no string_to_param tensor");
-  const shape = tensor.shape.length === 1 ? [1, tensor.shape[0] as number] : tensor.shape;
-  if (shape.length !== 2 || (shape[0] as number) < 1)
-    return unusable(`not an embedding: its tensor is [${tensor.shape.join(", ")}], not [vectors, width]`);
-  const text = (v: PickleValue | undefined) => (typeof v === "string" ? v : null);
-  const step = get("step");
-  const width = shape[1] as number;
+/** A LoRA: the engine's verdict (inspectLora), the largest rank and a hint when it is another kind of file. */
+async function classifyLoraFile(path: string): Promise<Classified> {
+  const header = await readSafetensorsHeader(path);
+  // The header check first: it says what else a file is, and refuses a file with no complete module.
+  const own = classifyLora(header);
+  if (own.reason !== null) return own;
+  let engine: Awaited<ReturnType<typeof inspectLora>>;
+  try {
+    engine = await inspectLora(path);
+  } catch (e) {
+    return unusable(withoutPath((e as Error).message, path), header.metadata);
+  }
   return {
-    format: "embedding_pt",
-    family: TEXT_WIDTH_FAMILY[width] ?? null,
-    details: { vectors: shape[0] as number },
-    metadata: {},
-    embedding: {
-      width,
-      step: typeof step === "number" ? step : null,
-      sdCheckpoint: text(get("sd_checkpoint")),
-      sdCheckpointName: text(get("sd_checkpoint_name")),
+    format: engine.format,
+    family: engine.family,
+    details: {
+      rank: own.details.rank ?? engine.rank,
+      modules: engine.modules,
+      text_encoder: engine.textEncoder,
     },
+    metadata: header.metadata,
+    embedding: null,
     reason: null,
   };
 }
 
-/** A VAE: the LDM decoder's first conv, with or without `first_stage_model.`; 4 latent channels. */
-export function classifyVae(header: SafetensorsHeader): Classified {
-  const metadata = header.metadata;
-  const conv =
-    header.tensors.get("decoder.conv_in.weight") ??
-    header.tensors.get("first_stage_model.decoder.conv_in.weight");
-  if (!conv) {
-    return unusable(
-      `not a VAE: no decoder.conv_in.weight tensor${lookalike([...header.tensors.keys()])}`,
-      metadata,
-    );
+/** An embedding: the engine's verdict (inspectEmbedding); a `.pt` file's A1111 facts. */
+async function classifyEmbeddingFile(path: string): Promise<Classified> {
+  const isPt = extname(path).toLowerCase() === ".pt";
+  const header = isPt ? null : await readSafetensorsHeader(path);
+  let info: Awaited<ReturnType<typeof inspectEmbedding>>;
+  try {
+    info = await inspectEmbedding(path);
+  } catch (e) {
+    const hint = header ? lookalike([...header.tensors.keys()]) : "";
+    return unusable(`${withoutPath((e as Error).message, path)}${hint}`, header?.metadata ?? {});
   }
-  const channels = conv.shape[1];
-  if (conv.shape.length !== 4 || channels !== 4) {
-    return unusable(
-      `a VAE with ${channels ?? "?"} latent channels: SD 1.x, 2.x and SDXL use 4 (this one is for another model family)`,
-      metadata,
-    );
-  }
-  if (
-    !header.tensors.has("decoder.conv_out.weight") &&
-    !header.tensors.has("first_stage_model.decoder.conv_out.weight")
-  )
-    return unusable("a VAE without its decoder's last conv (decoder.conv_out.weight): incomplete", metadata);
-  return { format: "vae_safetensors", family: null, details: {}, metadata, embedding: null, reason: null };
+  const facts = isPt ? await ptFacts(path) : { step: null, sdCheckpoint: null, sdCheckpointName: null };
+  return {
+    format: info.format,
+    family: info.family,
+    details: { vectors: info.vectors },
+    metadata: header?.metadata ?? {},
+    embedding: { width: info.width, ...facts },
+    reason: null,
+  };
 }
 
-/** Reads one file's header and says what it is; never throws. */
+/** A VAE: the engine's verdict (inspectVae), with a hint when it is another kind of file. */
+async function classifyVaeFile(path: string): Promise<Classified> {
+  const header = await readSafetensorsHeader(path);
+  const info = await inspectVae(path);
+  if (!info.usable) {
+    const channels =
+      info.latentChannels > 0 && info.latentChannels !== 4
+        ? `; it has ${info.latentChannels} latent channels where SD 1.x, 2.x and SDXL have 4 (a VAE of another model family)`
+        : "";
+    const reason = withoutPath(info.reason ?? "not a VAE sdx reads", path);
+    return unusable(`${reason}${channels}${lookalike([...header.tensors.keys()], "vae")}`, header.metadata);
+  }
+  if (info.latentChannels !== 4) {
+    return unusable(
+      `a VAE with ${info.latentChannels} latent channels: SD 1.x, 2.x and SDXL use 4 (this one is for another model family)`,
+      header.metadata,
+    );
+  }
+  return {
+    format: info.format,
+    family: null,
+    details: {},
+    metadata: header.metadata,
+    embedding: null,
+    reason: null,
+  };
+}
+
+/**
+ * Reads one file's header and says what it is; never throws. The verdict is the engine's own inspection
+ * (lora.ts, embedding.ts, vae.ts read headers only), so what the listing calls usable is what a request can use.
+ */
 export async function classifyAdapterFile(kind: AdapterKind, path: string): Promise<Classified> {
   try {
-    if (extname(path).toLowerCase() === ".pt") {
-      const head = new Uint8Array(await Bun.file(path).slice(0, 4).arrayBuffer());
-      if (!hasZipSignature(head)) {
-        return unusable(
-          "not a torch.save zip (no PK signature): a legacy or non-torch .pt file sdx does not read; use a .safetensors embedding",
-        );
-      }
-      return classifyEmbeddingPt(await readTorchPickle(path));
-    }
-    const header = await readSafetensorsHeader(path);
-    if (kind === "lora") return classifyLora(header);
-    if (kind === "embedding") return classifyEmbeddingSafetensors(header);
-    return classifyVae(header);
+    if (kind === "lora") return await classifyLoraFile(path);
+    if (kind === "embedding") return await classifyEmbeddingFile(path);
+    return await classifyVaeFile(path);
   } catch (e) {
-    // The readers' messages start with the path: the reason names the file only.
-    const message = (e as Error).message.replace(`${path}: `, "");
-    return unusable(`unreadable: ${message}`);
+    return unusable(`unreadable: ${withoutPath((e as Error).message, path)}`);
   }
 }
 

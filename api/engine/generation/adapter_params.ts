@@ -157,9 +157,11 @@ export async function resolveAdapters(
     });
   }
 
-  // VAE: the request's, else the sidecar's default; "automatic" means the latter.
-  const asked = req.vae !== undefined && req.vae.toLowerCase() !== "automatic" ? req.vae : null;
-  const vaeName = asked ?? model.sidecar?.vae ?? null;
+  // VAE: the request's, else the sidecar's default; "automatic" means the latter, "none" the model's own VAE
+  // whatever the sidecar says (A1111's "None"). See VAE_KEYWORDS.
+  const word = req.vae?.toLowerCase();
+  const asked = req.vae !== undefined && word !== "automatic" && word !== "none" ? req.vae : null;
+  const vaeName = asked ?? (word === "none" ? null : (model.sidecar?.vae ?? null));
   let vae: AdapterInput["vae"] = null;
   let vaeReport: AdaptersReport["vae"] = null;
   if (vaeName !== null) {
