@@ -106,19 +106,34 @@ describe("with the tiny model", () => {
     expect(text).toContain("offload");
   });
 
-  test("AUTOMATIC1111 extra-network tags are named in warnings, since nothing applies them", async () => {
-    const res = await client.generate({
-      prompt: "a cat <lora:fluffy:0.8>, <LyCO:style:1>",
+  test("AUTOMATIC1111 extra-network tags: read as text with diffusers syntax (a warning), LoRAs of an ONNX folder a 422", async () => {
+    const prompt = "a cat <lora:fluffy:0.8>, <hypernet:style:1>";
+    const literal = await client.generate({
+      prompt,
+      prompt_syntax: "diffusers",
       negative_prompt: "dog",
       width: 64,
       height: 64,
       num_steps: 1,
     });
-    expect(res.warnings).toContain(
-      "prompt: <lora:fluffy:0.8> <LyCO:style:1> were read as text: sdx loads no LoRA, LyCORIS or hypernetwork (AUTOMATIC1111's extra networks).",
+    expect(literal.warnings.join("\n")).toContain(
+      'prompt: <lora:fluffy:0.8> <hypernet:style:1> were read as text: with prompt_syntax "diffusers" prompts are literal',
     );
+    const a1111 = await client
+      .generate({ prompt, width: 64, height: 64, num_steps: 1 })
+      .catch((e: unknown) => e);
+    expect(a1111).toBeInstanceOf(SdxError);
+    expect((a1111 as SdxError).fields[0]).toMatchObject({ field: "prompt" });
+    expect((a1111 as SdxError).message).toContain("needs a single-file checkpoint");
+    const hypernet = await client.generate({
+      prompt: "a cat <hypernet:style:1>",
+      width: 64,
+      height: 64,
+      num_steps: 1,
+    });
+    expect(hypernet.warnings.join("\n")).toContain("<hypernet:style:1> was removed and not applied");
     const plain = await client.generate({ prompt: "a cat", width: 64, height: 64, num_steps: 1 });
-    expect(plain.warnings.join("\n")).not.toContain("extra networks");
+    expect(plain.warnings.join("\n")).not.toContain("read as text");
   });
 
   test("a default size beyond the server's size limit is a 422 naming the field, not a silent resize", async () => {
