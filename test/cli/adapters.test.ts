@@ -7,21 +7,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFile, cp, mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FIXTURES, REPO_ROOT } from "../helpers/fixtures.ts";
+import { sdx } from "../helpers/cli.ts";
+import { FIXTURES } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
-
-async function sdx(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn(["bun", join(REPO_ROOT, "cli/index.ts"), ...args], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
-}
 
 let server: RunningServer;
 let work: string;

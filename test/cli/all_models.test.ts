@@ -7,21 +7,9 @@ import { cp, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import YAML from "yaml";
-import { FIXTURES, REPO_ROOT, TINY_SD15 } from "../helpers/fixtures.ts";
+import { sdx } from "../helpers/cli.ts";
+import { FIXTURES, TINY_SD15 } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
-
-async function sdx(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn(["bun", join(REPO_ROOT, "cli/index.ts"), ...args], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
-}
 
 async function sha256(path: string): Promise<string> {
   return new Bun.CryptoHasher("sha256").update(await Bun.file(path).arrayBuffer()).digest("hex");

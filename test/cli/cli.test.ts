@@ -7,21 +7,9 @@ import { mkdir, mkdtemp, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import YAML from "yaml";
+import { sdx } from "../helpers/cli.ts";
 import { imageDiff, MODELS_DIR, REPO_ROOT, referenceCase } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
-
-async function sdx(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn(["bun", join(REPO_ROOT, "cli/index.ts"), ...args], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
-}
 
 async function writeProject(root: string, name: string, config: string, prompts: string): Promise<void> {
   await mkdir(join(root, name), { recursive: true });

@@ -13,22 +13,9 @@ import sharp from "sharp";
 import YAML from "yaml";
 import { imageFromFile } from "../../sdk/files.ts";
 import { createSdxClient, type GenerateRequest, imageFromBytes } from "../../sdk/index.ts";
-import { MODELS_DIR, pixels, REPO_ROOT } from "../helpers/fixtures.ts";
+import { sdx } from "../helpers/cli.ts";
+import { MODELS_DIR, pixels } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
-
-async function sdx(args: string[], cwd?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn(["bun", join(REPO_ROOT, "cli/index.ts"), ...args], {
-    stdout: "pipe",
-    stderr: "pipe",
-    ...(cwd ? { cwd } : {}),
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
-}
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 

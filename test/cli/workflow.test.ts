@@ -9,23 +9,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import YAML from "yaml";
 import { createSdxClient, type GenerateRequest } from "../../sdk/index.ts";
+import { sdx } from "../helpers/cli.ts";
 import { type FakeOllama, startFakeOllama } from "../helpers/fake_ollama.ts";
 import { imageDiff, MODELS_DIR, REPO_ROOT } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
-
-async function sdx(args: string[], cwd?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn(["bun", join(REPO_ROOT, "cli/index.ts"), ...args], {
-    stdout: "pipe",
-    stderr: "pipe",
-    ...(cwd ? { cwd } : {}),
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
-}
 
 const LONG_ANSWER = Array.from({ length: 40 }, (_, i) => `ancient${i} lighthouse, stormy sea`).join(", ");
 

@@ -1,0 +1,21 @@
+/** Runs the real `sdx` command line (`bun cli/index.ts`) as a child process, without the caller's API key. */
+import { join } from "node:path";
+import { REPO_ROOT } from "./fixtures.ts";
+
+export async function sdx(
+  args: string[],
+  cwd?: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = Bun.spawn(["bun", join(REPO_ROOT, "cli/index.ts"), ...args], {
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, SDX_API_KEY: "" },
+    ...(cwd ? { cwd } : {}),
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  return { code, stdout, stderr };
+}
