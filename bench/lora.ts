@@ -2,9 +2,11 @@
  * `bun run bench lora`: what switching LoRA sets costs on a full-size SD 1.5 checkpoint (random fp16 weights of
  * the released shapes) with a typical kohya LoRA: rank 32 on every attention, feed-forward and projection layer
  * of the UNet's transformers and on the text encoder's attention and MLP layers, as kohya's default network
- * trains. Side by side with loading the whole model: a set in use costs nothing again, a new set merges its
- * weights and re-creates only the text encoder and UNet sessions (the VAE, tokenizer and scheduler stay), and
- * a set seen before reuses its graphs.
+ * trains, and the same LoRA's UNet layers alone. Side by side with loading the whole model: a set in use costs
+ * nothing again; the first set with UNet layers puts the LoRA-ready UNet in place (one session), after which a
+ * set only merges into and re-creates the text encoder when it changes it, and feeds the UNet's branches its
+ * factors. Then the cost of the branches: one UNet run at 512² (batch 2, as with guidance) on the plain graph,
+ * on the LoRA-ready graph fed zero rank, and fed the rank-r factors.
  *
  *   bun run bench lora [--cache DIR] [--rank 32]
  */
@@ -21,6 +23,7 @@ import {
   writeRandomCheckpoint,
 } from "../api/engine/checkpoint/ldm_layout.ts";
 import { inspectCheckpoint } from "../api/engine/model_folder.ts";
+import { type FeedValue, OnnxModel } from "../api/engine/onnx/runtime.ts";
 import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/load.ts";
 import { Residency } from "../api/engine/pipeline/residency.ts";
 import type { AdapterInput } from "../api/engine/pipeline/types.ts";
@@ -61,6 +64,7 @@ export async function benchLora(argv: string[]): Promise<void> {
   const lora = join(dir, `lora_rank${rank}.safetensors`);
   const tensors: TensorSpec[] = [];
   let modules = 0;
+  let textModules = 0;
   for (const [name, target] of layerNames(header, "sd1")) {
     if (!name.startsWith("lora_") || !LORA_LAYER.test(name)) continue;
     const [out = 0, inp = 0, ...kernel] = target.rows
@@ -71,28 +75,38 @@ export async function benchLora(argv: string[]): Promise<void> {
       { key: `${name}.lora_up.weight`, shape: [out, rank, ...kernel.map(() => 1)], dtype: "float" },
     );
     modules++;
+    if (!name.startsWith("lora_unet_")) textModules++;
   }
   await once(lora, (p) => writeRandomCheckpoint(p, tensors));
   const loraBytes = (await stat(lora)).size;
+  const unetLora = join(dir, `lora_rank${rank}_unet.safetensors`);
+  await once(unetLora, (p) =>
+    writeRandomCheckpoint(
+      p,
+      tensors.filter((t) => t.key.startsWith("lora_unet_")),
+    ),
+  );
 
   const t0 = performance.now();
   const entry = await inspectCheckpoint("sd15", checkpoint);
   const components = await loadOnnxPipeline(entry, "cpu");
   const loadMs = performance.now() - t0;
   const residency = new Residency(components);
-  const set = (key: string, weight: number): AdapterInput => ({
+  const set = (key: string, weight: number, path = lora): AdapterInput => ({
     key,
-    loras: key ? [{ name: "lora", path: lora, weight }] : [],
+    loras: key ? [{ name: "lora", path, weight }] : [],
     embeddings: [],
     vae: null,
   });
   const rows: string[][] = [["model load (text encoder, UNet, VAE)", seconds(loadMs), "1.00", "3"]];
   for (const [what, adapters] of [
-    ["switch to the LoRA (merge, graphs, sessions)", set("a", 1)],
+    ["first LoRA (text encoder merged, LoRA-ready UNet)", set("a", 1)],
     ["the same LoRA again", set("a", 1)],
-    ["back to no LoRA (the model's own sessions)", set("", 0)],
-    ["the LoRA again (its graphs reused)", set("a", 1)],
-    ["the LoRA at weight 0.5 (a new set)", set("b", 0.5)],
+    ["back to no LoRA (own text encoder, zero branches)", set("", 0)],
+    ["the LoRA again (text encoder graph reused)", set("a", 1)],
+    ["the LoRA at weight 0.5 (text encoder merged)", set("b", 0.5)],
+    ["its UNet layers only (own text encoder)", set("c", 1, unetLora)],
+    ["its UNet layers only at weight 0.5", set("d", 0.5, unetLora)],
   ] as const) {
     const start = performance.now();
     const { cost } = await applyAdapters(components, residency, adapters);
@@ -104,5 +118,35 @@ export async function benchLora(argv: string[]): Promise<void> {
   );
   printTable([["step", "s", "× model load", "sessions created"], ...rows]);
   console.log("target: the same set again costs 0; a switch costs less than loading the model");
+
+  // One UNet run at 512² with batch 2, after one to warm the session: the LoRA-ready graph fed the UNet-only
+  // set (rank r) and zero rank, then the plain graph.
+  const unetFeeds = {
+    sample: { data: new Float32Array(2 * 4 * 64 * 64).fill(0.1), dims: [2, 4, 64, 64] },
+    timestep: { data: [500], dims: [] },
+    encoder_hidden_states: { data: new Float32Array(2 * 77 * 768).fill(0.01), dims: [2, 77, 768] },
+  };
+  const stepMs = async (model: OnnxModel, extra: Record<string, FeedValue>) => {
+    await model.run({ ...unetFeeds, ...extra }, ["out_sample"]);
+    const start = performance.now();
+    await model.run({ ...unetFeeds, ...extra }, ["out_sample"]);
+    return performance.now() - start;
+  };
+  const loraMs = await stepMs(components.unet, components.unetLora ?? {});
+  await applyAdapters(components, residency, set("", 0));
+  const zeroMs = await stepMs(components.unet, components.unetLora ?? {});
   await releasePipeline(components);
+  const plain = await OnnxModel.load(components.files.unet, { provider: "cpu" });
+  const plainMs = await stepMs(plain, {});
+  await plain.release();
+  printTable([
+    ["UNet run, 512², batch 2", "s", "× plain graph"],
+    ["plain graph", seconds(plainMs), "1.00"],
+    ["LoRA-ready, zero rank", seconds(zeroMs), (zeroMs / plainMs).toFixed(2)],
+    [
+      `LoRA-ready, rank ${rank} on ${modules - textModules} layers`,
+      seconds(loraMs),
+      (loraMs / plainMs).toFixed(2),
+    ],
+  ]);
 }

@@ -114,17 +114,24 @@ describe("adapters through the API", () => {
     prompt_syntax: "diffusers",
   } as const;
 
-  test("the same LoRA set again creates no session and merges nothing; a new set re-creates only text encoder and UNet", async () => {
+  test("the same LoRA set again creates no session; the first LoRA set puts the LoRA-ready UNet in place, later sets only re-create text encoders they change", async () => {
     const lora = { ...base, loras: [{ name: "tiny_sd15_lora_attn", weight: 0.7 }] };
     const first = await client.generate(lora);
+    // The merged text encoder and the LoRA-ready UNet.
     expect(first.metadata.adapters.cost.sessions_created).toBe(2);
     const again = await client.generate({ ...lora, seed: 6 });
     expect(again.metadata.adapters.cost).toEqual({ sessions_created: 0, ms: 0 });
-    // A plain request after it puts the checkpoint's own sessions back; a plain request again costs nothing.
+    // A plain request after it puts the checkpoint's own text encoder back; the UNet's branches are fed zeros.
     const plain = await client.generate(base);
-    expect(plain.metadata.adapters.cost.sessions_created).toBe(2);
+    expect(plain.metadata.adapters.cost.sessions_created).toBe(1);
     expect((await client.generate(base)).metadata.adapters.cost.sessions_created).toBe(0);
-    // The text-encoder-only LoRA leaves the UNet as the checkpoint has it: one session.
+    // UNet-only sets: only what the branches are fed changes.
+    const locon = await client.generate({ ...base, loras: [{ name: "tiny_sd15_locon", weight: 0.5 }] });
+    expect(locon.metadata.adapters.cost.sessions_created).toBe(0);
+    const locon2 = await client.generate({ ...base, loras: [{ name: "tiny_sd15_locon", weight: -1 }] });
+    expect(locon2.metadata.adapters.cost.sessions_created).toBe(0);
+    expect(locon2.images[0]?.png).not.toEqual(locon.images[0]?.png);
+    // The text-encoder-only LoRA: one session, the text encoder.
     const te = await client.generate({ ...base, loras: [{ name: "tiny_sd15_te_only" }] });
     expect(te.metadata.adapters.cost.sessions_created).toBe(1);
   });

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { layerNames } from "../../api/engine/adapters/layers.ts";
-import { inspectLora, type LoraInput, loraOverrides } from "../../api/engine/adapters/lora.ts";
+import { inspectLora, type LoraInput, loraFactors, loraOverrides } from "../../api/engine/adapters/lora.ts";
 import { AdapterError } from "../../api/engine/adapters/types.ts";
 import { ldmTensors, PRESETS } from "../../api/engine/checkpoint/ldm_layout.ts";
 import {
@@ -443,6 +443,39 @@ describe("merged weights", () => {
         const got = overrides.get(key)?.data as Float32Array;
         // float32 sums in another order: a few ulps of the delta at most
         expect({ key, close: maxRelativeDiff(got, want) < 1e-6 }).toEqual({ key, close: true });
+      }
+    });
+  }
+
+  for (const { kind, loras } of combos) {
+    test(`${loras.map(([n, w]) => `${n} × ${w}`).join(" + ")}: W + up·down of the UNet factors is the merged weight`, async () => {
+      const inputs = loras.map(([n, w]) => lora(n, w));
+      const factors = await loraFactors(checkpoints[kind], kind, inputs);
+      const { overrides } = await loraOverrides(checkpoints[kind], kind, inputs);
+      const unetKeys = [...overrides.keys()].filter((k) => k.startsWith("model.diffusion_model."));
+      expect([...factors.keys()].sort()).toEqual(unetKeys.sort());
+      const textOnly = await loraOverrides(checkpoints[kind], kind, inputs, { unet: false });
+      expect([...textOnly.overrides.keys()].sort()).toEqual(
+        [...overrides.keys()].filter((k) => !k.startsWith("model.diffusion_model.")).sort(),
+      );
+      for (const key of unetKeys) {
+        const f = factors.get(key);
+        if (!f) throw new Error(`no factors for ${key}`);
+        const [out = 0, rank = 0] = f.upShape;
+        const cols = f.down.length / rank;
+        expect(f.downShape[0]).toBe(rank);
+        const w = await readTensorAsFloat32(checkpoints[kind], key);
+        // W[o, c] + Σ_k up[o, k]·down[k, c] (the scale is in up)
+        const got = new Float32Array(out * cols);
+        for (let o = 0; o < out; o++)
+          for (let c = 0; c < cols; c++) {
+            let sum = 0;
+            for (let k = 0; k < rank; k++)
+              sum += (f.up[o * rank + k] as number) * (f.down[k * cols + c] as number);
+            got[o * cols + c] = (w[o * cols + c] as number) + sum;
+          }
+        const close = maxRelativeDiff(got, overrides.get(key)?.data as Float32Array) < 1e-5;
+        expect({ key, close }).toEqual({ key, close: true });
       }
     });
   }

@@ -8,7 +8,12 @@ import { linkSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UNET_PREFIX } from "../../api/engine/checkpoint/keys.ts";
-import { buildUNetGraph, detectUNet, type UNetConfig } from "../../api/engine/checkpoint/unet_graph.ts";
+import {
+  buildUNetGraph,
+  detectUNet,
+  loraInputNames,
+  type UNetConfig,
+} from "../../api/engine/checkpoint/unet_graph.ts";
 import { CheckpointWeights } from "../../api/engine/checkpoint/weights.ts";
 import { readOnnxGraph } from "../../api/engine/onnx/proto.ts";
 import { OnnxModel } from "../../api/engine/onnx/runtime.ts";
@@ -212,3 +217,34 @@ test("float16 compute (inputs cast in, output cast out, norms and softmax in flo
   expect(maxDiff).toBeLessThan(5e-3);
   await model.release();
 }, 30_000);
+
+test("the LoRA-ready graph (a branch on every Linear and Conv) fed zero-rank factors gives the plain graph's out_sample", async () => {
+  const g = buildUNetGraph(weights, config, { loraSlots: true });
+  const path = join(dir, "unet_lora.onnx");
+  writeFileSync(path, g.toBytes());
+  const model = await OnnxModel.load(path, { provider: "cpu" });
+  const layers = [...weights.keys()].filter(
+    (k) => k.startsWith(UNET_PREFIX) && k.endsWith(".weight") && weights.shape(k).length >= 2,
+  );
+  const zero: Record<string, { data: Float32Array; dims: number[] }> = {};
+  for (const key of layers) {
+    const names = loraInputNames(key);
+    const [out = 0, cols = 0, ...kernel] = weights.shape(key);
+    expect(model.inputs.get(names.down)?.shape).toEqual([`rank:${key}`, cols, ...kernel]);
+    expect(model.inputs.get(names.up)?.shape).toEqual([out, `rank:${key}`, ...kernel.map(() => 1)]);
+    zero[names.down] = { data: new Float32Array(0), dims: [0, cols, ...kernel] };
+    zero[names.up] = { data: new Float32Array(0), dims: [out, 0, ...kernel.map(() => 1)] };
+  }
+  expect(model.inputs.size).toBe(3 + 2 * layers.length);
+  for (const c of [CASES[0], CASES[1]]) {
+    if (!c) continue;
+    const input = feeds(2, c.height, c.width, c.timestep, c.sequence, c.seed);
+    const plain = (await built.run(input)).out_sample?.data as Float32Array;
+    const ready = (await model.run({ ...input, ...zero })).out_sample?.data as Float32Array;
+    let maxDiff = 0;
+    for (let i = 0; i < plain.length; i++)
+      maxDiff = Math.max(maxDiff, Math.abs((plain[i] as number) - (ready[i] as number)));
+    expect(maxDiff).toBeLessThanOrEqual(1e-6);
+  }
+  await model.release();
+}, 60_000);

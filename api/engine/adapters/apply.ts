@@ -1,6 +1,6 @@
 /**
  * Puts a generation's adapters in place on a loaded model, in the engine's thread: the LoRA and embedding
- * overrides of the text encoders and UNet (merged only when the set changes), and the VAE file. What it cost
+ * overrides of the text encoders (merged only when the set changes), the UNet's LoRA branch factors, and the VAE file. What it cost
  * and what the files could not give (LoRA keys no layer took) go back with the generation.
  */
 import { dirname } from "node:path";
@@ -11,8 +11,8 @@ import type { Residency } from "../pipeline/residency.ts";
 import type { AdapterInput, PipelineComponents } from "../pipeline/types.ts";
 import { readSafetensorsHeader } from "../safetensors.ts";
 import { embeddingOverrides } from "./embedding.ts";
-import { loraOverrides } from "./lora.ts";
-import { adapterStats, useWeightOverrides } from "./sessions.ts";
+import { loraFactors, loraOverrides } from "./lora.ts";
+import { type AdapterWeights, adapterStats, useWeightOverrides } from "./sessions.ts";
 import { AdapterError, type WeightOverrides } from "./types.ts";
 import { useVae, vaeSessionBuilds } from "./vae_sessions.ts";
 
@@ -21,15 +21,19 @@ const NO_ADAPTERS: AdapterInput = { key: "", loras: [], embeddings: [], vae: nul
 /** Warnings of each adapter set, kept so a request reusing a set hears them too. */
 const setWarnings = new Map<string, string[]>();
 
-/** The merged overrides of an adapter set: every LoRA in order, then the embeddings' token tables. */
-async function overridesOf(
+/**
+ * The weights of an adapter set: the text encoders' merged overrides (every LoRA in order, then the embeddings'
+ * token tables) and the UNet's LoRA factors.
+ */
+async function weightsOf(
   components: PipelineComponents,
   adapters: AdapterInput,
-): Promise<{ overrides: WeightOverrides; warnings: string[] }> {
+): Promise<AdapterWeights & { warnings: string[] }> {
   const build = components.checkpoint;
-  if (!build) return { overrides: new Map(), warnings: [] };
+  if (!build) return { overrides: new Map(), unet: new Map(), warnings: [] };
   const header = await readSafetensorsHeader(build.checkpointPath);
-  const lora = await loraOverrides(header, build.kind, adapters.loras);
+  const lora = await loraOverrides(header, build.kind, adapters.loras, { unet: false });
+  const unet = await loraFactors(header, build.kind, adapters.loras);
   const embeddings = await embeddingOverrides(header, build.kind, adapters.embeddings);
   const overrides: WeightOverrides = new Map([...lora.overrides, ...embeddings.overrides]);
   const warnings = lora.reports
@@ -38,7 +42,7 @@ async function overridesOf(
       (r) =>
         `LoRA ${r.name}: ${r.unusedKeys.length} of its tensors match no layer sdx can change and were not applied (${r.unusedKeys.slice(0, 3).join(", ")}${r.unusedKeys.length > 3 ? ", …" : ""}).`,
     );
-  return { overrides, warnings };
+  return { overrides, unet, warnings };
 }
 
 /**
@@ -121,9 +125,9 @@ export async function applyAdapters(
       residency,
       a.key,
       async () => {
-        const { overrides, warnings } = await overridesOf(components, a);
+        const { warnings, ...weights } = await weightsOf(components, a);
         setWarnings.set(a.key, warnings);
-        return overrides;
+        return weights;
       },
       names.join(", ") || "adapters",
     );

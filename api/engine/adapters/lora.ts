@@ -247,14 +247,26 @@ const deltaModel = () =>
 
 const product = (dims: readonly number[]) => dims.reduce((n, d) => n * d, 1);
 
-/** The merged weights W + Σ weight·(alpha/rank)·(up @ down) for every layer the LoRAs name, in request order, as overrides of the checkpoint's LDM keys. Throws AdapterError naming the LoRA when its family does not match `kind`, or none of its keys matches a layer; keys it cannot use go to unusedKeys. */
-export async function loraOverrides(
+/** A LoRA module and the checkpoint layer it updates, as `visitLoras` hands them on. */
+interface ModuleMatch {
+  lora: LoraInput;
+  header: SafetensorsHeader;
+  module: LoraModule;
+  target: LayerTarget;
+}
+
+/**
+ * Every module of `loras` (in request order) that names a layer of the checkpoint, after the family check: each
+ * goes to `visit`. Throws AdapterError naming the LoRA when its family does not match `kind`, or none of its keys
+ * matches a layer; keys it cannot use go to its report's unusedKeys.
+ */
+async function visitLoras(
   checkpoint: SafetensorsHeader,
   kind: ModelKind,
   loras: LoraInput[],
-): Promise<{ overrides: WeightOverrides; reports: LoraReport[] }> {
+  visit: (match: ModuleMatch) => Promise<void>,
+): Promise<LoraReport[]> {
   const layers = layerNames(checkpoint, kind);
-  const overrides: WeightOverrides = new Map();
   const reports: LoraReport[] = [];
   for (const lora of loras) {
     const header = await readLoraHeader(lora.path, lora.name);
@@ -277,7 +289,7 @@ export async function loraOverrides(
         unusedKeys.push(...m.keys);
         continue;
       }
-      await mergeModule(lora, header, m, target, checkpoint, overrides);
+      await visit({ lora, header, module: m, target });
       modules++;
       if (target.component !== "unet") textEncoder = true;
     }
@@ -289,17 +301,93 @@ export async function loraOverrides(
     }
     reports.push({ name: lora.name, modules, textEncoder, unusedKeys: unusedKeys.sort() });
   }
+  return reports;
+}
+
+/**
+ * The merged weights W + Σ weight·(alpha/rank)·(up @ down) for every layer the LoRAs name, in request order, as
+ * overrides of the checkpoint's LDM keys; with `unet` false the UNet's layers are left out (they run as
+ * `loraFactors` branches), though the reports count them. Throws AdapterError naming the LoRA when its family
+ * does not match `kind`, or none of its keys matches a layer; keys it cannot use go to unusedKeys.
+ */
+export async function loraOverrides(
+  checkpoint: SafetensorsHeader,
+  kind: ModelKind,
+  loras: LoraInput[],
+  options: { unet?: boolean } = {},
+): Promise<{ overrides: WeightOverrides; reports: LoraReport[] }> {
+  const overrides: WeightOverrides = new Map();
+  const reports = await visitLoras(checkpoint, kind, loras, async (match) => {
+    if (match.target.component === "unet" && options.unet === false) {
+      moduleFit(match);
+      return;
+    }
+    await mergeModule(match, checkpoint, overrides);
+  });
   return { overrides, reports };
 }
 
-async function mergeModule(
-  lora: LoraInput,
-  header: SafetensorsHeader,
-  m: LoraModule,
-  target: LayerTarget,
+/** One UNet layer's LoRA factors, ready to feed its branch (unet_graph.ts loraInputNames). */
+export interface LoraFactor {
+  /** [r, in] (Conv: [r, in, kh, kw]): the LoRAs' down matrices stacked along the rank. */
+  down: Float32Array;
+  downShape: number[];
+  /** [out, r] (Conv: [out, r, 1, 1]): their up matrices side by side, each times float32(weight·alpha/rank). */
+  up: Float32Array;
+  upShape: number[];
+}
+
+/**
+ * The UNet layers' LoRA factors by checkpoint key: Σ_i s_i·up_i·down_i = [s_1·up_1 ‖ s_2·up_2 ‖ …]·[down_1; down_2;
+ * …], so several LoRAs on one layer are one branch of their summed rank. Same checks and errors as loraOverrides.
+ */
+export async function loraFactors(
   checkpoint: SafetensorsHeader,
-  overrides: WeightOverrides,
-): Promise<void> {
+  kind: ModelKind,
+  loras: LoraInput[],
+): Promise<Map<string, LoraFactor>> {
+  const parts = new Map<string, { down: Float32Array; up: Float32Array; rank: number }[]>();
+  await visitLoras(checkpoint, kind, loras, async (match) => {
+    if (match.target.component !== "unet") return;
+    const { rank, scale } = await moduleScale(match, moduleFit(match));
+    const up = await readTensorAsFloat32(match.header, match.module.up as string);
+    for (let i = 0; i < up.length; i++) up[i] = Math.fround((up[i] as number) * scale);
+    const down = await readTensorAsFloat32(match.header, match.module.down as string);
+    const list = parts.get(match.target.key) ?? [];
+    list.push({ down, up, rank });
+    parts.set(match.target.key, list);
+  });
+  const factors = new Map<string, LoraFactor>();
+  for (const [key, list] of parts) {
+    const shape = checkpoint.tensors.get(key)?.shape ?? [];
+    const out = shape[0] as number;
+    const kernel = shape.slice(2);
+    const cols = product(shape.slice(1));
+    const rank = list.reduce((n, p) => n + p.rank, 0);
+    const down = new Float32Array(rank * cols);
+    const up = new Float32Array(out * rank);
+    let first = 0;
+    for (const p of list) {
+      down.set(p.down, first * cols);
+      for (let o = 0; o < out; o++) up.set(p.up.subarray(o * p.rank, (o + 1) * p.rank), o * rank + first);
+      first += p.rank;
+    }
+    factors.set(key, {
+      down,
+      downShape: [rank, ...shape.slice(1)],
+      up,
+      upShape: [out, rank, ...kernel.map(() => 1)],
+    });
+  }
+  return factors;
+}
+
+/** A module's rank, and the rows (out) and columns (in·kh·kw) of its layer, once its shapes fit the layer. */
+function moduleFit({ lora, header, module: m, target }: ModuleMatch): {
+  rank: number;
+  out: number;
+  cols: number;
+} {
   const downShape = header.tensors.get(m.down as string)?.shape ?? [];
   const upShape = header.tensors.get(m.up as string)?.shape ?? [];
   // Linear: down [r, in], up [out, r]. Conv: down [r, in, kh, kw] (the layer's kernel), up [out, r, 1, 1].
@@ -320,10 +408,28 @@ async function mergeModule(
       `LoRA ${lora.name}: ${m.name} (up [${upShape.join(", ")}] · down [${downShape.join(", ")}]) does not fit ${target.key}${rows} [${target.shape.join(", ")}]; it was made for another model`,
     );
   }
+  return { rank, out, cols };
+}
+
+/** s = multiplier · (alpha / r), in float64 as the reference's Python float, applied as float32. */
+async function moduleScale(
+  { lora, header, module: m }: ModuleMatch,
+  fit: { rank: number },
+): Promise<{ rank: number; scale: number }> {
   // alpha: a 0-d tensor; absent (PEFT, some kohya files) means alpha = r, i.e. scale 1.
-  const alpha = m.alpha ? ((await readTensorAsFloat32(header, m.alpha))[0] as number) : rank;
-  // s = multiplier · (alpha / r), in float64 as the reference's Python float, applied as float32.
-  const scale = Math.fround(lora.weight * (alpha / rank));
+  const alpha = m.alpha ? ((await readTensorAsFloat32(header, m.alpha))[0] as number) : fit.rank;
+  return { rank: fit.rank, scale: Math.fround(lora.weight * (alpha / fit.rank)) };
+}
+
+async function mergeModule(
+  match: ModuleMatch,
+  checkpoint: SafetensorsHeader,
+  overrides: WeightOverrides,
+): Promise<void> {
+  const { header, module: m, target } = match;
+  const fit = moduleFit(match);
+  const { rank, out, cols } = fit;
+  const { scale } = await moduleScale(match, fit);
   const up = await readTensorAsFloat32(header, m.up as string);
   const down = await readTensorAsFloat32(header, m.down as string);
   const current = overrides.get(target.key);

@@ -222,7 +222,7 @@ async function writeModelGraphs(
   dir: string,
   weights: CheckpointWeights,
   kind: ModelKind,
-  options: { attention: AttentionVariant; headsPerLevel?: number[] },
+  options: { attention: AttentionVariant; headsPerLevel?: number[]; loraSlots?: boolean },
   suffix = "",
   only?: ReadonlySet<GraphName>,
 ): Promise<void> {
@@ -249,7 +249,10 @@ async function writeModelGraphs(
     });
     await writeGraph(
       join(dir, `unet${suffix}.onnx`),
-      buildUNetGraph(weights, unetConfig, { attention: options.attention }),
+      buildUNetGraph(weights, unetConfig, {
+        attention: options.attention,
+        ...(options.loraSlots ? { loraSlots: true } : {}),
+      }),
     );
   }
 }
@@ -313,6 +316,29 @@ export async function buildAdapterGraphs(
   await writeFileAtomic(marker, JSON.stringify({ key, components: [...touched] }));
   await pruneAdapterSets(build.dir);
   return graphs;
+}
+
+/**
+ * The checkpoint's UNet with a LoRA branch on every Linear and Conv whose factors are graph inputs
+ * (unet_graph.ts `loraSlots`), `unet.lora.onnx` beside its own graphs: one session serves every LoRA set.
+ * Written on first use, reused after.
+ */
+export async function buildLoraUNetGraph(build: CheckpointBuild): Promise<string> {
+  const path = join(build.dir, "unet.lora.onnx");
+  if (await Bun.file(path).exists()) return path;
+  const header = await readSafetensorsHeader(join(build.dir, WEIGHTS_FILE));
+  const weights = new CheckpointWeights(header, WEIGHTS_FILE, build.precision);
+  const sidecar = await readSidecar(build.checkpointPath.replace(/\.safetensors$/, ".json"));
+  const heads = sidecar?.unet_attention_heads;
+  await writeModelGraphs(
+    build.dir,
+    weights,
+    build.kind,
+    { attention: build.attention, loraSlots: true, ...(heads ? { headsPerLevel: heads } : {}) },
+    ".lora",
+    new Set(["unet"]),
+  );
+  return path;
 }
 
 /** Deletes all but the newest adapter sets of a cache folder (their override files are large). */

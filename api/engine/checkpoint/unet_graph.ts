@@ -260,6 +260,20 @@ export function detectUNet(
 export interface UNetGraphOptions {
   /** How attention is computed (default "plain"; "fused" imports com.microsoft operator set 1). */
   attention?: AttentionVariant;
+  /**
+   * Every Linear and Conv gets a LoRA branch whose factors are graph inputs (`loraInputNames`): a LoRA set is
+   * applied by what is fed, with no new session. Zero-rank factors leave the layer as the checkpoint has it.
+   */
+  loraSlots?: boolean;
+}
+
+/**
+ * The inputs of the LoRA branch of the layer whose weight is the checkpoint key `key`: `down` float32 [r, in]
+ * (Conv: [r, in, kh, kw]) and `up` float32 [out, r] (Conv: [out, r, 1, 1]) with the LoRA's weight·alpha/rank
+ * already multiplied in; r may be 0.
+ */
+export function loraInputNames(key: string): { down: string; up: string } {
+  return { down: `lora_down:${key}`, up: `lora_up:${key}` };
 }
 
 /** The UNet as an ONNX graph (opset 17) whose initializers point into the checkpoint file. */
@@ -268,7 +282,7 @@ export function buildUNetGraph(
   config: UNetConfig,
   options: UNetGraphOptions = {},
 ): GraphBuilder {
-  return new UNetGraph(weights, config, options.attention ?? "plain").build();
+  return new UNetGraph(weights, config, options.attention ?? "plain", options.loraSlots ?? false).build();
 }
 
 /** Sinusoidal frequencies exp(-ln(10000)·i/half) rounded as torch computes them in float32. */
@@ -290,6 +304,7 @@ class UNetGraph {
     private readonly w: CheckpointWeights,
     private readonly c: UNetConfig,
     private readonly attentionVariant: AttentionVariant,
+    private readonly loraSlots: boolean,
   ) {
     this.half = w.precision === "float16";
     this.g = new GraphBuilder(
@@ -541,34 +556,59 @@ class UNetGraph {
     return this.c.prefix + k;
   }
 
-  /** nn.Linear: x·Wᵀ (+ b), W optionally scaled. */
+  /** nn.Linear: x·Wᵀ (+ b), W optionally scaled; + the LoRA branch s·(x·downᵀ)·upᵀ with loraSlots. */
   private linear(x: string, prefix: string, scale?: number): string {
     const { g } = this;
-    let wt = g.node("Transpose", [this.w.weight(g, this.key(`${prefix}.weight`))], { perm: [1, 0] });
+    const weightKey = this.key(`${prefix}.weight`);
+    let wt = g.node("Transpose", [this.w.weight(g, weightKey)], { perm: [1, 0] });
     if (scale !== undefined) {
       // Scaled in float32, so that onnxruntime folds it at load (its CPU kernels have no float16 Mul).
-      const factor = this.floatConstant(`f32:${scale}`, Float32Array.of(scale), []);
-      wt = this.toCompute(g.node("Mul", [this.toFloat32(wt), factor]));
+      wt = this.toCompute(g.node("Mul", [this.toFloat32(wt), this.scaleFactor(scale)]));
     }
     const y = g.node("MatMul", [x, wt]);
     const bias = this.key(`${prefix}.bias`);
-    return this.w.has(bias) ? g.node("Add", [y, this.w.weight(g, bias)]) : y;
+    const out = this.w.has(bias) ? g.node("Add", [y, this.w.weight(g, bias)]) : y;
+    if (!this.loraSlots) return out;
+    // x·(W + up·down)ᵀ = x·Wᵀ + (x·downᵀ)·upᵀ: r multiply-adds per input and per output value instead of a
+    // merged W; the folded scale s (to_q's 1/√d) multiplies up in float32.
+    const [rows, cols] = this.w.shape(weightKey) as [number, number];
+    const names = loraInputNames(weightKey);
+    const rank = `rank:${weightKey}`;
+    const down = this.toCompute(g.input(names.down, "float32", [rank, cols]));
+    let up = g.input(names.up, "float32", [rows, rank]);
+    if (scale !== undefined) up = g.node("Mul", [up, this.scaleFactor(scale)]);
+    const low = g.node("MatMul", [x, g.node("Transpose", [down], { perm: [1, 0] })]);
+    const branch = g.node("MatMul", [low, g.node("Transpose", [this.toCompute(up)], { perm: [1, 0] })]);
+    return g.node("Add", [out, branch]);
   }
 
-  /** nn.Conv2d with the checkpoint's kernel, padding kernel/2, the given stride. */
+  private scaleFactor(scale: number): string {
+    return this.floatConstant(`f32:${scale}`, Float32Array.of(scale), []);
+  }
+
+  /**
+   * nn.Conv2d with the checkpoint's kernel, padding kernel/2, the given stride; with loraSlots + the LoRA branch
+   * Conv(Conv(x, down), up), down with the layer's kernel, stride and padding, up 1×1 (LoCon: (up·down) ⊛ x).
+   */
   private conv(x: string, prefix: string, stride = 1): string {
+    const { g } = this;
     const weightKey = this.key(`${prefix}.weight`);
-    const [, , kh = 1, kw = 1] = this.w.shape(weightKey);
-    const inputs = [x, this.w.weight(this.g, weightKey)];
+    const [out = 1, channels = 1, kh = 1, kw = 1] = this.w.shape(weightKey);
+    const inputs = [x, this.w.weight(g, weightKey)];
     const bias = this.key(`${prefix}.bias`);
-    if (this.w.has(bias)) inputs.push(this.w.weight(this.g, bias));
+    if (this.w.has(bias)) inputs.push(this.w.weight(g, bias));
     const ph = Math.floor(kh / 2);
     const pw = Math.floor(kw / 2);
-    return this.g.node("Conv", inputs, {
-      kernel_shape: [kh, kw],
-      pads: [ph, pw, ph, pw],
-      strides: [stride, stride],
-    });
+    const attributes = { kernel_shape: [kh, kw], pads: [ph, pw, ph, pw], strides: [stride, stride] };
+    const y = g.node("Conv", inputs, attributes);
+    if (!this.loraSlots) return y;
+    const names = loraInputNames(weightKey);
+    const rank = `rank:${weightKey}`;
+    const down = this.toCompute(g.input(names.down, "float32", [rank, channels, kh, kw]));
+    const up = this.toCompute(g.input(names.up, "float32", [out, rank, 1, 1]));
+    const low = g.node("Conv", [x, down], attributes);
+    const branch = g.node("Conv", [low, up], { kernel_shape: [1, 1], pads: [0, 0, 0, 0], strides: [1, 1] });
+    return g.node("Add", [y, branch]);
   }
 
   /**

@@ -106,6 +106,7 @@ export async function loadOnnxPipeline(
     checkpointGraphs: built ? { reused: built.reused, buildMs: built.buildMs } : null,
     checkpoint: built ? built.build : null,
     adapterKey: "",
+    unetLora: null,
     paths,
     provider,
     tokenizer,

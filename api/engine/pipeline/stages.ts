@@ -189,6 +189,7 @@ export async function denoise(
       timestep: { data: [t], dims: [] },
       encoder_hidden_states: { data: c.states, dims: [rows, c.seqLen, c.width] },
     };
+    if (components.unetLora) Object.assign(feeds, components.unetLora);
     const batched = ["sample", "encoder_hidden_states"];
     if (c.textEmbeds && c.timeIds) {
       feeds.text_embeds = { data: c.textEmbeds, dims: [rows, c.textEmbeds.length / rows] };

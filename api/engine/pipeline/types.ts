@@ -13,7 +13,7 @@ import type {
 import type { AttentionVariant } from "../checkpoint/attention_variant.ts";
 import type { CheckpointBuild, PipelineFiles } from "../checkpoint/build.ts";
 import type { FinalLayerNorm } from "../onnx/final_layer_norm.ts";
-import type { OnnxModel } from "../onnx/runtime.ts";
+import type { FeedValue, OnnxModel } from "../onnx/runtime.ts";
 import type { Conditioning } from "../prompt/encode.ts";
 import type { SchedulerConfig, SchedulerOptions } from "../schedulers/scheduler.ts";
 import type { ClipTokenizer, PromptEmbedding } from "../tokenizer/clip.ts";
@@ -53,6 +53,11 @@ export interface PipelineComponents {
   checkpoint: CheckpointBuild | null;
   /** The adapter set whose weights the text encoder and UNet sessions hold ("" = the checkpoint's own). */
   adapterKey: string;
+  /**
+   * The LoRA branch feeds of every UNet run once the UNet session is the LoRA-ready graph (unet.lora.onnx): the
+   * current set's factors, zero rank for the layers it leaves alone; null while it is the checkpoint's plain graph.
+   */
+  unetLora: Record<string, FeedValue> | null;
   /** Where each session's graph is, so a released session can be created again (null: no VAE encoder). */
   paths: Record<Exclude<Stage, "vae_encoder">, string> & { vae_encoder: string | null };
   provider: ExecutionProvider;
