@@ -34,7 +34,10 @@ import { buildUNetGraph, detectUNet } from "./unet_graph.ts";
 import { buildVaeDecoderGraph, buildVaeEncoderGraph, detectVae } from "./vae_graph.ts";
 import { CheckpointWeights, type ComputePrecision } from "./weights.ts";
 
-/** Bump when the graphs sdx writes change, so caches built by older versions are rebuilt. */
+/**
+ * Bump when the graphs sdx writes change (the LoRA-ready UNet and adapter-set graphs included: they live in the
+ * same cache folder, whose name carries this version), so caches built by older versions are rebuilt.
+ */
 export const GRAPH_VERSION = 4;
 
 /** The cache folder's hard link (or copy) of the .safetensors file, which the graphs' external data points into. */
