@@ -7,7 +7,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { copyFile, cp, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,7 +15,7 @@ import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { readPngText } from "../../api/engine/pipeline/image.ts";
 import { createSdxClient, type GenerateRequest, type SdxError } from "../../sdk/index.ts";
-import { FIXTURES, imageDiff, MODELS_DIR } from "../helpers/fixtures.ts";
+import { FIXTURES, imageDiff, MODELS_DIR, readCaseJson } from "../helpers/fixtures.ts";
 
 const SUITES = ["lora_sd15", "lora_sdxl", "embeddings_sd15", "vae_sd15"] as const;
 
@@ -34,8 +34,7 @@ function loadCases(): AdapterCase[] {
     for (const d of readdirSync(root, { withFileTypes: true })) {
       if (!d.isDirectory()) continue;
       const dir = join(root, d.name);
-      const text = readFileSync(join(dir, "case.json"), "utf8");
-      const c = JSON.parse(text.replace(/(?<=[:[,]\s*)-?Infinity|NaN/g, "null")) as {
+      const c = readCaseJson(dir) as {
         sdx_request: GenerateRequest & { model: string };
       };
       const { model, ...request } = c.sdx_request;

@@ -8,7 +8,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { copyFile, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,7 +16,14 @@ import sharp from "sharp";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { createSdxClient, type GenerateRequest } from "../../sdk/index.ts";
-import { FIXTURES, imageDiff, MODELS_DIR, MODELS_SDXL_DIR, pixels } from "../helpers/fixtures.ts";
+import {
+  FIXTURES,
+  imageDiff,
+  MODELS_DIR,
+  MODELS_SDXL_DIR,
+  pixels,
+  readCaseJson,
+} from "../helpers/fixtures.ts";
 
 const SUITES = ["img2img_sd15", "inpaint_sd15", "hires_sd15", "img2img_sdxl"] as const;
 type Layout = "onnx_folder" | "single_file";
@@ -44,8 +51,7 @@ function loadCases(): ImageCase[] {
     for (const d of readdirSync(root, { withFileTypes: true })) {
       if (!d.isDirectory()) continue;
       const dir = join(root, d.name);
-      const text = readFileSync(join(dir, "case.json"), "utf8");
-      const c = JSON.parse(text.replace(/(?<=[:[,]\s*)-?Infinity|NaN/g, "null")) as Record<string, unknown>;
+      const c = readCaseJson(dir) as Record<string, unknown>;
       const request = { ...(c.sdx_request as Record<string, unknown>) };
       const model =
         typeof c.model === "object" && c.model !== null

@@ -1,4 +1,5 @@
 /** Paths of the fixture data copied from the diffusers reference set (see test/fixtures/README.md). */
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import sharp from "sharp";
 
@@ -31,12 +32,13 @@ export async function referenceCase(
   model = "tiny_sd15",
 ): Promise<ReferenceCase & { dir: string }> {
   const dir = join(FIXTURES, "cases", model, name);
-  // Python's json writes -Infinity (e.g. lambda_min_clipped), which JSON.parse rejects.
-  const text = (await Bun.file(join(dir, "case.json")).text()).replace(
-    /(?<=[:[,]\s*)-?Infinity|NaN/g,
-    "null",
-  );
-  return { ...(JSON.parse(text) as ReferenceCase), dir };
+  return { ...(readCaseJson(dir) as ReferenceCase), dir };
+}
+
+/** A case folder's case.json; Python's json writes -Infinity and NaN (e.g. lambda_min_clipped), read as null. */
+export function readCaseJson(dir: string): unknown {
+  const text = readFileSync(join(dir, "case.json"), "utf8");
+  return JSON.parse(text.replace(/(?<=[:[,]\s*)-?Infinity|NaN/g, "null"));
 }
 
 /** RGB pixels of a PNG (from a file path or bytes). */

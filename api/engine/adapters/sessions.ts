@@ -13,8 +13,8 @@ import type { PipelineComponents } from "../pipeline/types.ts";
 import type { LoraFactor } from "./lora.ts";
 import { AdapterError, type WeightOverrides } from "./types.ts";
 
-/** Adapter-set changes and the component sessions they re-created, since the process started. */
-export const adapterStats = { swaps: 0, sessionsCreated: 0 };
+/** Component sessions adapter-set changes re-created, since the process started. */
+export const adapterStats = { sessionsCreated: 0 };
 
 /** What an adapter set changes: merged text-encoder (and embedding) overrides, and the UNet's LoRA factors. */
 export interface AdapterWeights {
@@ -101,5 +101,4 @@ export async function useWeightOverrides(
   if (components.unetLora !== null || set.unet.size > 0)
     components.unetLora = loraFeeds(components.unet, set.unet, components.provider === "cuda" ? 1 : 0);
   components.adapterKey = key;
-  adapterStats.swaps++;
 }

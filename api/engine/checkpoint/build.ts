@@ -260,6 +260,15 @@ async function writeModelGraphs(
   }
 }
 
+/** How a built checkpoint's graphs are made again: its attention variant and its sidecar's heads per level. */
+async function graphOptions(
+  build: CheckpointBuild,
+): Promise<{ attention: AttentionVariant; headsPerLevel?: number[] }> {
+  const sidecar = await readSidecar(build.checkpointPath.replace(/\.safetensors$/, ".json"));
+  const heads = sidecar?.unet_attention_heads;
+  return { attention: build.attention, ...(heads ? { headsPerLevel: heads } : {}) };
+}
+
 /** Adapter sets whose graphs stay in a checkpoint's cache folder; older ones are deleted. */
 const ADAPTER_SETS_KEPT = 3;
 
@@ -306,16 +315,7 @@ export async function buildAdapterGraphs(
   await writeFileAtomic(join(build.dir, location), Buffer.concat(chunks));
   const header = await readSafetensorsHeader(join(build.dir, WEIGHTS_FILE));
   const weights = new CheckpointWeights(header, WEIGHTS_FILE, build.precision, { location, entries });
-  const sidecar = await readSidecar(build.checkpointPath.replace(/\.safetensors$/, ".json"));
-  const heads = sidecar?.unet_attention_heads;
-  await writeModelGraphs(
-    build.dir,
-    weights,
-    build.kind,
-    { attention: build.attention, ...(heads ? { headsPerLevel: heads } : {}) },
-    `.${key}`,
-    touched,
-  );
+  await writeModelGraphs(build.dir, weights, build.kind, await graphOptions(build), `.${key}`, touched);
   await writeFileAtomic(marker, JSON.stringify({ key, components: [...touched] }));
   await pruneAdapterSets(build.dir);
   return graphs;
@@ -331,16 +331,8 @@ export async function buildLoraUNetGraph(build: CheckpointBuild): Promise<string
   if (await Bun.file(path).exists()) return path;
   const header = await readSafetensorsHeader(join(build.dir, WEIGHTS_FILE));
   const weights = new CheckpointWeights(header, WEIGHTS_FILE, build.precision);
-  const sidecar = await readSidecar(build.checkpointPath.replace(/\.safetensors$/, ".json"));
-  const heads = sidecar?.unet_attention_heads;
-  await writeModelGraphs(
-    build.dir,
-    weights,
-    build.kind,
-    { attention: build.attention, loraSlots: true, ...(heads ? { headsPerLevel: heads } : {}) },
-    ".lora",
-    new Set(["unet"]),
-  );
+  const options = { ...(await graphOptions(build)), loraSlots: true };
+  await writeModelGraphs(build.dir, weights, build.kind, options, ".lora", new Set(["unet"]));
   return path;
 }
 

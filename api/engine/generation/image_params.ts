@@ -13,9 +13,10 @@ import {
   type Limits,
   validationFailed,
 } from "../../../contract/index.ts";
+import { resizeRgb } from "../pipeline/image.ts";
 import { blurMask, cropRegion, cropResize, cropResizeGray, fillMasked } from "../pipeline/inpaint_area.ts";
 import type { ImageInput, RgbPixels } from "../pipeline/types.ts";
-import { type DecodedImage, decodeImage, reportOf, resizeRgb, toGray } from "./input_images.ts";
+import { type DecodedImage, decodeImage, reportOf, toGray } from "./input_images.ts";
 
 /** The request's image files, decoded. */
 export interface InputImages {

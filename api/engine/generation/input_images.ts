@@ -86,16 +86,6 @@ export async function decodeImage(field: string, value: string, maxPixels: numbe
   };
 }
 
-/** Resizes RGB pixels to width × height with Lanczos-3, stretching when the aspect ratio differs. */
-export async function resizeRgb(image: RgbPixels, width: number, height: number): Promise<RgbPixels> {
-  if (image.width === width && image.height === height) return image;
-  const out = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } })
-    .resize(width, height, { kernel: "lanczos3", fit: "fill" })
-    .raw()
-    .toBuffer();
-  return { data: new Uint8Array(out.buffer, out.byteOffset, out.byteLength), width, height };
-}
-
 /** PIL's `convert("L")` of RGB: L = (299·R + 587·G + 114·B)/1000, in its 16-bit fixed point. */
 export function toGray(image: RgbPixels): Uint8Array {
   const plane = image.width * image.height;

@@ -124,7 +124,6 @@ async function checkRequest(
   const seeds = Array.from({ length: params.batch_size }, (_, i) => seedAt(params.seed, i));
   const schedulerEntry = SCHEDULERS[params.scheduler_type];
   const prepared = await prepareImages(params, images);
-  const hires = params.hires;
   const input: GenerateInput = {
     prompt,
     negativePrompt,
@@ -156,15 +155,7 @@ async function checkRequest(
     ),
     adapters: adapters.input,
     image: prepared.image,
-    hires: hires
-      ? {
-          upscaler: hires.upscaler,
-          width: hires.width,
-          height: hires.height,
-          strength: hires.strength,
-          steps: hires.steps,
-        }
-      : null,
+    hires: params.hires,
   };
   const onGpu = host.provider !== "cpu";
   const offload: Offload =

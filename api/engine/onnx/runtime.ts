@@ -140,21 +140,23 @@ export class OnnxModel {
       }
       throw e;
     }
-    return new OnnxModel(
-      path,
-      options.provider,
-      session,
-      describe(session.inputNames, session.inputMetadata),
-      describe(session.outputNames, session.outputMetadata),
-    );
+    return OnnxModel.wrap(path, options.provider, session);
   }
 
   /** A session on a graph held in memory (small helper graphs); `name` stands for its path in messages. */
   static async fromBytes(name: string, graph: Uint8Array, options: OnnxModelOptions): Promise<OnnxModel> {
-    const session = await ort.InferenceSession.create(graph, sessionOptionsFor(options));
-    return new OnnxModel(
+    return OnnxModel.wrap(
       name,
       options.provider,
+      await ort.InferenceSession.create(graph, sessionOptionsFor(options)),
+    );
+  }
+
+  /** A model around a created session, its inputs and outputs as the session declares them. */
+  private static wrap(path: string, provider: ExecutionProvider, session: ort.InferenceSession): OnnxModel {
+    return new OnnxModel(
+      path,
+      provider,
       session,
       describe(session.inputNames, session.inputMetadata),
       describe(session.outputNames, session.outputMetadata),

@@ -3,11 +3,10 @@
  * an upscale, and image-to-image at the hires size from the upscaled result with a fresh generator of the same
  * seed. Progress counts both passes' steps.
  */
-import sharp from "sharp";
 import { createScheduler } from "../schedulers/index.ts";
 import type { Scheduler } from "../schedulers/scheduler.ts";
 import { GenerationInvalid } from "./errors.ts";
-import { decodedToRgb } from "./image.ts";
+import { decodedToRgb, resizeRgb } from "./image.ts";
 import { type ImageStart, imageToLatents } from "./image_to_image.ts";
 import { upscaleLatents } from "./latent_upscale.ts";
 import { finish } from "./output.ts";
@@ -70,12 +69,12 @@ export async function generateHires(
     const { decoded } = await decodeLatents(components, input, first.shape, first.latents, hooks);
     const rgb: Uint8Array[] = [];
     for (const image of decoded) {
-      const small = decodedToRgb(image, 0, input.width, input.height);
-      const big = await sharp(small, { raw: { width: input.width, height: input.height, channels: 3 } })
-        .resize(hires.width, hires.height, { kernel: "lanczos3", fit: "fill" })
-        .raw()
-        .toBuffer();
-      rgb.push(new Uint8Array(big.buffer, big.byteOffset, big.byteLength));
+      const small = {
+        data: decodedToRgb(image, 0, input.width, input.height),
+        width: input.width,
+        height: input.height,
+      };
+      rgb.push((await resizeRgb(small, hires.width, hires.height)).data);
     }
     start = { kind: "pixels", rgb };
   } else {

@@ -1,5 +1,6 @@
 import sharp from "sharp";
 import { roundHalfEven } from "../schedulers/numpy.ts";
+import type { RgbPixels } from "./types.ts";
 
 /**
  * diffusers' VaeImageProcessor.postprocess for one image of a decoded batch: x/2 + 0.5 clamped to [0, 1]
@@ -114,4 +115,14 @@ export function readPngText(png: Uint8Array): Record<string, string> {
     offset += 12 + length;
   }
   return out;
+}
+
+/** Resizes RGB pixels to width × height with Lanczos-3, stretching when the aspect ratio differs. */
+export async function resizeRgb(image: RgbPixels, width: number, height: number): Promise<RgbPixels> {
+  if (image.width === width && image.height === height) return image;
+  const out = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } })
+    .resize(width, height, { kernel: "lanczos3", fit: "fill" })
+    .raw()
+    .toBuffer();
+  return { data: new Uint8Array(out.buffer, out.byteOffset, out.byteLength), width, height };
 }
