@@ -8,6 +8,7 @@ import { type Static, type TObject, type TProperties, Type } from "@sinclair/typ
 import { ErrorSchema } from "./errors.ts";
 import { GenerateMetadataSchema } from "./generate.ts";
 import { PullResultSchema } from "./hub.ts";
+import { PreviewEventSchema } from "./previews.ts";
 
 /** A comment line this often keeps proxies and idle timeouts from cutting a long, quiet stream. */
 export const HEARTBEAT_MS = 10_000;
@@ -43,6 +44,7 @@ export const GenerateEventsSchema = Type.Object(
           "a denoising step finished (a batch is denoised together; `image` is the first image's index).",
       },
     ),
+    preview: PreviewEventSchema,
     image: Type.Object(
       {
         index: Type.Integer(),
@@ -59,7 +61,7 @@ export const GenerateEventsSchema = Type.Object(
   },
   {
     description:
-      "The events of POST /v1/generate's `text/event-stream` answer, in order: queued…, started, loading (when the model loads), step…, image…, then done or error. Each property is an event's name and the schema of its `data`.",
+      "The events of POST /v1/generate's `text/event-stream` answer, in order: queued…, started, loading (when the model loads), step… (with preview… when asked for), image…, then done or error. Each property is an event's name and the schema of its `data`.",
   },
 );
 

@@ -9,6 +9,7 @@ import { GENERATE_DEFAULTS } from "./defaults.ts";
 import { AppliedHiresSchema, InputImagesReportSchema, imageFieldsSchema, MASKED_CONTENTS } from "./images.ts";
 import { DEFAULT_LIMITS, FIXED_LIMITS, type Limits } from "./limits.ts";
 import { MODEL_KINDS, PROMPT_SYNTAXES, TIMESTEP_SPACINGS } from "./lists.ts";
+import { PreviewRequestSchema } from "./previews.ts";
 import { SCHEDULER_CHOICES, SCHEDULER_NAMES } from "./samplers.ts";
 import { Enum } from "./schema.ts";
 import { SEED_MAX } from "./seeds.ts";
@@ -171,6 +172,7 @@ export function generateParamsSchema(limits: Limits = DEFAULT_LIMITS) {
       ),
       ...imageFieldsSchema(limits),
       ...adapterFieldsSchema(),
+      preview: Type.Optional(PreviewRequestSchema),
     },
     { additionalProperties: false },
   );

@@ -16,6 +16,7 @@ export * from "./limits.ts";
 export * from "./lists.ts";
 export * from "./models.ts";
 export * from "./names.ts";
+export * from "./previews.ts";
 export * from "./samplers.ts";
 export * from "./schedulers.ts";
 export * from "./schema.ts";

@@ -98,7 +98,7 @@ export async function toGenerateRequest(params: GenerateInput): Promise<Generate
 }
 
 type GenerateEvents = Schemas["GenerateEvents"];
-/** The events of `generateStream`, in order: queued…, started, loading (if the model loads), step…, image…, then done or error. */
+/** The events of `generateStream`, in order: queued…, started, loading (if the model loads), step… (with preview… when the request asks), image…, then done or error. */
 export type GenerateEvent =
   | Spread<GenerateEvents, "error">
   | { type: "error"; error: GenerateEvents["error"] };
@@ -116,6 +116,7 @@ const GENERATE_EVENTS: Record<keyof GenerateEvents, true> = {
   started: true,
   loading: true,
   step: true,
+  preview: true,
   image: true,
   done: true,
   error: true,

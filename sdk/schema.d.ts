@@ -508,6 +508,7 @@ export interface paths {
          *     - `started` `{}`: the generation holds a slot and the engine starts.
          *     - `loading` `{ model }`: the requested model is not loaded and loads now (its time is `timings.load_ms`).
          *     - `step` `{ image, step, total, elapsed_ms, eta_ms }`: a denoising step finished (a batch is denoised together; `image` is the first image's index).
+         *     - `preview` `{ image, step, total, method, width, height, png }`: a preview of one image's latents after `step` (requests with `preview`; every `preview.every` steps and after the last).
          *     - `image` `{ index, seed, png }`: a finished image, PNG base64.
          *     - `done` `{ metadata, warnings }`: the JSON answer's body without `images`. Last event.
          *     - `error` `Error`: the error body (e.g. `generation_failed`, `cancelled`). Last event.
@@ -1888,6 +1889,17 @@ export interface components {
             }[];
             /** @description A VAE file from the vae folder (its name without the extension, as GET /v1/adapters lists it), used for decoding and encoding instead of the model's own; "automatic" or omitted: the model's sidecar default if it names one, else its own VAE; "none": the model's own VAE even when its sidecar names another (A1111's "None"). */
             vae?: string;
+            /** @description Live previews on the event stream (`preview` events); absent: none. A JSON (non-streamed) call sends none and says so in warnings. `approx`: a linear latent → RGB projection at 1/8 size; `taesd`: the tiny autoencoder from the vae_approx models folder (taesd for SD 1.x/2.x, taesdxl for SDXL; a 422 names the file to pull when it is missing). */
+            preview?: {
+                /** @description A preview after every N-th denoising step (counted over the whole run, hires pass included), for each image of the batch. */
+                every: number;
+                /**
+                 * @description How the preview is made: `approx`, `taesd`. Default: approx.
+                 * @default approx
+                 * @enum {string}
+                 */
+                method?: "approx" | "taesd";
+            };
         };
         GenerateResponse: {
             images: {
@@ -2107,7 +2119,7 @@ export interface components {
             /** @description One sentence per parameter that did not change the result, saying why. */
             warnings: string[];
         };
-        /** @description The events of POST /v1/generate's `text/event-stream` answer, in order: queued…, started, loading (when the model loads), step…, image…, then done or error. Each property is an event's name and the schema of its `data`. */
+        /** @description The events of POST /v1/generate's `text/event-stream` answer, in order: queued…, started, loading (when the model loads), step… (with preview… when asked for), image…, then done or error. Each property is an event's name and the schema of its `data`. */
         GenerateEvents: {
             /** @description place in the queue (1 = next, 0 = runs now); sent first and whenever it changes. */
             queued: {
@@ -2127,6 +2139,22 @@ export interface components {
                 total: number;
                 elapsed_ms: number;
                 eta_ms: number;
+            };
+            /** @description a preview of one image's latents after `step` (requests with `preview`; every `preview.every` steps and after the last). */
+            preview: {
+                /** @description Index of the image in the batch. */
+                image: number;
+                /** @description Denoising steps done (as the `step` event counts them). */
+                step: number;
+                total: number;
+                /** @enum {string} */
+                method: "approx" | "taesd";
+                /** @description The preview's width in pixels. */
+                width: number;
+                /** @description The preview's height in pixels. */
+                height: number;
+                /** @description The preview, a PNG file base64-encoded. */
+                png: string;
             };
             /** @description a finished image, PNG base64. */
             image: {
