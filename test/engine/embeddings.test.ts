@@ -264,6 +264,11 @@ describe("torch .pt reader", () => {
     expect(() => readTorchArchive(archive(pkl([0x80, 2], "]", "cposix\nsystem\n", "a.")))).toThrow(
       PickleError,
     );
+    // An OrderedDict's BUILD state may be a state dict's `_metadata`, and nothing else.
+    const build = (key: string) =>
+      archive(concat(pkl([0x80, 2], "ccollections\nOrderedDict\n)R}"), binunicode(key), pkl("}sb.")));
+    expect(readTorchArchive(build("_metadata"))).toBeInstanceOf(PickleDict);
+    expect(() => readTorchArchive(build("__class__"))).toThrow(/BUILD is only accepted/);
   });
 });
 

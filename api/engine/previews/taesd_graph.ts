@@ -12,10 +12,10 @@
  * AUTOMATIC1111's TAESD preview do) so decoded pixels take the VAE's path to 8-bit RGB. Always float32: tiny
  * enough that half precision would buy nothing, and no float16 overflow to fear.
  */
-import { createHash, randomBytes } from "node:crypto";
-import { mkdir, rename, rm, stat } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { removeStaleCaches, writeGraph } from "../checkpoint/build.ts";
+import { buildCacheFolder, writeGraph } from "../checkpoint/build.ts";
 import { cacheDirOf } from "../model_folder.ts";
 import { GraphBuilder } from "../onnx/graph_builder.ts";
 import { BLOCK_CONVS, readTaesdDecoder, TAESD_DECODER, type TaesdWeights } from "./taesd_weights.ts";
@@ -128,22 +128,12 @@ async function buildTaesd(
   dir: string,
 ): Promise<PreparedTaesd> {
   const weights = await readTaesdDecoder(path);
-  await mkdir(cacheRoot, { recursive: true });
-  const tmp = join(cacheRoot, `.tmp-${stem}-${randomBytes(4).toString("hex")}`);
-  await mkdir(tmp);
-  try {
-    await writeGraph(join(tmp, GRAPH_FILE), buildTaesdDecoderGraph(weights));
-    // Another process may have finished the same folder meanwhile: its graph is as good as ours.
-    if (await Bun.file(join(dir, GRAPH_FILE)).exists()) {
-      await rm(tmp, { recursive: true, force: true });
-      return { graph: join(dir, GRAPH_FILE), reused: true };
-    }
-    await rm(dir, { recursive: true, force: true });
-    await rename(tmp, dir);
-    await removeStaleCaches(cacheRoot, stem, dir);
-    return { graph: join(dir, GRAPH_FILE), reused: false };
-  } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  const built = await buildCacheFolder(
+    cacheRoot,
+    stem,
+    dir,
+    (tmp) => writeGraph(join(tmp, GRAPH_FILE), buildTaesdDecoderGraph(weights)),
+    (d) => Bun.file(join(d, GRAPH_FILE)).exists(),
+  );
+  return { graph: join(dir, GRAPH_FILE), reused: !built };
 }

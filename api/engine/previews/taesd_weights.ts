@@ -44,26 +44,17 @@ const block = { op: "block" } as const;
 const upsample = { op: "upsample" } as const;
 const hidden = { op: "conv", out: TAESD_WIDTH, bias: false } as const;
 
+/** Three Blocks, then ×2 nearest and a conv without bias: one of the decoder's three upscaling stages. */
+const stage = [block, block, block, upsample, hidden] as const;
+
 /** taesd.py's Decoder, index by index. */
 export const TAESD_DECODER: readonly TaesdLayer[] = [
   clamp,
   { op: "conv", out: TAESD_WIDTH, bias: true },
   relu,
-  block,
-  block,
-  block,
-  upsample,
-  hidden,
-  block,
-  block,
-  block,
-  upsample,
-  hidden,
-  block,
-  block,
-  block,
-  upsample,
-  hidden,
+  ...stage,
+  ...stage,
+  ...stage,
   block,
   { op: "conv", out: 3, bias: true },
 ];
