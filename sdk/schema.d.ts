@@ -512,7 +512,7 @@ export interface paths {
          *     - `image` `{ index, seed, png }`: a finished image, PNG base64.
          *     - `done` `{ metadata, warnings }`: the JSON answer's body without `images`. Last event.
          *     - `error` `Error`: the error body (e.g. `generation_failed`, `cancelled`). Last event.
-         *     A `: heartbeat` comment comes every 10 s. Closing the connection cancels the generation (queued: dropped; running: stopped before the next step).
+         *     With `preview` in the request, `preview` events follow the steps they preview (a JSON answer carries none and says so in `warnings`). A `: heartbeat` comment comes every 10 s. Closing the connection cancels the generation (queued: dropped; running: stopped before the next step).
          *
          *     **Admission.** Generations run a few at a time (`--concurrency`) and the rest wait in a bounded queue (`--max-queue`); a request that finds it full gets 429 `queue_full` at once, with `Retry-After` in seconds. While the server drains for shutdown, 503 `draining`.
          */

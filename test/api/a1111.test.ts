@@ -541,17 +541,18 @@ describe("422s name the A1111 field", () => {
   });
 });
 
-describe("progress, interrupt and skip", () => {
-  async function waitFor(check: (p: Progress) => boolean): Promise<Progress> {
-    const deadline = Date.now() + 60_000;
-    while (true) {
-      const p = await ok<Progress>("GET", "/sdapi/v1/progress");
-      if (check(p)) return p;
-      if (Date.now() > deadline) throw new Error(`progress never got there: ${JSON.stringify(p)}`);
-      await Bun.sleep(20);
-    }
+/** GET /sdapi/v1/progress (with `query`) until `check` holds. */
+async function waitFor(check: (p: Progress) => boolean, query = ""): Promise<Progress> {
+  const deadline = Date.now() + 60_000;
+  while (true) {
+    const p = await ok<Progress>("GET", `/sdapi/v1/progress${query}`);
+    if (check(p)) return p;
+    if (Date.now() > deadline) throw new Error(`progress never got there: ${JSON.stringify(p)}`);
+    await Bun.sleep(10);
   }
+}
 
+describe("progress, interrupt and skip", () => {
   test("progress follows a running txt2img, and interrupt stops it: 200 with the finished iterations", async () => {
     const stepsBefore = await metric("sdx_steps_total");
     const running = txt2img({ prompt: "a castle", seed: 5, steps: 40, n_iter: 3, width: 256, height: 256 });
@@ -621,16 +622,6 @@ describe("live previews", () => {
   afterAll(async () => {
     await call("POST", "/sdapi/v1/options", DEFAULTS);
   });
-
-  async function waitFor(check: (p: Progress) => boolean, query = ""): Promise<Progress> {
-    const deadline = Date.now() + 60_000;
-    while (true) {
-      const p = await ok<Progress>("GET", `/sdapi/v1/progress${query}`);
-      if (check(p)) return p;
-      if (Date.now() > deadline) throw new Error(`progress never got there: ${JSON.stringify(p)}`);
-      await Bun.sleep(10);
-    }
-  }
 
   test("the settings are A1111's, with its defaults, and map onto sdx's preview", async () => {
     expect(await ok("GET", "/sdapi/v1/options")).toMatchObject(DEFAULTS);

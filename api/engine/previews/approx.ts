@@ -11,7 +11,6 @@
  * ComfyUI's for both families, since its SDXL set comes with the bias that centres SDXL's latents.
  */
 import type { RgbPixels } from "../pipeline/types.ts";
-import { roundHalfEven } from "../schedulers/numpy.ts";
 
 /** A latent → RGB projection: F as [channel][r, g, b] and the bias b as [r, g, b]. */
 export interface ApproxFactors {
@@ -44,7 +43,7 @@ export const SDXL_APPROX: ApproxFactors = {
 /**
  * One image's latents `[4, h, w]` (flat, channel-major) as interleaved 8-bit RGB at w × h. The map is computed in
  * float64 (ComfyUI in the latents' dtype); the two agree except at exact rounding ties. torch's round_ rounds half
- * to even, as here.
+ * to even, as here (⌊x + ½⌋, one less at an odd tie).
  */
 export function approxRgb(
   latents: Float32Array,
@@ -55,23 +54,41 @@ export function approxRgb(
   const plane = latentH * latentW;
   if (latents.length < 4 * plane)
     throw new Error(`approx preview: ${latents.length} latent values for 4 × ${latentH} × ${latentW}`);
-  const [[r0, g0, b0], [r1, g1, b1], [r2, g2, b2], [r3, g3, b3]] = f.factors as readonly [
-    readonly [number, number, number],
-    readonly [number, number, number],
-    readonly [number, number, number],
-    readonly [number, number, number],
-  ];
-  const [rb, gb, bb] = f.bias;
-  const byte = (v: number) => roundHalfEven((Math.min(1, Math.max(-1, v)) + 1) * 127.5);
+  // Plain float64 locals keep the loop to arithmetic (3–4× faster than destructuring the arrays).
+  const k = Float64Array.from([...f.factors.flat(), ...f.bias]);
+  const r0 = k[0] as number;
+  const g0 = k[1] as number;
+  const b0 = k[2] as number;
+  const r1 = k[3] as number;
+  const g1 = k[4] as number;
+  const b1 = k[5] as number;
+  const r2 = k[6] as number;
+  const g2 = k[7] as number;
+  const b2 = k[8] as number;
+  const r3 = k[9] as number;
+  const g3 = k[10] as number;
+  const b3 = k[11] as number;
+  const rb = k[12] as number;
+  const gb = k[13] as number;
+  const bb = k[14] as number;
   const data = new Uint8Array(3 * plane);
   for (let p = 0; p < plane; p++) {
     const z0 = latents[p] as number;
     const z1 = latents[plane + p] as number;
     const z2 = latents[2 * plane + p] as number;
     const z3 = latents[3 * plane + p] as number;
-    data[3 * p] = byte(z0 * r0 + z1 * r1 + z2 * r2 + z3 * r3 + rb);
-    data[3 * p + 1] = byte(z0 * g0 + z1 * g1 + z2 * g2 + z3 * g3 + gb);
-    data[3 * p + 2] = byte(z0 * b0 + z1 * b1 + z2 * b2 + z3 * b3 + bb);
+    data[3 * p] = toByte(z0 * r0 + z1 * r1 + z2 * r2 + z3 * r3 + rb);
+    data[3 * p + 1] = toByte(z0 * g0 + z1 * g1 + z2 * g2 + z3 * g3 + gb);
+    data[3 * p + 2] = toByte(z0 * b0 + z1 * b1 + z2 * b2 + z3 * b3 + bb);
   }
   return { data, width: latentW, height: latentH };
+}
+
+/** ComfyUI's preview_to_image for one value: round((clamp(v, −1, 1) + 1) · 127.5), half to even. */
+function toByte(v: number): number {
+  if (v <= -1) return 0;
+  if (v >= 1) return 255;
+  const x = (v + 1) * 127.5;
+  const r = Math.floor(x + 0.5);
+  return r - x === 0.5 && (r & 1) === 1 ? r - 1 : r;
 }
