@@ -5,18 +5,15 @@
 import {
   A1111_PREVIEW_DEFAULTS,
   A1111_PREVIEW_METHODS,
-  A1111_PREVIEW_TYPES,
   type A1111Options,
   type A1111OptionsUpdate,
   type A1111PreviewSettings,
-  type A1111PreviewType,
   ApiError,
   type FieldError,
   type GenerateRequest,
   PREVIEW_EVERY_MAX,
   validationFailed,
 } from "../../contract/index.ts";
-import { previewMethodProblem } from "../engine/generation/preview_params.ts";
 import type { ModelHost } from "../engine/model_host.ts";
 import { resolveSdVae } from "./adapters.ts";
 import { defaultModelInfo, makeDefault, resolveCheckpoint, sdModelItem } from "./checkpoints.ts";
@@ -93,11 +90,6 @@ export function previewRequest(settings: A1111PreviewSettings): GenerateRequest[
   };
 }
 
-/** show_progress_type's values whose sdx method this server makes. */
-function availablePreviewTypes(): A1111PreviewType[] {
-  return A1111_PREVIEW_TYPES.filter((t) => previewMethodProblem(A1111_PREVIEW_METHODS[t]) === null);
-}
-
 /**
  * Checks settings against what sdx can do: the fixed ones must keep their value (a 422 naming `prefix + key`).
  * Returns the keys sdx does not have (not applied).
@@ -112,15 +104,7 @@ export async function checkSettings(
   const unknown: string[] = [];
   for (const [key, value] of Object.entries(settings)) {
     if (key === "sd_model_checkpoint" || key === "CLIP_stop_at_last_layers") continue;
-    if (PREVIEW_KEYS.has(key)) {
-      const problem =
-        key === "show_progress_type" && value !== null
-          ? previewMethodProblem(A1111_PREVIEW_METHODS[value as A1111PreviewType])
-          : null;
-      if (problem !== null)
-        fields.push({ field: `${prefix}${key}`, message: problem, allowed: availablePreviewTypes() });
-      continue;
-    }
+    if (PREVIEW_KEYS.has(key)) continue;
     if (key === "sd_vae") {
       try {
         await resolveSdVae(host, String(value), `${prefix}${key}`);

@@ -30,6 +30,7 @@ const A1111_FIELD_NAMES: [RegExp, string][] = [
   [/\bclip_skip\b/g, "override_settings.CLIP_stop_at_last_layers"],
   [/^model$/g, "override_settings.sd_model_checkpoint"],
   [/^vae$/g, "override_settings.sd_vae"],
+  [/^preview\.method$/g, "show_progress_type"],
 ];
 
 export function a1111Text(text: string): string {

@@ -1,16 +1,20 @@
 /**
  * Live previews over POST /v1/generate (tiny SD 1.x fixture, real engine worker): `preview` events arrive after
  * their step and before the images, one per image of the batch after every n-th step and the last, as valid PNGs
- * at 1/8 of the size; a preview never changes the final images; a JSON answer says it sent none; taesd is a 422
- * until its decoder is in.
+ * at 1/8 of the size; a preview never changes the final images; a JSON answer says it sent none; taesd previews
+ * decode with the vae_approx folder's decoder at full size (a 422 naming the file to pull when it is missing).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Value } from "@sinclair/typebox/value";
 import { createParser } from "eventsource-parser";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { type GenerateEvents, type GenerateResponse, PreviewEventSchema } from "../../contract/index.ts";
 import { MODELS_DIR, pixels } from "../helpers/fixtures.ts";
+import { writeRandomTaesd } from "../helpers/taesd.ts";
 
 const host = new ModelHost({ modelsDir: MODELS_DIR, provider: "cpu" });
 const app = createApp(host);
@@ -107,7 +111,7 @@ describe("preview without the event stream, and methods", () => {
     expect(res.images).toEqual(plain.images);
   });
 
-  test("taesd is a 422 naming preview.method before anything runs (streamed or not)", async () => {
+  test("taesd without its decoder file is a 422 naming preview.method and the file to pull, before anything runs", async () => {
     for (const stream of [false, true]) {
       const res = await post({ ...BODY, preview: { every: 1, method: "taesd" } }, stream);
       expect(res.status).toBe(422);
@@ -117,7 +121,8 @@ describe("preview without the event stream, and methods", () => {
       };
       expect(error.code).toBe("validation_failed");
       expect(error.fields[0]).toMatchObject({ field: "preview.method", allowed: ["approx"] });
-      expect(error.fields[0]?.message).toStartWith("taesd previews need");
+      expect(error.fields[0]?.message).toContain("taesd_decoder.safetensors");
+      expect(error.fields[0]?.message).toContain("sdx models pull taesd");
     }
   });
 
@@ -126,5 +131,58 @@ describe("preview without the event stream, and methods", () => {
       const res = await post({ ...BODY, preview }, true);
       expect(res.status).toBe(422);
     }
+  });
+});
+
+describe("taesd previews", () => {
+  let folder: string;
+  let taesdHost: ModelHost;
+  let taesdApp: ReturnType<typeof createApp>;
+  beforeAll(async () => {
+    folder = await mkdtemp(join(tmpdir(), "sdx-vae-approx-"));
+    await writeRandomTaesd(join(folder, "taesd_decoder.safetensors"));
+    taesdHost = new ModelHost({
+      modelsDir: MODELS_DIR,
+      provider: "cpu",
+      adapterFolders: { vae_approx: folder },
+    });
+    taesdApp = createApp(taesdHost);
+    await taesdHost.start();
+  });
+  afterAll(async () => {
+    await taesdHost.close();
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  test("decode each due step's latents at full size with the family's decoder, and leave the images as they are", async () => {
+    const body = { ...BODY, batch_size: 1, num_steps: 3 };
+    const run = async (preview: unknown) => {
+      const out: { event: string; data: unknown }[] = [];
+      const parser = createParser({
+        onEvent: (m) => out.push({ event: m.event ?? "message", data: JSON.parse(m.data) }),
+      });
+      const res = await taesdApp.handle(
+        new Request("http://localhost/v1/generate", {
+          method: "POST",
+          headers: { "content-type": "application/json", accept: "text/event-stream" },
+          body: JSON.stringify({ ...body, ...(preview ? { preview } : {}) }),
+        }),
+      );
+      parser.feed(await res.text());
+      return out;
+    };
+    const withTaesd = await run({ every: 2, method: "taesd" });
+    const previews = withTaesd
+      .filter((e) => e.event === "preview")
+      .map((e) => e.data as GenerateEvents["preview"]);
+    expect(previews.map((p) => [p.step, p.method, p.width, p.height])).toEqual([
+      [2, "taesd", 64, 64],
+      [3, "taesd", 64, 64],
+    ]);
+    for (const p of previews) {
+      const { width, height } = await pixels(Buffer.from(p.png, "base64"));
+      expect([width, height]).toEqual([64, 64]);
+    }
+    expect(pngsOf(withTaesd)).toEqual(pngsOf(await run(null)));
   });
 });

@@ -79,13 +79,19 @@ describe("approx", () => {
 
 describe("previewer", () => {
   test("due after every n-th step and the last: steps 5, every 2 → 2, 4, 5", async () => {
-    const previewer = await createPreviewer({ xl: null }, { every: 2, method: "approx", decoderPath: null });
+    const previewer = await createPreviewer(
+      { xl: null, provider: "cpu" },
+      { every: 2, method: "approx", decoderPath: null },
+    );
     const due = [1, 2, 3, 4, 5].filter((step) => previewer.due({ step, total: 5, timestep: 0 }));
     expect(due).toEqual([2, 4, 5]);
   });
 
   test("one PNG per image, the approx pixels at latent size", async () => {
-    const previewer = await createPreviewer({ xl: null }, { every: 1, method: "approx", decoderPath: null });
+    const previewer = await createPreviewer(
+      { xl: null, provider: "cpu" },
+      { every: 1, method: "approx", decoderPath: null },
+    );
     const a = latentOf(CELLS);
     const b = a.map((v) => -v);
     const previews = await previewer.make([a, b], 2, 3);

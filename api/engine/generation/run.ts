@@ -195,7 +195,7 @@ export async function prepareGeneration(
 ): Promise<PreparedGeneration> {
   const sizeRange = sizeRangeOf(limits);
   const entry = await requestedModel(host, req.model);
-  const preview = previewInput(req.preview);
+  const preview = await previewInput(req.preview, entry, host.adapters);
   const images = await readInputImages(req, limits ?? DEFAULT_LIMITS);
   const syntax = req.prompt_syntax ?? GENERATE_DEFAULTS.prompt_syntax;
   const adapters = await resolveAdapters(req, syntax, entry, host.adapters);

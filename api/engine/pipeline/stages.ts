@@ -164,7 +164,8 @@ export interface DenoiseOptions {
  * when their conditionings have the same length; prompts of different chunk counts run as two calls, as
  * AUTOMATIC1111 does by default rather than padding the shorter one. SDXL's pooled text embeds and time ids
  * go with each row as the UNet's `text_embeds` and `time_ids` inputs. After a step that `hooks.previews` finds
- * due, it previews the latents as they go on (after `afterStep`: inpainting's blend).
+ * due, it previews the sampler's x̂₀, or after the last step the latents it returns (after `afterStep`: inpainting's
+ * blend).
  */
 export async function denoise(
   components: PipelineComponents,
@@ -215,6 +216,7 @@ export async function denoise(
     }
   }
   const previews = hooks.previews;
+  const denoised: (Float32Array | undefined)[] = new Array(batch);
   await hooks.enterStage?.("unet");
   for (let stepIndex = 0; stepIndex < timesteps.length; stepIndex++) {
     if (hooks.signal?.aborted) throw new GenerationAborted("generation cancelled");
@@ -245,11 +247,18 @@ export async function denoise(
         }
         eps = guided;
       }
-      return (schedulers[i] as Scheduler).step(eps, t, sample, generators[i]).prevSample;
+      const out = (schedulers[i] as Scheduler).step(eps, t, sample, generators[i]);
+      denoised[i] = out.predOriginalSample;
+      return out.prevSample;
     });
     if (options.afterStep) latents = options.afterStep(stepIndex, latents);
     const event: StepEvent = { step: stepIndex + 1, total: timesteps.length, timestep: t };
-    if (previews?.due(event)) event.previews = await previews.make(latents, latentH, latentW);
+    if (previews?.due(event)) {
+      // As AUTOMATIC1111 and ComfyUI, preview the sampler's estimate of the clean latents x̂₀ ("denoised"),
+      // which shows the picture from the first steps on; the last step shows the latents the run returns.
+      const last = event.step === event.total || !denoised.every((x) => x !== undefined);
+      event.previews = await previews.make(last ? latents : (denoised as Float32Array[]), latentH, latentW);
+    }
     hooks.onStep?.(event);
   }
   return latents;
