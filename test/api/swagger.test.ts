@@ -7,9 +7,9 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { CHROMIUM, CHROMIUM_FLAGS } from "../helpers/chromium.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
 
-const CHROMIUM = Bun.which("chromium") ?? Bun.which("chromium-browser");
 let server: RunningServer;
 
 beforeAll(async () => {
@@ -35,15 +35,7 @@ test("headless Chromium renders the /v1/generate operation", async () => {
   const proc = Bun.spawn(
     [
       CHROMIUM,
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-dev-shm-usage",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
+      ...CHROMIUM_FLAGS,
       `--user-data-dir=${profile}`,
       "--virtual-time-budget=15000",
       "--dump-dom",
