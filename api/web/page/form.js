@@ -87,7 +87,7 @@ export function applySchedulers(list, selected) {
   schedulers = list.schedulers;
   fillSelect(
     $("scheduler_type"),
-    schedulers.map((s) => ({ value: s.name, label: `${s.display_name} (${s.name})` })),
+    schedulers.map((s) => ({ value: s.name, label: s.display_name, title: `${s.name}: ${s.diffusers}` })),
     selected,
   );
   updateKarras();
