@@ -1,5 +1,6 @@
 // The page's only way to the server: fetch with the API key (kept in sessionStorage, asked for on a 401
-// `unauthorized`), the API's error bodies, and POST /v1/generate's event stream.
+// `unauthorized`), the API's error bodies, and POST /v1/generate's event stream. Paths are relative to the
+// page, so it also works where a proxy serves the server under a path.
 import { createParser } from "./eventsource-parser/index.js";
 
 const KEY_ITEM = "sdx.apiKey";
@@ -64,7 +65,7 @@ export async function getJson(path) {
  * connection, which cancels the generation on the server.
  */
 export async function generateStream(request, signal, onEvent) {
-  const response = await apiFetch("/v1/generate", {
+  const response = await apiFetch("v1/generate", {
     method: "POST",
     headers: { "content-type": "application/json", accept: "text/event-stream" },
     body: JSON.stringify(request),

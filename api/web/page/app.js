@@ -76,7 +76,7 @@ keyButton.addEventListener("click", () => {
 });
 
 async function showHealth() {
-  const health = await (await apiFetch("/health")).json();
+  const health = await (await apiFetch("health")).json();
   $("server").textContent = health.message;
   $("server").dataset.status = health.status;
   if (health.status === "loading") setTimeout(showHealth, 1000);
@@ -86,9 +86,9 @@ async function showHealth() {
 async function connect() {
   $("generate").disabled = true;
   try {
-    const [spec] = await Promise.all([getJson("/swagger/json"), showHealth()]);
+    const [spec] = await Promise.all([getJson("swagger/json"), showHealth()]);
     const defaults = applySpec(spec);
-    const [models, schedulers] = await Promise.all([getJson("/v1/models"), getJson("/v1/schedulers")]);
+    const [models, schedulers] = await Promise.all([getJson("v1/models"), getJson("v1/schedulers")]);
     applySchedulers(schedulers, defaults.scheduler);
     applyModels(models);
     $("error").hidden = true;
