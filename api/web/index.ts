@@ -59,7 +59,7 @@ const PARSER_FILES = new Map(
 
 /**
  * One file with its type and caching: `no-cache` with an ETag, so a browser asks again each time and gets a
- * 304 while the file is unchanged (the page changes when the server is upgraded, and loopback asks are cheap).
+ * 304 while the file is unchanged (the page changes when the server is upgraded; asking again costs little).
  */
 function serve(file: Asset, request: Request): Response {
   const headers = {
