@@ -27,7 +27,7 @@ const D = SERVER_DEFAULTS;
 
 export interface ServerConfig {
   modelsDir: string;
-  /** The LoRA, embedding and VAE folders given; a missing kind is `<modelsDir>/<ADAPTER_FOLDERS[kind]>`. */
+  /** The adapter folders given; a missing kind is `<modelsDir>/<ADAPTER_FOLDERS[kind]>`. */
   adapterFolders: Partial<Record<AdapterKind, string>>;
   model: string | undefined;
   host: string;
@@ -69,6 +69,7 @@ const ADAPTER_FOLDER_FLAGS = [
   ["loras-dir", "SDX_LORAS_DIR", "lora"],
   ["embeddings-dir", "SDX_EMBEDDINGS_DIR", "embedding"],
   ["vae-dir", "SDX_VAE_DIR", "vae"],
+  ["vae-approx-dir", "SDX_VAE_APPROX_DIR", "vae_approx"],
 ] as const satisfies readonly (readonly [string, string, AdapterKind])[];
 
 /** The limit flags, their variables and the Limits key each sets. */
@@ -93,6 +94,7 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
   --loras-dir DIR    LoRA files (env SDX_LORAS_DIR, default <models-dir>/${ADAPTER_FOLDERS.lora}/)
   --embeddings-dir DIR  textual-inversion embeddings (env SDX_EMBEDDINGS_DIR, default <models-dir>/${ADAPTER_FOLDERS.embedding}/)
   --vae-dir DIR      VAE files (env SDX_VAE_DIR, default <models-dir>/${ADAPTER_FOLDERS.vae}/)
+  --vae-approx-dir DIR  TAESD preview decoders (env SDX_VAE_APPROX_DIR, default <models-dir>/${ADAPTER_FOLDERS.vae_approx}/)
   --host HOST        address to bind (env SDX_HOST, default ${D.host})
   --port PORT        port (env SDX_PORT, default ${D.port})
   --provider NAME    execution provider: ${PROVIDER_CHOICES.join(" | ")} (env SDX_PROVIDER, default auto:
@@ -277,6 +279,7 @@ function parse(argv: string[]) {
       "loras-dir": { type: "string" },
       "embeddings-dir": { type: "string" },
       "vae-dir": { type: "string" },
+      "vae-approx-dir": { type: "string" },
       model: { type: "string" },
       host: { type: "string" },
       port: { type: "string" },

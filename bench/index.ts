@@ -4,6 +4,7 @@ import { benchGpu } from "./gpu.ts";
 import { benchLoad } from "./load.ts";
 import { benchLora } from "./lora.ts";
 import { benchServe } from "./serve.ts";
+import { benchTaesd } from "./taesd.ts";
 
 const BENCHMARKS: Record<string, (argv: string[]) => Promise<void>> = {
   engine: benchEngine,
@@ -11,6 +12,7 @@ const BENCHMARKS: Record<string, (argv: string[]) => Promise<void>> = {
   load: benchLoad,
   lora: benchLora,
   serve: benchServe,
+  taesd: benchTaesd,
 };
 
 const [name, ...rest] = process.argv.slice(2);

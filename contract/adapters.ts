@@ -1,14 +1,17 @@
 /**
- * Adapters: the LoRA, textual-inversion embedding and VAE files dropped beside the checkpoints
- * (`models/loras/`, `models/embeddings/`, `models/vae/`, as ComfyUI names them), how a request names them, and
- * how the server lists and reports them.
+ * Adapters: the LoRA, textual-inversion embedding, VAE and preview-decoder files dropped beside the checkpoints
+ * (`models/loras/`, `models/embeddings/`, `models/vae/`, `models/vae_approx/`, as ComfyUI names them), how a
+ * request names them, and how the server lists and reports them.
  */
 import { Type } from "@sinclair/typebox";
 import { MODEL_KINDS } from "./lists.ts";
 import { Enum } from "./schema.ts";
 
-/** The three kinds of adapter file, each in its own folder. */
-export const ADAPTER_KINDS = ["lora", "embedding", "vae"] as const;
+/**
+ * The kinds of adapter file, each in its own folder: `vae_approx` holds the tiny autoencoder decoders that
+ * `taesd` previews use (madebyollin/taesd: taesd for SD 1.x/2.x, taesdxl for SDXL).
+ */
+export const ADAPTER_KINDS = ["lora", "embedding", "vae", "vae_approx"] as const;
 export type AdapterKind = (typeof ADAPTER_KINDS)[number];
 
 /** Folder of each kind under the models directory (each configurable). */
@@ -16,15 +19,23 @@ export const ADAPTER_FOLDERS = {
   lora: "loras",
   embedding: "embeddings",
   vae: "vae",
+  vae_approx: "vae_approx",
 } as const satisfies Record<AdapterKind, string>;
 
-/** File formats sdx reads: kohya/A1111 LoRA (incl. LoCon), diffusers/PEFT LoRA, A1111 embeddings, VAE weights. */
+/**
+ * File formats sdx reads: kohya/A1111 LoRA (incl. LoCon), diffusers/PEFT LoRA, A1111 embeddings, VAE weights,
+ * and TAESD decoders as madebyollin/taesd publishes them (taesd.py's `Decoder` keys in a .safetensors or a
+ * torch .pth file) or as diffusers' AutoencoderTiny (`decoder.layers.N…`).
+ */
 export const ADAPTER_FORMATS = [
   "kohya",
   "peft",
   "embedding_safetensors",
   "embedding_pt",
   "vae_safetensors",
+  "taesd_safetensors",
+  "taesd_pth",
+  "taesd_diffusers",
 ] as const;
 export type AdapterFormat = (typeof ADAPTER_FORMATS)[number];
 
@@ -33,6 +44,7 @@ export const ADAPTER_EXTENSIONS = {
   lora: [".safetensors"],
   embedding: [".safetensors", ".pt"],
   vae: [".safetensors"],
+  vae_approx: [".safetensors", ".pth"],
 } as const satisfies Record<AdapterKind, readonly string[]>;
 
 /**
@@ -102,7 +114,7 @@ export const AdapterInfoSchema = Type.Object({
   }),
   family: Type.Union([Enum(MODEL_KINDS), Type.Null()], {
     description:
-      "The model family it fits, read from its tensor shapes; null when it fits any (a VAE) or is unreadable.",
+      "The model family it fits, read from its tensor shapes (a vae_approx decoder: from its file name, see details.families); null when it fits any (a VAE), several (taesd: SD 1.x and 2.x) or is unreadable.",
   }),
   size_bytes: Type.Integer(),
   sha256: Type.Union([Type.String(), Type.Null()], {
@@ -116,6 +128,12 @@ export const AdapterInfoSchema = Type.Object({
       modules: Type.Optional(Type.Integer({ description: "LoRA: the layers it changes." })),
       text_encoder: Type.Optional(Type.Boolean({ description: "LoRA: whether it changes a text encoder." })),
       vectors: Type.Optional(Type.Integer({ description: "Embedding: vectors per use of its name." })),
+      families: Type.Optional(
+        Type.Array(Enum(MODEL_KINDS), {
+          description:
+            "vae_approx: the model families whose previews it decodes. taesd and taesdxl both take 4-channel latents, so the file name tells them apart: a name with `taesdxl` is SDXL's, one with `taesd` SD 1.x/2.x's.",
+        }),
+      ),
     },
     { description: "What the file holds." },
   ),
@@ -125,8 +143,11 @@ export const AdapterListSchema = Type.Object({
   loras: Type.Array(AdapterInfoSchema),
   embeddings: Type.Array(AdapterInfoSchema),
   vaes: Type.Array(AdapterInfoSchema),
+  vae_approx: Type.Array(AdapterInfoSchema, {
+    description: "The preview decoders (TAESD) that `taesd` previews use.",
+  }),
   folders: Type.Object(
-    { loras: Type.String(), embeddings: Type.String(), vae: Type.String() },
+    { loras: Type.String(), embeddings: Type.String(), vae: Type.String(), vae_approx: Type.String() },
     { description: "Where the server looks for each kind." },
   ),
 });

@@ -10,6 +10,13 @@ const REPO_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\/[A-Za-z0-9][A-Za-z0-9_.-]{0,9
 /** A branch, tag or commit; sent URL-encoded, never used as a path. */
 const REVISION = /^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$/;
 
+/**
+ * What a pull brings: a model (an ONNX export, into its own folder in the models directory) or a preview decoder
+ * (the TAESD decoder file, into the vae_approx folder).
+ */
+export const PULL_TYPES = ["model", "vae_approx"] as const;
+export type PullType = (typeof PULL_TYPES)[number];
+
 /** A pull's name or folder that breaks the naming rules; the message says what is accepted. */
 export class PullNameError extends Error {
   override name = "PullNameError";
@@ -51,17 +58,28 @@ export function parseRepoReference(name: string): { repo: string; revision: stri
 
 export const CatalogEntrySchema = Type.Object({
   name: Type.String({
-    description: "The name to pull it by, and its folder name in the models directory.",
+    description: "The name to pull it by, and a model's folder name in the models directory.",
     examples: ["sd-turbo"],
+  }),
+  type: Enum(PULL_TYPES, {
+    description:
+      "model: an ONNX export, pulled into its own folder in the models directory; vae_approx: a TAESD preview decoder (for `preview.method` taesd), pulled as one file into the vae_approx folder.",
   }),
   repo: Type.String({ description: "Hugging Face hub repository.", examples: ["onnxruntime/sd-turbo"] }),
   revision: Type.String({ description: "Branch, tag or commit downloaded.", examples: ["main"] }),
-  kind: Enum(MODEL_KINDS),
+  kind: Enum(MODEL_KINDS, { description: "The model family (a preview decoder: the first of `families`)." }),
+  families: Type.Array(Enum(MODEL_KINDS), {
+    description: "The model families it is for: a model's own; taesd: sd1 and sd2; taesdxl: sdxl.",
+  }),
   description: Type.String(),
   approx_size_bytes: Type.Integer({
-    description: "About what a pull downloads (the ONNX files only); the exact sizes come from the hub.",
+    description:
+      "About what a pull downloads (a model's ONNX files, a preview decoder's one file); the exact sizes come from the hub.",
   }),
-  installed: Type.Boolean({ description: "Whether a folder of that name is in the models directory." }),
+  installed: Type.Boolean({
+    description:
+      "Whether it is there: a folder of that name in the models directory, or the decoder's file in the vae_approx folder.",
+  }),
 });
 
 export const ModelCatalogSchema = Type.Object({
@@ -78,14 +96,14 @@ export const PullRequestSchema = Type.Object(
       minLength: 1,
       maxLength: 300,
       description:
-        "A catalog name (GET /v1/models/catalog), or any Hugging Face repository holding an ONNX export in the optimum layout, as `org/name` or `org/name@revision`.",
-      examples: ["sd-turbo", "CompVis/stable-diffusion-v1-4@onnx"],
+        "A catalog name (GET /v1/models/catalog: models, and the taesd/taesdxl preview decoders), or any Hugging Face repository holding an ONNX export in the optimum layout, as `org/name` or `org/name@revision`.",
+      examples: ["sd-turbo", "CompVis/stable-diffusion-v1-4@onnx", "taesd"],
     }),
     folder: Type.Optional(
       Type.String({
         pattern: SAFE_NAME.source,
         description:
-          "Folder name in the models directory (letters, digits, '.', '-', '_'). Default: the catalog name, or the repository's name (with `-<revision>` when not main).",
+          "Folder name in the models directory (letters, digits, '.', '-', '_'). Default: the catalog name, or the repository's name (with `-<revision>` when not main). Models only: a preview decoder keeps its file name.",
         examples: ["sd14"],
       }),
     ),
@@ -95,22 +113,29 @@ export const PullRequestSchema = Type.Object(
 
 export const PullResultSchema = Type.Object({
   name: Type.String({
-    description: "The new model's name: its folder in the models directory.",
+    description:
+      "The new model's name: its folder in the models directory; a preview decoder's: its file name without the extension, as GET /v1/adapters lists it.",
     examples: ["sd-turbo"],
   }),
+  type: Enum(PULL_TYPES),
   repo: Type.String({ examples: ["onnxruntime/sd-turbo"] }),
   revision: Type.String({ examples: ["main"] }),
   commit: Type.String({ description: "The commit the files came from." }),
   files: Type.Integer({
-    description: "Files downloaded (the ONNX folder's; other formats and docs are skipped).",
+    description:
+      "Files downloaded (a model: the ONNX folder's, other formats and docs skipped; a preview decoder: its one file).",
   }),
   size_bytes: Type.Integer(),
   resumed_bytes: Type.Integer({ description: "Bytes kept from an earlier, interrupted pull." }),
   joined: Type.Boolean({
     description: "Whether this request joined a pull of the same model already running.",
   }),
-  kind: Type.Union([Enum(MODEL_KINDS), Type.Null()]),
-  loadable: Type.Boolean({ description: "Whether the server can load it (see `problem` when not)." }),
+  kind: Type.Union([Enum(MODEL_KINDS), Type.Null()], {
+    description: "The model family (a preview decoder: the one it serves, null when several)",
+  }),
+  loadable: Type.Boolean({
+    description: "Whether the server can load it, or use the preview decoder (see `problem` when not).",
+  }),
   problem: Type.Union([Type.String(), Type.Null()]),
 });
 

@@ -69,8 +69,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * List the LoRA, embedding and VAE files
-         * @description The files of the adapter folders beside the checkpoints (`loras/`, `embeddings/`, `vae/` in the models directory unless --loras-dir, --embeddings-dir, --vae-dir say otherwise), sorted by name. Each has its kind, format (kohya or PEFT LoRA, embedding, VAE), the model family read from its tensor shapes (SD 1.x: 768-wide text states, SD 2.x: 1024, SDXL: a second text encoder or 2048; null when the shapes do not tell, e.g. a VAE), size, SHA-256 once computed (it is computed when a request first uses the file) and what it holds. Only headers are read: a safetensors file's JSON header, a `.pt` embedding's pickle (never executed). A file that is not what its folder says, or is truncated, or is a symbolic link leading out of its folder, is listed with `usable: false` and the reason; dotfiles, sub-folders and other extensions are not listed. Requests name a file by `name` (its stem), never by path.
+         * List the LoRA, embedding, VAE and preview-decoder files
+         * @description The files of the adapter folders beside the checkpoints (`loras/`, `embeddings/`, `vae/`, `vae_approx/` in the models directory unless --loras-dir, --embeddings-dir, --vae-dir, --vae-approx-dir say otherwise), sorted by name. Each has its kind, format (kohya or PEFT LoRA, embedding, VAE), the model family read from its tensor shapes (SD 1.x: 768-wide text states, SD 2.x: 1024, SDXL: a second text encoder or 2048; null when the shapes do not tell, e.g. a VAE), size, SHA-256 once computed (it is computed when a request first uses the file) and what it holds. `vae_approx` holds the TAESD preview decoders (`preview.method` taesd; `sdx models pull taesd` / `taesdxl` fetches them): taesd.py's `.pth` or `.safetensors` and diffusers' AutoencoderTiny, their family told by the file name (taesd: SD 1.x/2.x, taesdxl: SDXL, as `details.families` says), since both take the same latents. Only headers are read: a safetensors file's JSON header, a `.pt` embedding's or `.pth` decoder's pickle (never executed). A file that is not what its folder says, or is truncated, or is a symbolic link leading out of its folder, is listed with `usable: false` and the reason; dotfiles, sub-folders and other extensions are not listed. Requests name a file by `name` (its stem), never by path.
          */
         get: operations["listAdapters"];
         put?: never;
@@ -110,7 +110,7 @@ export interface paths {
         };
         /**
          * List the online catalog: ready ONNX models on the Hugging Face hub
-         * @description A few ONNX Stable Diffusion exports sdx can pull by name, with their approximate download size and whether a folder of that name is already installed.
+         * @description A few ONNX Stable Diffusion exports sdx can pull by name, and the TAESD preview decoders (`type` vae_approx), with their approximate download size and whether each is already installed.
          */
         get: operations["listCatalog"];
         put?: never;
@@ -132,7 +132,7 @@ export interface paths {
         put?: never;
         /**
          * Download a model from the Hugging Face hub into the models directory
-         * @description Downloads an ONNX Stable Diffusion export from the Hugging Face hub into the models directory: a catalog name (GET /v1/models/catalog) or any repository as `org/name` or `org/name@revision`. Only the files of the ONNX folder are fetched (model_index.json, scheduler/, tokenizer*\/, text_encoder*\/, unet/, vae_decoder/, vae_encoder/; other weight formats and docs are skipped). Each file's size and the hub's SHA-256 (git SHA-1 for small files) are checked; the folder appears in the models directory, in one rename, only when every file is; an existing folder is never replaced (409 `model_exists`). An interrupted pull resumes where it stopped, on the next request. The server reads the hub from HF_ENDPOINT (default https://huggingface.co) and sends HF_TOKEN, when set, to the hub only (never to the CDN it redirects to). Requests for a model already being pulled join that pull.
+         * @description Downloads an ONNX Stable Diffusion export from the Hugging Face hub into the models directory: a catalog name (GET /v1/models/catalog) or any repository as `org/name` or `org/name@revision`. Only the files of the ONNX folder are fetched (model_index.json, scheduler/, tokenizer*\/, text_encoder*\/, unet/, vae_decoder/, vae_encoder/; other weight formats and docs are skipped). Each file's size and the hub's SHA-256 (git SHA-1 for small files) are checked; the folder appears in the models directory, in one rename, only when every file is; an existing folder is never replaced (409 `model_exists`). The catalog's `taesd` and `taesdxl` are the preview decoders of `preview.method` taesd (madebyollin/taesd): their one decoder file lands in the vae_approx folder (--vae-approx-dir), never over an existing file, and `folder` does not apply to them. An interrupted pull resumes where it stopped, on the next request. The server reads the hub from HF_ENDPOINT (default https://huggingface.co) and sends HF_TOKEN, when set, to the hub only (never to the CDN it redirects to). Requests for a model already being pulled join that pull.
          *
          *     Errors: 404 `not_in_catalog` (a name that is neither a catalog name nor `org/name`), 404 `hub_not_found` (no such repository or revision, or a private one without HF_TOKEN), 403 `hub_forbidden` (gated, or the token refused), 422 `hub_not_onnx` (no ONNX export in the optimum layout), 409 `download_busy`, 502 `hub_unreachable`, 502 `download_failed` (a file failed its hash check or the connection kept failing), 507 `insufficient_storage`.
          *
@@ -629,12 +629,12 @@ export interface components {
                 /** @description The file name without its extension: what requests use. */
                 name: string;
                 /** @enum {string} */
-                kind: "lora" | "embedding" | "vae";
+                kind: "lora" | "embedding" | "vae" | "vae_approx";
                 /** @description The file name in its folder. */
                 file: string;
                 /** @description null when the file is not readable as its kind. */
-                format: ("kohya" | "peft" | "embedding_safetensors" | "embedding_pt" | "vae_safetensors") | null;
-                /** @description The model family it fits, read from its tensor shapes; null when it fits any (a VAE) or is unreadable. */
+                format: ("kohya" | "peft" | "embedding_safetensors" | "embedding_pt" | "vae_safetensors" | "taesd_safetensors" | "taesd_pth" | "taesd_diffusers") | null;
+                /** @description The model family it fits, read from its tensor shapes (a vae_approx decoder: from its file name, see details.families); null when it fits any (a VAE), several (taesd: SD 1.x and 2.x) or is unreadable. */
                 family: ("sd1" | "sd2" | "sdxl") | null;
                 size_bytes: number;
                 /** @description SHA-256 of the file (its first 10 digits are A1111's short hash); null until computed. */
@@ -652,18 +652,20 @@ export interface components {
                     text_encoder?: boolean;
                     /** @description Embedding: vectors per use of its name. */
                     vectors?: number;
+                    /** @description vae_approx: the model families whose previews it decodes. taesd and taesdxl both take 4-channel latents, so the file name tells them apart: a name with `taesdxl` is SDXL's, one with `taesd` SD 1.x/2.x's. */
+                    families?: ("sd1" | "sd2" | "sdxl")[];
                 };
             }[];
             embeddings: {
                 /** @description The file name without its extension: what requests use. */
                 name: string;
                 /** @enum {string} */
-                kind: "lora" | "embedding" | "vae";
+                kind: "lora" | "embedding" | "vae" | "vae_approx";
                 /** @description The file name in its folder. */
                 file: string;
                 /** @description null when the file is not readable as its kind. */
-                format: ("kohya" | "peft" | "embedding_safetensors" | "embedding_pt" | "vae_safetensors") | null;
-                /** @description The model family it fits, read from its tensor shapes; null when it fits any (a VAE) or is unreadable. */
+                format: ("kohya" | "peft" | "embedding_safetensors" | "embedding_pt" | "vae_safetensors" | "taesd_safetensors" | "taesd_pth" | "taesd_diffusers") | null;
+                /** @description The model family it fits, read from its tensor shapes (a vae_approx decoder: from its file name, see details.families); null when it fits any (a VAE), several (taesd: SD 1.x and 2.x) or is unreadable. */
                 family: ("sd1" | "sd2" | "sdxl") | null;
                 size_bytes: number;
                 /** @description SHA-256 of the file (its first 10 digits are A1111's short hash); null until computed. */
@@ -681,18 +683,20 @@ export interface components {
                     text_encoder?: boolean;
                     /** @description Embedding: vectors per use of its name. */
                     vectors?: number;
+                    /** @description vae_approx: the model families whose previews it decodes. taesd and taesdxl both take 4-channel latents, so the file name tells them apart: a name with `taesdxl` is SDXL's, one with `taesd` SD 1.x/2.x's. */
+                    families?: ("sd1" | "sd2" | "sdxl")[];
                 };
             }[];
             vaes: {
                 /** @description The file name without its extension: what requests use. */
                 name: string;
                 /** @enum {string} */
-                kind: "lora" | "embedding" | "vae";
+                kind: "lora" | "embedding" | "vae" | "vae_approx";
                 /** @description The file name in its folder. */
                 file: string;
                 /** @description null when the file is not readable as its kind. */
-                format: ("kohya" | "peft" | "embedding_safetensors" | "embedding_pt" | "vae_safetensors") | null;
-                /** @description The model family it fits, read from its tensor shapes; null when it fits any (a VAE) or is unreadable. */
+                format: ("kohya" | "peft" | "embedding_safetensors" | "embedding_pt" | "vae_safetensors" | "taesd_safetensors" | "taesd_pth" | "taesd_diffusers") | null;
+                /** @description The model family it fits, read from its tensor shapes (a vae_approx decoder: from its file name, see details.families); null when it fits any (a VAE), several (taesd: SD 1.x and 2.x) or is unreadable. */
                 family: ("sd1" | "sd2" | "sdxl") | null;
                 size_bytes: number;
                 /** @description SHA-256 of the file (its first 10 digits are A1111's short hash); null until computed. */
@@ -710,6 +714,40 @@ export interface components {
                     text_encoder?: boolean;
                     /** @description Embedding: vectors per use of its name. */
                     vectors?: number;
+                    /** @description vae_approx: the model families whose previews it decodes. taesd and taesdxl both take 4-channel latents, so the file name tells them apart: a name with `taesdxl` is SDXL's, one with `taesd` SD 1.x/2.x's. */
+                    families?: ("sd1" | "sd2" | "sdxl")[];
+                };
+            }[];
+            /** @description The preview decoders (TAESD) that `taesd` previews use. */
+            vae_approx: {
+                /** @description The file name without its extension: what requests use. */
+                name: string;
+                /** @enum {string} */
+                kind: "lora" | "embedding" | "vae" | "vae_approx";
+                /** @description The file name in its folder. */
+                file: string;
+                /** @description null when the file is not readable as its kind. */
+                format: ("kohya" | "peft" | "embedding_safetensors" | "embedding_pt" | "vae_safetensors" | "taesd_safetensors" | "taesd_pth" | "taesd_diffusers") | null;
+                /** @description The model family it fits, read from its tensor shapes (a vae_approx decoder: from its file name, see details.families); null when it fits any (a VAE), several (taesd: SD 1.x and 2.x) or is unreadable. */
+                family: ("sd1" | "sd2" | "sdxl") | null;
+                size_bytes: number;
+                /** @description SHA-256 of the file (its first 10 digits are A1111's short hash); null until computed. */
+                sha256: string | null;
+                usable: boolean;
+                /** @description Why it cannot be used, when it cannot. */
+                reason: string | null;
+                /** @description What the file holds. */
+                details: {
+                    /** @description LoRA: the largest rank among its modules. */
+                    rank?: number;
+                    /** @description LoRA: the layers it changes. */
+                    modules?: number;
+                    /** @description LoRA: whether it changes a text encoder. */
+                    text_encoder?: boolean;
+                    /** @description Embedding: vectors per use of its name. */
+                    vectors?: number;
+                    /** @description vae_approx: the model families whose previews it decodes. taesd and taesdxl both take 4-channel latents, so the file name tells them apart: a name with `taesdxl` is SDXL's, one with `taesd` SD 1.x/2.x's. */
+                    families?: ("sd1" | "sd2" | "sdxl")[];
                 };
             }[];
             /** @description Where the server looks for each kind. */
@@ -717,6 +755,7 @@ export interface components {
                 loras: string;
                 embeddings: string;
                 vae: string;
+                vae_approx: string;
             };
         };
         ModelCatalog: {
@@ -727,10 +766,15 @@ export interface components {
             hub: string;
             models: {
                 /**
-                 * @description The name to pull it by, and its folder name in the models directory.
+                 * @description The name to pull it by, and a model's folder name in the models directory.
                  * @example sd-turbo
                  */
                 name: string;
+                /**
+                 * @description model: an ONNX export, pulled into its own folder in the models directory; vae_approx: a TAESD preview decoder (for `preview.method` taesd), pulled as one file into the vae_approx folder.
+                 * @enum {string}
+                 */
+                type: "model" | "vae_approx";
                 /**
                  * @description Hugging Face hub repository.
                  * @example onnxruntime/sd-turbo
@@ -741,49 +785,58 @@ export interface components {
                  * @example main
                  */
                 revision: string;
-                /** @enum {string} */
+                /**
+                 * @description The model family (a preview decoder: the first of `families`).
+                 * @enum {string}
+                 */
                 kind: "sd1" | "sd2" | "sdxl";
+                /** @description The model families it is for: a model's own; taesd: sd1 and sd2; taesdxl: sdxl. */
+                families: ("sd1" | "sd2" | "sdxl")[];
                 description: string;
-                /** @description About what a pull downloads (the ONNX files only); the exact sizes come from the hub. */
+                /** @description About what a pull downloads (a model's ONNX files, a preview decoder's one file); the exact sizes come from the hub. */
                 approx_size_bytes: number;
-                /** @description Whether a folder of that name is in the models directory. */
+                /** @description Whether it is there: a folder of that name in the models directory, or the decoder's file in the vae_approx folder. */
                 installed: boolean;
             }[];
         };
         PullRequest: {
             /**
-             * @description A catalog name (GET /v1/models/catalog), or any Hugging Face repository holding an ONNX export in the optimum layout, as `org/name` or `org/name@revision`.
+             * @description A catalog name (GET /v1/models/catalog: models, and the taesd/taesdxl preview decoders), or any Hugging Face repository holding an ONNX export in the optimum layout, as `org/name` or `org/name@revision`.
              * @example sd-turbo
              * @example CompVis/stable-diffusion-v1-4@onnx
+             * @example taesd
              */
             name: string;
             /**
-             * @description Folder name in the models directory (letters, digits, '.', '-', '_'). Default: the catalog name, or the repository's name (with `-<revision>` when not main).
+             * @description Folder name in the models directory (letters, digits, '.', '-', '_'). Default: the catalog name, or the repository's name (with `-<revision>` when not main). Models only: a preview decoder keeps its file name.
              * @example sd14
              */
             folder?: string;
         };
         PullResult: {
             /**
-             * @description The new model's name: its folder in the models directory.
+             * @description The new model's name: its folder in the models directory; a preview decoder's: its file name without the extension, as GET /v1/adapters lists it.
              * @example sd-turbo
              */
             name: string;
+            /** @enum {string} */
+            type: "model" | "vae_approx";
             /** @example onnxruntime/sd-turbo */
             repo: string;
             /** @example main */
             revision: string;
             /** @description The commit the files came from. */
             commit: string;
-            /** @description Files downloaded (the ONNX folder's; other formats and docs are skipped). */
+            /** @description Files downloaded (a model: the ONNX folder's, other formats and docs skipped; a preview decoder: its one file). */
             files: number;
             size_bytes: number;
             /** @description Bytes kept from an earlier, interrupted pull. */
             resumed_bytes: number;
             /** @description Whether this request joined a pull of the same model already running. */
             joined: boolean;
+            /** @description The model family (a preview decoder: the one it serves, null when several) */
             kind: ("sd1" | "sd2" | "sdxl") | null;
-            /** @description Whether the server can load it (see `problem` when not). */
+            /** @description Whether the server can load it, or use the preview decoder (see `problem` when not). */
             loadable: boolean;
             problem: string | null;
         };
@@ -807,25 +860,28 @@ export interface components {
              */
             done: {
                 /**
-                 * @description The new model's name: its folder in the models directory.
+                 * @description The new model's name: its folder in the models directory; a preview decoder's: its file name without the extension, as GET /v1/adapters lists it.
                  * @example sd-turbo
                  */
                 name: string;
+                /** @enum {string} */
+                type: "model" | "vae_approx";
                 /** @example onnxruntime/sd-turbo */
                 repo: string;
                 /** @example main */
                 revision: string;
                 /** @description The commit the files came from. */
                 commit: string;
-                /** @description Files downloaded (the ONNX folder's; other formats and docs are skipped). */
+                /** @description Files downloaded (a model: the ONNX folder's, other formats and docs skipped; a preview decoder: its one file). */
                 files: number;
                 size_bytes: number;
                 /** @description Bytes kept from an earlier, interrupted pull. */
                 resumed_bytes: number;
                 /** @description Whether this request joined a pull of the same model already running. */
                 joined: boolean;
+                /** @description The model family (a preview decoder: the one it serves, null when several) */
                 kind: ("sd1" | "sd2" | "sdxl") | null;
-                /** @description Whether the server can load it (see `problem` when not). */
+                /** @description Whether the server can load it, or use the preview decoder (see `problem` when not). */
                 loadable: boolean;
                 problem: string | null;
             };

@@ -5,9 +5,10 @@ import { errorModel } from "../http/errors.ts";
 import { listAdapters, refreshAdapters } from "./service.ts";
 
 const DESCRIPTION =
-  "The files of the adapter folders beside the checkpoints (`loras/`, `embeddings/`, `vae/` in the models directory unless --loras-dir, --embeddings-dir, --vae-dir say otherwise), sorted by name. " +
+  "The files of the adapter folders beside the checkpoints (`loras/`, `embeddings/`, `vae/`, `vae_approx/` in the models directory unless --loras-dir, --embeddings-dir, --vae-dir, --vae-approx-dir say otherwise), sorted by name. " +
   "Each has its kind, format (kohya or PEFT LoRA, embedding, VAE), the model family read from its tensor shapes (SD 1.x: 768-wide text states, SD 2.x: 1024, SDXL: a second text encoder or 2048; null when the shapes do not tell, e.g. a VAE), size, SHA-256 once computed (it is computed when a request first uses the file) and what it holds. " +
-  "Only headers are read: a safetensors file's JSON header, a `.pt` embedding's pickle (never executed). " +
+  "`vae_approx` holds the TAESD preview decoders (`preview.method` taesd; `sdx models pull taesd` / `taesdxl` fetches them): taesd.py's `.pth` or `.safetensors` and diffusers' AutoencoderTiny, their family told by the file name (taesd: SD 1.x/2.x, taesdxl: SDXL, as `details.families` says), since both take the same latents. " +
+  "Only headers are read: a safetensors file's JSON header, a `.pt` embedding's or `.pth` decoder's pickle (never executed). " +
   "A file that is not what its folder says, or is truncated, or is a symbolic link leading out of its folder, is listed with `usable: false` and the reason; dotfiles, sub-folders and other extensions are not listed. " +
   "Requests name a file by `name` (its stem), never by path.";
 
@@ -21,7 +22,7 @@ export const adaptersPlugin = (host: ModelHost) =>
       detail: {
         tags: ["adapters"],
         operationId: "listAdapters",
-        summary: "List the LoRA, embedding and VAE files",
+        summary: "List the LoRA, embedding, VAE and preview-decoder files",
         description: DESCRIPTION,
       },
     })

@@ -60,7 +60,7 @@ export class ModelLoadFailed extends Error {
 
 export interface ModelHostOptions {
   modelsDir: string;
-  /** The LoRA, embedding and VAE folders; each missing one is `<modelsDir>/<ADAPTER_FOLDERS[kind]>`. */
+  /** The adapter folders; each missing one is `<modelsDir>/<ADAPTER_FOLDERS[kind]>`. */
   adapterFolders?: Partial<Record<AdapterKind, string>>;
   provider: ExecutionProvider;
   /** The model to serve when a request names none; when absent the only loadable model is chosen. */

@@ -19,7 +19,9 @@ const PULL_DESCRIPTION =
   "folder are fetched (model_index.json, scheduler/, tokenizer*/, text_encoder*/, unet/, vae_decoder/, vae_encoder/; " +
   "other weight formats and docs are skipped). Each file's size and the hub's SHA-256 (git SHA-1 for small files) are " +
   "checked; the folder appears in the models directory, in one rename, only when every file is; an existing folder " +
-  "is never replaced (409 `model_exists`). An interrupted pull resumes where it stopped, on the next request. The " +
+  "is never replaced (409 `model_exists`). The catalog's `taesd` and `taesdxl` are the preview decoders of " +
+  "`preview.method` taesd (madebyollin/taesd): their one decoder file lands in the vae_approx folder (--vae-approx-dir), " +
+  "never over an existing file, and `folder` does not apply to them. An interrupted pull resumes where it stopped, on the next request. The " +
   "server reads the hub from HF_ENDPOINT (default https://huggingface.co) and sends HF_TOKEN, when set, to the hub only " +
   "(never to the CDN it redirects to). Requests for a model already being pulled join that pull.\n\n" +
   "Errors: 404 `not_in_catalog` (a name that is neither a catalog name nor `org/name`), 404 `hub_not_found` (no such " +
@@ -50,7 +52,7 @@ export const hubPlugin = (host: ModelHost, settings: HubSettings = {}) => {
         operationId: "listCatalog",
         summary: "List the online catalog: ready ONNX models on the Hugging Face hub",
         description:
-          "A few ONNX Stable Diffusion exports sdx can pull by name, with their approximate download size and whether a folder of that name is already installed.",
+          "A few ONNX Stable Diffusion exports sdx can pull by name, and the TAESD preview decoders (`type` vae_approx), with their approximate download size and whether each is already installed.",
       },
     })
     .post(

@@ -1,8 +1,8 @@
 /**
  * The online catalog and pulls from the Hugging Face hub, for the API: what is installed, one download per
- * model however many requests ask for it, and the engine's hub errors as API errors.
+ * model (or preview decoder) however many requests ask for it, and the engine's hub errors as API errors.
  */
-import { join } from "node:path";
+import { basename, extname } from "node:path";
 import {
   ApiError,
   type ModelCatalog,
@@ -14,7 +14,7 @@ import { pathExists } from "../../lib/fs/exists.ts";
 import { CATALOG, type PullTarget, resolvePullName } from "../engine/hub/catalog.ts";
 import { HubError } from "../engine/hub/errors.ts";
 import { DEFAULT_HUB_ENDPOINT, type HubOptions } from "../engine/hub/hub_api.ts";
-import { type PullProgress, type PullResult, pullModel } from "../engine/hub/pull.ts";
+import { type PullProgress, type PullResult, pullModel, pullPlacement } from "../engine/hub/pull.ts";
 import type { ModelHost } from "../engine/model_host.ts";
 
 /** Where pulls come from; createApp passes what api/config.ts read from HF_ENDPOINT and HF_TOKEN. */
@@ -64,6 +64,10 @@ function cancelled(): ApiError {
   return new ApiError(499, "cancelled", "the pull was cancelled; pull again to resume it");
 }
 
+/** Pulls of one name into one kind of place share a download. */
+const runKey = (target: Pick<PullTarget, "folder" | "destination">) =>
+  `${target.destination.type}:${target.folder}`;
+
 export class HubService {
   private readonly running = new Map<string, RunningPull>();
 
@@ -80,16 +84,29 @@ export class HubService {
     return this.host.options.modelsDir;
   }
 
+  /** Where `target` lands, and what it creates there. */
+  private placement(target: Pick<PullTarget, "folder" | "destination">) {
+    return pullPlacement(target, { modelsDir: this.modelsDir, adapterFolders: this.host.adapters.folders });
+  }
+
+  /** Whether everything `target` creates is there already. */
+  private async installed(target: Pick<PullTarget, "folder" | "destination">): Promise<boolean> {
+    const found = await Promise.all(this.placement(target).paths.map(pathExists));
+    return found.every(Boolean);
+  }
+
   async catalog(): Promise<ModelCatalog> {
     const models = await Promise.all(
       CATALOG.map(async (e) => ({
         name: e.name,
+        type: e.destination.type,
         repo: e.repo,
         revision: e.revision,
         kind: e.kind,
+        families: [...e.families],
         description: e.description,
         approx_size_bytes: e.approxBytes,
-        installed: await pathExists(join(this.modelsDir, e.name)),
+        installed: await this.installed({ folder: e.name, destination: e.destination }),
       })),
     );
     return { hub: this.endpoint, models };
@@ -111,7 +128,7 @@ export class HubService {
         { field, message: e.message },
       ]);
     }
-    const running = this.running.get(target.folder);
+    const running = this.running.get(runKey(target));
     if (running && (running.target.repo !== target.repo || running.target.revision !== target.revision)) {
       throw new ApiError(
         409,
@@ -119,11 +136,16 @@ export class HubService {
         `${target.folder} is being pulled from ${running.target.repo}@${running.target.revision}; wait for it, or pull into another folder`,
       );
     }
-    if (!running && (await pathExists(join(this.modelsDir, target.folder)))) {
+    if (running) return target;
+    const { parent, paths } = this.placement(target);
+    for (const path of paths) {
+      if (!(await pathExists(path))) continue;
       throw new ApiError(
         409,
         "model_exists",
-        `${target.folder} is already in the models directory; remove that folder to pull it again, or pull into another folder`,
+        target.destination.type === "model"
+          ? `${target.folder} is already in the models directory; remove that folder to pull it again, or pull into another folder`
+          : `${basename(path)} is already in the ${target.destination.type} folder (${parent}); remove it to pull it again`,
       );
     }
     return target;
@@ -144,11 +166,11 @@ export class HubService {
     signal?: AbortSignal,
     onProgress?: ProgressListener,
   ): Promise<PullResultBody> {
-    let run = this.running.get(target.folder);
+    let run = this.running.get(runKey(target));
     // A pull every request left is stopping: let it release the folder, then start afresh (resuming its files).
     while (run?.controller.signal.aborted) {
       await run.result.catch(() => undefined);
-      run = this.running.get(target.folder);
+      run = this.running.get(runKey(target));
     }
     const joined = run !== undefined;
     if (!run) run = this.start(target);
@@ -167,7 +189,8 @@ export class HubService {
     try {
       const result = await Promise.race([current.result, aborted]);
       return {
-        name: result.name,
+        ...(await this.verdict(target, result)),
+        type: target.destination.type,
         repo: result.repo,
         revision: result.revision,
         commit: result.commit,
@@ -175,9 +198,6 @@ export class HubService {
         size_bytes: result.bytes,
         resumed_bytes: result.resumedBytes,
         joined,
-        kind: result.entry.kind,
-        loadable: result.entry.problem === null,
-        problem: result.entry.problem,
       };
     } catch (e) {
       if (e instanceof DOMException && e.name === "AbortError") throw cancelled();
@@ -188,6 +208,26 @@ export class HubService {
       current.waiters--;
       if (current.waiters === 0) current.controller.abort();
     }
+  }
+
+  /**
+   * What was pulled, as the server sees it: a model folder's entry, or the adapter catalog's verdict on the
+   * pulled file (named by its stem, as GET /v1/adapters lists it).
+   */
+  private async verdict(
+    target: PullTarget,
+    result: PullResult,
+  ): Promise<Pick<PullResultBody, "name" | "kind" | "loadable" | "problem">> {
+    const { destination } = target;
+    if (destination.type === "model") {
+      const problem = result.entry?.problem ?? null;
+      return { name: result.name, kind: result.entry?.kind ?? null, loadable: problem === null, problem };
+    }
+    const file = result.paths[0] as string;
+    const name = basename(file, extname(file));
+    const entry = (await this.host.adapters.refresh())[destination.type].find((e) => e.name === name);
+    if (!entry) return { name, kind: null, loadable: false, problem: "the pulled file is not listed" };
+    return { name, kind: entry.family, loadable: entry.usable, problem: entry.reason };
   }
 
   private start(target: PullTarget): RunningPull {
@@ -204,6 +244,7 @@ export class HubService {
     run.result = pullModel(target, {
       ...hub,
       modelsDir: this.modelsDir,
+      adapterFolders: this.host.adapters.folders,
       signal: controller.signal,
       ...(this.settings.retryDelayMs !== undefined ? { retryDelayMs: this.settings.retryDelayMs } : {}),
       ...(this.settings.stallTimeoutMs !== undefined ? { stallTimeoutMs: this.settings.stallTimeoutMs } : {}),
@@ -212,12 +253,14 @@ export class HubService {
         for (const listener of run.listeners) listener(p);
       },
     }).finally(() => {
-      this.running.delete(target.folder);
+      this.running.delete(runKey(target));
     });
     // The pull is awaited by its requests; a rejection nobody waits for any more must not go unhandled.
     run.result.catch(() => undefined);
-    run.result.then(() => this.host.list({ fresh: true })).catch(() => undefined);
-    this.running.set(target.folder, run);
+    run.result
+      .then(() => (target.destination.type === "model" ? this.host.list({ fresh: true }) : undefined))
+      .catch(() => undefined);
+    this.running.set(runKey(target), run);
     return run;
   }
 }

@@ -10,7 +10,7 @@ import input from "@inquirer/input";
 import select, { Separator } from "@inquirer/select";
 import { PullNameError, SERVER_DEFAULTS } from "../../contract/index.ts";
 import { formatBytes, type ProgressStream, progressView } from "../../lib/terminal/download_progress.ts";
-import { CATALOG, resolvePullName } from "../engine/hub/catalog.ts";
+import { MODEL_CATALOG, resolvePullName } from "../engine/hub/catalog.ts";
 import { HubError } from "../engine/hub/errors.ts";
 import type { HubOptions } from "../engine/hub/hub_api.ts";
 import { progressEvent } from "../engine/hub/progress_event.ts";
@@ -57,7 +57,7 @@ function localChoice(e: ModelEntry) {
 /** The menu's entries: local models, then the catalog's models not installed, then going on without one. */
 export function menuChoices(local: ModelEntry[], endpoint: string) {
   const names = new Set(local.map((e) => e.name));
-  const online = CATALOG.filter((e) => !names.has(e.name));
+  const online = MODEL_CATALOG.filter((e) => !names.has(e.name));
   return [
     new Separator(local.length > 0 ? "── Local models ──" : "── No local models yet ──"),
     ...local.map(localChoice),
@@ -145,7 +145,9 @@ export async function startupMenu(options: StartupMenuOptions): Promise<string |
             validate: (text) => {
               if (text.trim() === "") return true;
               try {
-                resolvePullName(text.trim());
+                const { destination } = resolvePullName(text.trim());
+                if (destination.type !== "model")
+                  return `${text.trim()} is a preview decoder, not a model to serve: \`sdx models pull ${text.trim()}\` fetches it`;
                 return true;
               } catch (e) {
                 if (e instanceof PullNameError) return e.message;
@@ -183,8 +185,9 @@ export async function startupMenu(options: StartupMenuOptions): Promise<string |
       output.write(
         `Downloaded ${result.name}: ${result.files} files, ${formatBytes(result.bytes)}${result.resumedBytes > 0 ? ` (${formatBytes(result.resumedBytes)} resumed)` : ""}\n`,
       );
-      if (result.entry.problem === null) return result.name;
-      output.write(`${result.name} cannot be loaded: ${result.entry.problem}\n`);
+      const problem = result.entry?.problem ?? null;
+      if (problem === null) return result.name;
+      output.write(`${result.name} cannot be loaded: ${problem}\n`);
     } catch (e) {
       view.stop();
       if (options.signal?.aborted) throw new MenuCancelled("download cancelled");

@@ -19,7 +19,8 @@ function adapterLine(a: AdapterInfo): string {
       ? `${a.details.vectors} vector${a.details.vectors === 1 ? "" : "s"}`
       : null,
   ].filter((x) => x !== null);
-  const family = a.family ?? (a.kind === "vae" && a.usable ? "any" : "unknown");
+  const family =
+    a.details.families?.join("/") ?? a.family ?? (a.kind === "vae" && a.usable ? "any" : "unknown");
   const parts = [a.name, family, a.format ?? "?", ...holds, size(a.size_bytes)];
   const state = a.usable ? "" : `  not usable: ${a.reason ?? "unknown reason"}`;
   return `  ${parts.join("  ")}${state}`;
@@ -29,7 +30,7 @@ export class ModelsCommand extends SdxCommand {
   static override paths = [["models"], ["models", "list"]];
   static override usage = Command.Usage({
     description:
-      "List the models in the server's models directory, marking the one it serves, then its LoRAs, embeddings and VAEs",
+      "List the models in the server's models directory, marking the one it serves, then its LoRAs, embeddings, VAEs and preview decoders",
     examples: [
       ["Models of a project's server", "sdx models --project example"],
       ["Models of a server by URL, as JSON", "sdx models --server http://127.0.0.1:8001 --json"],
@@ -63,6 +64,8 @@ export class ModelsCommand extends SdxCommand {
       ["LoRAs", adapters.loras, adapters.folders.loras],
       ["Embeddings", adapters.embeddings, adapters.folders.embeddings],
       ["VAEs", adapters.vaes, adapters.folders.vae],
+      // A server older than the vae_approx kind lists none.
+      ["Preview decoders (taesd)", adapters.vae_approx ?? [], adapters.folders.vae_approx ?? "vae_approx"],
     ] as const;
     for (const [title, items, folder] of sections) {
       this.print(`\n${title} (${items.length} in ${folder})`);

@@ -6,12 +6,15 @@ import { EXIT, SdxCommand, SdxError } from "../base.ts";
 export class ModelsPullCommand extends SdxCommand {
   static override paths = [["models", "pull"]];
   static override usage = Command.Usage({
-    description: "Download a model from the Hugging Face hub into the server's models directory",
+    description:
+      "Download a model or a preview decoder from the Hugging Face hub into the server's models directory",
     details: `
       NAME is a name from \`sdx models catalog\`, or any Hugging Face repository holding an ONNX Stable Diffusion
       export in the optimum layout, as \`org/name\` or \`org/name@revision\`. The server downloads it (only the ONNX
       folder's files), checks every file's size and the hub's SHA-256, and the model appears in its models
-      directory only once every file is there; an existing folder is never replaced. An interrupted pull (Ctrl-C,
+      directory only once every file is there; an existing folder is never replaced. The catalog's \`taesd\` and
+      \`taesdxl\` are the preview decoders of \`preview.method\` taesd: their one file lands in the server's
+      vae_approx folder (never over an existing one). An interrupted pull (Ctrl-C,
       a lost connection) resumes where it stopped when run again. The server reads HF_ENDPOINT and HF_TOKEN
       (for gated or private repositories) from its own environment.
 
@@ -28,6 +31,7 @@ export class ModelsPullCommand extends SdxCommand {
         "On a project's server, as JSON",
         "sdx models pull stable-diffusion-v1-5-onnx --project example --json",
       ],
+      ["The preview decoder for SD 1.x/2.x models (taesdxl: SDXL)", "sdx models pull taesd"],
     ],
   });
 
@@ -78,6 +82,12 @@ export class ModelsPullCommand extends SdxCommand {
     if (!result.loadable) {
       this.warn(`${result.name} cannot be loaded: ${result.problem ?? "unknown reason"}`);
       return EXIT.failed;
+    }
+    if (result.type === "vae_approx") {
+      this.print(
+        `preview decoder ${result.name} ready in the server's vae_approx folder: "preview": {"every": N, "method": "taesd"} uses it`,
+      );
+      return 0;
     }
     this.print(
       `${result.kind ?? "model"} ready: send "model": "${result.name}" with a request, or start the server with --model ${result.name}`,

@@ -1,6 +1,7 @@
 /**
  * Writes that land whole or not at all: data goes to a temporary file in the same folder, is flushed,
- * then renamed into place. `createOnly` never replaces an existing file (link + unlink instead of rename).
+ * then renamed into place. `createOnly` never replaces an existing file (link + unlink instead of rename, as
+ * `moveCreateOnly` moves any file).
  */
 import { randomBytes } from "node:crypto";
 import { link, mkdir, open, rename, unlink } from "node:fs/promises";
@@ -27,14 +28,7 @@ export async function writeFileAtomic(
   }
   try {
     if (options.createOnly) {
-      try {
-        await link(tmp, path);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "EEXIST")
-          throw new FileExistsError(`${path} already exists`);
-        throw e;
-      }
-      await unlink(tmp);
+      await moveCreateOnly(tmp, path);
     } else {
       await rename(tmp, path);
     }
@@ -42,4 +36,18 @@ export async function writeFileAtomic(
     await unlink(tmp).catch(() => undefined);
     throw e;
   }
+}
+
+/**
+ * Moves the file `from` to `to` on the same file system without ever replacing what is at `to` (a hard link, then
+ * the old name removed): FileExistsError when `to` exists.
+ */
+export async function moveCreateOnly(from: string, to: string): Promise<void> {
+  try {
+    await link(from, to);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EEXIST") throw new FileExistsError(`${to} already exists`);
+    throw e;
+  }
+  await unlink(from);
 }

@@ -12,6 +12,7 @@ import { readServerConfig, SERVER_USAGE } from "../../api/config.ts";
 import { type AdapterInfo, createSdxClient } from "../../sdk/index.ts";
 import { FIXTURES } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
+import { writeRandomTaesd } from "../helpers/taesd.ts";
 
 let dir: string;
 let server: RunningServer;
@@ -63,6 +64,7 @@ describe("GET /v1/adapters", () => {
       loras: join(dir, "loras"),
       embeddings: join(dir, "embeddings"),
       vae: join(dir, "vae"),
+      vae_approx: join(dir, "vae_approx"),
     });
     const lora = (name: string) => list.loras.find((l) => l.name === name) as AdapterInfo;
     expect(lora("tiny_sd15_lora_attn")).toMatchObject({
@@ -238,9 +240,14 @@ describe("the folder options", () => {
       readServerConfig(["--loras-dir", "/l", "--vae-dir", "/v"], {
         SDX_EMBEDDINGS_DIR: "/e",
         SDX_VAE_DIR: "/x",
+        SDX_VAE_APPROX_DIR: "/a",
       }),
-    ).toMatchObject({ adapterFolders: { lora: "/l", embedding: "/e", vae: "/v" } });
-    for (const flag of ["--loras-dir", "--embeddings-dir", "--vae-dir"]) expect(SERVER_USAGE).toContain(flag);
+    ).toMatchObject({ adapterFolders: { lora: "/l", embedding: "/e", vae: "/v", vae_approx: "/a" } });
+    expect(readServerConfig(["--vae-approx-dir", "/b"], { SDX_VAE_APPROX_DIR: "/a" })).toMatchObject({
+      adapterFolders: { vae_approx: "/b" },
+    });
+    for (const flag of ["--loras-dir", "--embeddings-dir", "--vae-dir", "--vae-approx-dir"])
+      expect(SERVER_USAGE).toContain(flag);
   });
 
   test("a server given other folders lists those", async () => {
@@ -251,13 +258,29 @@ describe("the folder options", () => {
       join(FIXTURES, "adapters", "loras", "tiny_sdxl_lora.safetensors"),
       join(loras, "xl.safetensors"),
     );
-    const other = await startServer(["--models-dir", models, "--loras-dir", loras], { waitForReady: false });
+    const approx = join(models, "previews");
+    await mkdir(approx);
+    await writeRandomTaesd(join(approx, "taesdxl_decoder.safetensors"));
+    const other = await startServer(
+      ["--models-dir", models, "--loras-dir", loras, "--vae-approx-dir", approx],
+      { waitForReady: false },
+    );
     try {
       const list = await createSdxClient({ baseUrl: other.url }).adapters();
       expect(list.folders.loras).toBe(loras);
       expect(list.folders.vae).toBe(join(models, "vae"));
+      expect(list.folders.vae_approx).toBe(approx);
       expect(list.loras.map((l) => [l.name, l.family])).toEqual([["xl", "sdxl"]]);
       expect(list.vaes).toEqual([]);
+      expect(list.vae_approx).toMatchObject([
+        {
+          name: "taesdxl_decoder",
+          kind: "vae_approx",
+          format: "taesd_safetensors",
+          family: "sdxl",
+          usable: true,
+        },
+      ]);
     } finally {
       await other.stop();
     }

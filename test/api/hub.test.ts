@@ -14,6 +14,7 @@ import { createSdxClient, type PullProgress, type SdxClient, SdxError } from "..
 import { type FakeHub, startFakeHub } from "../helpers/fake_hub.ts";
 import { TINY_SD15 } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
+import { writeRandomTaesd } from "../helpers/taesd.ts";
 
 let hub: FakeHub;
 let server: RunningServer;
@@ -21,7 +22,12 @@ let client: SdxClient;
 let models: string;
 
 beforeAll(async () => {
+  // madebyollin/taesdxl as the hub holds it: the decoder sdx pulls beside the encoder.
+  const taesdxl = await mkdtemp(join(tmpdir(), "sdx-hub-taesdxl-"));
+  await writeRandomTaesd(join(taesdxl, "taesdxl_decoder.safetensors"));
+  await writeRandomTaesd(join(taesdxl, "taesdxl_encoder.safetensors"), { seed: 5 });
   hub = await startFakeHub({
+    "madebyollin/taesdxl": { dir: taesdxl, extraFiles: { "README.md": "# taesdxl\n" } },
     "acme/tiny": { dir: TINY_SD15, cutOnce: ["unet/model.onnx"], extraFiles: { "README.md": "# tiny\n" } },
     "acme/shared": { dir: TINY_SD15, chunkDelayMs: 10 },
     "acme/slow": { dir: TINY_SD15, chunkDelayMs: 20 },
@@ -60,10 +66,47 @@ describe("the catalog", () => {
     const names = catalog.models.map((m) => m.name);
     expect(names).toEqual(expect.arrayContaining(["stable-diffusion-v1-5-onnx", "sd-turbo", "sdxl-turbo"]));
     expect(catalog.models.find((m) => m.name === "sd-turbo")).toMatchObject({
+      type: "model",
       repo: "onnxruntime/sd-turbo",
       kind: "sd2",
+      families: ["sd2"],
       installed: false,
     });
+    expect(catalog.models.find((m) => m.name === "taesd")).toMatchObject({
+      type: "vae_approx",
+      repo: "madebyollin/taesd",
+      families: ["sd1", "sd2"],
+      installed: false,
+    });
+  });
+});
+
+describe("pulling a preview decoder", () => {
+  test("taesdxl lands in the vae_approx folder, usable, and is then installed and listed", async () => {
+    const result = await client.models.pull("taesdxl", { onProgress: () => {} });
+    expect(result).toMatchObject({
+      name: "taesdxl_decoder",
+      type: "vae_approx",
+      repo: "madebyollin/taesdxl",
+      files: 1,
+      kind: "sdxl",
+      loadable: true,
+      problem: null,
+    });
+    expect(await readdir(join(models, "vae_approx"))).toEqual(["taesdxl_decoder.safetensors"]);
+    expect(await visible()).not.toContain("taesdxl");
+    const catalog = await client.models.catalog();
+    expect(catalog.models.find((m) => m.name === "taesdxl")?.installed).toBe(true);
+    const listed = (await client.adapters()).vae_approx.find((a) => a.name === "taesdxl_decoder");
+    expect(listed).toMatchObject({ format: "taesd_safetensors", family: "sdxl", usable: true });
+    expect(listed?.sha256).toMatch(/^[0-9a-f]{64}$/);
+    // Again: a 409 naming the file; a folder is refused, naming the field.
+    const again = await sdxError(client.models.pull("taesdxl"));
+    expect(again).toMatchObject({ status: 409, code: "model_exists" });
+    expect(again.message).toContain("taesdxl_decoder.safetensors is already in the vae_approx folder");
+    const folder = await sdxError(client.models.pull("taesdxl", { folder: "mine" }));
+    expect(folder).toMatchObject({ status: 422, code: "validation_failed" });
+    expect(folder.fields[0]?.field).toBe("folder");
   });
 });
 

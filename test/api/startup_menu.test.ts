@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { ConfigError, readServerConfig } from "../../api/config.ts";
-import { CATALOG } from "../../api/engine/hub/catalog.ts";
+import { CATALOG, MODEL_CATALOG } from "../../api/engine/hub/catalog.ts";
 import { MenuCancelled, startupMenu } from "../../api/startup/menu.ts";
 import { type FakeHub, startFakeHub } from "../helpers/fake_hub.ts";
 import { REPO_ROOT, TINY_SD15 } from "../helpers/fixtures.ts";
@@ -75,7 +75,9 @@ describe("the startup menu", () => {
     const models = await mkdtemp(join(tmpdir(), "sdx-menu-"));
     const { term, choice } = await openMenu(models);
     expect(term.text()).toContain("No local models yet");
-    for (const entry of CATALOG) expect(term.text()).toContain(entry.name);
+    for (const entry of MODEL_CATALOG) expect(term.text()).toContain(entry.name);
+    // The preview decoders are pulled with `sdx models pull`, not served.
+    expect(term.text()).not.toContain("taesd");
     await term.type(ENTER);
     expect(await choice).toBe(CATALOG[0].name);
     expect(term.text()).toContain(`Downloading ${CATALOG[0].name} from ${CATALOG[0].repo}`);
@@ -118,11 +120,13 @@ describe("the startup menu", () => {
   test("Another repository… takes any org/name[@revision], refusing what is not one", async () => {
     const models = await mkdtemp(join(tmpdir(), "sdx-menu-"));
     const { term, choice } = await openMenu(models);
-    await term.type(...Array(CATALOG.length).fill(DOWN), ENTER);
+    await term.type(...Array(MODEL_CATALOG.length).fill(DOWN), ENTER);
     await term.waitFor("Repository (org/name");
     await term.type(..."../etc", ENTER);
     await term.waitFor("is not a Hugging Face repository id");
-    await term.type(...Array(6).fill("\x7f"), ..."someone/tiny-sd@v2", ENTER);
+    await term.type(...Array(6).fill("\x7f"), ..."taesd", ENTER);
+    await term.waitFor("taesd is a preview decoder, not a model to serve");
+    await term.type(...Array(5).fill("\x7f"), ..."someone/tiny-sd@v2", ENTER);
     expect(await choice).toBe("tiny-sd-v2");
     expect(term.text()).toContain("Downloading tiny-sd-v2 from someone/tiny-sd");
     expect((await readdir(models)).filter((n) => !n.startsWith("."))).toEqual(["tiny-sd-v2"]);

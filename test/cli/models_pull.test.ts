@@ -10,13 +10,17 @@ import { sdx } from "../helpers/cli.ts";
 import { type FakeHub, startFakeHub } from "../helpers/fake_hub.ts";
 import { TINY_SD15 } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
+import { writeRandomTaesd } from "../helpers/taesd.ts";
 
 let hub: FakeHub;
 let server: RunningServer;
 let models: string;
 
 beforeAll(async () => {
+  const taesd = await mkdtemp(join(tmpdir(), "sdx-cli-taesd-"));
+  await writeRandomTaesd(join(taesd, "taesd_decoder.safetensors"));
   hub = await startFakeHub({
+    "madebyollin/taesd": { dir: taesd },
     "acme/tiny": { dir: TINY_SD15, cutOnce: ["vae_decoder/model.onnx"] },
     "acme/corrupt": { dir: TINY_SD15, corrupt: ["text_encoder/model.onnx"] },
   });
@@ -96,5 +100,22 @@ describe("sdx models pull", () => {
     expect(res.code).toBe(0);
     expect(res.stdout).toContain(`models to pull from ${hub.url}`);
     expect(res.stdout).toMatch(/ sd-turbo {2}sd2 {2}~2\.40 GiB {2}onnxruntime\/sd-turbo@main/);
+    expect(res.stdout).toMatch(
+      / {2}taesd {2}sd1\/sd2 preview decoder {2}~4\.7 MiB {2}madebyollin\/taesd@main/,
+    );
+  });
+
+  test("a preview decoder lands in the vae_approx folder, and sdx models lists it", async () => {
+    const res = await sdx(["models", "pull", "taesd", "--server", server.url]);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/^taesd_decoder: 1 files, 4\.7 MiB from madebyollin\/taesd@[0-9a-f]{10}\n/);
+    expect(res.stdout).toContain("preview decoder taesd_decoder ready in the server's vae_approx folder");
+    expect(await readdir(join(models, "vae_approx"))).toEqual(["taesd_decoder.safetensors"]);
+    const list = await sdx(["models", "--server", server.url]);
+    expect(list.stdout).toContain(`Preview decoders (taesd) (1 in ${join(models, "vae_approx")})`);
+    expect(list.stdout).toMatch(/ {2}taesd_decoder {2}sd1\/sd2 {2}taesd_safetensors {2}4\.7 MiB\n/);
+    const folder = await sdx(["models", "pull", "taesd", "--folder", "x", "--server", server.url]);
+    expect(folder.code).toBe(2);
+    expect(folder.stderr).toContain("folder does not apply to taesd");
   });
 });

@@ -316,7 +316,12 @@ describe("resolveAdapter and hashes", () => {
       cacheDir: cacheDirOf(models),
     });
     expect(await empty.listing()).toMatchObject({ loras: [], embeddings: [], vaes: [] });
-    expect(adapterFolders("/m")).toEqual({ lora: "/m/loras", embedding: "/m/embeddings", vae: "/m/vae" });
+    expect(adapterFolders("/m")).toEqual({
+      lora: "/m/loras",
+      embedding: "/m/embeddings",
+      vae: "/m/vae",
+      vae_approx: "/m/vae_approx",
+    });
     expect(adapterFolders("/m", { vae: "/v" }).vae).toBe("/v");
   });
 });

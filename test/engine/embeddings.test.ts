@@ -11,6 +11,9 @@ import { tokenizePrompt } from "../../api/engine/prompt/chunks.ts";
 import { loadSafetensors, readSafetensorsHeader, readTensorAsFloat32 } from "../../api/engine/safetensors.ts";
 import { ClipTokenizer } from "../../api/engine/tokenizer/clip.ts";
 import { referenceCase } from "../helpers/fixtures.ts";
+import { cat as concat } from "../helpers/onnx_writer.ts";
+import { writeSafetensors } from "../helpers/safetensors.ts";
+import { zip } from "../helpers/torch_file.ts";
 
 const FIXTURES = join(import.meta.dir, "../fixtures");
 const EMB_DIR = join(FIXTURES, "adapters/embeddings");
@@ -55,71 +58,6 @@ afterAll(() => rm(tmp, { recursive: true, force: true }));
 /** Row `i` of a [n, width] table. */
 const row = (data: Float32Array, i: number, width: number) => data.subarray(i * width, (i + 1) * width);
 
-/** A safetensors file of float32 tensors. */
-async function writeSafetensors(
-  path: string,
-  tensors: Record<string, { shape: number[]; data: Float32Array }>,
-) {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, t] of Object.entries(tensors)) {
-    header[name] = { dtype: "F32", shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
-  }
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const len = new Uint8Array(8);
-  new DataView(len.buffer).setBigUint64(0, BigInt(json.length), true);
-  const parts = [len, json, ...Object.values(tensors).map((t) => new Uint8Array(t.data.buffer))];
-  await Bun.write(path, new Blob(parts));
-}
-
-/** A minimal zip (no zip64, CRCs left 0: the reader does not check them) with the given entries. */
-function zip(entries: Record<string, Uint8Array>, method = 0): Uint8Array {
-  const enc = new TextEncoder();
-  const locals: Uint8Array[] = [];
-  const centrals: Uint8Array[] = [];
-  let offset = 0;
-  for (const [name, data] of Object.entries(entries)) {
-    const n = enc.encode(name);
-    const local = new Uint8Array(30 + n.length);
-    const lv = new DataView(local.buffer);
-    lv.setUint32(0, 0x04034b50, true);
-    lv.setUint16(8, method, true);
-    lv.setUint32(18, data.length, true);
-    lv.setUint32(22, data.length, true);
-    lv.setUint16(26, n.length, true);
-    local.set(n, 30);
-    const central = new Uint8Array(46 + n.length);
-    const cv = new DataView(central.buffer);
-    cv.setUint32(0, 0x02014b50, true);
-    cv.setUint16(10, method, true);
-    cv.setUint32(20, data.length, true);
-    cv.setUint32(24, data.length, true);
-    cv.setUint16(28, n.length, true);
-    cv.setUint32(42, offset, true);
-    central.set(n, 46);
-    locals.push(local, data);
-    centrals.push(central);
-    offset += local.length + data.length;
-  }
-  const cdSize = centrals.reduce((s, c) => s + c.length, 0);
-  const eocd = new Uint8Array(22);
-  const ev = new DataView(eocd.buffer);
-  ev.setUint32(0, 0x06054b50, true);
-  ev.setUint16(8, centrals.length, true);
-  ev.setUint16(10, centrals.length, true);
-  ev.setUint32(12, cdSize, true);
-  ev.setUint32(16, offset, true);
-  const all = [...locals, ...centrals, eocd];
-  const out = new Uint8Array(all.reduce((s, a) => s + a.length, 0));
-  let p = 0;
-  for (const a of all) {
-    out.set(a, p);
-    p += a.length;
-  }
-  return out;
-}
-
 /** Pickle bytes from a mix of opcode strings (latin1) and byte arrays. */
 function pkl(...parts: (string | number[])[]): Uint8Array {
   const bytes: number[] = [];
@@ -133,15 +71,6 @@ function pkl(...parts: (string | number[])[]): Uint8Array {
 /** SHORT_BINUNICODE of an ASCII string. */
 const sbu = (s: string) => pkl([0x8c, s.length], s);
 const binunicode = (s: string) => pkl("X", [s.length & 0xff, (s.length >> 8) & 0xff, 0, 0], s);
-const concat = (...xs: Uint8Array[]) => {
-  const out = new Uint8Array(xs.reduce((s, x) => s + x.length, 0));
-  let p = 0;
-  for (const x of xs) {
-    out.set(x, p);
-    p += x.length;
-  }
-  return out;
-};
 
 describe("embedding files", () => {
   test("inspect: format, vectors, width; width 32 names no family", async () => {
@@ -335,6 +264,11 @@ describe("torch .pt reader", () => {
     expect(() => readTorchArchive(archive(pkl([0x80, 2], "]", "cposix\nsystem\n", "a.")))).toThrow(
       PickleError,
     );
+    // An OrderedDict's BUILD state may be a state dict's `_metadata`, and nothing else.
+    const build = (key: string) =>
+      archive(concat(pkl([0x80, 2], "ccollections\nOrderedDict\n)R}"), binunicode(key), pkl("}sb.")));
+    expect(readTorchArchive(build("_metadata"))).toBeInstanceOf(PickleDict);
+    expect(() => readTorchArchive(build("__class__"))).toThrow(/BUILD is only accepted/);
   });
 });
 

@@ -14,6 +14,14 @@ import { SOURCE_FILE, STAGING_DIR } from "../../api/engine/hub/staging.ts";
 import { scanModelsDir } from "../../api/engine/model_folder.ts";
 import { type FakeHub, startFakeHub } from "../helpers/fake_hub.ts";
 import { TINY_SD15 } from "../helpers/fixtures.ts";
+import { writeRandomTaesd } from "../helpers/taesd.ts";
+
+/** madebyollin/taesd as the hub holds it: the decoder sdx pulls beside the encoder, diffusers' file and docs. */
+const TAESD_REPO = await mkdtemp(join(tmpdir(), "sdx-hub-taesd-"));
+await writeRandomTaesd(join(TAESD_REPO, "taesd_decoder.safetensors"));
+await writeRandomTaesd(join(TAESD_REPO, "taesd_encoder.safetensors"), { seed: 2 });
+await writeRandomTaesd(join(TAESD_REPO, "diffusion_pytorch_model.safetensors"), { keys: "diffusers" });
+await writeFile(join(TAESD_REPO, "config.json"), '{"_class_name": "AutoencoderTiny"}\n');
 
 const EXTRA = {
   "README.md": "# tiny\n",
@@ -35,6 +43,9 @@ beforeAll(async () => {
     "acme/corrupt-git": { dir: TINY_SD15, corrupt: ["tokenizer/merges.txt"] },
     "acme/gated": { dir: TINY_SD15, gated: true },
     "acme/not-onnx": { dir: join(TINY_SD15, "tokenizer") },
+    "madebyollin/taesd": { dir: TAESD_REPO, extraFiles: { "README.md": "# taesd\n" } },
+    "acme/taesd-cut": { dir: TAESD_REPO, cutOnce: ["taesd_decoder.safetensors"] },
+    "acme/taesd-corrupt": { dir: TAESD_REPO, corrupt: ["taesd_decoder.safetensors"] },
   });
 });
 afterAll(() => hub.stop());
@@ -167,7 +178,7 @@ describe("pullModel", () => {
   test("a connection cut mid-file resumes with Range where it stopped", async () => {
     const models = await tempModels();
     const result = await pullModel(resolvePullName("acme/cut"), options(models));
-    expect(result.entry.problem).toBeNull();
+    expect(result.entry?.problem).toBeNull();
     await expectSameAsFixture(join(models, "cut"));
     const unetSize = (await readFile(join(TINY_SD15, "unet/model.onnx"))).byteLength;
     // The LFS file resumes on the CDN, the git file on the hub, each from half its size.
@@ -218,7 +229,7 @@ describe("pullModel", () => {
     );
     await first.catch(() => undefined);
     const result = await pullModel(resolvePullName("acme/norange"), options(models));
-    expect(result.entry.problem).toBeNull();
+    expect(result.entry?.problem).toBeNull();
     await expectSameAsFixture(join(models, "norange"));
   });
 
@@ -285,5 +296,63 @@ describe("pullModel", () => {
     );
     expect(down.kind).toBe("unreachable");
     expect((await readdir(models)).filter((n) => n !== ".sdx-cache")).toEqual([]);
+  });
+});
+
+describe("pulling a preview decoder (one file into the vae_approx folder)", () => {
+  test("only the decoder, verified, lands in models/vae_approx/; no staging is left", async () => {
+    const models = await tempModels();
+    const result = await pullModel(resolvePullName("taesd"), options(models));
+    const file = join(models, "vae_approx", "taesd_decoder.safetensors");
+    expect(result).toMatchObject({
+      name: "taesd",
+      repo: "madebyollin/taesd",
+      files: 1,
+      entry: null,
+      paths: [file],
+    });
+    expect(
+      Buffer.compare(await readFile(file), await readFile(join(TAESD_REPO, "taesd_decoder.safetensors"))),
+    ).toBe(0);
+    expect(await readdir(join(models, "vae_approx"))).toEqual(["taesd_decoder.safetensors"]);
+    expect(await visible(models)).toEqual(["vae_approx"]);
+    // Its SHA-256 is known from the hub, as for a model's files.
+    const hashes = JSON.parse(await readFile(join(models, ".sdx-cache", "hashes.json"), "utf8"));
+    expect(JSON.stringify(hashes)).toContain("taesd_decoder.safetensors");
+    // Pulled again: the file is there, nothing is touched or fetched.
+    const before = hub.requests.length;
+    const again = await hubError(pullModel(resolvePullName("taesd"), options(models)));
+    expect(again.kind).toBe("exists");
+    expect(again.message).toContain("taesd_decoder.safetensors is already in");
+    expect(hub.requests.length).toBe(before);
+  });
+
+  test("into the folder --vae-approx-dir names; a cut transfer resumes", async () => {
+    const models = await tempModels();
+    const elsewhere = await mkdtemp(join(tmpdir(), "sdx-approx-elsewhere-"));
+    const target = { ...resolvePullName("taesd"), repo: "acme/taesd-cut" };
+    const before = hub.requests.length;
+    const result = await pullModel(target, options(models, { adapterFolders: { vae_approx: elsewhere } }));
+    expect(result.paths).toEqual([join(elsewhere, "taesd_decoder.safetensors")]);
+    expect(hub.requests.slice(before).filter((r) => r.server === "cdn" && r.range !== null)).toHaveLength(1);
+    expect(await readdir(elsewhere)).toEqual(["taesd_decoder.safetensors"]);
+    expect(await visible(models)).toEqual([]);
+  });
+
+  test("a corrupt file never lands; a repository without the file is not_found; folder does not apply", async () => {
+    const models = await tempModels();
+    const corrupt = await hubError(
+      pullModel({ ...resolvePullName("taesd"), repo: "acme/taesd-corrupt" }, options(models)),
+    );
+    expect(corrupt.kind).toBe("corrupt");
+    expect(await readdir(join(models, "vae_approx"))).toEqual([".sdx-downloads"]);
+    const missing = await hubError(
+      pullModel({ ...resolvePullName("taesd"), repo: "acme/tiny" }, options(models)),
+    );
+    expect(missing).toMatchObject({
+      kind: "not_found",
+      message: "acme/tiny has no taesd_decoder.safetensors",
+    });
+    expect(() => resolvePullName("taesd", "mine")).toThrow(/folder does not apply to taesd/);
   });
 });

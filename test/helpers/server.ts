@@ -32,6 +32,7 @@ export async function startServer(
         SDX_LORAS_DIR: "",
         SDX_EMBEDDINGS_DIR: "",
         SDX_VAE_DIR: "",
+        SDX_VAE_APPROX_DIR: "",
         ...options.env,
       },
     },

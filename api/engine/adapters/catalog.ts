@@ -1,11 +1,12 @@
 /**
- * The adapter folders beside the checkpoints (`models/loras/`, `models/embeddings/`, `models/vae/`, as ComfyUI
- * names them; each configurable): which files they hold and what each is, read from headers only — a
- * safetensors JSON header, or a `.pt` embedding through the engine's safe torch reader — never applying
- * anything. The verdict on each file is the engine's own inspection (lora.ts, embedding.ts, vae.ts), so what is
- * listed usable is what a request can use; this module adds the listing: names (file stems), a hint when a file
- * is another kind of file, the largest LoRA rank, A1111's embedding facts, hashes (the model-hash cache,
- * computed on demand) and the name lookup requests use. A file that is not what its folder says is listed
+ * The adapter folders beside the checkpoints (`models/loras/`, `models/embeddings/`, `models/vae/`,
+ * `models/vae_approx/`, as ComfyUI names them; each configurable): which files they hold and what each is, read
+ * from headers only — a safetensors JSON header, or a `.pt` embedding or `.pth` TAESD decoder through the
+ * engine's safe torch reader — never applying anything. The verdict on each file is the engine's own inspection
+ * (lora.ts, embedding.ts, vae.ts, previews/taesd_weights.ts), so what is listed usable is what a request can use;
+ * this module adds the listing: names (file stems), a hint when a file is another kind of file, the largest LoRA
+ * rank, A1111's embedding facts, the families a TAESD decoder serves (by its name), hashes (the model-hash cache,
+ * computed on demand) and the name lookups requests use. A file that is not what its folder says is listed
  * unusable with the reason and never stops anything; a symbolic link is followed only to a file inside its
  * folder; dotfiles, sub-folders and other extensions are not listed.
  */
@@ -25,6 +26,14 @@ import {
   validationFailed,
 } from "../../../contract/index.ts";
 import { cachedFileHash, fileHash } from "../model_hash.ts";
+import {
+  TAESD_VARIANTS,
+  type TaesdVariant,
+  taesdDecoderStem,
+  taesdVariantFor,
+  taesdVariantOf,
+} from "../previews/taesd_files.ts";
+import { inspectTaesdDecoder } from "../previews/taesd_weights.ts";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../safetensors.ts";
 import { inspectEmbedding } from "./embedding.ts";
 import { inspectLora } from "./lora.ts";
@@ -43,6 +52,7 @@ export function adapterFolders(
     lora: overrides.lora ?? join(modelsDir, ADAPTER_FOLDERS.lora),
     embedding: overrides.embedding ?? join(modelsDir, ADAPTER_FOLDERS.embedding),
     vae: overrides.vae ?? join(modelsDir, ADAPTER_FOLDERS.vae),
+    vae_approx: overrides.vae_approx ?? join(modelsDir, ADAPTER_FOLDERS.vae_approx),
   };
 }
 
@@ -90,7 +100,12 @@ export type AdapterEntries = Record<AdapterKind, AdapterEntry[]>;
 const SCAN_TTL_MS = 2000;
 
 /** The request field each kind is named in, for 422s. */
-const FIELD: Record<AdapterKind, string> = { lora: "loras", embedding: "prompt", vae: "vae" };
+const FIELD: Record<AdapterKind, string> = {
+  lora: "loras",
+  embedding: "prompt",
+  vae: "vae",
+  vae_approx: "preview.method",
+};
 
 /** What a header-level read found, before the file's place in the folder is added. */
 type Classified = Pick<AdapterEntry, "format" | "family" | "details" | "metadata" | "embedding"> & {
@@ -117,6 +132,8 @@ function lookalike(keys: string[], kind?: AdapterKind): string {
     return "; it looks like a LoRA (it belongs in the loras folder)";
   if (keys.includes("emb_params") || keys.includes("clip_l"))
     return "; it looks like an embedding (it belongs in the embeddings folder)";
+  if (kind !== "vae_approx" && has(/^(decoder\.layers\.2|(decoder\.|taesd_decoder\.)?3)\.conv\.0\.weight$/))
+    return "; it looks like a TAESD preview decoder (it belongs in the vae_approx folder)";
   return "";
 }
 
@@ -251,6 +268,43 @@ async function classifyEmbeddingFile(path: string): Promise<Classified> {
   };
 }
 
+/**
+ * A TAESD decoder: the engine's verdict (inspectTaesdDecoder), and the families it serves from its name (taesd
+ * and taesdxl take the same latents: only the name tells them apart).
+ */
+async function classifyVaeApproxFile(path: string): Promise<Classified> {
+  const isPth = extname(path).toLowerCase() === ".pth";
+  const header = isPth ? null : await readSafetensorsHeader(path);
+  let info: Awaited<ReturnType<typeof inspectTaesdDecoder>>;
+  try {
+    info = await inspectTaesdDecoder(path);
+  } catch (e) {
+    const hint = header ? lookalike([...header.tensors.keys()], "vae_approx") : "";
+    return unusable(`${withoutPath((e as Error).message, path)}${hint}`, header?.metadata ?? {});
+  }
+  const stem = basename(path, extname(path));
+  const variant = taesdVariantOf(stem);
+  if (variant === null) {
+    return unusable(
+      `a TAESD decoder, but its name does not say whose: taesd (SD 1.x/2.x) and taesdxl (SDXL) both take 4-channel latents, so sdx tells them apart by file name; rename it ${Object.keys(
+        TAESD_VARIANTS,
+      )
+        .map((v) => `${taesdDecoderStem(v as TaesdVariant)}${extname(path)}`)
+        .join(" or ")}`,
+      header?.metadata ?? {},
+    );
+  }
+  const families: ModelKind[] = [...TAESD_VARIANTS[variant].families];
+  return {
+    format: info.format,
+    family: families.length === 1 ? (families[0] as ModelKind) : null,
+    details: { families },
+    metadata: header?.metadata ?? {},
+    embedding: null,
+    reason: null,
+  };
+}
+
 /** A VAE: the engine's verdict (inspectVae), with a hint when it is another kind of file. */
 async function classifyVaeFile(path: string): Promise<Classified> {
   const header = await readSafetensorsHeader(path);
@@ -287,6 +341,7 @@ export async function classifyAdapterFile(kind: AdapterKind, path: string): Prom
   try {
     if (kind === "lora") return await classifyLoraFile(path);
     if (kind === "embedding") return await classifyEmbeddingFile(path);
+    if (kind === "vae_approx") return await classifyVaeApproxFile(path);
     return await classifyVaeFile(path);
   } catch (e) {
     return unusable(`unreadable: ${withoutPath((e as Error).message, path)}`);
@@ -343,7 +398,13 @@ export class AdapterCatalog {
       loras: await infos("lora"),
       embeddings: await infos("embedding"),
       vaes: await infos("vae"),
-      folders: { loras: this.folders.lora, embeddings: this.folders.embedding, vae: this.folders.vae },
+      vae_approx: await infos("vae_approx"),
+      folders: {
+        loras: this.folders.lora,
+        embeddings: this.folders.embedding,
+        vae: this.folders.vae,
+        vae_approx: this.folders.vae_approx,
+      },
     };
   }
 
@@ -398,6 +459,35 @@ export class AdapterCatalog {
       ]);
     }
     return { name: entry.name, path: entry.path, info: entry };
+  }
+
+  /**
+   * The TAESD decoder that previews a model family's latents (`preview.method` "taesd"): taesdxl for SDXL, taesd
+   * for SD 1.x/2.x — the usable vae_approx file of that variant, `taesd_decoder` / `taesdxl_decoder` (ComfyUI's
+   * and the hub pull's names) before any other. A 422 on `preview.method` names the file to add and how to pull
+   * it when there is none. The folder is read again before a decoder is declared missing.
+   */
+  async resolvePreviewDecoder(family: ModelKind): Promise<ResolvedAdapter> {
+    const variant = taesdVariantFor(family);
+    const preferred = taesdDecoderStem(variant);
+    const pick = (entries: AdapterEntries) =>
+      entries.vae_approx
+        .filter((e) => e.usable && taesdVariantOf(e.name) === variant)
+        .sort((a, b) => Number(b.name === preferred) - Number(a.name === preferred))[0];
+    const entry = pick(await this.list()) ?? pick(await this.list({ fresh: true }));
+    if (entry) return { name: entry.name, path: entry.path, info: entry };
+    const { file } = TAESD_VARIANTS[variant];
+    const unusableOnes = (await this.list()).vae_approx
+      .filter((e) => !e.usable && taesdVariantOf(e.name) === variant)
+      .map((e) => `; ${e.file} there cannot be used: ${e.reason}`)
+      .join("");
+    throw validationFailed([
+      {
+        field: FIELD.vae_approx,
+        message: `taesd previews of ${family} models need the ${variant} decoder (${file}, or ${preferred}.pth from github.com/madebyollin/taesd) in the ${ADAPTER_FOLDERS.vae_approx} folder${unusableOnes}; pull it with \`sdx models pull ${variant}\` or POST /v1/models/pull {"name":"${variant}"}`,
+        allowed: ["approx"],
+      },
+    ]);
   }
 
   private async scan(): Promise<AdapterEntries> {

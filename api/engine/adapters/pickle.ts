@@ -546,12 +546,18 @@ export function unpickle(data: Uint8Array, resolveStorage?: ResolveStorage): Pic
         break;
       }
       case OP.BUILD: {
-        // `OrderedDict.__reduce__` may leave a state of None or {} (no instance attributes); nothing else.
+        // `OrderedDict.__reduce__` leaves the dict's instance attributes as its state: None or {} when it has
+        // none, {"_metadata": {module: {"version": n}}} for `nn.Module.state_dict()` (torch's load_state_dict
+        // versioning). The attributes are plain data (dict values are checked as such) and are dropped.
         const state = pop();
         const target = top();
-        const emptyState = state === null || (state instanceof PickleDict && state.entries.size === 0);
-        if (!(target instanceof PickleDict) || !emptyState)
-          throw new PickleError("pickle: BUILD is only accepted as the empty state of an OrderedDict");
+        const attributesOnly =
+          state === null ||
+          (state instanceof PickleDict && [...state.entries.keys()].every((k) => k === "_metadata"));
+        if (!(target instanceof PickleDict) || !attributesOnly)
+          throw new PickleError(
+            "pickle: BUILD is only accepted as an OrderedDict's state (none, or a state dict's _metadata)",
+          );
         break;
       }
       default: {

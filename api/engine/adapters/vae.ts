@@ -13,15 +13,13 @@
  * into place, and reused while the file is unchanged. The graphs always compute in float32, as for checkpoints:
  * SD VAEs can overflow float16.
  */
-import { randomBytes } from "node:crypto";
-import { mkdir, rename, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { writeFileAtomic } from "../../../lib/fs/atomic.ts";
 import {
+  buildCacheFolder,
   fileCacheKey,
   GRAPH_VERSION,
   linkWeights,
-  removeStaleCaches,
   WEIGHTS_FILE,
   writeGraph,
 } from "../checkpoint/build.ts";
@@ -185,35 +183,27 @@ async function buildVae(
   key: string,
 ): Promise<PreparedVae> {
   const { prefix, config, hasEncoder } = checkVae(header);
-  const name = vaeName(path);
-  await mkdir(cacheRoot, { recursive: true });
-  const tmp = join(cacheRoot, `.tmp-${name}-vae-${randomBytes(4).toString("hex")}`);
-  await mkdir(tmp);
-  try {
-    await linkWeights(path, join(tmp, WEIGHTS_FILE));
-    const weights = new CheckpointWeights(header, WEIGHTS_FILE, "float32");
-    await writeGraph(join(tmp, DECODER_FILE), buildVaeDecoderGraph(weights, config));
-    if (hasEncoder) await writeGraph(join(tmp, ENCODER_FILE), buildVaeEncoderGraph(weights, config));
-    const manifest: Manifest = {
-      graphVersion: GRAPH_VERSION,
-      prefix,
-      hasEncoder,
-      latentChannels: config.zChannels,
-      blocks: config.chMult.length,
-    };
-    await writeFileAtomic(join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
-    // Another process may have finished the same folder meanwhile: its graphs are as good as ours.
-    const raced = await readManifest(dir);
-    if (raced) {
-      await rm(tmp, { recursive: true, force: true });
-      return prepared(dir, key, raced, true);
-    }
-    await rm(dir, { recursive: true, force: true });
-    await rename(tmp, dir);
-    await removeStaleCaches(cacheRoot, `${name}-vae`, dir);
-    return prepared(dir, key, manifest, false);
-  } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  const manifest: Manifest = {
+    graphVersion: GRAPH_VERSION,
+    prefix,
+    hasEncoder,
+    latentChannels: config.zChannels,
+    blocks: config.chMult.length,
+  };
+  const built = await buildCacheFolder(
+    cacheRoot,
+    `${vaeName(path)}-vae`,
+    dir,
+    async (tmp) => {
+      await linkWeights(path, join(tmp, WEIGHTS_FILE));
+      const weights = new CheckpointWeights(header, WEIGHTS_FILE, "float32");
+      await writeGraph(join(tmp, DECODER_FILE), buildVaeDecoderGraph(weights, config));
+      if (hasEncoder) await writeGraph(join(tmp, ENCODER_FILE), buildVaeEncoderGraph(weights, config));
+      await writeFileAtomic(join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
+    },
+    async (d) => (await readManifest(d)) !== null,
+  );
+  return built
+    ? prepared(dir, key, manifest, false)
+    : prepared(dir, key, (await readManifest(dir)) as Manifest, true);
 }

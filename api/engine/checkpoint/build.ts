@@ -186,6 +186,38 @@ export async function removeStaleCaches(cacheRoot: string, stem: string, keep: s
   }
 }
 
+/**
+ * Fills the cache folder `dir` (`<cacheRoot>/<stem>-<key>`) through `fill` under a temporary name, then renames it
+ * into place and removes the stem's older folders, so a half-built folder is never used. Another process may
+ * finish `dir` meanwhile: when `complete(dir)` says so, that folder is kept (its graphs are as good as ours) and
+ * false is returned.
+ */
+export async function buildCacheFolder(
+  cacheRoot: string,
+  stem: string,
+  dir: string,
+  fill: (tmp: string) => Promise<void>,
+  complete: (dir: string) => Promise<boolean>,
+): Promise<boolean> {
+  await mkdir(cacheRoot, { recursive: true });
+  const tmp = join(cacheRoot, `.tmp-${stem}-${randomBytes(4).toString("hex")}`);
+  await mkdir(tmp);
+  try {
+    await fill(tmp);
+    if (await complete(dir)) {
+      await rm(tmp, { recursive: true, force: true });
+      return false;
+    }
+    await rm(dir, { recursive: true, force: true });
+    await rename(tmp, dir);
+    await removeStaleCaches(cacheRoot, stem, dir);
+    return true;
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
 export interface PrepareOptions {
   precision?: ComputePrecision;
   /**

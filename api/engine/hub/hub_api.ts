@@ -7,7 +7,7 @@
 import { SERVER_DEFAULTS } from "../../../contract/index.ts";
 import { VERSION } from "../../../lib/version.ts";
 import { abortError, sleep } from "./abort.ts";
-import type { PullTarget } from "./catalog.ts";
+import type { PullDestination, PullTarget } from "./catalog.ts";
 import { HubError } from "./errors.ts";
 
 /** The hub pulls use when HF_ENDPOINT names none. */
@@ -64,6 +64,27 @@ export function isSdxFile(path: string): boolean {
   if (!COMPONENT_DIRS.has(dir) || file === "" || file.startsWith(".")) return false;
   if (/[\\\0]/.test(file) || file.endsWith(".part")) return false;
   return !SKIPPED_FILES.test(file);
+}
+
+/** Which of a repository's files a pull keeps, the ones it cannot do without, and the error when one is missing. */
+function selectionFor(destination: PullDestination) {
+  if (destination.type === "model") {
+    return {
+      keep: isSdxFile,
+      required: ["model_index.json", "unet/model.onnx"],
+      missing: (ref: string, paths: string[]) =>
+        new HubError(
+          "not_onnx",
+          `${ref} is not an ONNX Stable Diffusion export in the layout sdx loads (no ${paths.join(", ")}); pull an optimum ONNX export such as the catalog's`,
+        ),
+    };
+  }
+  const files = new Set(destination.files);
+  return {
+    keep: (path: string) => files.has(path),
+    required: destination.files,
+    missing: (ref: string, paths: string[]) => new HubError("not_found", `${ref} has no ${paths.join(", ")}`),
+  };
 }
 
 function endpointOf(hub: HubOptions): string {
@@ -146,11 +167,12 @@ interface HubSibling {
 }
 
 /**
- * The commit `target.revision` points at and the files sdx needs from it, with sizes and hashes. HubError
- * `not_onnx` when the repository holds no ONNX export in the layout sdx loads.
+ * The commit `target.revision` points at and the files the pull takes from it (by default a model's ONNX
+ * export), with sizes and hashes. HubError `not_onnx` when the repository holds no ONNX export in the layout sdx
+ * loads, `not_found` when it lacks a file a file pull names.
  */
 export async function fetchSnapshot(
-  target: Pick<PullTarget, "repo" | "revision">,
+  target: Pick<PullTarget, "repo" | "revision"> & { destination?: PullDestination },
   hub: HubOptions,
   signal?: AbortSignal,
 ): Promise<RepoSnapshot> {
@@ -185,9 +207,10 @@ export async function fetchSnapshot(
       `the hub's answer for ${describeRef(repo, revision)} lacks its commit or files`,
     );
   }
+  const selection = selectionFor(target.destination ?? { type: "model" });
   const files: RemoteFile[] = [];
   for (const s of info.siblings as HubSibling[]) {
-    if (typeof s.rfilename !== "string" || !isSdxFile(s.rfilename)) continue;
+    if (typeof s.rfilename !== "string" || !selection.keep(s.rfilename)) continue;
     const lfsSha = s.lfs?.sha256 ?? s.lfs?.oid;
     const size = typeof s.lfs?.size === "number" ? s.lfs.size : s.size;
     if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) {
@@ -202,13 +225,8 @@ export async function fetchSnapshot(
   }
   files.sort((a, b) => a.path.localeCompare(b.path));
   const paths = new Set(files.map((f) => f.path));
-  const missing = ["model_index.json", "unet/model.onnx"].filter((p) => !paths.has(p));
-  if (missing.length > 0) {
-    throw new HubError(
-      "not_onnx",
-      `${describeRef(repo, revision)} is not an ONNX Stable Diffusion export in the layout sdx loads (no ${missing.join(", ")}); pull an optimum ONNX export such as the catalog's`,
-    );
-  }
+  const missing = selection.required.filter((p) => !paths.has(p));
+  if (missing.length > 0) throw selection.missing(describeRef(repo, revision), missing);
   return { repo, revision, commit: info.sha, files };
 }
 

@@ -1,22 +1,26 @@
 /**
- * Pulls an ONNX Stable Diffusion export from the Hugging Face hub into the models directory: the revision's
- * files from the hub, then, under the model's lock, each file transferred and verified into the staging folder,
- * which becomes the model folder in one rename.
+ * Pulls from the Hugging Face hub: an ONNX Stable Diffusion export into the models directory, or a catalog
+ * entry's files (the TAESD decoders) into their adapter folder. The revision's files from the hub, then, under
+ * the pull's lock, each file transferred and verified into the staging folder inside the destination folder,
+ * which becomes the model folder in one rename, or whose files each move into the adapter folder (never over an
+ * existing one).
  */
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { ADAPTER_FOLDERS, type AdapterKind } from "../../../contract/index.ts";
 import { pathExists } from "../../../lib/fs/exists.ts";
 import { sizeOf } from "../../../lib/fs/size.ts";
 import { cacheDirOf, inspectModelFolder, type ModelEntry } from "../model_folder.ts";
 import { fileSha256, rememberFileHashes } from "../model_hash.ts";
 import { abortError } from "./abort.ts";
-import type { PullTarget } from "./catalog.ts";
+import type { PullDestination, PullTarget } from "./catalog.ts";
 import { HubError } from "./errors.ts";
 import { fetchSnapshot, type HubOptions, type RemoteFile, type RepoSnapshot, resolveUrl } from "./hub_api.ts";
 import { acquireLock } from "./lock.ts";
 import {
   ensureFreeSpace,
   openStaging,
+  promoteFiles,
   promoteStaging,
   removeEmptyStagingRoot,
   STAGING_DIR,
@@ -38,6 +42,8 @@ export interface PullProgress {
 
 export interface PullOptions extends HubOptions {
   modelsDir: string;
+  /** Adapter folders set elsewhere than `<modelsDir>/<ADAPTER_FOLDERS[kind]>` (--vae-approx-dir …): file pulls land there. */
+  adapterFolders?: Partial<Record<AdapterKind, string>>;
   /** Called at most every `progressIntervalMs`, and when each file finishes. */
   onProgress?: (progress: PullProgress) => void;
   /** Called once the file list is known. */
@@ -62,26 +68,44 @@ export interface PullResult {
   bytes: number;
   /** Bytes that were already on disk from an earlier, interrupted pull. */
   resumedBytes: number;
-  /** The model folder as the server sees it (kind, and why it cannot be loaded, if it cannot). */
-  entry: ModelEntry;
+  /** What the pull created: the model folder, or each file in its adapter folder. */
+  paths: string[];
+  /** The model folder as the server sees it (kind, and why it cannot be loaded, if it cannot); null for a file pull. */
+  entry: ModelEntry | null;
+}
+
+/** The folder a pull lands in, and what it creates there. */
+export function pullPlacement(
+  target: { folder: string; destination: PullDestination },
+  options: Pick<PullOptions, "modelsDir" | "adapterFolders">,
+): { parent: string; paths: string[] } {
+  const { destination } = target;
+  if (destination.type === "model")
+    return { parent: options.modelsDir, paths: [join(options.modelsDir, target.folder)] };
+  const parent =
+    options.adapterFolders?.[destination.type] ?? join(options.modelsDir, ADAPTER_FOLDERS[destination.type]);
+  return { parent, paths: destination.files.map((f) => join(parent, f)) };
 }
 
 /**
- * Downloads `target` into `<modelsDir>/<target.folder>/`: HubError `exists` when that folder is there already
- * (nothing is touched), `busy` while another process pulls it, the hub's refusals as `not_found`/`forbidden`,
- * `unreachable`, `corrupt` when a file's hash differs (that file is deleted; the rest stays staged for the next
- * pull), `failed` after the retries. Aborting `signal` stops it; what was downloaded stays staged and resumes.
+ * Downloads `target` into `<modelsDir>/<target.folder>/` (a model) or its files into their adapter folder:
+ * HubError `exists` when that folder or a file is there already (nothing is touched), `busy` while another
+ * process pulls it, the hub's refusals as `not_found`/`forbidden`, `unreachable`, `corrupt` when a file's hash
+ * differs (that file is deleted; the rest stays staged for the next pull), `failed` after the retries. Aborting
+ * `signal` stops it; what was downloaded stays staged and resumes.
  */
 export async function pullModel(target: PullTarget, options: PullOptions): Promise<PullResult> {
   const { modelsDir, signal } = options;
-  const dest = join(modelsDir, target.folder);
-  if (await pathExists(dest)) {
-    throw new HubError(
-      "exists",
-      `${target.folder} is already in ${modelsDir}; remove it first to pull it again`,
-    );
+  const { parent, paths } = pullPlacement(target, options);
+  for (const path of paths) {
+    if (await pathExists(path)) {
+      throw new HubError(
+        "exists",
+        `${path.slice(parent.length + 1)} is already in ${parent}; remove it first to pull it again`,
+      );
+    }
   }
-  if (await pathExists(join(modelsDir, "model_index.json"))) {
+  if (target.destination.type === "model" && (await pathExists(join(modelsDir, "model_index.json")))) {
     throw new HubError(
       "failed",
       `${modelsDir} is itself a model folder; start the server with a models directory to pull into`,
@@ -90,7 +114,8 @@ export async function pullModel(target: PullTarget, options: PullOptions): Promi
   const snapshot = await fetchSnapshot(target, options, signal);
   options.onSnapshot?.(snapshot);
 
-  const stagingRoot = join(modelsDir, STAGING_DIR);
+  // Staged inside the destination folder, so that the final renames never cross file systems.
+  const stagingRoot = join(parent, STAGING_DIR);
   await mkdir(stagingRoot, { recursive: true });
   const release = await acquireLock(join(stagingRoot, `${target.folder}.lock`), target.folder);
   try {
@@ -99,7 +124,7 @@ export async function pullModel(target: PullTarget, options: PullOptions): Promi
     const total = snapshot.files.reduce((sum, f) => sum + f.size, 0);
     const onDisk = await stagedBytes(staging, snapshot.files);
     const resumedBytes = [...onDisk.values()].reduce((a, b) => a + b, 0);
-    await ensureFreeSpace(modelsDir, target.folder, total - resumedBytes);
+    await ensureFreeSpace(parent, target.folder, total - resumedBytes);
 
     let bytes = resumedBytes;
     let filesDone = 0;
@@ -151,8 +176,12 @@ export async function pullModel(target: PullTarget, options: PullOptions): Promi
       report(file, file.size, true);
     }
 
-    await promoteStaging(staging, modelsDir, target.folder);
-    // The model's hash needs every file's SHA-256: the LFS files' were verified, the few small others are read.
+    const model = target.destination.type === "model";
+    const dest = model ? (paths[0] as string) : parent;
+    if (model) await promoteStaging(staging, modelsDir, target.folder);
+    else await promoteFiles(staging, parent, snapshot.files);
+    // The hashes of models and adapters need every file's SHA-256: the LFS files' were verified, the few small
+    // others are read.
     await rememberFileHashes(
       cacheDirOf(modelsDir),
       await Promise.all(
@@ -170,7 +199,8 @@ export async function pullModel(target: PullTarget, options: PullOptions): Promi
       files: snapshot.files.length,
       bytes: total,
       resumedBytes,
-      entry: await inspectModelFolder(target.folder, dest),
+      paths,
+      entry: model ? await inspectModelFolder(target.folder, dest) : null,
     };
   } finally {
     await release();

@@ -1,11 +1,12 @@
 /**
- * The staging folder of a pull, `<models>/.sdx-downloads/<name>/` (the model scan skips dot-folders): what an
- * interrupted pull of the same commit left there is resumed, and only when every file is verified does the
- * folder become `<models>/<name>/`, in one rename; an existing folder is never replaced.
+ * The staging folder of a pull, `<parent>/.sdx-downloads/<name>/` (the model and adapter scans skip dot-folders)
+ * in the folder the pull lands in: what an interrupted pull of the same commit left there is resumed, and only
+ * when every file is verified does the folder become `<models>/<name>/`, in one rename, or do its files move
+ * into their adapter folder; an existing folder or file is never replaced.
  */
 import { mkdir, readdir, readFile, rename, rm, rmdir, statfs } from "node:fs/promises";
 import { join } from "node:path";
-import { writeFileAtomic } from "../../../lib/fs/atomic.ts";
+import { FileExistsError, moveCreateOnly, writeFileAtomic } from "../../../lib/fs/atomic.ts";
 import { pathExists } from "../../../lib/fs/exists.ts";
 import { sizeOf } from "../../../lib/fs/size.ts";
 import { HubError } from "./errors.ts";
@@ -125,6 +126,29 @@ export async function promoteStaging(staging: Staging, modelsDir: string, name: 
     );
   }
   await rename(staging.dir, dest);
+}
+
+/**
+ * Moves each staged file into `parent` under its own name, then removes the staging folder: HubError `exists`
+ * when a file of that name appeared there meanwhile (it is left untouched, the download stays staged).
+ */
+export async function promoteFiles(
+  staging: Staging,
+  parent: string,
+  files: readonly RemoteFile[],
+): Promise<void> {
+  for (const f of files) {
+    try {
+      await moveCreateOnly(join(staging.dir, f.path), join(parent, f.path));
+    } catch (e) {
+      if (!(e instanceof FileExistsError)) throw e;
+      throw new HubError(
+        "exists",
+        `${f.path} appeared in ${parent} during the download; it was left untouched`,
+      );
+    }
+  }
+  await rm(staging.dir, { recursive: true, force: true });
 }
 
 /** Leaves no empty staging folder behind. */
