@@ -12,6 +12,8 @@ export interface SdxContext extends BaseContext {
   isTTY?: boolean;
   /** Whether stderr is a terminal too: warnings are then drawn above the bars instead of across them. */
   stderrIsTTY?: boolean;
+  /** `process.platform`: how `sdx gallery --open` opens a browser. */
+  platform?: string;
 }
 
 /** Exit codes: 0 all images made, 1 some failed, 2 usage or config error, 3 server unreachable, 130 interrupted. */

@@ -13,6 +13,8 @@ import { VERSION } from "../lib/version.ts";
 import type { GenerateEvent, GenerateRequest, GenerateResponse, SdxClient } from "../sdk/index.ts";
 import { SdxError } from "../sdk/index.ts";
 import { describeSdxError, UnreachableError } from "./base.ts";
+import { errorFromFile, imageFromMetadata } from "./gallery/record.ts";
+import { RunGallery } from "./gallery/run_gallery.ts";
 import { IMAGE_FIELDS, type InputFiles } from "./images.ts";
 import { createRunFolder, type RunFolder, TimestampClock, writeImageWithMetadata } from "./outputs.ts";
 
@@ -82,7 +84,12 @@ export interface RunOptions {
   plans: AsyncIterable<PlannedRequest>;
   /** The image files every request carries (init image, mask): their paths and hashes go in the metadata. */
   inputs?: InputFiles;
-  report: (event: RunEvent) => void;
+  /** Told of each image written (or failed) once its files are; awaited before the run goes on. */
+  report: (event: RunEvent) => void | Promise<void>;
+  /** The project's default parameters: the run's gallery shows the parameters that differ from them. */
+  defaults: Record<string, unknown>;
+  /** Handed the run's gallery when the run folder is made (an `--all-models` comparison follows it). */
+  onGallery?: (gallery: RunGallery) => Promise<void>;
   /** Called with server and client warnings as they arrive. */
   warn: (message: string) => void;
   /** Called with each request's progress (queue place, start, denoising steps) as the server streams it. */
@@ -194,7 +201,7 @@ async function writeError(
   plan: PlannedRequest | undefined,
   inputs: InputFiles | undefined,
   error: unknown,
-): Promise<string> {
+): Promise<{ file: string; stamp: string; body: Record<string, unknown> }> {
   const dir = join(run.dir, "errors");
   await mkdir(dir, { recursive: true });
   const { date, stamp } = clock.next();
@@ -211,7 +218,7 @@ async function writeError(
     sdx_version: VERSION,
   };
   await writeFileAtomic(file, YAML.stringify(body, { lineWidth: 0 }), { createOnly: true });
-  return file;
+  return { file, stamp, body };
 }
 
 /**
@@ -282,71 +289,79 @@ export async function runGeneration(options: RunOptions): Promise<RunSummary> {
     interrupted: false,
     unreachable: false,
   };
+  const gallery = new RunGallery(run.dir, options.defaults, options.warn);
+  await options.onGallery?.(gallery);
   const iterator = options.plans[Symbol.asyncIterator]();
   let done = 0;
-  while (done < options.total) {
-    if (signal?.aborted) {
-      summary.interrupted = true;
-      break;
-    }
-    let plan: PlannedRequest | undefined;
-    try {
-      const next = await iterator.next();
-      if (next.done) break;
-      plan = next.value;
-      for (const warning of plan.warnings ?? []) options.warn(warning);
-      options.progress?.({ type: "request", index: plan.index, count: plan.request.batch_size });
-      const response = await generateStreamed(client, plan.request, signal, options.progress);
-      for (const warning of response.warnings) options.warn(warning);
-      for (const [j, image] of response.images.entries()) {
-        const { date, stamp } = clock.next();
-        const position = plan.index + j;
-        const meta = imageMetadata(response, image, plan, options, date, health.version, position);
-        const paths = await writeImageWithMetadata(run, stamp, Buffer.from(image.png, "base64"), meta);
-        summary.made++;
-        options.report({
-          event: "image",
-          index: position,
-          total: options.total,
-          seed: image.seed,
-          image: paths.image,
-          metadata: paths.metadata,
-          prompt: response.metadata.parameters.prompt,
-          warnings: meta.warnings as string[],
-        });
-      }
-      done += plan.request.batch_size;
-      options.progress?.({ type: "finished", ok: true });
-    } catch (e) {
-      if (isAbort(e, signal)) {
+  try {
+    while (done < options.total) {
+      if (signal?.aborted) {
         summary.interrupted = true;
         break;
       }
-      const count = plan?.request.batch_size ?? 1;
-      if (plan) options.progress?.({ type: "finished", ok: false });
-      const errorFile = await writeError(run, clock, plan, options.inputs, e);
-      summary.failed += count;
-      const message =
-        e instanceof SdxError ? describeSdxError(e) : e instanceof Error ? e.message : String(e);
-      const first = plan?.index ?? done;
-      for (let k = 0; k < count; k++) {
-        options.report({
-          event: "error",
-          index: first + k,
-          total: options.total,
-          seed: seedAt(plan?.request.seed ?? seedAt(options.seed, first), k),
-          error: message,
-          error_file: errorFile,
-        });
-      }
-      done += count;
-      if (e instanceof SdxError && e.status === 0) {
-        // Every later request would fail the same way: stop, and count them as not made.
-        summary.unreachable = true;
-        summary.failed += options.total - done;
-        break;
+      let plan: PlannedRequest | undefined;
+      try {
+        const next = await iterator.next();
+        if (next.done) break;
+        plan = next.value;
+        for (const warning of plan.warnings ?? []) options.warn(warning);
+        options.progress?.({ type: "request", index: plan.index, count: plan.request.batch_size });
+        const response = await generateStreamed(client, plan.request, signal, options.progress);
+        for (const warning of response.warnings) options.warn(warning);
+        for (const [j, image] of response.images.entries()) {
+          const { date, stamp } = clock.next();
+          const position = plan.index + j;
+          const meta = imageMetadata(response, image, plan, options, date, health.version, position);
+          const paths = await writeImageWithMetadata(run, stamp, Buffer.from(image.png, "base64"), meta);
+          summary.made++;
+          await gallery.addImage(imageFromMetadata(stamp, meta));
+          await options.report({
+            event: "image",
+            index: position,
+            total: options.total,
+            seed: image.seed,
+            image: paths.image,
+            metadata: paths.metadata,
+            prompt: response.metadata.parameters.prompt,
+            warnings: meta.warnings as string[],
+          });
+        }
+        done += plan.request.batch_size;
+        options.progress?.({ type: "finished", ok: true });
+      } catch (e) {
+        if (isAbort(e, signal)) {
+          summary.interrupted = true;
+          break;
+        }
+        const count = plan?.request.batch_size ?? 1;
+        if (plan) options.progress?.({ type: "finished", ok: false });
+        const written = await writeError(run, clock, plan, options.inputs, e);
+        await gallery.addError(errorFromFile(written.stamp, written.body));
+        summary.failed += count;
+        const message =
+          e instanceof SdxError ? describeSdxError(e) : e instanceof Error ? e.message : String(e);
+        const first = plan?.index ?? done;
+        for (let k = 0; k < count; k++) {
+          await options.report({
+            event: "error",
+            index: first + k,
+            total: options.total,
+            seed: seedAt(plan?.request.seed ?? seedAt(options.seed, first), k),
+            error: message,
+            error_file: written.file,
+          });
+        }
+        done += count;
+        if (e instanceof SdxError && e.status === 0) {
+          // Every later request would fail the same way: stop, and count them as not made.
+          summary.unreachable = true;
+          summary.failed += options.total - done;
+          break;
+        }
       }
     }
+  } finally {
+    await gallery.close();
   }
   await iterator.return?.();
   return summary;

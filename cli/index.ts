@@ -3,6 +3,7 @@
 import { Builtins, Cli } from "clipanion";
 import { VERSION } from "../lib/version.ts";
 import { EXIT, type SdxContext } from "./base.ts";
+import { GalleryCommand } from "./commands/gallery.ts";
 import { GenCommand } from "./commands/gen.ts";
 import { HealthCommand } from "./commands/health.ts";
 import { InitCommand } from "./commands/init.ts";
@@ -26,6 +27,7 @@ export function createCli(options: { colors?: boolean } = {}): Cli<SdxContext> {
   cli.register(ValidateCommand);
   cli.register(ListCommand);
   cli.register(GenCommand);
+  cli.register(GalleryCommand);
   cli.register(HealthCommand);
   cli.register(ModelsCommand);
   cli.register(ModelsPullCommand);
@@ -74,6 +76,7 @@ if (import.meta.main) {
     signal: controller.signal,
     isTTY: process.stdout.isTTY === true,
     stderrIsTTY: process.stderr.isTTY === true,
+    platform: process.platform,
   });
   process.exitCode = code;
 }

@@ -1,9 +1,11 @@
 /**
  * The outputs tree: `<output>/<project>/<prompt>/<timestamp>_<model>/{images,metadata}/`. One run folder per
- * invocation, never reused; every file is written atomically and never replaces an existing one.
+ * invocation, never reused; every file is written atomically and never replaces an existing one (the gallery's
+ * own pages and sheets aside, see gallery/files.ts). An `--all-models` run adds a comparison folder
+ * `<timestamp>_all-models/` beside its run folders.
  */
 import { mkdir } from "node:fs/promises";
-import { join, resolve, sep } from "node:path";
+import { dirname, join, resolve, sep } from "node:path";
 import YAML from "yaml";
 import { SAFE_NAME } from "../contract/index.ts";
 import { FileExistsError, writeFileAtomic } from "../lib/fs/atomic.ts";
@@ -53,6 +55,20 @@ export interface RunFolder {
   metadataDir: string;
 }
 
+/** Creates a fresh `<timestamp>_<suffix>` folder in `parent`; an existing one is never reused. */
+async function freshFolder(parent: string, suffix: string, clock: TimestampClock): Promise<string> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const dir = inside(parent, `${clock.next().stamp}_${suffix}`);
+    try {
+      await mkdir(dir);
+      return dir;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    }
+  }
+  throw new OutputPathError(`could not create a new folder under ${parent}`);
+}
+
 /** Creates a fresh `<timestamp>_<model>` folder; an existing one is never reused. */
 export async function createRunFolder(
   outputRoot: string,
@@ -67,22 +83,20 @@ export async function createRunFolder(
     checkedName("prompt-set name", promptSet),
   );
   await mkdir(parent, { recursive: true });
-  const modelPart = checkedName("model name", model);
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const dir = inside(parent, `${clock.next().stamp}_${modelPart}`);
-    try {
-      await mkdir(dir);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "EEXIST") continue;
-      throw e;
-    }
-    const imagesDir = join(dir, "images");
-    const metadataDir = join(dir, "metadata");
-    await mkdir(imagesDir);
-    await mkdir(metadataDir);
-    return { dir, imagesDir, metadataDir };
-  }
-  throw new OutputPathError(`could not create a new run folder under ${parent}`);
+  const dir = await freshFolder(parent, checkedName("model name", model), clock);
+  const imagesDir = join(dir, "images");
+  const metadataDir = join(dir, "metadata");
+  await mkdir(imagesDir);
+  await mkdir(metadataDir);
+  return { dir, imagesDir, metadataDir };
+}
+
+/** Suffix of an `--all-models` comparison's folder, `<timestamp>_all-models`, beside the runs it compares. */
+export const COMPARISON_SUFFIX = "all-models";
+
+/** Creates a fresh comparison folder beside the run folder `runDir`. */
+export async function createComparisonFolder(runDir: string, clock = new TimestampClock()): Promise<string> {
+  return freshFolder(dirname(runDir), COMPARISON_SUFFIX, clock);
 }
 
 /** Writes `image_<stamp>.png` and `metadata_<stamp>.yaml`; neither may replace an existing file. */

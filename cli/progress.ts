@@ -6,15 +6,18 @@
  *   - with `--json`: one JSON object per image on stdout, nothing else there.
  * Views write only to the streams they are given (the command's context), never to `process`.
  */
+import { readFile } from "node:fs/promises";
 import type { Writable } from "node:stream";
 import { Format, MultiBar, type Options, type Params, Presets, type SingleBar } from "cli-progress";
 import type { RequestProgress, RunEvent } from "./generate.ts";
+import { ImageArea } from "./terminal/area.ts";
+import type { TerminalImages } from "./terminal/images.ts";
 
 export interface GenerationView {
   /** A request's progress from the server's event stream. */
   progress(event: RequestProgress): void;
-  /** An image saved, or one that failed. */
-  report(event: RunEvent): void;
+  /** An image saved, or one that failed; the run waits for it (an image drawn in the terminal). */
+  report(event: RunEvent): void | Promise<void>;
   /** A server or client warning. */
   warn(message: string): void;
   /** The run is over (or interrupted): stop drawing; what is written afterwards goes below. */
@@ -111,6 +114,8 @@ export interface BarViewOptions extends ViewStreams {
   fps?: number;
   /** The clock, in ms (tests pass their own). */
   now?: () => number;
+  /** When the terminal shows images: the running request's preview, then each finished image, above the bars. */
+  images?: TerminalImages;
 }
 
 /**
@@ -119,7 +124,9 @@ export interface BarViewOptions extends ViewStreams {
  *     batch       ███████░░░░░░░░░░░░░░░░░░░░░░░ 5/20 images · 1 failed · ETA 1m12s
  *     images 6-10 ████████████████░░░░░░░░░░░░░░ step 16/30 · ETA 9s
  *
- * Saved images (and, when stderr is the same terminal, failures and warnings) are printed above the bars.
+ * Saved images (and, when stderr is the same terminal, failures and warnings) are printed above the bars. On a
+ * terminal that shows images (`images`), the newest preview of the request's first image is drawn above the bars
+ * and replaced in place, by the finished image in the end; the batch's other images follow, each above its line.
  */
 export class BarView implements GenerationView {
   private multibar: MultiBar | null = null;
@@ -136,9 +143,18 @@ export class BarView implements GenerationView {
   private readonly labelWidth: number;
   private readonly now: () => number;
   private readonly onAbort = () => this.close();
+  /** Lines and images above the bars, when the terminal shows images. */
+  private readonly area: ImageArea | null;
+  /** kitty's id of the image drawn for the running request (its previews, then its first image). */
+  private imageId = 0;
+  /** Bumped when a request starts or its image is drawn: previews encoded for an older state are dropped. */
+  private imageEpoch = 0;
+  private previewSeq = 0;
+  private previewShown = 0;
 
   constructor(private readonly options: BarViewOptions) {
     this.now = options.now ?? Date.now;
+    this.area = options.images ? new ImageArea(options.images.rows) : null;
     this.labelWidth = Math.max("batch".length, requestLabel(options.total - 2, 2).length);
     options.signal?.addEventListener("abort", this.onAbort, { once: true });
   }
@@ -157,6 +173,11 @@ export class BarView implements GenerationView {
       barsize: 30,
     };
     this.multibar = new MultiBar(options, Presets.shades_classic);
+    // Right after the cursor went back to the first bar's line, before the bars are drawn again.
+    this.multibar.on("redraw-pre", () => {
+      const text = this.area?.flush();
+      if (text) this.options.stdout.write(text);
+    });
     this.batchBar = this.multibar.create(
       this.options.total,
       0,
@@ -237,6 +258,8 @@ export class BarView implements GenerationView {
     switch (event.type) {
       case "request":
         this.current = { index: event.index, count: event.count, sentAt: this.now() };
+        this.imageEpoch++;
+        if (this.options.images) this.imageId = this.options.images.newId();
         this.state = { phase: "sending" };
         this.requestBar?.setTotal(1);
         this.requestBar?.update(0);
@@ -261,6 +284,9 @@ export class BarView implements GenerationView {
         this.requestBar?.setTotal(event.total);
         this.requestBar?.update(event.step);
         break;
+      case "preview":
+        if (event.image === 0) this.preview(event.png);
+        break;
       case "finished": {
         const s = this.state;
         const steps = s.phase === "running" ? { step: s.step, steps: s.steps } : { step: 0, steps: 0 };
@@ -274,11 +300,49 @@ export class BarView implements GenerationView {
         break;
       }
     }
-    // A request's changes of state are drawn at once; its steps at the bars' frame rate.
-    if (event.type !== "step") bars.update();
+    // A request's changes of state are drawn at once; its steps and previews at the bars' frame rate.
+    if (event.type !== "step" && event.type !== "preview") bars.update();
   }
 
-  report(event: RunEvent): void {
+  /** Encodes a preview and queues it over the request's block, unless something newer came first. */
+  private preview(base64: string): void {
+    const images = this.options.images;
+    if (!images || !this.area) return;
+    const epoch = this.imageEpoch;
+    const seq = ++this.previewSeq;
+    images
+      .encode(Buffer.from(base64, "base64"), this.imageId)
+      .then((bytes) => {
+        if (epoch !== this.imageEpoch || seq < this.previewShown || this.closed) return;
+        this.previewShown = seq;
+        this.area?.image(bytes, true);
+      })
+      .catch(() => {
+        // A preview that cannot be drawn is skipped; the next one may be.
+      });
+  }
+
+  /** Draws a finished image: the request's first over its preview, the others each in a new block. */
+  private async drawImage(event: Extract<RunEvent, { event: "image" }>): Promise<void> {
+    const images = this.options.images;
+    if (!images || !this.area || this.closed) return;
+    const first = this.current?.index === event.index;
+    this.imageEpoch++;
+    try {
+      const bytes = await images.encode(await readFile(event.image), first ? this.imageId : images.newId());
+      this.area.image(bytes, first);
+    } catch {
+      // The image is saved all the same; its line says where.
+    }
+  }
+
+  report(event: RunEvent): void | Promise<void> {
+    // Drawn first, so that the image's line comes below it.
+    if (event.event === "image" && this.area) return this.drawImage(event).then(() => this.reportLine(event));
+    this.reportLine(event);
+  }
+
+  private reportLine(event: RunEvent): void {
     if (event.event === "image") this.made++;
     else this.failed++;
     this.above(`${imageLine(event)}\n`, event.event === "error");
@@ -296,8 +360,9 @@ export class BarView implements GenerationView {
       return;
     }
     const bars = this.bars();
-    if (bars) bars.log(text);
-    else this.options.stdout.write(text);
+    if (!bars) this.options.stdout.write(text);
+    else if (this.area) this.area.text(text);
+    else bars.log(text);
   }
 
   close(): void {

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
 import { writeFileAtomic } from "../lib/fs/atomic.ts";
-import { launchChromium } from "../test/helpers/chromium.ts";
+import { launchChromium } from "../test/helpers/cdp.ts";
 import { MODELS_DIR, REPO_ROOT } from "../test/helpers/fixtures.ts";
 import { startServer } from "../test/helpers/server.ts";
 

@@ -1,6 +1,8 @@
+import type { Writable } from "node:stream";
 import { Command, Option, UsageError } from "clipanion";
 import * as tanyan from "typanion";
 import {
+  GENERATE_DEFAULTS,
   HIRES_SCALE_MAX,
   HIRES_UPSCALERS,
   type HiresUpscaler,
@@ -10,6 +12,9 @@ import {
 } from "../../contract/index.ts";
 import type { GenerateRequest } from "../../sdk/index.ts";
 import { EXIT, SdxCommand } from "../base.ts";
+import { Comparison } from "../gallery/comparison.ts";
+import { projectDefaults } from "../gallery/parameters.ts";
+import type { RunGallery } from "../gallery/run_gallery.ts";
 import { batchPlans, MAX_BATCH, type PlannedRequest, runGeneration } from "../generate.ts";
 import {
   IMAGE_FIELDS,
@@ -28,6 +33,11 @@ import {
   type ProjectParams,
   type ProjectRequest,
 } from "../project.ts";
+import { detectGraphics, type TerminalGraphics, type TerminalInput } from "../terminal/detect.ts";
+import { TerminalImages } from "../terminal/images.ts";
+
+/** Previews asked for per image when the terminal shows them. */
+const PREVIEWS_PER_IMAGE = 10;
 
 /** Output folder name of `--ollama` runs. */
 export const OLLAMA_PROMPT_NAME = "ollama";
@@ -50,7 +60,11 @@ export class GenCommand extends SdxCommand {
 
       On a terminal, a bar for the batch (images done, ETA) and one for the running request (its place in the
       server's queue, then its denoising steps); otherwise one line per image; with \`--json\`, one JSON object
-      per image on stdout.
+      per image on stdout. A terminal that shows images (kitty, iTerm2 or WezTerm, sixel: asked of the terminal)
+      also gets the running request's preview, then each finished image, above the bars.
+
+      Each run folder gets a gallery, \`index.html\` and a contact sheet \`grid.png\`, rewritten after each image;
+      \`--all-models\` adds a comparison, \`<timestamp>_all-models/\`, with a row per model (see \`sdx gallery\`).
 
       \`--model NAME\` sends every request to that model of the server (loaded on demand); \`--all-models\` makes the
       same images — same prompts, same seeds — on every loadable model of the server, one run folder per model
@@ -186,7 +200,16 @@ export class GenCommand extends SdxCommand {
     const { request: base, inputs } = await this.readImages(project, owner, source);
     const total = this.batch ?? base.batch_size ?? 1;
     const seed = this.seed ?? (base.seed !== undefined && base.seed >= 0 ? base.seed : randomSeed());
-    const { seed: _s, batch_size: _b, ...rest } = base;
+    const { seed: _s, batch_size: _b, ...request } = base;
+    const graphics = await this.terminalGraphics();
+    // Previews only where they can be shown: about PREVIEWS_PER_IMAGE per image, as cheap approximations.
+    const steps = request.num_steps ?? GENERATE_DEFAULTS.num_steps;
+    const rest: GenerateRequest = graphics
+      ? {
+          ...request,
+          preview: { every: Math.max(1, Math.round(steps / PREVIEWS_PER_IMAGE)), method: "approx" },
+        }
+      : request;
     const client = this.client(project.config.server_url);
     const models = this.allModels ? await this.serverModels(client) : [this.model ?? project.config.model];
     const ollamaConfig = project.config.ollama;
@@ -204,14 +227,21 @@ export class GenCommand extends SdxCommand {
         : batchPlans({ ...rest, ...(model !== undefined ? { model } : {}) }, total, seed);
     // Every model gets the same requests: Ollama's prompts are written once, for the first, and replayed.
     const shared = models.length > 1 && this.ollama ? await collect(plansFor(first)) : null;
+    const comparison = this.allModels ? new Comparison((message) => this.warn(`warning: ${message}`)) : null;
+    const run = { client, project: project.name, folder, total, seed, inputs, comparison, graphics };
+    const defaults = projectDefaults(project.config.default_params);
     let code: number = EXIT.ok;
-    for (const model of models) {
-      if (models.length > 1) this.warn(`model ${model}:`);
-      const plans = shared ? replay(shared, model as string) : plansFor(model);
-      const summary = await this.runOne(client, project.name, folder, total, seed, plans, model, inputs);
-      if (summary.interrupted) return EXIT.interrupted;
-      if (summary.unreachable) return EXIT.unreachable;
-      if (summary.failed) code = EXIT.failed;
+    try {
+      for (const model of models) {
+        if (models.length > 1) this.warn(`model ${model}:`);
+        const plans = shared ? replay(shared, model as string) : plansFor(model);
+        const summary = await this.runOne({ ...run, plans, model, defaults });
+        if (summary.interrupted) return EXIT.interrupted;
+        if (summary.unreachable) return EXIT.unreachable;
+        if (summary.failed) code = EXIT.failed;
+      }
+    } finally {
+      await comparison?.close();
     }
     return code;
   }
@@ -288,18 +318,23 @@ export class GenCommand extends SdxCommand {
     return names;
   }
 
-  private async runOne(
-    client: ReturnType<SdxCommand["client"]>,
-    project: string,
-    folder: string,
-    total: number,
-    seed: number,
-    plans: AsyncIterable<PlannedRequest>,
-    model: string | undefined,
-    inputs: InputFiles,
-  ) {
+  private async runOne(options: {
+    client: ReturnType<SdxCommand["client"]>;
+    project: string;
+    folder: string;
+    total: number;
+    seed: number;
+    plans: AsyncIterable<PlannedRequest>;
+    model: string | undefined;
+    inputs: InputFiles;
+    defaults: Record<string, unknown>;
+    comparison: Comparison | null;
+    graphics: TerminalGraphics | null;
+  }) {
+    const { client, project, folder, total, seed, plans, model, inputs, defaults, comparison, graphics } =
+      options;
     const signal = this.context.signal;
-    const view = this.view(total);
+    const view = this.view(total, graphics);
     let summary: Awaited<ReturnType<typeof runGeneration>>;
     try {
       summary = await runGeneration({
@@ -313,6 +348,8 @@ export class GenCommand extends SdxCommand {
         ...(model !== undefined ? { model } : {}),
         inputs,
         plans,
+        defaults,
+        ...(comparison ? { onGallery: (gallery: RunGallery) => comparison.add(gallery) } : {}),
         report: (event) => view.report(event),
         warn: (message) => view.warn(message),
         progress: (event) => view.progress(event),
@@ -329,8 +366,18 @@ export class GenCommand extends SdxCommand {
     return summary;
   }
 
-  /** Bars on a terminal (stdout), plain lines elsewhere, JSON lines with --json. */
-  private view(total: number): GenerationView {
+  /**
+   * Whether the terminal shows images (asked of it, see terminal/detect.ts): only for the bars' view, on a
+   * terminal at both ends, and never of a "dumb" one (which would print the queries).
+   */
+  private async terminalGraphics(): Promise<TerminalGraphics | null> {
+    const { stdin, stdout, isTTY, env } = this.context;
+    if (this.json || !isTTY || env.TERM === "dumb") return null;
+    return detectGraphics(stdin as TerminalInput, stdout as Writable & { isTTY?: boolean });
+  }
+
+  /** Bars on a terminal (stdout; with images where it shows them), plain lines elsewhere, JSON lines with --json. */
+  private view(total: number, graphics: TerminalGraphics | null): GenerationView {
     const { stdout, stderr, isTTY, stderrIsTTY, signal } = this.context;
     if (this.json) return new JsonView({ stdout, stderr });
     if (!isTTY) return new LineView({ stdout, stderr });
@@ -340,6 +387,9 @@ export class GenCommand extends SdxCommand {
       total,
       ...(signal ? { signal } : {}),
       stderrIsTTY: stderrIsTTY === true,
+      ...(graphics
+        ? { images: new TerminalImages(graphics, stdout as { rows?: number; columns?: number }) }
+        : {}),
     });
   }
 }

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CHROMIUM, CHROMIUM_FLAGS } from "../helpers/chromium.ts";
+import { dumpDom } from "../helpers/chromium.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
 
 let server: RunningServer;
@@ -30,21 +30,7 @@ test("the page references no host but the server itself", async () => {
 });
 
 test("headless Chromium renders the /v1/generate operation", async () => {
-  if (!CHROMIUM) throw new Error("Debian chromium is needed for this test: apt-get install chromium");
-  const profile = await mkdtemp(join(tmpdir(), "sdx-chromium-"));
-  const proc = Bun.spawn(
-    [
-      CHROMIUM,
-      ...CHROMIUM_FLAGS,
-      `--user-data-dir=${profile}`,
-      "--virtual-time-budget=15000",
-      "--dump-dom",
-      `${server.url}/swagger`,
-    ],
-    { stdout: "pipe", stderr: "pipe" },
-  );
-  const dom = await new Response(proc.stdout).text();
-  await proc.exited;
+  const dom = await dumpDom(`${server.url}/swagger`, 15_000);
   // Rendered operations: Swagger UI writes each path into an .opblock-summary-path element.
   expect(dom).toContain("opblock-summary-path");
   expect(dom).toMatch(/data-path="\/v1\/generate"/);

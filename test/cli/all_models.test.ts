@@ -1,14 +1,17 @@
 /**
  * `sdx gen --model` and `--all-models` against a real server holding two models: the same prompt and seeds on
- * each model, one run folder per model side by side, metadata naming the model and its hash.
+ * each model, one run folder per model side by side, metadata naming the model and its hash, and one comparison
+ * (page and sheet) with a row per model.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cp, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import sharp from "sharp";
 import YAML from "yaml";
 import { sdx } from "../helpers/cli.ts";
 import { FIXTURES, TINY_SD15 } from "../helpers/fixtures.ts";
+import { brokenLinks, imageRows, imgCount } from "../helpers/gallery.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
 
 async function sha256(path: string): Promise<string> {
@@ -111,7 +114,8 @@ describe("choosing models from the command line", () => {
     expect(res.code).toBe(0);
     expect(res.stdout).toContain("2 of 2 images made");
     const promptDir = join(work, "outputs", "demo", "lighthouse");
-    const runs = (await readdir(promptDir)).sort();
+    const folders = (await readdir(promptDir)).sort();
+    const runs = folders.filter((f) => !f.endsWith("_all-models"));
     expect(runs.map((r) => r.replace(/^\d{8}_\d{6}_\d{3}_/, "")).sort()).toEqual(["ckpt_tiny", "onnx_tiny"]);
     const perModel = await Promise.all(runs.map((r) => metadataOf(join(promptDir, r))));
     for (const metas of perModel) {
@@ -120,5 +124,22 @@ describe("choosing models from the command line", () => {
     }
     const names = perModel.map((metas) => (metas[0]?.model as { name?: string } | undefined)?.name);
     expect(names.sort()).toEqual(["ckpt_tiny", "onnx_tiny"]);
+
+    // One comparison beside the runs: a row per model (in the order they ran), a column per seed.
+    const comparisons = folders.filter((f) => f.endsWith("_all-models"));
+    expect(comparisons).toHaveLength(1);
+    const comparison = join(promptDir, comparisons[0] as string);
+    const listed = YAML.parse(await readFile(join(comparison, "runs.yaml"), "utf8")).runs as string[];
+    expect([...listed].sort()).toEqual(runs);
+    const sheet = join(comparison, "grid.png");
+    const rows = await imageRows(sheet, (await sharp(sheet).metadata()).width - 128);
+    expect(rows.map(([, height]) => height)).toEqual([64, 64]);
+    const page = join(comparison, "index.html");
+    const html = await readFile(page, "utf8");
+    expect(brokenLinks(page, html)).toEqual([]);
+    expect(imgCount(html)).toBe(4);
+    const rowModels = [...html.matchAll(/<tr><th><a href="[^"]+">([^<]+)<\/a>/g)].map((m) => m[1]);
+    expect(rowModels).toEqual(listed.map((r) => r.replace(/^\d{8}_\d{6}_\d{3}_/, "")));
+    expect(html).toContain("<th>seed 42</th><th>seed 43</th>");
   });
 });

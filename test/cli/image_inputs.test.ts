@@ -15,6 +15,7 @@ import { imageFromFile } from "../../sdk/files.ts";
 import { createSdxClient, type GenerateRequest, imageFromBytes } from "../../sdk/index.ts";
 import { sdx } from "../helpers/cli.ts";
 import { MODELS_DIR, pixels } from "../helpers/fixtures.ts";
+import { startProxy } from "../helpers/proxy.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
@@ -65,18 +66,10 @@ const common = () => ["--input", projects, "--output", outputs];
 
 beforeAll(async () => {
   server = await startServer(["--models-dir", MODELS_DIR]);
-  proxy = Bun.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    async fetch(req) {
-      const url = new URL(req.url);
-      const init: RequestInit = { method: req.method, headers: req.headers };
-      if (req.method === "POST") {
-        const body = await req.text();
-        if (url.pathname === "/v1/generate") sent.push(JSON.parse(body));
-        init.body = body;
-      }
-      return fetch(`${server.url}${url.pathname}${url.search}`, init);
+  proxy = startProxy(server.url, {
+    generate(body) {
+      sent.push(body as GenerateRequest);
+      return undefined;
     },
   });
   proxyUrl = `http://127.0.0.1:${proxy.port}`;

@@ -7,12 +7,13 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdir, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
+import { PassThrough, Writable } from "node:stream";
 import { Cli } from "clipanion";
 import YAML from "yaml";
 import { runCli } from "../../cli/index.ts";
 import { BarView, formatDuration, LineView } from "../../cli/progress.ts";
 import { MODELS_DIR } from "../helpers/fixtures.ts";
+import { startProxy, untilAborted } from "../helpers/proxy.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
 
 /** A stream that keeps what is written; `tty` makes it look like a terminal `columns` wide. */
@@ -42,6 +43,8 @@ async function sdx(
   const stderr = new Capture(options.tty);
   const code = await runCli(args, {
     ...Cli.defaultContext,
+    // Not the test runner's terminal: `sdx gen` would ask it whether it shows images.
+    stdin: new PassThrough(),
     stdout,
     stderr,
     env: {},
@@ -68,48 +71,28 @@ let hangArrived: () => void = () => {};
  * In front of the real server: every streamed generation first says it waits in the queue (#2, then #1), as
  * a busy server would; the `hang`-th generation never answers, to be cancelled.
  */
-function startProxy(): ReturnType<typeof Bun.serve> {
-  return Bun.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    idleTimeout: 0,
-    async fetch(req) {
-      const url = new URL(req.url);
-      const init: RequestInit = { method: req.method, headers: req.headers };
-      if (req.method === "POST") init.body = await req.text();
-      if (url.pathname !== "/v1/generate") return fetch(`${server.url}${url.pathname}`, init);
+function startBusyProxy(): ReturnType<typeof Bun.serve> {
+  return startProxy(server.url, {
+    async generate(_body, req) {
       if (++generates === failInStream) {
         // Admitted, started, then the engine fails: the error arrives as the stream's last event.
         const error = { status: 500, code: "generation_failed", message: "the engine failed: out of memory" };
         const events = `event: started\ndata: {}\n\nevent: error\ndata: ${JSON.stringify(error)}\n\n`;
         return new Response(events, { headers: { "content-type": "text/event-stream" } });
       }
-      if (generates === hang) {
-        hangArrived();
-        await new Promise<void>((resolve) => req.signal.addEventListener("abort", () => resolve()));
-        cancelled = true;
-        return new Response(null, { status: 499 });
-      }
-      const upstream = await fetch(`${server.url}/v1/generate`, init);
-      if (!upstream.ok || !upstream.body) return upstream;
-      const queued = (p: number) => `event: queued\ndata: {"position":${p}}\n\n`;
-      const prefix = new TextEncoder().encode(queued(2) + queued(1));
-      const body = upstream.body;
-      const stream = new ReadableStream<Uint8Array>({
-        async start(controller) {
-          controller.enqueue(prefix);
-          for await (const chunk of body) controller.enqueue(chunk);
-          controller.close();
-        },
-      });
-      return new Response(stream, { headers: upstream.headers });
+      if (generates !== hang) return undefined;
+      hangArrived();
+      const answer = await untilAborted(req);
+      cancelled = true;
+      return answer;
     },
+    prepend: () => [2, 1].map((p) => `event: queued\ndata: {"position":${p}}\n\n`).join(""),
   });
 }
 
 beforeAll(async () => {
   server = await startServer(["--models-dir", MODELS_DIR]);
-  proxy = startProxy();
+  proxy = startBusyProxy();
   work = await mkdtemp(join(tmpdir(), "sdx-progress-"));
   projects = join(work, "projects");
   await mkdir(join(projects, "bars"), { recursive: true });

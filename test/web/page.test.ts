@@ -3,7 +3,7 @@
  * everything it loads comes from the server itself; it generates with a live preview drawn before the final
  * image, shows the grid with seeds and puts a result's settings back into the form; it sends the image inputs;
  * it cancels a long run (the server stops it); it shows the API's errors; and with --api-key it asks for the key,
- * keeps it for the tab and then works. Clicks and typing are real input events (test/helpers/chromium.ts).
+ * keeps it for the tab and then works. Clicks and typing are real input events (test/helpers/cdp.ts).
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtemp } from "node:fs/promises";
@@ -12,7 +12,7 @@ import { join } from "node:path";
 import sharp from "sharp";
 import { CONTENT_SECURITY_POLICY } from "../../api/web/index.ts";
 import { GENERATE_DEFAULTS, type Health, type ModelList } from "../../contract/index.ts";
-import { type Browser, launchChromium, type Page } from "../helpers/chromium.ts";
+import { type Browser, launchChromium, type Page } from "../helpers/cdp.ts";
 import { MODELS_DIR } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
 
