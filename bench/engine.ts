@@ -8,52 +8,19 @@
  *   bun run bench engine [--model DIR] [--size 512] [--steps 30] [--scheduler dpmsolver++] [--runs 2]
  */
 
-import { parseArgs } from "node:util";
 import sharp from "sharp";
-import { inspectModelFolder } from "../api/engine/model_folder.ts";
 import { runStats } from "../api/engine/onnx/runtime.ts";
-import { loadOnnxPipeline } from "../api/engine/pipeline/load.ts";
 import { runPipeline } from "../api/engine/pipeline/run.ts";
 import { generate } from "../api/engine/pipeline/text_to_image.ts";
 import type { GenerateOutput } from "../api/engine/pipeline/types.ts";
-import { GENERATE_DEFAULTS, isSchedulerName } from "../contract/index.ts";
-import { TINY_SD15 } from "../test/helpers/fixtures.ts";
+import { GENERATE_DEFAULTS } from "../contract/index.ts";
+import { textRun } from "./text_run.ts";
 
 export async function benchEngine(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: "string", default: TINY_SD15 },
-      size: { type: "string", default: "512" },
-      steps: { type: "string", default: String(GENERATE_DEFAULTS.num_steps) },
-      scheduler: { type: "string", default: GENERATE_DEFAULTS.scheduler_type },
-      runs: { type: "string", default: "2" },
-      provider: { type: "string", default: "cpu" },
-    },
+  const { path, pipeline, provider, input, runs } = await textRun(argv, {
+    steps: GENERATE_DEFAULTS.num_steps,
   });
-  const size = Number(values.size);
-  const steps = Number(values.steps);
-  const runs = Number(values.runs);
-  const scheduler = values.scheduler;
-  if (!isSchedulerName(scheduler)) throw new Error(`unknown scheduler ${scheduler}`);
-  const provider = values.provider === "cuda" ? "cuda" : "cpu";
-  const entry = await inspectModelFolder("bench", values.model);
-  const pipeline = await loadOnnxPipeline(entry, provider);
-  const input = {
-    prompt: "a lighthouse on a rocky coast at dawn, dramatic clouds, oil painting",
-    negativePrompt: "blurry, low quality",
-    promptSyntax: GENERATE_DEFAULTS.prompt_syntax,
-    seeds: [42],
-    width: size,
-    height: size,
-    numSteps: steps,
-    guidanceScale: GENERATE_DEFAULTS.guidance_scale,
-    scheduler,
-    schedulerOptions: {},
-    clipSkip: GENERATE_DEFAULTS.clip_skip,
-    vaeSlicing: false,
-    vaeTiling: false,
-  };
+  const { width: size, numSteps: steps, scheduler } = input;
   // One warm-up run (first-run allocations, graph caches), then the measured ones.
   await generate(pipeline, { ...input, numSteps: 2 });
   const rows: string[][] = [];
@@ -79,7 +46,7 @@ export async function benchEngine(argv: string[]): Promise<void> {
   }
   const header = ["run", "wall s", "steps/s", "in onnxruntime s", "outside s", "outside share", "ort runs"];
   console.log(
-    `engine: ${entry.path} on ${provider}, ${size}×${size}, ${steps} steps of ${scheduler}, CFG ${GENERATE_DEFAULTS.guidance_scale}, batch 1`,
+    `engine: ${path} on ${provider}, ${size}×${size}, ${steps} steps of ${scheduler}, CFG ${GENERATE_DEFAULTS.guidance_scale}, batch 1`,
   );
   printTable([header, ...rows]);
   console.log("target: outside share under 3 %");

@@ -3,6 +3,7 @@ import { benchEngine } from "./engine.ts";
 import { benchGpu } from "./gpu.ts";
 import { benchLoad } from "./load.ts";
 import { benchLora } from "./lora.ts";
+import { benchPreviews } from "./previews.ts";
 import { benchServe } from "./serve.ts";
 import { benchTaesd } from "./taesd.ts";
 
@@ -11,6 +12,7 @@ const BENCHMARKS: Record<string, (argv: string[]) => Promise<void>> = {
   gpu: benchGpu,
   load: benchLoad,
   lora: benchLora,
+  previews: benchPreviews,
   serve: benchServe,
   taesd: benchTaesd,
 };

@@ -15,6 +15,8 @@ import {
   type MaskedContent,
 } from "./images.ts";
 import { DEFAULT_LIMITS, FIXED_LIMITS, type Limits } from "./limits.ts";
+import { PREVIEW_EVERY_MAX, type PreviewMethod } from "./previews.ts";
+import { Enum } from "./schema.ts";
 import { RANDOM_SEED, SEED_MAX, SEED_SPACE } from "./seeds.ts";
 
 /** Most iterations (`n_iter`) one txt2img or img2img request may ask for; each is one sdx generation. */
@@ -22,6 +24,12 @@ export const N_ITER_MAX = 100;
 
 /** The OpenAPI 3.0 way to say a field may be `null` (TypeBox ignores the keyword; nulls are removed first). */
 const nullable = <T extends TSchema>(schema: T) => Type.Optional({ ...schema, nullable: true } as T);
+
+/** Every property of a set `nullable`. */
+const nullableAll = <P extends Record<string, TSchema>>(properties: P) =>
+  Object.fromEntries(Object.entries(properties).map(([k, v]) => [k, nullable(v)])) as {
+    [K in keyof P]: ReturnType<typeof nullable<P[K]>>;
+  };
 
 /** A1111's VAE choices besides the files: the checkpoint's own VAE (or its sidecar's default), or its own always. */
 export const A1111_SD_VAE_AUTOMATIC = "Automatic";
@@ -35,6 +43,48 @@ const A1111SdVaeSetting = (what: string) =>
     description: `${what}: "Automatic" (sdx's vae omitted: the model's sidecar default if it names one, else its own VAE), "None" (vae "none": the model's own VAE) or a file name from GET /sdapi/v1/sd-vae ("name.safetensors"; the name without its extension is accepted too), sdx's vae field. Never a path; an unknown one is a 422.`,
     examples: ["vae-ft-mse-840000-ema-pruned.safetensors", "Automatic"],
   });
+
+/**
+ * A1111's live-preview methods (its `show_progress_type` choices) and the sdx preview method each is made with:
+ * sdx neither decodes with the full VAE mid-run ("Full") nor has A1111's VAE-approx network ("Approx NN", A1111's
+ * default), so both are made as "Approx cheap" is, with the linear projection.
+ */
+export const A1111_PREVIEW_TYPES = ["Full", "Approx NN", "Approx cheap", "TAESD"] as const;
+export type A1111PreviewType = (typeof A1111_PREVIEW_TYPES)[number];
+export const A1111_PREVIEW_METHODS: Record<A1111PreviewType, PreviewMethod> = {
+  Full: "approx",
+  "Approx NN": "approx",
+  "Approx cheap": "approx",
+  TAESD: "taesd",
+};
+
+/** A1111's live-preview settings and their defaults (modules/shared_options.py, section "Live previews"). */
+export const A1111_PREVIEW_DEFAULTS = {
+  live_previews_enable: true,
+  show_progress_every_n_steps: 10,
+  show_progress_type: "Approx NN",
+} as const satisfies {
+  live_previews_enable: boolean;
+  show_progress_every_n_steps: number;
+  show_progress_type: A1111PreviewType;
+};
+
+const PREVIEW_TYPES_TEXT = A1111_PREVIEW_TYPES.map((t) => `"${t}" (${A1111_PREVIEW_METHODS[t]})`).join(", ");
+
+/** The live-preview settings' schemas, as GET /sdapi/v1/options reports them. */
+const a1111PreviewSettings = (scope: string) => ({
+  live_previews_enable: Type.Boolean({
+    description: `Live previews of ${scope} (A1111's default: ${A1111_PREVIEW_DEFAULTS.live_previews_enable}): GET /sdapi/v1/progress's current_image.`,
+  }),
+  show_progress_every_n_steps: Type.Integer({
+    minimum: -1,
+    maximum: PREVIEW_EVERY_MAX,
+    description: `A preview after every N-th sampling step (A1111's default: ${A1111_PREVIEW_DEFAULTS.show_progress_every_n_steps}); 0: every step; -1: only once an iteration has finished sampling, as in A1111 (sdx: after its last step).`,
+  }),
+  show_progress_type: Enum(A1111_PREVIEW_TYPES, {
+    description: `How previews are made (A1111's default: "${A1111_PREVIEW_DEFAULTS.show_progress_type}"), with sdx's preview method for each: ${PREVIEW_TYPES_TEXT}. sdx has neither A1111's full-VAE previews nor its Approx NN network, so both are the linear projection ("Approx cheap"); a method the server cannot make is a 422.`,
+  }),
+});
 
 const ACCEPTED =
   "Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field.";
@@ -319,18 +369,19 @@ function commonFields(limits: Limits) {
             }),
           ),
           sd_vae: nullable(A1111SdVaeSetting("The VAE for this request only")),
+          ...nullableAll(a1111PreviewSettings("this request")),
         },
         {
           additionalProperties: true,
           description:
-            "A1111 settings for this request only. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`.",
+            "A1111 settings for this request only. sd_model_checkpoint, CLIP_stop_at_last_layers, sd_vae and the live-preview settings (live_previews_enable, show_progress_every_n_steps, show_progress_type) are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`.",
         },
       ),
     ),
     override_settings_restore_afterwards: nullable(
       Type.Boolean({
         description:
-          "Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model, CLIP_stop_at_last_layers and sd_vae the A1111 routes' defaults.",
+          "Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model, CLIP_stop_at_last_layers, sd_vae and the live-preview settings the A1111 routes' defaults.",
       }),
     ),
     refiner_checkpoint: nullable(
@@ -917,10 +968,11 @@ export const A1111OptionsSchema = Type.Object(
     s_tmax: Type.Number({ description: "0 (= infinity); fixed." }),
     s_noise: Type.Number({ description: "1; fixed." }),
     s_min_uncond: Type.Number({ description: "0; fixed." }),
+    ...a1111PreviewSettings("A1111 requests that do not override it"),
   },
   {
     description:
-      "The A1111 settings sdx has. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae can be set; the others are fixed.",
+      "The A1111 settings sdx has. sd_model_checkpoint, CLIP_stop_at_last_layers, sd_vae and the live-preview settings can be set; the others are fixed.",
   },
 );
 
@@ -942,6 +994,7 @@ export const A1111OptionsUpdateSchema = Type.Object(
       }),
     ),
     sd_vae: nullable(A1111SdVaeSetting("The VAE of A1111 requests that do not override it")),
+    ...nullableAll(a1111PreviewSettings("A1111 requests that do not override it")),
   },
   {
     additionalProperties: true,
@@ -955,7 +1008,7 @@ export const A1111OptionsUpdateSchema = Type.Object(
 
 export const A1111ProgressQuerySchema = Type.Object({
   skip_current_image: Type.Optional(
-    Type.Boolean({ description: "Accepted; sdx makes no previews, so current_image is always null." }),
+    Type.Boolean({ description: "true: current_image is null (no preview is sent)." }),
   ),
 });
 
@@ -976,7 +1029,10 @@ export const A1111ProgressSchema = Type.Object(
       sampling_step: Type.Integer(),
       sampling_steps: Type.Integer(),
     }),
-    current_image: Type.Null({ description: "sdx makes no previews." }),
+    current_image: Type.Union([Type.String(), Type.Null()], {
+      description:
+        "The latest live preview of the batch's first image, a PNG base64-encoded: of the A1111 job reported (its live-preview settings), or of the running /v1 generation when it asks for previews on its event stream. null when there is none yet, when previews are off, or with skip_current_image=true.",
+    }),
     textinfo: Type.Union([Type.String(), Type.Null()]),
   },
   {
@@ -1114,6 +1170,8 @@ export type A1111Samplers = typeof A1111SamplersSchema.static;
 export type A1111Schedulers = typeof A1111SchedulersSchema.static;
 export type A1111Options = typeof A1111OptionsSchema.static;
 export type A1111OptionsUpdate = typeof A1111OptionsUpdateSchema.static;
+/** The live-preview settings of A1111 requests. */
+export type A1111PreviewSettings = Pick<A1111Options, keyof typeof A1111_PREVIEW_DEFAULTS>;
 export type A1111Progress = typeof A1111ProgressSchema.static;
 export type A1111Loras = typeof A1111LorasSchema.static;
 export type A1111Embeddings = typeof A1111EmbeddingsSchema.static;

@@ -197,7 +197,7 @@ export interface paths {
         put?: never;
         /**
          * AUTOMATIC1111 txt2img
-         * @description A1111's `POST /sdapi/v1/txt2img` on sdx's engine: `images` (PNG base64, each with its A1111 infotext in the `parameters` chunk), `parameters` (the request echoed) and `info` (JSON text of `A1111Info`: `all_seeds`, `infotexts`, …, plus `sdx_warnings`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images (queued like a /v1 request); image i of iteration j has seed + j × batch_size + i, and gives the same PNG as `POST /v1/generate` with the same parameters. `enable_hr` is sdx's hires fix (`hires`): hr_upscaler "Latent" → latent, "Latent (nearest)" → latent_nearest, "Lanczos" or "None" → lanczos; hr_scale or hr_resize_x/hr_resize_y → the final size; hr_second_pass_steps → steps; denoising_strength → strength. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. override_settings.sd_vae ("Automatic", "None" or a file name of GET /sdapi/v1/sd-vae) is sdx's `vae` ("Automatic": omitted, "None": "none"), as is the sd_vae setting of POST /sdapi/v1/options for requests that do not override it. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. Hires-fix fields sdx cannot honour (another upscaler, a second-pass checkpoint, sampler, schedule or prompt, a resize to another aspect ratio, firstphase_width/height, firstpass_image) are 422s naming the field too. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
+         * @description A1111's `POST /sdapi/v1/txt2img` on sdx's engine: `images` (PNG base64, each with its A1111 infotext in the `parameters` chunk), `parameters` (the request echoed) and `info` (JSON text of `A1111Info`: `all_seeds`, `infotexts`, …, plus `sdx_warnings`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images (queued like a /v1 request); image i of iteration j has seed + j × batch_size + i, and gives the same PNG as `POST /v1/generate` with the same parameters. `enable_hr` is sdx's hires fix (`hires`): hr_upscaler "Latent" → latent, "Latent (nearest)" → latent_nearest, "Lanczos" or "None" → lanczos; hr_scale or hr_resize_x/hr_resize_y → the final size; hr_second_pass_steps → steps; denoising_strength → strength. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. override_settings.sd_vae ("Automatic", "None" or a file name of GET /sdapi/v1/sd-vae) is sdx's `vae` ("Automatic": omitted, "None": "none"), as is the sd_vae setting of POST /sdapi/v1/options for requests that do not override it. Live previews (GET /sdapi/v1/progress `current_image`) follow A1111's live-preview settings (live_previews_enable, show_progress_every_n_steps, show_progress_type), from POST /sdapi/v1/options or override_settings; they never change the images. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. Hires-fix fields sdx cannot honour (another upscaler, a second-pass checkpoint, sampler, schedule or prompt, a resize to another aspect ratio, firstphase_width/height, firstpass_image) are 422s naming the field too. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
          */
         post: operations["a1111Txt2img"];
         delete?: never;
@@ -217,7 +217,7 @@ export interface paths {
         put?: never;
         /**
          * AUTOMATIC1111 img2img
-         * @description A1111's `POST /sdapi/v1/img2img` on sdx's engine, answered like txt2img (`images`, `parameters` without the input images unless include_init_images, `info`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images from the same picture, and gives the same PNG as `POST /v1/generate` with init_image = init_images[0], mask_image = mask (inverted first with inpainting_mask_invert 1), strength = denoising_strength, mask_blur, masked_content = inpainting_fill (0 fill, 1 original, 2 latent noise, 3 latent nothing), inpaint_full_res and inpaint_full_res_padding, at the request's width × height (default 512, as in A1111: the init image is resized to it, resize_mode 0). A1111's defaults apply (denoising_strength 0.75, mask_blur 4, inpainting_fill 0, inpaint_full_res true with padding 0), not /v1's. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. override_settings.sd_vae ("Automatic", "None" or a file name of GET /sdapi/v1/sd-vae) is sdx's `vae` ("Automatic": omitted, "None": "none"), as is the sd_vae setting of POST /sdapi/v1/options for requests that do not override it. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. img2img fields sdx cannot honour (resize_mode other than 0, several different init_images, mask_blur_x ≠ mask_blur_y, initial_noise_multiplier ≠ 1, latent_mask) are 422s naming the field too; image_cfg_scale (instruct-pix2pix only) is accepted and has no effect, as in A1111 with other models. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
+         * @description A1111's `POST /sdapi/v1/img2img` on sdx's engine, answered like txt2img (`images`, `parameters` without the input images unless include_init_images, `info`). Each of the `n_iter` iterations is one sdx generation of `batch_size` images from the same picture, and gives the same PNG as `POST /v1/generate` with init_image = init_images[0], mask_image = mask (inverted first with inpainting_mask_invert 1), strength = denoising_strength, mask_blur, masked_content = inpainting_fill (0 fill, 1 original, 2 latent noise, 3 latent nothing), inpaint_full_res and inpaint_full_res_padding, at the request's width × height (default 512, as in A1111: the init image is resized to it, resize_mode 0). A1111's defaults apply (denoising_strength 0.75, mask_blur 4, inpainting_fill 0, inpaint_full_res true with padding 0), not /v1's. Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. override_settings.sd_vae ("Automatic", "None" or a file name of GET /sdapi/v1/sd-vae) is sdx's `vae` ("Automatic": omitted, "None": "none"), as is the sd_vae setting of POST /sdapi/v1/options for requests that do not override it. Live previews (GET /sdapi/v1/progress `current_image`) follow A1111's live-preview settings (live_previews_enable, show_progress_every_n_steps, show_progress_type), from POST /sdapi/v1/options or override_settings; they never change the images. After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. img2img fields sdx cannot honour (resize_mode other than 0, several different init_images, mask_blur_x ≠ mask_blur_y, initial_noise_multiplier ≠ 1, latent_mask) are 422s naming the field too; image_cfg_scale (instruct-pix2pix only) is accepted and has no effect, as in A1111 with other models. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
          */
         post: operations["a1111Img2img"];
         delete?: never;
@@ -415,13 +415,13 @@ export interface paths {
         };
         /**
          * AUTOMATIC1111 settings
-         * @description The A1111 settings sdx has: the default model's title and hash, the clip skip and VAE of A1111 requests, and fixed values of settings that would change an image in A1111 (so a client can see what sdx does).
+         * @description The A1111 settings sdx has: the default model's title and hash, the clip skip, VAE and live-preview settings of A1111 requests, and fixed values of settings that would change an image in A1111 (so a client can see what sdx does).
          */
         get: operations["a1111GetOptions"];
         put?: never;
         /**
          * Change AUTOMATIC1111 settings
-         * @description `sd_model_checkpoint` makes that model the server's default (for /v1 requests too) and answers once it has loaded, as A1111 does; `CLIP_stop_at_last_layers` sets the clip skip of A1111 requests; `sd_vae` their VAE ("Automatic", "None" or a file of GET /sdapi/v1/sd-vae). Fixed settings must keep their value (422 naming the key); other keys are accepted, not applied, and listed in the `X-Sdx-Ignored-Options` header. Answers `null`, as A1111 does. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
+         * @description `sd_model_checkpoint` makes that model the server's default (for /v1 requests too) and answers once it has loaded, as A1111 does; `CLIP_stop_at_last_layers` sets the clip skip of A1111 requests; `sd_vae` their VAE ("Automatic", "None" or a file of GET /sdapi/v1/sd-vae); `live_previews_enable`, `show_progress_every_n_steps` and `show_progress_type` their live previews (GET /sdapi/v1/progress `current_image`). Fixed settings must keep their value (422 naming the key); other keys are accepted, not applied, and listed in the `X-Sdx-Ignored-Options` header. Answers `null`, as A1111 does. Errors keep sdx's shape `{ status, code, message, fields? }` (the `Error` model), not A1111's `{ error, detail, body, errors }`; a 422 names each rejected field in A1111's spelling.
          */
         post: operations["a1111SetOptions"];
         delete?: never;
@@ -439,7 +439,7 @@ export interface paths {
         };
         /**
          * AUTOMATIC1111 progress
-         * @description A1111's ProgressResponse: the oldest running A1111 txt2img or img2img (iteration `job_no` of `job_count`, `sampling_step` of `sampling_steps`), else a running /v1 generation, else idle (progress 0, job_count 0). `current_image` is always null: sdx makes no previews.
+         * @description A1111's ProgressResponse: the oldest running A1111 txt2img or img2img (iteration `job_no` of `job_count`, `sampling_step` of `sampling_steps`), else a running /v1 generation, else idle (progress 0, job_count 0). `current_image` is the latest live preview of the batch's first image (PNG base64), as the live-preview settings of POST /sdapi/v1/options (or override_settings) have A1111 jobs make them, or of a running /v1 generation that asks for previews on its event stream; null when there is none yet or with `skip_current_image=true`.
          */
         get: operations["a1111Progress"];
         put?: never;
@@ -512,7 +512,7 @@ export interface paths {
          *     - `image` `{ index, seed, png }`: a finished image, PNG base64.
          *     - `done` `{ metadata, warnings }`: the JSON answer's body without `images`. Last event.
          *     - `error` `Error`: the error body (e.g. `generation_failed`, `cancelled`). Last event.
-         *     A `: heartbeat` comment comes every 10 s. Closing the connection cancels the generation (queued: dropped; running: stopped before the next step).
+         *     With `preview` in the request, `preview` events follow the steps they preview (a JSON answer carries none and says so in `warnings`). A `: heartbeat` comment comes every 10 s. Closing the connection cancels the generation (queued: dropped; running: stopped before the next step).
          *
          *     **Admission.** Generations run a few at a time (`--concurrency`) and the rest wait in a bounded queue (`--max-queue`); a request that finds it full gets 429 `queue_full` at once, with `Retry-After` in seconds. While the server drains for shutdown, 503 `draining`.
          */
@@ -1113,7 +1113,7 @@ export interface components {
             s_tmin?: number | null;
             /** @description k-diffusion noise multiplier; sdx's samplers run at 1 (another value is said in `info.sdx_warnings`). */
             s_noise?: number | null;
-            /** @description A1111 settings for this request only. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`. */
+            /** @description A1111 settings for this request only. sd_model_checkpoint, CLIP_stop_at_last_layers, sd_vae and the live-preview settings (live_previews_enable, show_progress_every_n_steps, show_progress_type) are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`. */
             override_settings?: ({
                 /**
                  * @description The checkpoint for this request only: a title ("name.safetensors [hash10]"), model name, file name, short hash or SHA-256 from GET /sdapi/v1/sd-models, matched leniently as A1111 does. Never a path. An unknown one is a 422 (A1111 would fall back to the current model).
@@ -1129,10 +1129,19 @@ export interface components {
                  * @example Automatic
                  */
                 sd_vae?: string | null;
+                /** @description Live previews of this request (A1111's default: true): GET /sdapi/v1/progress's current_image. */
+                live_previews_enable?: boolean | null;
+                /** @description A preview after every N-th sampling step (A1111's default: 10); 0: every step; -1: only once an iteration has finished sampling, as in A1111 (sdx: after its last step). */
+                show_progress_every_n_steps?: number | null;
+                /**
+                 * @description How previews are made (A1111's default: "Approx NN"), with sdx's preview method for each: "Full" (approx), "Approx NN" (approx), "Approx cheap" (approx), "TAESD" (taesd). sdx has neither A1111's full-VAE previews nor its Approx NN network, so both are the linear projection ("Approx cheap"); a method the server cannot make is a 422.
+                 * @enum {string|null}
+                 */
+                show_progress_type?: "Full" | "Approx NN" | "Approx cheap" | "TAESD" | null;
             } & {
                 [key: string]: unknown;
             }) | null;
-            /** @description Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model, CLIP_stop_at_last_layers and sd_vae the A1111 routes' defaults. */
+            /** @description Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model, CLIP_stop_at_last_layers, sd_vae and the live-preview settings the A1111 routes' defaults. */
             override_settings_restore_afterwards?: boolean | null;
             /** @description SDXL refiner. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. ("", "None" are off) */
             refiner_checkpoint?: string | null;
@@ -1385,7 +1394,7 @@ export interface components {
             s_tmin?: number | null;
             /** @description k-diffusion noise multiplier; sdx's samplers run at 1 (another value is said in `info.sdx_warnings`). */
             s_noise?: number | null;
-            /** @description A1111 settings for this request only. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`. */
+            /** @description A1111 settings for this request only. sd_model_checkpoint, CLIP_stop_at_last_layers, sd_vae and the live-preview settings (live_previews_enable, show_progress_every_n_steps, show_progress_type) are applied; a setting GET /sdapi/v1/options reports as fixed must keep its value (422 otherwise); any other key is not applied and is named in `info.sdx_warnings`. */
             override_settings?: ({
                 /**
                  * @description The checkpoint for this request only: a title ("name.safetensors [hash10]"), model name, file name, short hash or SHA-256 from GET /sdapi/v1/sd-models, matched leniently as A1111 does. Never a path. An unknown one is a 422 (A1111 would fall back to the current model).
@@ -1401,10 +1410,19 @@ export interface components {
                  * @example Automatic
                  */
                 sd_vae?: string | null;
+                /** @description Live previews of this request (A1111's default: true): GET /sdapi/v1/progress's current_image. */
+                live_previews_enable?: boolean | null;
+                /** @description A preview after every N-th sampling step (A1111's default: 10); 0: every step; -1: only once an iteration has finished sampling, as in A1111 (sdx: after its last step). */
+                show_progress_every_n_steps?: number | null;
+                /**
+                 * @description How previews are made (A1111's default: "Approx NN"), with sdx's preview method for each: "Full" (approx), "Approx NN" (approx), "Approx cheap" (approx), "TAESD" (taesd). sdx has neither A1111's full-VAE previews nor its Approx NN network, so both are the linear projection ("Approx cheap"); a method the server cannot make is a 422.
+                 * @enum {string|null}
+                 */
+                show_progress_type?: "Full" | "Approx NN" | "Approx cheap" | "TAESD" | null;
             } & {
                 [key: string]: unknown;
             }) | null;
-            /** @description Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model, CLIP_stop_at_last_layers and sd_vae the A1111 routes' defaults. */
+            /** @description Default true: the overrides apply to this request only. false keeps them afterwards, as A1111 does: sd_model_checkpoint becomes the server's default model, CLIP_stop_at_last_layers, sd_vae and the live-preview settings the A1111 routes' defaults. */
             override_settings_restore_afterwards?: boolean | null;
             /** @description SDXL refiner. Accepted for compatibility; sdx has no such feature, so any value other than A1111's default is rejected with a 422 naming this field. ("", "None" are off) */
             refiner_checkpoint?: string | null;
@@ -1628,7 +1646,7 @@ export interface components {
             default_rho: number;
             need_inner_model: boolean;
         }[];
-        /** @description The A1111 settings sdx has. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae can be set; the others are fixed. */
+        /** @description The A1111 settings sdx has. sd_model_checkpoint, CLIP_stop_at_last_layers, sd_vae and the live-preview settings can be set; the others are fixed. */
         A1111Options: {
             /** @description Title of the server's default model (null while it has none). */
             sd_model_checkpoint: string | null;
@@ -1660,6 +1678,15 @@ export interface components {
             s_noise: number;
             /** @description 0; fixed. */
             s_min_uncond: number;
+            /** @description Live previews of A1111 requests that do not override it (A1111's default: true): GET /sdapi/v1/progress's current_image. */
+            live_previews_enable: boolean;
+            /** @description A preview after every N-th sampling step (A1111's default: 10); 0: every step; -1: only once an iteration has finished sampling, as in A1111 (sdx: after its last step). */
+            show_progress_every_n_steps: number;
+            /**
+             * @description How previews are made (A1111's default: "Approx NN"), with sdx's preview method for each: "Full" (approx), "Approx NN" (approx), "Approx cheap" (approx), "TAESD" (taesd). sdx has neither A1111's full-VAE previews nor its Approx NN network, so both are the linear projection ("Approx cheap"); a method the server cannot make is a 422.
+             * @enum {string}
+             */
+            show_progress_type: "Full" | "Approx NN" | "Approx cheap" | "TAESD";
         };
         /**
          * @description Settings to change. The fixed settings of GET /sdapi/v1/options must keep their value (422 naming the key otherwise). Any other key is accepted and not applied (A1111's UI settings), and named in the `X-Sdx-Ignored-Options` response header.
@@ -1679,6 +1706,15 @@ export interface components {
              * @example Automatic
              */
             sd_vae?: string | null;
+            /** @description Live previews of A1111 requests that do not override it (A1111's default: true): GET /sdapi/v1/progress's current_image. */
+            live_previews_enable?: boolean | null;
+            /** @description A preview after every N-th sampling step (A1111's default: 10); 0: every step; -1: only once an iteration has finished sampling, as in A1111 (sdx: after its last step). */
+            show_progress_every_n_steps?: number | null;
+            /**
+             * @description How previews are made (A1111's default: "Approx NN"), with sdx's preview method for each: "Full" (approx), "Approx NN" (approx), "Approx cheap" (approx), "TAESD" (taesd). sdx has neither A1111's full-VAE previews nor its Approx NN network, so both are the linear projection ("Approx cheap"); a method the server cannot make is a 422.
+             * @enum {string|null}
+             */
+            show_progress_type?: "Full" | "Approx NN" | "Approx cheap" | "TAESD" | null;
         } & {
             [key: string]: unknown;
         };
@@ -1721,8 +1757,8 @@ export interface components {
                 sampling_step: number;
                 sampling_steps: number;
             };
-            /** @description sdx makes no previews. */
-            current_image: null;
+            /** @description The latest live preview of the batch's first image, a PNG base64-encoded: of the A1111 job reported (its live-preview settings), or of the running /v1 generation when it asks for previews on its event stream. null when there is none yet, when previews are off, or with skip_current_image=true. */
+            current_image: string | null;
             textinfo: string | null;
         };
         /** @description An empty object, as A1111 answers. */
@@ -3226,7 +3262,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The A1111 settings sdx has. sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae can be set; the others are fixed. */
+            /** @description The A1111 settings sdx has. sd_model_checkpoint, CLIP_stop_at_last_layers, sd_vae and the live-preview settings can be set; the others are fixed. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3293,7 +3329,7 @@ export interface operations {
     a1111Progress: {
         parameters: {
             query?: {
-                /** @description Accepted; sdx makes no previews, so current_image is always null. */
+                /** @description true: current_image is null (no preview is sent). */
                 skip_current_image?: boolean;
             };
             header?: never;

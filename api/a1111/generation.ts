@@ -3,9 +3,12 @@
  * generations run one after the other (with progress, interrupt and skip), and the answer's `info`.
  */
 import {
+  A1111_PREVIEW_DEFAULTS,
+  A1111_PREVIEW_METHODS,
   A1111_RANDOM_SEED_SPACE,
   type A1111Img2ImgRequest,
   type A1111Info,
+  type A1111PreviewSettings,
   type A1111Txt2ImgRequest,
   ApiError,
   type FieldError,
@@ -25,7 +28,7 @@ import { readPngText } from "../engine/pipeline/image.ts";
 import { SCHEDULERS } from "../engine/schedulers/index.ts";
 import { resolveSdVae, vaeInfo } from "./adapters.ts";
 import { makeDefault, resolveCheckpoint } from "./checkpoints.ts";
-import { checkSettings } from "./options.ts";
+import { checkSettings, previewRequest, previewSettings } from "./options.ts";
 import { a1111Error, a1111Text } from "./request.ts";
 import { a1111SamplerName, resolveSampler, type SamplerChoice } from "./samplers.ts";
 import type { A1111Job, A1111Session } from "./session.ts";
@@ -117,7 +120,12 @@ export interface MappedRequest {
   nIter: number;
   clipSkip: number;
   /** Overrides kept after the request (override_settings_restore_afterwards false). */
-  keep: { model: string | null; clipSkip: number | null; sdVae: string | null };
+  keep: {
+    model: string | null;
+    clipSkip: number | null;
+    sdVae: string | null;
+    previews: A1111PreviewSettings | null;
+  };
   warnings: string[];
 }
 
@@ -182,12 +190,23 @@ export async function mapRequest(
     overrides.sd_vae !== undefined ? "override_settings.sd_vae" : "sd_vae",
   );
   const restore = req.override_settings_restore_afterwards !== false;
+  const previews = previewSettings(session, overrides);
+  const preview = previewRequest(previews);
+  const previewType = overrides.show_progress_type;
+  const previewsOverridden = Object.keys(A1111_PREVIEW_DEFAULTS).some(
+    (key) => overrides[key as keyof A1111PreviewSettings] !== undefined,
+  );
   const warnings = [
     ...sampler.warnings,
     ...ignoredFieldWarnings(req, sampler.scheduler, raw, route),
     ...(unknownSettings.length > 0
       ? [
           `override_settings ${unknownSettings.join(", ")} ${unknownSettings.length === 1 ? "was" : "were"} not applied: sdx has no such setting (GET /sdapi/v1/options lists those it has).`,
+        ]
+      : []),
+    ...(previewType && previewType !== "Approx cheap" && A1111_PREVIEW_METHODS[previewType] === "approx"
+      ? [
+          `override_settings.show_progress_type "${previewType}": sdx makes these previews as "Approx cheap" (a linear projection of the latents); it has neither A1111's full-VAE previews nor its Approx NN network.`,
         ]
       : []),
   ];
@@ -205,6 +224,7 @@ export async function mapRequest(
     ...(req.negative_prompt ? { negative_prompt: req.negative_prompt } : {}),
     ...(sampler.scheduler === "ddim" ? { eta: req.eta ?? 0 } : {}),
     ...(vae !== undefined ? { vae } : {}),
+    ...(preview ? { preview } : {}),
   };
   return {
     base,
@@ -221,6 +241,7 @@ export async function mapRequest(
       model: !restore && model ? model.name : null,
       clipSkip: !restore && overrides.CLIP_stop_at_last_layers !== undefined ? clipSkip : null,
       sdVae: !restore && overrides.sd_vae !== undefined ? overrides.sd_vae : null,
+      previews: !restore && previewsOverridden ? previews : null,
     },
     warnings,
   };
@@ -264,6 +285,7 @@ export async function runIterations(
     interrupted: false,
     skipped: false,
     controller: new AbortController(),
+    currentImage: null,
   };
   session.jobs.add(job);
   const images: string[] = [];
@@ -295,6 +317,9 @@ export async function runIterations(
               job.step = e.step;
               job.steps = e.total;
             },
+            preview: (e) => {
+              if (e.image === 0) job.currentImage = e.png;
+            },
           },
           limits,
         );
@@ -323,6 +348,7 @@ export async function runIterations(
   if (mapped.keep.model) await makeDefault(host, mapped.keep.model);
   if (mapped.keep.clipSkip !== null) session.clipSkip = mapped.keep.clipSkip;
   if (mapped.keep.sdVae !== null) session.sdVae = mapped.keep.sdVae;
+  if (mapped.keep.previews !== null) session.previews = mapped.keep.previews;
   const vaeUsed = await vaeInfo(host, first);
   const infotexts = images.map((png) => readPngText(Buffer.from(png, "base64")).parameters ?? "");
   const prompt = base.prompt;

@@ -44,6 +44,7 @@ const TAG = "automatic1111";
 const SHARED =
   "Sampler and schedule are matched to sdx's by A1111's names (422 for one sdx does not have). Fields that would change A1111's image but that sdx cannot honour (tiling, subseed_strength > 0, seed_resize_from_*, refiner_checkpoint, script_name, alwayson_scripts entries, infotext) are 422s naming the field; harmless ones (restore_faces, styles, save_images, s_churn, s_noise, unknown fields and settings) are accepted and named in `info.sdx_warnings`. " +
   'override_settings.sd_vae ("Automatic", "None" or a file name of GET /sdapi/v1/sd-vae) is sdx\'s `vae` ("Automatic": omitted, "None": "none"), as is the sd_vae setting of POST /sdapi/v1/options for requests that do not override it. ' +
+  "Live previews (GET /sdapi/v1/progress `current_image`) follow A1111's live-preview settings (live_previews_enable, show_progress_every_n_steps, show_progress_type), from POST /sdapi/v1/options or override_settings; they never change the images. " +
   "After POST /sdapi/v1/interrupt the answer is still 200, with the images of the iterations that finished (possibly none) and the interruption in `info.sdx_warnings`. ";
 
 const ERRORS =
@@ -253,7 +254,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
         operationId: "a1111GetOptions",
         summary: "AUTOMATIC1111 settings",
         description:
-          "The A1111 settings sdx has: the default model's title and hash, the clip skip and VAE of A1111 requests, and fixed values of settings that would change an image in A1111 (so a client can see what sdx does).",
+          "The A1111 settings sdx has: the default model's title and hash, the clip skip, VAE and live-preview settings of A1111 requests, and fixed values of settings that would change an image in A1111 (so a client can see what sdx does).",
       },
     })
     .post(
@@ -279,7 +280,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
           operationId: "a1111SetOptions",
           summary: "Change AUTOMATIC1111 settings",
           description:
-            '`sd_model_checkpoint` makes that model the server\'s default (for /v1 requests too) and answers once it has loaded, as A1111 does; `CLIP_stop_at_last_layers` sets the clip skip of A1111 requests; `sd_vae` their VAE ("Automatic", "None" or a file of GET /sdapi/v1/sd-vae). Fixed settings must keep their value (422 naming the key); other keys are accepted, not applied, and listed in the `X-Sdx-Ignored-Options` header. Answers `null`, as A1111 does.' +
+            '`sd_model_checkpoint` makes that model the server\'s default (for /v1 requests too) and answers once it has loaded, as A1111 does; `CLIP_stop_at_last_layers` sets the clip skip of A1111 requests; `sd_vae` their VAE ("Automatic", "None" or a file of GET /sdapi/v1/sd-vae); `live_previews_enable`, `show_progress_every_n_steps` and `show_progress_type` their live previews (GET /sdapi/v1/progress `current_image`). Fixed settings must keep their value (422 naming the key); other keys are accepted, not applied, and listed in the `X-Sdx-Ignored-Options` header. Answers `null`, as A1111 does.' +
             ERRORS,
           responses: {
             200: {
@@ -309,7 +310,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
         },
       },
     )
-    .get("/sdapi/v1/progress", () => progressOf(host, session), {
+    .get("/sdapi/v1/progress", ({ query }) => progressOf(host, session, query.skip_current_image), {
       parse: "json",
       query: A1111ProgressQuerySchema,
       response: { 200: "A1111Progress" },
@@ -318,7 +319,7 @@ export const a1111Plugin = (host: ModelHost, limits: Limits = DEFAULT_LIMITS) =>
         operationId: "a1111Progress",
         summary: "AUTOMATIC1111 progress",
         description:
-          "A1111's ProgressResponse: the oldest running A1111 txt2img or img2img (iteration `job_no` of `job_count`, `sampling_step` of `sampling_steps`), else a running /v1 generation, else idle (progress 0, job_count 0). `current_image` is always null: sdx makes no previews.",
+          "A1111's ProgressResponse: the oldest running A1111 txt2img or img2img (iteration `job_no` of `job_count`, `sampling_step` of `sampling_steps`), else a running /v1 generation, else idle (progress 0, job_count 0). `current_image` is the latest live preview of the batch's first image (PNG base64), as the live-preview settings of POST /sdapi/v1/options (or override_settings) have A1111 jobs make them, or of a running /v1 generation that asks for previews on its event stream; null when there is none yet or with `skip_current_image=true`.",
       },
     })
     .post(

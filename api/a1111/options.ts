@@ -1,11 +1,22 @@
-/** A1111's settings: the ones sdx has (the default model, clip skip, VAE) and the fixed ones it reports. */
+/**
+ * A1111's settings: the ones sdx has (the default model, clip skip, VAE, live previews) and the fixed ones it
+ * reports.
+ */
 import {
+  A1111_PREVIEW_DEFAULTS,
+  A1111_PREVIEW_METHODS,
+  A1111_PREVIEW_TYPES,
   type A1111Options,
   type A1111OptionsUpdate,
+  type A1111PreviewSettings,
+  type A1111PreviewType,
   ApiError,
   type FieldError,
+  type GenerateRequest,
+  PREVIEW_EVERY_MAX,
   validationFailed,
 } from "../../contract/index.ts";
+import { previewMethodProblem } from "../engine/generation/preview_params.ts";
 import type { ModelHost } from "../engine/model_host.ts";
 import { resolveSdVae } from "./adapters.ts";
 import { defaultModelInfo, makeDefault, resolveCheckpoint, sdModelItem } from "./checkpoints.ts";
@@ -31,6 +42,9 @@ function fixedOptions(
   };
 }
 
+/** The live-preview settings' keys. */
+const PREVIEW_KEYS = new Set<string>(Object.keys(A1111_PREVIEW_DEFAULTS));
+
 export async function getOptions(host: ModelHost, session: A1111Session): Promise<A1111Options> {
   const name = host.defaultModel;
   const current = await defaultModelInfo(host);
@@ -40,11 +54,48 @@ export async function getOptions(host: ModelHost, session: A1111Session): Promis
     sd_checkpoint_hash: current?.hash ?? null,
     CLIP_stop_at_last_layers: session.clipSkip,
     sd_vae: session.sdVae,
+    ...session.previews,
     ...(fixed as Omit<
       A1111Options,
-      "sd_model_checkpoint" | "sd_checkpoint_hash" | "CLIP_stop_at_last_layers" | "sd_vae"
+      | "sd_model_checkpoint"
+      | "sd_checkpoint_hash"
+      | "CLIP_stop_at_last_layers"
+      | "sd_vae"
+      | keyof A1111PreviewSettings
     >),
   };
+}
+
+/** The session's live-preview settings with a request's overrides (null and absent ones keep the session's). */
+export function previewSettings(
+  session: A1111Session,
+  overrides: Partial<Record<keyof A1111PreviewSettings, unknown>>,
+): A1111PreviewSettings {
+  const settings = { ...session.previews };
+  for (const key of PREVIEW_KEYS as Set<keyof A1111PreviewSettings>) {
+    const value = overrides[key];
+    if (value !== undefined && value !== null) Object.assign(settings, { [key]: value });
+  }
+  return settings;
+}
+
+/**
+ * A1111's live-preview settings as sdx's `preview`, or undefined when off. A1111 previews every N-th step
+ * (shared_state.State.set_current_image): N = 0 every step, N = -1 only once an iteration has finished sampling
+ * (State.nextjob), which is sdx's preview after the last step.
+ */
+export function previewRequest(settings: A1111PreviewSettings): GenerateRequest["preview"] {
+  if (!settings.live_previews_enable) return undefined;
+  const n = settings.show_progress_every_n_steps;
+  return {
+    every: n > 0 ? n : n === 0 ? 1 : PREVIEW_EVERY_MAX,
+    method: A1111_PREVIEW_METHODS[settings.show_progress_type],
+  };
+}
+
+/** show_progress_type's values whose sdx method this server makes. */
+function availablePreviewTypes(): A1111PreviewType[] {
+  return A1111_PREVIEW_TYPES.filter((t) => previewMethodProblem(A1111_PREVIEW_METHODS[t]) === null);
 }
 
 /**
@@ -61,6 +112,15 @@ export async function checkSettings(
   const unknown: string[] = [];
   for (const [key, value] of Object.entries(settings)) {
     if (key === "sd_model_checkpoint" || key === "CLIP_stop_at_last_layers") continue;
+    if (PREVIEW_KEYS.has(key)) {
+      const problem =
+        key === "show_progress_type" && value !== null
+          ? previewMethodProblem(A1111_PREVIEW_METHODS[value as A1111PreviewType])
+          : null;
+      if (problem !== null)
+        fields.push({ field: `${prefix}${key}`, message: problem, allowed: availablePreviewTypes() });
+      continue;
+    }
     if (key === "sd_vae") {
       try {
         await resolveSdVae(host, String(value), `${prefix}${key}`);
@@ -111,5 +171,6 @@ export async function setOptions(
   if (target) await makeDefault(host, target.name);
   if (update.CLIP_stop_at_last_layers !== undefined) session.clipSkip = update.CLIP_stop_at_last_layers;
   if (update.sd_vae !== undefined) session.sdVae = update.sd_vae;
+  session.previews = previewSettings(session, update);
   return ignored;
 }

@@ -24,9 +24,16 @@ function estimate(jobNo: number, jobCount: number, step: number, steps: number, 
 
 /**
  * GET /sdapi/v1/progress: the oldest running A1111 txt2img or img2img (else the oldest waiting one), else a running /v1
- * generation, else idle. sdx makes no previews, so current_image is null.
+ * generation, else idle. current_image is the latest live preview of the batch's first image (A1111 jobs make them
+ * as the live-preview settings say, /v1 generations when they ask for them), null when there is none or the
+ * client skips it.
  */
-export function progressOf(host: ModelHost, session: A1111Session, now = performance.now()): A1111Progress {
+export function progressOf(
+  host: ModelHost,
+  session: A1111Session,
+  skipCurrentImage = false,
+  now = performance.now(),
+): A1111Progress {
   const jobs = [...session.jobs];
   const job = jobs.find((j) => j.running) ?? jobs[0];
   if (job) {
@@ -44,7 +51,7 @@ export function progressOf(host: ModelHost, session: A1111Session, now = perform
         sampling_step: job.step,
         sampling_steps: job.steps,
       },
-      current_image: null,
+      current_image: skipCurrentImage ? null : job.currentImage,
       textinfo: job.running
         ? null
         : job.queuePosition > 0
@@ -63,7 +70,8 @@ export function progressOf(host: ModelHost, session: A1111Session, now = perform
         sampling_step: running.step,
         sampling_steps: running.total,
       },
-      current_image: null,
+      current_image:
+        skipCurrentImage || !running.preview ? null : Buffer.from(running.preview.png).toString("base64"),
       textinfo: `sdx /v1/generate on ${running.model}`,
     };
   }

@@ -16,6 +16,7 @@ import type {
   GenerateOutput,
   LoadOptions,
   ModelCapabilities,
+  PreviewImage,
 } from "./pipeline/types.ts";
 import { ClipTokenizer } from "./tokenizer/clip.ts";
 import { EngineWorker } from "./worker/engine_client.ts";
@@ -109,6 +110,8 @@ interface RunningJob {
   lastProgress: number;
   step: number;
   total: number;
+  /** The latest preview of the batch's first image, when the generation makes previews. */
+  preview: PreviewImage | null;
   /** Stops it before its next step (see `interrupt`). */
   controller: AbortController;
 }
@@ -120,6 +123,8 @@ export interface JobProgress {
   /** Steps of the whole run (0 until the first step is reported). */
   total: number;
   elapsedMs: number;
+  /** The latest preview of the batch's first image (null until one is made, or when none are asked for). */
+  preview: PreviewImage | null;
 }
 
 /** A loaded model's place in the cache: generations using it now, and when it was last used. */
@@ -458,6 +463,7 @@ export class ModelHost {
       lastProgress: now,
       step: 0,
       total: 0,
+      preview: null,
       controller: new AbortController(),
     };
     this.jobs.add(job);
@@ -476,6 +482,7 @@ export class ModelHost {
           job.lastProgress = now;
           job.step = event.step;
           job.total = event.total;
+          job.preview = event.previews?.find((p) => p.image === 0) ?? job.preview;
           this.notify((o) => o.stepDone?.(ms / 1000));
           this.stepMsAverage = this.stepMsAverage === null ? ms : 0.8 * this.stepMsAverage + 0.2 * ms;
           hooks.onStep?.(event);
@@ -499,6 +506,7 @@ export class ModelHost {
       step: job.step,
       total: job.total,
       elapsedMs: now - job.startedAt,
+      preview: job.preview,
     }));
   }
 

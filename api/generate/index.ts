@@ -19,6 +19,7 @@ const STREAM_DESCRIPTION =
   "Request errors (422, 429, 503) are still plain JSON answers; once the stream starts, events are " +
   "`event: <name>` with one JSON `data:` line:\n" +
   describeEvents(GenerateEventsSchema) +
+  "With `preview` in the request, `preview` events follow the steps they preview (a JSON answer carries none and says so in `warnings`). " +
   `A \`: heartbeat\` comment comes every ${HEARTBEAT_MS / 1000} s. Closing the connection cancels the generation (queued: dropped; running: stopped before the next step).\n\n` +
   "**Admission.** Generations run a few at a time (`--concurrency`) and the rest wait in a bounded queue (`--max-queue`); " +
   "a request that finds it full gets 429 `queue_full` at once, with `Retry-After` in seconds. While the server drains for shutdown, 503 `draining`.";

@@ -22,8 +22,8 @@ export interface StreamOptions {
 
 /**
  * Checks and admits the request now (so a bad request, a full queue or a draining server is a plain JSON
- * error), then streams `queued`, `started`, `loading`, `step`…, `image`… and `done` or `error`. A client that
- * goes away (the request's signal, or the stream cancelled) cancels the generation.
+ * error), then streams `queued`, `started`, `loading`, `step`… (each followed by its `preview`s when the request
+ * asks for them), `image`… and `done` or `error`. A client that goes away (the request's signal, or the stream cancelled) cancels the generation.
  */
 export async function generationEventStream(
   host: ModelHost,
@@ -55,6 +55,7 @@ export async function generationEventStream(
             elapsed_ms: Math.round(e.elapsedMs),
             eta_ms: Math.round(e.etaMs),
           }),
+        preview: (e) => send("preview", e),
       });
       res.images.forEach((image, index) => {
         send("image", { index, seed: image.seed, png: image.png });

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cp, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { previewRequest } from "../../api/a1111/options.ts";
 import { createApp } from "../../api/app.ts";
 import { ModelHost } from "../../api/engine/model_host.ts";
 import { readPngText } from "../../api/engine/pipeline/image.ts";
@@ -68,7 +69,7 @@ interface Progress {
     sampling_step: number;
     sampling_steps: number;
   };
-  current_image: null;
+  current_image: string | null;
   textinfo: string | null;
 }
 
@@ -540,17 +541,18 @@ describe("422s name the A1111 field", () => {
   });
 });
 
-describe("progress, interrupt and skip", () => {
-  async function waitFor(check: (p: Progress) => boolean): Promise<Progress> {
-    const deadline = Date.now() + 60_000;
-    while (true) {
-      const p = await ok<Progress>("GET", "/sdapi/v1/progress");
-      if (check(p)) return p;
-      if (Date.now() > deadline) throw new Error(`progress never got there: ${JSON.stringify(p)}`);
-      await Bun.sleep(20);
-    }
+/** GET /sdapi/v1/progress (with `query`) until `check` holds. */
+async function waitFor(check: (p: Progress) => boolean, query = ""): Promise<Progress> {
+  const deadline = Date.now() + 60_000;
+  while (true) {
+    const p = await ok<Progress>("GET", `/sdapi/v1/progress${query}`);
+    if (check(p)) return p;
+    if (Date.now() > deadline) throw new Error(`progress never got there: ${JSON.stringify(p)}`);
+    await Bun.sleep(10);
   }
+}
 
+describe("progress, interrupt and skip", () => {
   test("progress follows a running txt2img, and interrupt stops it: 200 with the finished iterations", async () => {
     const stepsBefore = await metric("sdx_steps_total");
     const running = txt2img({ prompt: "a castle", seed: 5, steps: 40, n_iter: 3, width: 256, height: 256 });
@@ -565,7 +567,8 @@ describe("progress, interrupt and skip", () => {
     expect(during.progress).toBeGreaterThan(0.01);
     expect(during.progress).toBeLessThan(1 / 3 + 0.01);
     expect(during.eta_relative).toBeGreaterThan(0);
-    expect(during.current_image).toBeNull();
+    // A1111's default live previews: one every 10 steps, so none before step 10.
+    expect(during.current_image !== null).toBe(during.state.sampling_step >= 10);
     const later = await waitFor((p) => p.state.sampling_step > during.state.sampling_step);
     expect(later.progress).toBeGreaterThan(during.progress);
 
@@ -607,6 +610,130 @@ describe("progress, interrupt and skip", () => {
     const p = await waitFor((q) => q.state.sampling_step >= 1);
     expect(p.state).toMatchObject({ job: "sdx generate", job_count: 1, sampling_steps: 60 });
     await running;
+  }, 120_000);
+});
+
+describe("live previews", () => {
+  const DEFAULTS = {
+    live_previews_enable: true,
+    show_progress_every_n_steps: 10,
+    show_progress_type: "Approx NN",
+  };
+  afterAll(async () => {
+    await call("POST", "/sdapi/v1/options", DEFAULTS);
+  });
+
+  test("the settings are A1111's, with its defaults, and map onto sdx's preview", async () => {
+    expect(await ok("GET", "/sdapi/v1/options")).toMatchObject(DEFAULTS);
+    const settings = (n: number, type = "Approx cheap", on = true) =>
+      previewRequest({
+        live_previews_enable: on,
+        show_progress_every_n_steps: n,
+        show_progress_type: type as "Approx cheap",
+      });
+    expect(settings(10, "Approx NN")).toEqual({ every: 10, method: "approx" });
+    // A1111's State.set_current_image: 0 previews every step; -1 only once sampling is done (State.nextjob).
+    expect(settings(0)).toEqual({ every: 1, method: "approx" });
+    expect(settings(-1)).toEqual({ every: 1000, method: "approx" });
+    expect(settings(3, "TAESD")).toEqual({ every: 3, method: "taesd" });
+    expect(settings(3, "Full", false)).toBeUndefined();
+  });
+
+  test("a running sdwebuiapi txt2img shows its latest preview as current_image (none with skip_current_image), and its images are those made without previews", async () => {
+    const body = sdwebuiapiPayload({
+      prompt: "a castle",
+      seed: 21,
+      steps: 30,
+      ...SMALL,
+      override_settings: { show_progress_every_n_steps: 1, show_progress_type: "Approx cheap" },
+    });
+    const running = txt2img(body);
+    const skipped = await waitFor((p) => p.state.sampling_step >= 1, "?skip_current_image=true");
+    expect(skipped.current_image).toBeNull();
+    const p = await waitFor((q) => q.current_image !== null);
+    const preview = await pixels(Buffer.from(p.current_image as string, "base64"));
+    expect([preview.width, preview.height]).toEqual([8, 8]);
+    const { res, info } = await running;
+    expect(info.sdx_warnings).toEqual([]);
+    const { res: plain } = await txt2img({
+      ...body,
+      override_settings: { live_previews_enable: false },
+    });
+    expect(res.images).toEqual(plain.images);
+    expect((await ok<Progress>("GET", "/sdapi/v1/progress")).current_image).toBeNull();
+  }, 120_000);
+
+  test("previews made as Approx cheap for Full and Approx NN say so; TAESD is a 422 until sdx runs it", async () => {
+    const { info } = await txt2img({
+      prompt: "x",
+      seed: 1,
+      steps: 2,
+      ...SMALL,
+      override_settings: { show_progress_type: "Full" },
+    });
+    expect(info.sdx_warnings.join("\n")).toContain(
+      'show_progress_type "Full": sdx makes these previews as "Approx cheap"',
+    );
+    const options = await rejected({ show_progress_type: "TAESD" }, "/sdapi/v1/options");
+    expect(options.fields?.[0]).toMatchObject({
+      field: "show_progress_type",
+      allowed: ["Full", "Approx NN", "Approx cheap"],
+    });
+    expect(options.fields?.[0]?.message).toStartWith("taesd previews need");
+    const request = await rejected({
+      prompt: "x",
+      steps: 2,
+      ...SMALL,
+      override_settings: { show_progress_type: "TAESD" },
+    });
+    expect(request.fields?.[0]?.field).toBe("override_settings.show_progress_type");
+    expect((await rejected({ show_progress_type: "Fast" }, "/sdapi/v1/options")).fields?.[0]?.field).toBe(
+      "show_progress_type",
+    );
+  });
+
+  test("POST options sets them for later requests; override_settings_restore_afterwards false keeps an override", async () => {
+    expect(
+      (
+        await call("POST", "/sdapi/v1/options", {
+          show_progress_every_n_steps: 0,
+          show_progress_type: "Full",
+        })
+      ).status,
+    ).toBe(200);
+    expect(await ok("GET", "/sdapi/v1/options")).toMatchObject({
+      show_progress_every_n_steps: 0,
+      show_progress_type: "Full",
+    });
+    await txt2img({
+      prompt: "x",
+      steps: 2,
+      ...SMALL,
+      override_settings: { live_previews_enable: false },
+      override_settings_restore_afterwards: false,
+    });
+    expect(await ok("GET", "/sdapi/v1/options")).toMatchObject({
+      live_previews_enable: false,
+      show_progress_every_n_steps: 0,
+    });
+  });
+
+  test("a running /v1 generation that streams previews shows them too", async () => {
+    const res = await fetch(`${server.url}/v1/generate`, {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "text/event-stream" },
+      body: JSON.stringify({
+        prompt: "x",
+        seed: 2,
+        num_steps: 30,
+        ...SMALL,
+        preview: { every: 1 },
+      }),
+    });
+    const p = await waitFor((q) => q.current_image !== null);
+    expect(p.state.job).toBe("sdx generate");
+    expect((await pixels(Buffer.from(p.current_image as string, "base64"))).width).toBe(8);
+    await res.text();
   }, 120_000);
 });
 
@@ -671,11 +798,11 @@ describe("options", () => {
     const unknown = await rejected({ sd_model_checkpoint: "nope" }, "/sdapi/v1/options");
     expect(unknown.fields?.[0]?.field).toBe("sd_model_checkpoint");
     const ignored = await call("POST", "/sdapi/v1/options", {
-      show_progress_every_n_steps: 5,
+      show_progress_grid: false,
       samples_format: "png",
     });
     expect(ignored.status).toBe(200);
-    expect(ignored.headers.get("x-sdx-ignored-options")).toBe("show_progress_every_n_steps");
+    expect(ignored.headers.get("x-sdx-ignored-options")).toBe("show_progress_grid");
     // A client that posts back what it read changes nothing.
     const options = await ok<Record<string, unknown>>("GET", "/sdapi/v1/options");
     expect((await call("POST", "/sdapi/v1/options", options)).status).toBe(200);

@@ -76,12 +76,16 @@ const SDXL_FIELDS = [
   "target_size",
 ] as const;
 
-/** One sentence for each accepted parameter that leaves the image as it would be without it. */
+/**
+ * One sentence for each accepted parameter that leaves the answer as it would be without it (`previewsSent`: the
+ * caller listened for the previews a request's `preview` asks for).
+ */
 export function warningsFor(
   p: AppliedParams,
   output: GenerateOutput,
   memory: MemoryReport,
   req: Partial<GenerateRequest> = {},
+  previewsSent = false,
 ): string[] {
   const warnings: string[] = [];
   const guided = p.guidance_scale > 1;
@@ -151,6 +155,11 @@ export function warningsFor(
     }
   }
   warnings.push(...imageWarnings(p, req));
+  if (req.preview && !previewsSent) {
+    warnings.push(
+      "preview was not applied: previews travel only on the event stream (send Accept: text/event-stream for `preview` events); this JSON answer has none.",
+    );
+  }
   for (const [key, report] of Object.entries(memory)) {
     if (typeof report === "object" && report.requested && !report.applied) {
       warnings.push(`enable_${key} did not change anything: ${report.note}.`);

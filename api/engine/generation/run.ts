@@ -7,6 +7,7 @@ import {
   type AppliedParams,
   DEFAULT_LIMITS,
   GENERATE_DEFAULTS,
+  type GenerateEvents,
   type GenerateRequest,
   type GenerateResponse,
   type Limits,
@@ -19,12 +20,13 @@ import type { ModelEntry } from "../model_folder.ts";
 import type { LoadedModel, ModelHost } from "../model_host.ts";
 import { requestedModel, withModel } from "../models.ts";
 import { GenerationAborted, GenerationFailed, GenerationInvalid } from "../pipeline/errors.ts";
-import type { GenerateInput, GenerateOutput } from "../pipeline/types.ts";
+import type { GenerateInput, GenerateOutput, PreviewInput } from "../pipeline/types.ts";
 import { SCHEDULERS } from "../schedulers/index.ts";
 import type { Offload } from "../worker/protocol.ts";
 import { type ResolvedAdapters, resolveAdapters } from "./adapter_params.ts";
 import { type InputImages, prepareImages, readInputImages } from "./image_params.ts";
 import { type ModelFacts, resolveParams } from "./params.ts";
+import { previewInput } from "./preview_params.ts";
 import { tokenizeField } from "./prompt_fields.ts";
 import { infotext, memoryReport, warningsFor } from "./report.ts";
 
@@ -44,6 +46,11 @@ export interface GenerateProgress {
   loading?(model: string): void;
   /** A denoising step finished; `elapsedMs` since the start, `etaMs` the estimated rest. */
   step?(event: { step: number; total: number; elapsedMs: number; etaMs: number }): void;
+  /**
+   * A preview of one image after a step (right after that step's `step`). Only a caller that listens gets them:
+   * a request's `preview` without this hook makes none and says so in its warnings.
+   */
+  preview?(event: GenerateEvents["preview"]): void;
 }
 
 /** A checked and admitted generation: `run` must be called once, and releases the slot whatever happens. */
@@ -188,6 +195,7 @@ export async function prepareGeneration(
 ): Promise<PreparedGeneration> {
   const sizeRange = sizeRangeOf(limits);
   const entry = await requestedModel(host, req.model);
+  const preview = previewInput(req.preview);
   const images = await readInputImages(req, limits ?? DEFAULT_LIMITS);
   const syntax = req.prompt_syntax ?? GENERATE_DEFAULTS.prompt_syntax;
   const adapters = await resolveAdapters(req, syntax, entry, host.adapters);
@@ -217,6 +225,7 @@ export async function prepareGeneration(
           adapters,
           sizeRange,
           position,
+          preview,
         });
       } finally {
         ticket.release();
@@ -234,6 +243,8 @@ interface RunContext {
   adapters: ResolvedAdapters;
   sizeRange: ModelFacts["sizeRange"];
   position: number;
+  /** The request's previews, when it asks for them. */
+  preview: PreviewInput | null;
 }
 
 async function runAdmitted(
@@ -263,7 +274,12 @@ async function runAdmitted(
     const loadMs = wasLoaded ? 0 : performance.now() - loadStart;
     const checked =
       ctx.checked ?? (await checkRequest(host, model, ctx.req, ctx.images, ctx.adapters, ctx.sizeRange));
-    return runChecked(host, model, checked, progress, signal, { queueMs, loadMs, req: ctx.req });
+    return runChecked(host, model, checked, progress, signal, {
+      queueMs,
+      loadMs,
+      req: ctx.req,
+      preview: ctx.preview,
+    });
   });
 }
 
@@ -273,9 +289,12 @@ async function runChecked(
   checked: CheckedRequest,
   progress: GenerateProgress,
   signal: AbortSignal | undefined,
-  times: { queueMs: number; loadMs: number; req: GenerateRequest },
+  times: { queueMs: number; loadMs: number; req: GenerateRequest; preview: PreviewInput | null },
 ): Promise<GenerateResponse> {
-  const { params, seeds, input, offload, inputs } = checked;
+  const { params, seeds, offload, inputs } = checked;
+  const { preview } = times;
+  const previewsSent = preview !== null && progress.preview !== undefined;
+  const input: GenerateInput = previewsSent ? { ...checked.input, preview } : checked.input;
   const { entry } = model;
   const schedulerEntry = SCHEDULERS[params.scheduler_type];
   let retried = false;
@@ -288,6 +307,18 @@ async function runChecked(
         const elapsedMs = performance.now() - startedAt;
         const etaMs = (elapsedMs / event.step) * (event.total - event.step);
         progress.step?.({ step: event.step, total: event.total, elapsedMs, etaMs });
+        if (!event.previews || !preview) return;
+        for (const p of event.previews) {
+          progress.preview?.({
+            image: p.image,
+            step: event.step,
+            total: event.total,
+            method: preview.method,
+            width: p.width,
+            height: p.height,
+            png: toBase64(p.png),
+          });
+        }
       },
     });
   let result: Awaited<ReturnType<ModelHost["execute"]>>;
@@ -357,7 +388,7 @@ async function runChecked(
     warnings: [
       ...checked.warnings,
       ...(output.adapterWarnings ?? []),
-      ...warningsFor(params, output, memory, times.req),
+      ...warningsFor(params, output, memory, times.req, previewsSent),
     ],
   };
 }

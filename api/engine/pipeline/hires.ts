@@ -1,7 +1,7 @@
 /**
  * AUTOMATIC1111's hires fix on diffusers' pipelines: text-to-image at width × height stopped at the latents,
  * an upscale, and image-to-image at the hires size from the upscaled result with a fresh generator of the same
- * seed. Progress counts both passes' steps.
+ * seed. Progress and previews count both passes' steps.
  */
 import { createScheduler } from "../schedulers/index.ts";
 import type { Scheduler } from "../schedulers/scheduler.ts";
@@ -19,6 +19,7 @@ import type {
   GenerateOutput,
   HiresInput,
   PipelineComponents,
+  StepEvent,
 } from "./types.ts";
 
 /** Denoising steps the second pass runs (int(steps · strength) of its schedule, as image-to-image). */
@@ -34,6 +35,16 @@ export function secondPassSteps(
   );
   scheduler.setTimesteps(hires.steps);
   return strengthSchedule(scheduler, hires.steps, hires.strength).timesteps.length;
+}
+
+/** One pass's hooks with its steps numbered over the whole run: the step events and the previews' schedule. */
+function renumbered(hooks: GenerateHooks, number: (e: StepEvent) => StepEvent): GenerateHooks {
+  const { previews } = hooks;
+  return {
+    ...hooks,
+    onStep: (e) => hooks.onStep?.(number(e)),
+    ...(previews ? { previews: { ...previews, due: (e: StepEvent) => previews.due(number(e)) } } : {}),
+  };
 }
 
 export async function generateHires(
@@ -54,10 +65,11 @@ export async function generateHires(
   const secondSteps = secondPassSteps(components, secondInput, hires);
 
   // Pass 1: text-to-image at width × height, latents out.
-  const first = await textToLatents(components, input, {
-    ...hooks,
-    onStep: (e) => hooks.onStep?.({ ...e, total: e.total + secondSteps }),
-  });
+  const first = await textToLatents(
+    components,
+    input,
+    renumbered(hooks, (e) => ({ ...e, total: e.total + secondSteps })),
+  );
   const firstSteps = first.timesteps.length;
 
   // Upscale: the latents themselves (bilinear or nearest), or decoded pixels resized with Lanczos-3.
@@ -86,10 +98,13 @@ export async function generateHires(
   }
 
   // Pass 2: image-to-image at the hires size, a fresh generator per image with the same seed.
-  const second = await imageToLatents(components, secondInput, start, hires.strength, {
-    ...hooks,
-    onStep: (e) => hooks.onStep?.({ ...e, step: firstSteps + e.step, total: firstSteps + e.total }),
-  });
+  const second = await imageToLatents(
+    components,
+    secondInput,
+    start,
+    hires.strength,
+    renumbered(hooks, (e) => ({ ...e, step: firstSteps + e.step, total: firstSteps + e.total })),
+  );
   const output = await finish(
     components,
     secondInput,

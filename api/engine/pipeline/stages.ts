@@ -20,6 +20,7 @@ import type {
   PipelineComponents,
   PromptConditioning,
   RgbPixels,
+  StepEvent,
 } from "./types.ts";
 import { type Chw, decodeTiled, needsTiling } from "./vae_tiling.ts";
 
@@ -162,7 +163,8 @@ export interface DenoiseOptions {
  * unconditional and conditional passes share one UNet call ([uncond × batch, cond × batch], diffusers' order)
  * when their conditionings have the same length; prompts of different chunk counts run as two calls, as
  * AUTOMATIC1111 does by default rather than padding the shorter one. SDXL's pooled text embeds and time ids
- * go with each row as the UNet's `text_embeds` and `time_ids` inputs.
+ * go with each row as the UNet's `text_embeds` and `time_ids` inputs. After a step that `hooks.previews` finds
+ * due, it previews the latents as they go on (after `afterStep`: inpainting's blend).
  */
 export async function denoise(
   components: PipelineComponents,
@@ -212,6 +214,7 @@ export async function denoise(
       if (joint) unetInput.set(extra[i] as Float32Array, (batch + i) * rowSize + latentSize);
     }
   }
+  const previews = hooks.previews;
   await hooks.enterStage?.("unet");
   for (let stepIndex = 0; stepIndex < timesteps.length; stepIndex++) {
     if (hooks.signal?.aborted) throw new GenerationAborted("generation cancelled");
@@ -245,7 +248,9 @@ export async function denoise(
       return (schedulers[i] as Scheduler).step(eps, t, sample, generators[i]).prevSample;
     });
     if (options.afterStep) latents = options.afterStep(stepIndex, latents);
-    hooks.onStep?.({ step: stepIndex + 1, total: timesteps.length, timestep: t });
+    const event: StepEvent = { step: stepIndex + 1, total: timesteps.length, timestep: t };
+    if (previews?.due(event)) event.previews = await previews.make(latents, latentH, latentW);
+    hooks.onStep?.(event);
   }
   return latents;
 }

@@ -7,6 +7,7 @@ import type {
   ExecutionProvider,
   HiresUpscaler,
   MaskedContent,
+  PreviewMethod,
   PromptSyntax,
   SchedulerName,
 } from "../../../contract/index.ts";
@@ -141,6 +142,16 @@ export interface GenerateInput {
   hires?: HiresInput | null;
   /** LoRAs, embeddings and a VAE file; absent or null: none. */
   adapters?: AdapterInput | null;
+  /** Live previews of the latents while they denoise; absent or null: none. */
+  preview?: PreviewInput | null;
+}
+
+/** Live previews: one per image after every `every`-th step of the whole run (hires: both passes) and after the last. */
+export interface PreviewInput {
+  every: number;
+  method: PreviewMethod;
+  /** taesd: the tiny autoencoder's decoder weights (the vae_approx models folder); null for approx. */
+  decoderPath: string | null;
 }
 
 /** The adapter files a generation uses (resolved, usable, of the model's family). */
@@ -207,6 +218,23 @@ export interface StepEvent {
   step: number;
   total: number;
   timestep: number;
+  /** The previews made after this step (one per image), when the request asks for them and the step is due. */
+  previews?: PreviewImage[];
+}
+
+/** A preview of one image's latents: a PNG of width × height. */
+export interface PreviewImage {
+  /** Index of the image in the batch. */
+  image: number;
+  width: number;
+  height: number;
+  png: Uint8Array;
+}
+
+/** Makes a run's previews: which steps get them (numbered over the whole run) and the pictures. */
+export interface Previewer {
+  due(event: StepEvent): boolean;
+  make(latents: readonly Float32Array[], latentH: number, latentW: number): Promise<PreviewImage[]>;
 }
 
 /** The stages that hold a model component's weights. */
@@ -214,6 +242,8 @@ export type Stage = "text_encoder" | "unet" | "vae_decoder" | "vae_encoder";
 
 export interface GenerateHooks {
   onStep?(event: StepEvent): void;
+  /** Live previews (runPipeline sets it from `GenerateInput.preview`); absent: none, and the loop skips them. */
+  previews?: Previewer;
   signal?: AbortSignal;
   /** Called before each stage runs, so a caller can move weights (model CPU offload). */
   enterStage?(stage: Stage): Promise<void>;

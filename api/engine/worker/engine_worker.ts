@@ -101,7 +101,11 @@ async function handle(request: WorkerRequest): Promise<void> {
         try {
           generated = await runPipeline(target.components, request.input, {
             signal: controller.signal,
-            onStep: (event) => reply({ type: "step", id: request.id, event }),
+            onStep: (event) =>
+              reply(
+                { type: "step", id: request.id, event },
+                (event.previews ?? []).map((p) => p.png.buffer as ArrayBuffer),
+              ),
             enterStage: (next) => {
               stage = next;
               return enter(next);
