@@ -21,6 +21,7 @@ import { schedulersPlugin } from "./schedulers/index.ts";
 import { securityPlugin } from "./security/index.ts";
 import { resolveLimits, type SecurityOptions } from "./security/service.ts";
 import { tokenizePlugin } from "./tokenize/index.ts";
+import { webPlugin } from "./web/index.ts";
 
 /** What createApp takes besides the model host. */
 export interface AppOptions {
@@ -72,6 +73,7 @@ export function createApp(host: ModelHost, options: AppOptions = {}) {
       }
     })
     .use(docsPlugin(limits))
+    .use(webPlugin())
     .use(healthPlugin(host))
     .use(metricsPlugin(metrics))
     .use(modelsPlugin(host))

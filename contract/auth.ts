@@ -3,10 +3,13 @@
  * <key>` (deny by default, unknown paths included).
  */
 
-/** Paths that never need the key. */
-export const PUBLIC_PATHS: readonly string[] = ["/health", "/swagger", "/swagger/json"];
-/** Swagger UI's static files: `/swagger/assets/<file>`, public too. */
-export const PUBLIC_PREFIX = "/swagger/assets/";
+/** Paths that never need the key: the web page, health and the API's documentation. */
+export const PUBLIC_PATHS: readonly string[] = ["/", "/health", "/swagger", "/swagger/json"];
+/**
+ * Folders of static files, public too: `<prefix><file>`, one plain file name (no further `/`). Swagger UI's
+ * assets and the web page's scripts, styles and its vendored event-stream parser.
+ */
+export const PUBLIC_PREFIXES: readonly string[] = ["/swagger/assets/", "/web/", "/web/eventsource-parser/"];
 
 /** The `WWW-Authenticate` challenge of a 401. */
 export const AUTH_REALM = 'Bearer realm="sdx"';

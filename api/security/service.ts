@@ -3,7 +3,13 @@
  * CORS headers and the reading of a body within its limit. No Elysia.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { ApiError, DEFAULT_LIMITS, type Limits, PUBLIC_PATHS, PUBLIC_PREFIX } from "../../contract/index.ts";
+import {
+  ApiError,
+  DEFAULT_LIMITS,
+  type Limits,
+  PUBLIC_PATHS,
+  PUBLIC_PREFIXES,
+} from "../../contract/index.ts";
 
 /** Who may reach the API. Everything is off by default except the loopback Host guard. */
 export interface SecurityOptions {
@@ -102,12 +108,14 @@ export function requestPath(url: string): string {
   return end === -1 ? url.slice(start) : url.slice(start, start + end);
 }
 
-/** Deny by default: only the listed paths and Swagger UI's asset files are open without the key. */
+/** Deny by default: only the listed paths and the files of the public folders are open without the key. */
 export function isPublicPath(path: string): boolean {
   if (PUBLIC_PATHS.includes(path)) return true;
-  if (!path.startsWith(PUBLIC_PREFIX)) return false;
-  const file = path.slice(PUBLIC_PREFIX.length);
-  return /^[A-Za-z0-9._-]+$/.test(file) && !file.includes("..");
+  return PUBLIC_PREFIXES.some((prefix) => {
+    if (!path.startsWith(prefix)) return false;
+    const file = path.slice(prefix.length);
+    return /^[A-Za-z0-9._-]+$/.test(file) && !file.includes("..");
+  });
 }
 
 const sha256 = (text: string): Buffer => createHash("sha256").update(text, "utf8").digest();

@@ -61,17 +61,30 @@ describe("pure logic", () => {
     expect(bearerToken("Bearer a b")).toBeNull();
   });
 
-  test("only /health, /swagger, /swagger/json and asset files are public", () => {
-    for (const p of ["/health", "/swagger", "/swagger/json", "/swagger/assets/swagger-ui.css"]) {
+  test("only the page, /health, /swagger, /swagger/json and their static files are public", () => {
+    for (const p of [
+      "/",
+      "/health",
+      "/swagger",
+      "/swagger/json",
+      "/swagger/assets/swagger-ui.css",
+      "/web/app.js",
+      "/web/eventsource-parser/parse.js",
+    ]) {
       expect(isPublicPath(p)).toBe(true);
     }
     for (const p of [
-      "/",
+      "//",
+      "/index.html",
       "/health/",
       "/healthz",
       "/v1/models",
       "/swagger/assets/../x",
       "/swagger/assets/a/b",
+      "/web/",
+      "/web/a/b",
+      "/web/../v1/models",
+      "/web/eventsource-parser/../../v1/models",
       "/metrics",
     ]) {
       expect(isPublicPath(p)).toBe(false);
@@ -293,8 +306,16 @@ describe("a server with an API key", () => {
     if (path === "/v1/models" || path === "/v1/schedulers") expect(res.status).toBe(200);
   });
 
-  test("/health and /swagger stay open", async () => {
-    for (const path of ["/health", "/swagger", "/swagger/json", "/swagger/assets/swagger-ui.css"]) {
+  test("the page, /health and /swagger stay open", async () => {
+    for (const path of [
+      "/",
+      "/web/app.js",
+      "/web/eventsource-parser/index.js",
+      "/health",
+      "/swagger",
+      "/swagger/json",
+      "/swagger/assets/swagger-ui.css",
+    ]) {
       expect((await fetch(`${server.url}${path}`)).status).toBe(200);
     }
   });
