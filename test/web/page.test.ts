@@ -11,7 +11,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
 import { CONTENT_SECURITY_POLICY } from "../../api/web/index.ts";
-import { GENERATE_DEFAULTS, type Health, type ModelList } from "../../contract/index.ts";
+import {
+  GENERATE_DEFAULTS,
+  type Health,
+  type ModelList,
+  PREVIEW_DEFAULTS,
+  PREVIEW_METHODS,
+} from "../../contract/index.ts";
 import { type Browser, launchChromium, type Page } from "../helpers/cdp.ts";
 import { MODELS_DIR } from "../helpers/fixtures.ts";
 import { type RunningServer, startServer } from "../helpers/server.ts";
@@ -103,6 +109,7 @@ test("the page, its files and its API calls come from the server only, under a s
     "height",
     "batch_size",
     "model",
+    "preview_method",
   ]);
   expect(form).toEqual({
     num_steps: String(GENERATE_DEFAULTS.num_steps),
@@ -112,7 +119,11 @@ test("the page, its files and its API calls come from the server only, under a s
     height: String(models.models[0]?.native_size),
     batch_size: String(GENERATE_DEFAULTS.batch_size),
     model: "tiny_sd15",
+    preview_method: PREVIEW_DEFAULTS.method,
   });
+  expect(await page.evaluate(`[...${byId("preview_method")}.options].map((o) => o.value).join(",")`)).toBe(
+    PREVIEW_METHODS.join(","),
+  );
   expect(await page.evaluate(`${byId("server")}.textContent`)).toContain("tiny_sd15");
   expect(consoleErrors(page)).toEqual([]);
   await page.close();

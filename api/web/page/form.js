@@ -45,6 +45,12 @@ export function applySpec(spec) {
     upscalers.map((u) => ({ value: u, label: u })),
     hires.upscaler?.default,
   );
+  const method = fields.preview?.properties?.method ?? {};
+  fillSelect(
+    $("preview_method"),
+    (method.enum ?? []).map((m) => ({ value: m, label: m })),
+    method.default,
+  );
   return { scheduler: fields.scheduler_type?.default };
 }
 
@@ -137,7 +143,7 @@ export async function readRequest() {
     for (const name of ["scale", "strength", "steps"]) number(`hires_${name}`, hires, name);
     request.hires = hires;
   }
-  if ($("preview").checked) request.preview = { every: 1 };
+  if ($("preview").checked) request.preview = { every: 1, method: $("preview_method").value };
   return request;
 }
 
