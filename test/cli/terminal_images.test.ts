@@ -284,24 +284,11 @@ describe("sdx gen in a pseudo-terminal", () => {
 
   beforeAll(async () => {
     server = await startServer(["--models-dir", MODELS_DIR]);
-    const preview = await sharp({ create: { width: 8, height: 8, channels: 3, background: "#c03030" } })
-      .png()
-      .toBuffer();
-    const event = {
-      image: 0,
-      step: 1,
-      total: 2,
-      method: "approx",
-      width: 8,
-      height: 8,
-      png: preview.toString("base64"),
-    };
     proxy = startProxy(server.url, {
       generate(body) {
         bodies.push(body);
         return undefined;
       },
-      prepend: (body) => (body.preview ? `event: preview\ndata: ${JSON.stringify(event)}\n\n` : ""),
     });
     work = await mkdtemp(join(tmpdir(), "sdx-pty-"));
     await mkdir(join(work, "projects", "tty"), { recursive: true });
@@ -361,10 +348,11 @@ describe("sdx gen in a pseudo-terminal", () => {
     expect(bodies[0]?.preview).toEqual({ every: 1, method: "approx" });
     const kitty = new RegExp(`${ESC}_Ga=T,f=100,t=d,i=(\\d+),p=1,q=2,C=1,`, "g");
     const ids = [...screen.matchAll(kitty)].map((m) => m[1]);
-    // The preview, the first image over it (the same id), the second image (a new one).
-    expect(ids).toHaveLength(3);
-    expect(ids[1]).toBe(ids[0]);
-    expect(ids[2]).not.toBe(ids[0]);
+    // The server's previews of the first image (steps 1 and 2), the first image over them (the same id, drawn in
+    // place), the second image (a new one).
+    expect(ids).toHaveLength(4);
+    expect(ids.slice(0, 3)).toEqual([ids[0], ids[0], ids[0]]);
+    expect(ids[3]).not.toBe(ids[0]);
     const plain = Bun.stripANSI(screen);
     expect(plain).toMatch(/image 1\/2: \S+\.png \(seed 4\)/);
     expect(plain).toMatch(/image 2\/2: \S+\.png \(seed 5\)/);
