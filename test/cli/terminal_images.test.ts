@@ -2,8 +2,8 @@
  * Inline images in the terminal: detection against fake terminals that answer the queries as kitty, a sixel
  * xterm, iTerm2, WezTerm, tmux, a plain xterm or nothing would (and raw mode restored after); the encoders'
  * output read back (kitty's chunks, iTerm2's payload, sixel decoded pixel by pixel); the block above the bars;
- * and the real `sdx gen` in a real pseudo-terminal answering like kitty or a plain terminal. The server's
- * `preview` events are added to its stream by a proxy (the server in this tree sends none yet).
+ * and the real `sdx gen` in a real pseudo-terminal answering like kitty or a plain terminal, against a real
+ * server behind a proxy that records the requests (whether they ask for previews).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
