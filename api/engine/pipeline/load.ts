@@ -12,6 +12,7 @@ import { findFinalLayerNorm } from "../onnx/final_layer_norm.ts";
 import { OnnxModel } from "../onnx/runtime.ts";
 import type { SchedulerConfig } from "../schedulers/scheduler.ts";
 import { ClipTokenizer } from "../tokenizer/clip.ts";
+import { fusedFolderUNet } from "./folder_attention.ts";
 import { exposedLayers, loadXlComponents, xlClipSkipMax } from "./stable_diffusion_xl.ts";
 import type { LoadOptions, PipelineComponents, XlComponents } from "./types.ts";
 
@@ -61,7 +62,11 @@ export async function loadOnnxPipeline(
   const attention = options.attention ?? attentionForProvider(provider);
   const built =
     entry.format === "safetensors" ? await prepareCheckpoint(entry.path, { precision, attention }) : null;
-  const files = built ? built.files : await onnxFolderFiles(entry.path);
+  const folderFiles = built ? built.files : await onnxFolderFiles(entry.path);
+  // An ONNX folder's own UNet, rewritten into MultiHeadAttention when the fused form is asked for.
+  const folderAttention =
+    !built && attention === "fused" ? await fusedFolderUNet(entry.path, folderFiles.unet, provider) : null;
+  const files = folderAttention ? { ...folderFiles, unet: folderAttention.path } : folderFiles;
   const paths: PipelineComponents["paths"] = {
     text_encoder: files.textEncoder,
     unet: files.unet,
@@ -104,6 +109,7 @@ export async function loadOnnxPipeline(
   return {
     files,
     checkpointGraphs: built ? { reused: built.reused, buildMs: built.buildMs } : null,
+    folderAttention,
     checkpoint: built ? built.build : null,
     adapterKey: "",
     unetLora: null,
