@@ -451,7 +451,7 @@ export async function rewriteModel(
     } else await keep(f.offset, f.length);
   }
   await flush();
-  const body = concat(pieces);
+  const body = Buffer.concat(pieces);
   const { offset: graphStart, length: graphLength } = graph.layout.graph;
   const fileSize = Bun.file(graph.path).size;
   const before = await readRange(graph.path, 0, graphStart);
@@ -459,16 +459,6 @@ export async function rewriteModel(
   const opset = graph.opsets.has(CONTRIB_DOMAIN)
     ? new Uint8Array(0)
     : encodeOpsetImportField(CONTRIB_DOMAIN, CONTRIB_OPSET);
-  const bytes = concat([before, encodeFieldHeader(7, body.length), body, after, opset]);
+  const bytes = Buffer.concat([before, encodeFieldHeader(7, body.length), body, after, opset]);
   return { bytes, readsWeights, externalFiles, nodesRemoved: removed };
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }

@@ -14,6 +14,7 @@ import { buildCacheFolder, GRAPH_VERSION, linkWeights } from "../checkpoint/buil
 import { cacheDirOf } from "../model_folder.ts";
 import { findAttentions, rewriteModel, unfusable } from "../onnx/fuse_attention.ts";
 import { readOnnxGraph, resolveExternalPath } from "../onnx/proto.ts";
+import { OnnxModel } from "../onnx/runtime.ts";
 
 const MANIFEST_FILE = "sdx_fused_unet.json";
 const GRAPH_FILE = "unet.onnx";
@@ -119,6 +120,27 @@ export async function fusedFolderUNet(
     async (at) => (await readManifest(at)) !== null,
   );
   return result(manifest, false);
+}
+
+/**
+ * Opens the folder's UNet session: the fused graph, or, where onnxruntime refuses it (a provider whose
+ * MultiHeadAttention kernel does not take it), the export as it is, with the reason in `skipped`.
+ */
+export async function loadFolderUNet(
+  fused: FusedFolderUNet,
+  original: string,
+  provider: ExecutionProvider,
+): Promise<{ model: OnnxModel; fused: FusedFolderUNet }> {
+  if (fused.path !== original) {
+    try {
+      return { model: await OnnxModel.load(fused.path, { provider }), fused };
+    } catch (e) {
+      const reason = (e instanceof Error ? e.message : String(e)).split("\n")[0];
+      const skipped = `onnxruntime refused the rewritten UNet: ${reason}`;
+      fused = { ...fused, path: original, fused: 0, skipped };
+    }
+  }
+  return { model: await OnnxModel.load(original, { provider }), fused };
 }
 
 /** The load log line for a folder's fused UNet. */

@@ -12,7 +12,7 @@ import { findFinalLayerNorm } from "../onnx/final_layer_norm.ts";
 import { OnnxModel } from "../onnx/runtime.ts";
 import type { SchedulerConfig } from "../schedulers/scheduler.ts";
 import { ClipTokenizer } from "../tokenizer/clip.ts";
-import { fusedFolderUNet } from "./folder_attention.ts";
+import { fusedFolderUNet, loadFolderUNet } from "./folder_attention.ts";
 import { exposedLayers, loadXlComponents, xlClipSkipMax } from "./stable_diffusion_xl.ts";
 import type { LoadOptions, PipelineComponents, XlComponents } from "./types.ts";
 
@@ -62,11 +62,10 @@ export async function loadOnnxPipeline(
   const attention = options.attention ?? attentionForProvider(provider);
   const built =
     entry.format === "safetensors" ? await prepareCheckpoint(entry.path, { precision, attention }) : null;
-  const folderFiles = built ? built.files : await onnxFolderFiles(entry.path);
+  const files = built ? built.files : await onnxFolderFiles(entry.path);
   // An ONNX folder's own UNet, rewritten into MultiHeadAttention when the fused form is asked for.
-  const folderAttention =
-    !built && attention === "fused" ? await fusedFolderUNet(entry.path, folderFiles.unet, provider) : null;
-  const files = folderAttention ? { ...folderFiles, unet: folderAttention.path } : folderFiles;
+  const folderFused =
+    !built && attention === "fused" ? await fusedFolderUNet(entry.path, files.unet, provider) : null;
   const paths: PipelineComponents["paths"] = {
     text_encoder: files.textEncoder,
     unet: files.unet,
@@ -74,12 +73,16 @@ export async function loadOnnxPipeline(
     vae_encoder: files.vaeEncoder,
   };
   const textEncoderPath = paths.text_encoder;
-  const [tokenizer, textEncoder, unet, vaeDecoder] = await Promise.all([
+  const [tokenizer, textEncoder, unetLoad, vaeDecoder] = await Promise.all([
     ClipTokenizer.fromDir(files.tokenizerDir),
     OnnxModel.load(paths.text_encoder, { provider }),
-    OnnxModel.load(paths.unet, { provider }),
+    folderFused
+      ? loadFolderUNet(folderFused, files.unet, provider)
+      : OnnxModel.load(paths.unet, { provider }).then((model) => ({ model, fused: null })),
     OnnxModel.load(paths.vae_decoder, { provider }),
   ]);
+  const { model: unet, fused: folderAttention } = unetLoad;
+  paths.unet = unet.path;
   const schedulerConfig = files.schedulerConfig;
   const vaeScaleFactor = 2 ** (files.vae.blocks - 1);
   const sampleTile = files.vae.sampleSize;
