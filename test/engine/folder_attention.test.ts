@@ -91,6 +91,15 @@ async function run(path: string, config: UNetConfig): Promise<Float32Array> {
   }
 }
 
+/** A copy of the tiny SD 1.x UNet in its own folder, fused on the CPU. */
+async function fusedTinySd15(name: string) {
+  const folder = join(root, name);
+  await mkdir(folder);
+  await cp(join(TINY_SD15, "unet"), join(folder, "unet"), { recursive: true });
+  const original = join(folder, "unet", "model.onnx");
+  return { folder, original, fused: await fusedFolderUNet(folder, original, "cpu") };
+}
+
 describe("an ONNX folder's UNet with fused attention", () => {
   for (const c of CASES) {
     test(`${c.name}: every attention becomes MultiHeadAttention, cached, with the same out_sample`, async () => {
@@ -160,11 +169,7 @@ describe("an ONNX folder's UNet with fused attention", () => {
   });
 
   test("a rewritten UNet onnxruntime refuses falls back to the export as it is, saying why", async () => {
-    const folder = join(root, "refused");
-    await mkdir(folder);
-    await cp(join(TINY_SD15, "unet"), join(folder, "unet"), { recursive: true });
-    const original = join(folder, "unet", "model.onnx");
-    const fused = await fusedFolderUNet(folder, original, "cpu");
+    const { original, fused } = await fusedTinySd15("refused");
     expect(fused.fused).toBe(32);
     await writeFile(fused.path, new Uint8Array([0x0a, 0xff, 0xff])); // a graph onnxruntime cannot read
     const { model, fused: used } = await loadFolderUNet(fused, original, "cpu");
@@ -179,11 +184,7 @@ describe("an ONNX folder's UNet with fused attention", () => {
   });
 
   test("a float16 export keeps its plain UNet on the CPU, whose MultiHeadAttention is float32 only", async () => {
-    const folder = join(root, "half");
-    await mkdir(folder);
-    await cp(join(TINY_SD15, "unet"), join(folder, "unet"), { recursive: true });
-    const original = join(folder, "unet", "model.onnx");
-    const fused = await fusedFolderUNet(folder, original, "cpu");
+    const { folder, original, fused } = await fusedTinySd15("half");
     // The cache as a float16 export leaves it (sample float16), which this fixture cannot be made into cheaply.
     const manifest = join(dirname(fused.path), "sdx_fused_unet.json");
     const m = (await Bun.file(manifest).json()) as Record<string, unknown>;

@@ -8,13 +8,14 @@
  *
  *   split(X)  = Reshape(Transpose(Reshape(X, [X₀, X₁, H, X₂/H]), [0,2,1,3]), [X₀·H, X₁, X₂/H])   → [b·H, n, d]
  *   scores    = MatMul(split(Q), Transpose(split(K), [0,2,1])) · scale      (Mul by, or Div by, a constant)
- *               [+ Mul(ConstantOfShape(finite), 0)]                            (baddbmm's β·input with β = 0)
+ *               [+ Mul(ConstantOfShape([q₀, q₁, k₁], finite), 0)]              (baddbmm's β·input with β = 0)
  *   O         = MatMul(Cast?(Softmax(scores, axis −1)), split(V))                                 → [b·H, s, d]
  *   merge(O)  = Reshape(Transpose(Reshape(O, [O₀/H, H, O₁, O₂]), [0,2,1,3]), [O₀/H, O₁, O₂·H])   → [b, s, H·d]
  *
  * which equals MultiHeadAttention(Q, K, V, num_heads = H, scale). Every shape operand is evaluated symbolically
  * (Shape → Gather → Mul/Div/Cast → Unsqueeze → Concat, or constants) and must equal the form above; H is the
- * constant of the first Reshape. A match that cannot be proven is left as it is. Nodes left without consumers are
+ * constant of the first Reshape. (X₂/H in the first Reshape also pins X to rank 3: its element count must match.)
+ * A match that cannot be proven is left as it is. Nodes left without consumers are
  * removed afterwards (ONNX nodes have no side effects).
  *
  * The graph is spliced at the byte level (proto.ts records where each graph field is): kept fields are copied as
