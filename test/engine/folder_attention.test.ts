@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { cp, mkdir, readdir, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { findAttentions } from "../../api/engine/onnx/fuse_attention.ts";
+import { findAttentions, rewriteModel } from "../../api/engine/onnx/fuse_attention.ts";
 import { readOnnxGraph } from "../../api/engine/onnx/proto.ts";
 import { OnnxModel } from "../../api/engine/onnx/runtime.ts";
 import {
@@ -194,4 +194,32 @@ describe("an ONNX folder's UNet with fused attention", () => {
     expect(cpu.skipped).toContain("takes float32");
     expect(await fusedFolderUNet(folder, original, "cuda")).toMatchObject({ path: fused.path, fused: 32 });
   });
+
+  test("an export whose weights are external data: the rewrite links that file and gives the same out_sample", async () => {
+    // Big exports keep their weights in model.onnx_data; made here from the tiny one by pointing its
+    // initializers into a copy of its own file under that name.
+    const folder = join(root, "external");
+    await mkdir(join(folder, "unet"), { recursive: true });
+    const source = join(TINY_SD15, "unet", "model.onnx");
+    await cp(join(TINY_SD15, "unet", "config.json"), join(folder, "unet", "config.json"));
+    await cp(source, join(folder, "unet", "model.onnx_data"));
+    const original = join(folder, "unet", "model.onnx");
+    await writeFile(original, (await rewriteModel(await readOnnxGraph(source), [], "model.onnx_data")).bytes);
+    const exported = await readOnnxGraph(original);
+    expect([...exported.initializers.values()].every((t) => t.location.kind === "external")).toBe(true);
+
+    const fused = await fusedFolderUNet(folder, original, "cpu");
+    expect(fused).toMatchObject({ fused: 32, attentions: 32, skipped: null });
+    const dir = dirname(fused.path);
+    expect((await readdir(dir)).sort()).toEqual(["model.onnx_data", "sdx_fused_unet.json", "unet.onnx"]);
+    expect((await stat(join(dir, "model.onnx_data"))).ino).toBe(
+      (await stat(join(folder, "unet", "model.onnx_data"))).ino,
+    );
+    const config = (await Bun.file(join(folder, "unet", "config.json")).json()) as UNetConfig;
+    const [plain, mha] = [await run(original, config), await run(fused.path, config)];
+    let diff = 0;
+    for (let i = 0; i < plain.length; i++)
+      diff = Math.max(diff, Math.abs((plain[i] as number) - (mha[i] as number)));
+    expect(diff).toBeLessThanOrEqual(1e-4);
+  }, 60_000);
 });
