@@ -33,7 +33,7 @@ export interface ServerConfig {
   host: string;
   port: number;
   provider: ProviderChoice;
-  /** Attention of the UNet graphs built from checkpoints; undefined: by provider (fused on CUDA, plain on CPU). */
+  /** Attention of the UNet (checkpoint graphs, ONNX folders' UNets); undefined: by provider (fused on CUDA, plain on CPU). */
   attention: AttentionVariant | undefined;
   /** A warm-up generation after the startup load: auto (CUDA only), on, off. */
   warmUp: WarmUpMode;
@@ -116,7 +116,7 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
   --max-body-bytes N largest request body (env SDX_MAX_BODY_BYTES, default ${DEFAULT_LIMITS.bodyMaxBytes})
   --max-image-pixels N  most pixels of an init image or mask, read from its header before decoding
                      (env SDX_MAX_IMAGE_PIXELS, default ${DEFAULT_LIMITS.imageMaxPixels})
-  --attention MODE   how the UNet graphs built from checkpoints compute attention: auto | ${ATTENTION_VARIANTS.join(" | ")}
+  --attention MODE   how the UNet computes attention (graphs built from checkpoints, ONNX folders' UNets): auto | ${ATTENTION_VARIANTS.join(" | ")}
                      (env SDX_ATTENTION, default auto: fused MultiHeadAttention on CUDA, plain on the CPU)
   --warm-up MODE     one short generation at the native size after the startup load, so the first request
                      is not slow: ${WARM_UP_MODES.join(" | ")} (env SDX_WARM_UP, default auto: on CUDA only)

@@ -10,6 +10,7 @@ import type { AttentionVariant } from "./checkpoint/attention_variant.ts";
 import { cacheDirOf, type ModelEntry, scanModelsDir } from "./model_folder.ts";
 import { modelHash } from "./model_hash.ts";
 import { GenerationAborted, GenerationFailed } from "./pipeline/errors.ts";
+import { describeFolderAttention } from "./pipeline/folder_attention.ts";
 import type {
   GenerateHooks,
   GenerateInput,
@@ -73,7 +74,7 @@ export interface ModelHostOptions {
    * (onnxruntime's first-run allocations, cuDNN's algorithm search): "auto" (default) on CUDA only.
    */
   warmUp?: WarmUpMode;
-  /** How the UNet graphs sdx builds from checkpoints compute attention (default: by provider; see checkpoint/attention_variant.ts). */
+  /** How the UNet computes attention, for checkpoints and ONNX folders (default: by provider; see checkpoint/attention_variant.ts). */
   attention?: AttentionVariant;
   /** Generations that run at once (default: SERVER_DEFAULTS). */
   concurrency?: number;
@@ -388,7 +389,8 @@ export class ModelHost {
       this.worker ??= new EngineWorker();
       const hashing = modelHash(entry, this.cacheDir);
       const loaded = await this.loadOnWorker(this.worker, entry, warmUp);
-      const { capabilities, tokenizerDir, loadMs, checkpointGraphs } = loaded;
+      const { capabilities, tokenizerDir, loadMs, checkpointGraphs, folderAttention } = loaded;
+      if (folderAttention) this.log(describeFolderAttention(entry.name, folderAttention));
       if (checkpointGraphs) {
         this.log(
           checkpointGraphs.reused

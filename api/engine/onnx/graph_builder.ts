@@ -98,7 +98,7 @@ function writeShape(w: Writer, type: ElemType, dims: readonly (number | string)[
   });
 }
 
-interface PendingNode {
+export interface NodeSpec {
   op: string;
   inputs: readonly string[];
   outputs: readonly string[];
@@ -122,7 +122,7 @@ interface ValueInfo {
 }
 
 export class GraphBuilder {
-  private readonly nodes: PendingNode[] = [];
+  private readonly nodes: NodeSpec[] = [];
   private readonly initializers: PendingInitializer[] = [];
   private readonly inputs: ValueInfo[] = [];
   private readonly outputs: ValueInfo[] = [];
@@ -265,7 +265,7 @@ export class GraphBuilder {
   }
 }
 
-function writeNode(w: Writer, n: PendingNode): void {
+function writeNode(w: Writer, n: NodeSpec): void {
   for (const i of n.inputs) w.str(1, i);
   for (const o of n.outputs) w.str(2, o);
   w.str(3, n.name);
@@ -308,4 +308,28 @@ function writeInitializer(w: Writer, t: PendingInitializer): void {
     entry("length", String(t.external.length));
     w.int(14, 1);
   }
+}
+
+// ---- pieces for splicing an existing model's bytes (onnx/fuse_attention.ts) ----
+
+/** GraphProto.node (field 1) holding one node, tag and length included. */
+export function encodeNodeField(node: NodeSpec): Uint8Array {
+  return new Writer().message(1, (w) => writeNode(w, node)).finish();
+}
+
+/** GraphProto.initializer (field 5) whose values live in another file, tag and length included. */
+export function encodeExternalInitializerField(name: string, tensor: ExternalTensor): Uint8Array {
+  return new Writer()
+    .message(5, (w) => writeInitializer(w, { name, type: tensor.type, dims: tensor.dims, external: tensor }))
+    .finish();
+}
+
+/** ModelProto.opset_import (field 8), tag and length included. */
+export function encodeOpsetImportField(domain: string, version: number): Uint8Array {
+  return new Writer().message(8, (o) => o.str(1, domain).int(2, version)).finish();
+}
+
+/** The tag and length prefix of a length-delimited field whose body has `length` bytes. */
+export function encodeFieldHeader(field: number, length: number): Uint8Array {
+  return new Writer().tag(field, 2).varint(length).finish();
 }

@@ -87,6 +87,17 @@ export interface OnnxGraphSummary {
   producers: Map<string, OnnxNode>;
   /** Reads made while parsing (for checking that reading stays O(structure)). */
   stats: { reads: number; bytesRead: number };
+  /** Where the graph is in the file, for rewriting it without a full parse (onnx/fuse_attention.ts). */
+  layout: GraphLayout;
+}
+
+/**
+ * The byte layout of ModelProto.graph: the whole field (tag, length and body) and each of the graph's own fields
+ * in file order (field number, byte range from its tag to its end). The i-th field-1 entry is nodes[i].
+ */
+export interface GraphLayout {
+  graph: ByteRange;
+  fields: Array<{ field: number } & ByteRange>;
 }
 
 export class OnnxFormatError extends Error {
@@ -514,12 +525,14 @@ function* parseModel(win: FileWindow): Reads<OnnxGraphSummary> {
     outputs: [],
     producers: new Map(),
     stats: { reads: 0, bytesRead: 0 },
+    layout: { graph: { offset: 0, length: 0 }, fields: [] },
   };
   const declaredInputs: OnnxValueInfo[] = [];
   let sawGraph = false;
   const model = new Cursor(win, 0, win.size);
   while (model.more) {
     if (model.needs(HEADER_BYTES)) yield model.want(HEADER_BYTES);
+    const fieldStart = model.pos;
     const [field, wire] = model.tag();
     if (field === 1 && wire === WIRE_VARINT) summary.irVersion = model.varint();
     else if (field === 2 && wire === WIRE_LEN) summary.producerName = yield* readString(model);
@@ -538,8 +551,10 @@ function* parseModel(win: FileWindow): Reads<OnnxGraphSummary> {
     } else if (field === 7 && wire === WIRE_LEN) {
       sawGraph = true;
       const graph = model.sub(model.length());
+      summary.layout.graph = { offset: fieldStart, length: graph.end - fieldStart };
       while (graph.more) {
         if (graph.needs(HEADER_BYTES)) yield graph.want(HEADER_BYTES);
+        const start = graph.pos;
         const [f, w] = graph.tag();
         if (w !== WIRE_LEN) graph.skip(w);
         else if (f === 1) summary.nodes.push(yield* parseNode(yield* subMessage(graph, SMALL_MESSAGE)));
@@ -551,6 +566,7 @@ function* parseModel(win: FileWindow): Reads<OnnxGraphSummary> {
         else if (f === 12)
           summary.outputs.push(yield* parseValueInfo(yield* subMessage(graph, SMALL_MESSAGE)));
         else graph.skip(w);
+        summary.layout.fields.push({ field: f, offset: start, length: graph.pos - start });
       }
     } else model.skip(wire);
   }
@@ -653,7 +669,8 @@ function typedValuesToFloat32(values: number[], dataType: number, count: number,
   return Float32Array.from(values);
 }
 
-async function readRange(path: string, offset: number, length: number): Promise<Uint8Array> {
+/** Bytes [offset, offset + length) of a file, checked against its size. */
+export async function readRange(path: string, offset: number, length: number): Promise<Uint8Array> {
   const file = Bun.file(path);
   if (offset + length > file.size)
     throw new OnnxFormatError(

@@ -12,6 +12,7 @@ import { findFinalLayerNorm } from "../onnx/final_layer_norm.ts";
 import { OnnxModel } from "../onnx/runtime.ts";
 import type { SchedulerConfig } from "../schedulers/scheduler.ts";
 import { ClipTokenizer } from "../tokenizer/clip.ts";
+import { fusedFolderUNet, loadFolderUNet } from "./folder_attention.ts";
 import { exposedLayers, loadXlComponents, xlClipSkipMax } from "./stable_diffusion_xl.ts";
 import type { LoadOptions, PipelineComponents, XlComponents } from "./types.ts";
 
@@ -62,6 +63,9 @@ export async function loadOnnxPipeline(
   const built =
     entry.format === "safetensors" ? await prepareCheckpoint(entry.path, { precision, attention }) : null;
   const files = built ? built.files : await onnxFolderFiles(entry.path);
+  // An ONNX folder's own UNet, rewritten into MultiHeadAttention when the fused form is asked for.
+  const folderFused =
+    !built && attention === "fused" ? await fusedFolderUNet(entry.path, files.unet, provider) : null;
   const paths: PipelineComponents["paths"] = {
     text_encoder: files.textEncoder,
     unet: files.unet,
@@ -69,12 +73,16 @@ export async function loadOnnxPipeline(
     vae_encoder: files.vaeEncoder,
   };
   const textEncoderPath = paths.text_encoder;
-  const [tokenizer, textEncoder, unet, vaeDecoder] = await Promise.all([
+  const [tokenizer, textEncoder, unetLoad, vaeDecoder] = await Promise.all([
     ClipTokenizer.fromDir(files.tokenizerDir),
     OnnxModel.load(paths.text_encoder, { provider }),
-    OnnxModel.load(paths.unet, { provider }),
+    folderFused
+      ? loadFolderUNet(folderFused, files.unet, provider)
+      : OnnxModel.load(paths.unet, { provider }).then((model) => ({ model, fused: null })),
     OnnxModel.load(paths.vae_decoder, { provider }),
   ]);
+  const { model: unet, fused: folderAttention } = unetLoad;
+  paths.unet = unet.path;
   const schedulerConfig = files.schedulerConfig;
   const vaeScaleFactor = 2 ** (files.vae.blocks - 1);
   const sampleTile = files.vae.sampleSize;
@@ -104,6 +112,7 @@ export async function loadOnnxPipeline(
   return {
     files,
     checkpointGraphs: built ? { reused: built.reused, buildMs: built.buildMs } : null,
+    folderAttention,
     checkpoint: built ? built.build : null,
     adapterKey: "",
     unetLora: null,

@@ -18,6 +18,7 @@ import type { FeedValue, OnnxModel } from "../onnx/runtime.ts";
 import type { Conditioning } from "../prompt/encode.ts";
 import type { SchedulerConfig, SchedulerOptions } from "../schedulers/scheduler.ts";
 import type { ClipTokenizer, PromptEmbedding } from "../tokenizer/clip.ts";
+import type { FusedFolderUNet } from "./folder_attention.ts";
 import type { TileGeometry } from "./vae_tiling.ts";
 
 /** What a loaded model can do, for checks made before a request reaches the engine. */
@@ -40,7 +41,8 @@ export interface ModelCapabilities {
 
 export interface LoadOptions {
   /**
-   * How the UNet graphs sdx builds from a checkpoint compute attention (ONNX folders bring their own graphs).
+   * How the UNet computes attention: for a checkpoint, in the graphs sdx builds; for an ONNX folder, "fused"
+   * rewrites its UNet's attentions into MultiHeadAttention (pipeline/folder_attention.ts).
    * Default: fused (MultiHeadAttention) on CUDA, plain on the CPU.
    */
   attention?: AttentionVariant;
@@ -50,6 +52,8 @@ export interface PipelineComponents {
   files: PipelineFiles;
   /** For a single-file checkpoint: whether its graphs were built now or reused from the cache. */
   checkpointGraphs: { reused: boolean; buildMs: number } | null;
+  /** For an ONNX folder loaded with fused attention: how many of its UNet's attentions were fused. */
+  folderAttention: FusedFolderUNet | null;
   /** For a single-file checkpoint: what adapter graphs (LoRA, embeddings) are built from; null for ONNX folders. */
   checkpoint: CheckpointBuild | null;
   /** The adapter set whose weights the text encoder and UNet sessions hold ("" = the checkpoint's own). */

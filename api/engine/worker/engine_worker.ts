@@ -72,6 +72,7 @@ async function handle(request: WorkerRequest): Promise<void> {
         capabilities: model.components.capabilities,
         tokenizerDir: model.components.files.tokenizerDir,
         checkpointGraphs: model.components.checkpointGraphs,
+        folderAttention: model.components.folderAttention,
         loadMs,
         warmUp: warm ? { ms: warm.ms, size: warm.width } : null,
       });

@@ -1,6 +1,7 @@
 /** Messages between the server thread and the engine worker that owns the onnxruntime sessions. */
 import type { ExecutionProvider } from "../../../contract/index.ts";
 import type { ModelEntry } from "../model_folder.ts";
+import type { FusedFolderUNet } from "../pipeline/folder_attention.ts";
 import type {
   GenerateInput,
   GenerateOutput,
@@ -38,6 +39,7 @@ export type WorkerReply =
       capabilities: ModelCapabilities;
       tokenizerDir: string;
       checkpointGraphs: { reused: boolean; buildMs: number } | null;
+      folderAttention: FusedFolderUNet | null;
       loadMs: number;
       /** The warm-up generation's time and size, when one ran. */
       warmUp: { ms: number; size: number } | null;
