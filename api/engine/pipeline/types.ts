@@ -41,9 +41,14 @@ export interface ModelCapabilities {
 export interface LoadOptions {
   /**
    * How the UNet graphs sdx builds from a checkpoint compute attention (ONNX folders bring their own graphs).
-   * Default: fused (MultiHeadAttention) on CUDA, plain on the CPU.
+   * Default: fused (MultiHeadAttention) on CUDA and WebGPU, plain on the CPU.
    */
   attention?: AttentionVariant;
+  /**
+   * The precision checkpoint graphs compute in. Default: float16 on CUDA, float32 elsewhere; the host asks for
+   * float16 on WebGPU when the adapter computes it (shader-f16).
+   */
+  precision?: "float32" | "float16";
 }
 
 export interface PipelineComponents {
