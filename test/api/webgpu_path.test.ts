@@ -11,9 +11,10 @@ import { createApp } from "../../api/app.ts";
 import { readServerConfig } from "../../api/config.ts";
 import { ModelHost, type ModelHostOptions } from "../../api/engine/model_host.ts";
 import { clearVulkanDeviceCache } from "../../api/engine/onnx/gpu_info.ts";
-import { probeWebGpu } from "../../api/engine/onnx/runtime.ts";
+import { chooseProvider, probeWebGpu } from "../../api/engine/onnx/runtime.ts";
 import type { Health } from "../../contract/index.ts";
 import { MODELS_DIR } from "../helpers/fixtures.ts";
+import { startServer } from "../helpers/server.ts";
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -115,6 +116,29 @@ test.skipIf(probe.ok)(
       expect(health.message).toContain("The webgpu provider fell back to the CPU");
     } finally {
       await host.close();
+    }
+  },
+);
+
+// What auto finds here: the CPU where neither CUDA nor a WebGPU adapter is there (CI).
+const auto = await chooseProvider("auto");
+
+test.skipIf(auto.provider !== "cpu")(
+  "the server started with auto logs each provider passed over and /health lists them",
+  async () => {
+    const empty = await mkdtemp(join(tmpdir(), "sdx-webgpu-none-"));
+    dirs.push(empty);
+    const server = await startServer(["--models-dir", empty, "--provider", "auto"]);
+    try {
+      const output = server.output();
+      expect(output).toContain("sdx: execution provider cuda passed over: ");
+      expect(output).toMatch(/sdx: execution provider webgpu passed over: no WebGPU adapter: /);
+      expect(output).toContain("sdx: execution provider cpu (cuda: ");
+      const health = (await (await fetch(`${server.url}/health`)).json()) as Health;
+      expect(health.provider_fallbacks.map((f) => f.provider)).toEqual(["cuda", "webgpu"]);
+      expect(health.provider_fallbacks).toEqual(auto.fallbacks);
+    } finally {
+      await server.stop();
     }
   },
 );
