@@ -6,8 +6,11 @@
  * the provider's "not available" error is checked instead.
  */
 import { describe, expect, test } from "bun:test";
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CONTRIB_DOMAIN, multiHeadAttention } from "../../api/engine/checkpoint/attention_variant.ts";
+import { inspectCheckpoint } from "../../api/engine/model_folder.ts";
 import { parseVulkanSummary, preferredVulkanDevice, vulkanDevice } from "../../api/engine/onnx/gpu_info.ts";
 import { GraphBuilder } from "../../api/engine/onnx/graph_builder.ts";
 import {
@@ -20,7 +23,8 @@ import {
   type WebGpuProbe,
   webGpuProviderOptions,
 } from "../../api/engine/onnx/runtime.ts";
-import { MODELS_DIR } from "../helpers/fixtures.ts";
+import { loadOnnxPipeline, releasePipeline } from "../../api/engine/pipeline/load.ts";
+import { FIXTURES, MODELS_DIR } from "../helpers/fixtures.ts";
 
 /** Probes that answer as given and count their calls. */
 function probes(cuda: { ok: boolean; reason: string }, webgpu: WebGpuProbe) {
@@ -178,6 +182,27 @@ describe("the adapter's name from vulkaninfo --summary", () => {
     expect(await vulkanDevice({ run: async () => null })).toBeNull();
   });
 });
+
+test("the precision the host asks for (float16 on WebGPU with shader-f16) decides the checkpoint's graphs", async () => {
+  const models = await mkdtemp(join(tmpdir(), "sdx-webgpu-precision-"));
+  try {
+    const path = join(models, "tiny.safetensors");
+    await copyFile(join(FIXTURES, "checkpoints", "tiny_sd15.safetensors"), path);
+    const entry = await inspectCheckpoint("tiny", path);
+    // Loaded on the CPU provider, which runs these graphs too: only the build is under test.
+    for (const precision of ["float16", "float32"] as const) {
+      const pipeline = await loadOnnxPipeline(entry, "cpu", { precision, attention: "fused" });
+      try {
+        const folder = precision === "float16" ? "fp16" : "fp32";
+        expect(pipeline.files.unet).toMatch(new RegExp(`/tiny-${folder}-mha-[0-9a-f]{16}/unet\\.onnx$`));
+      } finally {
+        await releasePipeline(pipeline);
+      }
+    }
+  } finally {
+    await rm(models, { recursive: true, force: true });
+  }
+}, 60_000);
 
 const probe = await probeWebGpu();
 const skipReason = probe.ok ? null : probe.reason;
