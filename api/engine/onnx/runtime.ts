@@ -93,18 +93,18 @@ export function cudaProviderOptions(deviceId = 0): ort.InferenceSession.Executio
  * The WebGPU execution provider's options (Dawn: Vulkan on Linux, Metal on macOS, D3D12 on Windows). onnxruntime-node
  * 1.30's binding reads deviceId, preferredLayout, validationMode, the buffer cache modes, enableRobustness and
  * forceCpuNodeNames (its session_options_helper.cc). Left at onnxruntime's defaults: deviceId (a WebGPU *context* id
- * there, not a GPU index: ids above 0 need a caller-made Dawn instance and device), the layout (the provider converts
- * convolutions to its preferred NHWC internally), graph capture (like CUDA graphs it needs fixed shapes; sdx's vary).
- * validationMode "basic" keeps Dawn's cheap checks and drops the per-dispatch WGSL ones onnxruntime uses in debug builds.
+ * there, not a GPU index: ids above 0 need a caller-made Dawn instance and device), the preferred layout, validation
+ * and the buffer cache modes; graph capture, which only the session config could turn on, stays off (like CUDA
+ * graphs it needs fixed shapes; sdx's vary).
  */
 export function webGpuProviderOptions(): ort.InferenceSession.ExecutionProviderConfig {
-  return { name: "webgpu", validationMode: "basic" } as ort.InferenceSession.ExecutionProviderConfig;
+  return { name: "webgpu" };
 }
 
 /**
- * The session options per provider. WebGPU: the WebGPU provider with the CPU behind it for the shape operators it
- * leaves to the host, sequential execution (one queue), the CPU arena for those host tensors. CPU: as sdx has always run it (level "all", onnxruntime's default arena and
- * threads). CUDA: the CUDA provider first with the CPU provider behind it for the few shape operators CUDA leaves
+ * The session options per provider. CPU: as sdx has always run it (level "all", onnxruntime's default arena and
+ * threads). WebGPU: the WebGPU provider with the CPU behind it for the shape operators it leaves to the host,
+ * sequential execution (one queue), the CPU arena for those host tensors. CUDA: the CUDA provider first with the CPU provider behind it for the few shape operators CUDA leaves
  * to the host, level "all" (onnxruntime's CUDA fusions: LayerNorm, GELU, bias adds), the CPU arena for those host
  * tensors, memory patterns, sequential execution (one stream: parallel mode only adds host threads).
  */
