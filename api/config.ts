@@ -33,9 +33,9 @@ export interface ServerConfig {
   host: string;
   port: number;
   provider: ProviderChoice;
-  /** Attention of the UNet (checkpoint graphs, ONNX folders' UNets); undefined: by provider (fused on CUDA, plain on CPU). */
+  /** Attention of the UNet (checkpoint graphs, ONNX folders' UNets); undefined: by provider (fused on CUDA and WebGPU, plain on CPU). */
   attention: AttentionVariant | undefined;
-  /** A warm-up generation after the startup load: auto (CUDA only), on, off. */
+  /** A warm-up generation after the startup load: auto (GPU providers only), on, off. */
   warmUp: WarmUpMode;
   /** Models kept loaded at once; undefined: 1 on a GPU, 2 on the CPU. */
   maxLoadedModels: number | undefined;
@@ -98,7 +98,8 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
   --host HOST        address to bind (env SDX_HOST, default ${D.host})
   --port PORT        port (env SDX_PORT, default ${D.port})
   --provider NAME    execution provider: ${PROVIDER_CHOICES.join(" | ")} (env SDX_PROVIDER, default auto:
-                     CUDA when an NVIDIA GPU and onnxruntime's CUDA libraries are there, else CPU)
+                     CUDA when an NVIDIA GPU and onnxruntime's CUDA libraries are there, else WebGPU when a
+                     Vulkan/Metal/D3D12 adapter runs a probe graph, else CPU; each passed over is logged)
   --api-key KEY      require Authorization: Bearer KEY on every route but /health and /swagger
                      (env SDX_API_KEY, preferred: a flag is visible in the process list)
   --require-api-key  refuse to start bound to a non-loopback address without an API key
@@ -117,9 +118,9 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
   --max-image-pixels N  most pixels of an init image or mask, read from its header before decoding
                      (env SDX_MAX_IMAGE_PIXELS, default ${DEFAULT_LIMITS.imageMaxPixels})
   --attention MODE   how the UNet computes attention (graphs built from checkpoints, ONNX folders' UNets): auto | ${ATTENTION_VARIANTS.join(" | ")}
-                     (env SDX_ATTENTION, default auto: fused MultiHeadAttention on CUDA, plain on the CPU)
+                     (env SDX_ATTENTION, default auto: fused MultiHeadAttention on CUDA and WebGPU, plain on the CPU)
   --warm-up MODE     one short generation at the native size after the startup load, so the first request
-                     is not slow: ${WARM_UP_MODES.join(" | ")} (env SDX_WARM_UP, default auto: on CUDA only)
+                     is not slow: ${WARM_UP_MODES.join(" | ")} (env SDX_WARM_UP, default auto: on a GPU only)
   --max-loaded-models N  models kept loaded at once, least recently used unloaded first
                      (env SDX_MAX_LOADED_MODELS, default ${D.maxLoadedModels.gpu} on a GPU, ${D.maxLoadedModels.cpu} on the CPU)
   --concurrency N    generations that run at once (env SDX_CONCURRENCY, default ${D.concurrency})

@@ -30,8 +30,12 @@ async function main(): Promise<number | null> {
       `sdx: WARNING: binding ${config.host}, which other machines can reach, without an API key: anyone on the network can use this server. Set --api-key or SDX_API_KEY, or bind 127.0.0.1.`,
     );
   }
-  const { provider, reason } = chooseProvider(config.provider);
-  console.log(`sdx: execution provider ${provider} (${reason})`);
+  const chosen = await chooseProvider(config.provider);
+  const { provider } = chosen;
+  for (const f of chosen.fallbacks)
+    console.log(`sdx: execution provider ${f.provider} passed over: ${f.reason}`);
+  console.log(`sdx: execution provider ${provider} (${chosen.reason})`);
+  if (chosen.float16Note) console.log(`sdx: webgpu: ${chosen.float16Note}`);
   // On a terminal with no --model: the startup menu (local models and the online catalog, downloaded on choice).
   if (config.menu && config.model === undefined && process.stdin.isTTY && process.stdout.isTTY) {
     try {
@@ -48,6 +52,9 @@ async function main(): Promise<number | null> {
       Object.entries(config.adapterFolders).map(([kind, dir]) => [kind, resolve(dir)]),
     ),
     provider,
+    float16: chosen.float16,
+    float16Note: chosen.float16Note,
+    providerFallbacks: chosen.fallbacks,
     model: config.model,
     warmUp: config.warmUp,
     ...(config.attention ? { attention: config.attention } : {}),

@@ -11,11 +11,12 @@
  * onnxruntime's `run`; then the published anchors with our time's ratio to them.
  *
  * Without CUDA (no NVIDIA GPU, or onnxruntime-node's CUDA provider libraries missing) it prints one line,
- * `bench gpu: no CUDA (reason); nothing measured`, and exits 0. `--cpu` runs the same code on the CPU provider
+ * `bench gpu: no CUDA (reason); nothing measured`, and exits 0. `--provider webgpu` runs the same on onnxruntime's
+ * WebGPU provider (float16 graphs where the adapter has shader-f16), or says `bench gpu: no WebGPU (reason)`. `--cpu` runs the same code on the CPU provider
  * over random-weight checkpoints of the tiny fixture models' shapes (presets tiny_sd15 and tiny_sdxl; 64×64,
  * 3 steps, fused attention as on CUDA): a smoke test of this script, not a measurement.
  *
- *   bun run bench gpu [--only sd15|sdxl] [--runs 3] [--steps 30] [--cache DIR] [--cpu]
+ *   bun run bench gpu [--only sd15|sdxl] [--runs 3] [--steps 30] [--cache DIR] [--cpu | --provider cuda|webgpu]
  */
 
 import { mkdir, rename, stat } from "node:fs/promises";
@@ -29,7 +30,7 @@ import {
   writeRandomCheckpoint,
 } from "../api/engine/checkpoint/ldm_layout.ts";
 import { inspectCheckpoint } from "../api/engine/model_folder.ts";
-import { type GpuInfo, gpuInfo } from "../api/engine/onnx/gpu_info.ts";
+import { type GpuInfo, gpuInfo, type VulkanDevice, vulkanDevice } from "../api/engine/onnx/gpu_info.ts";
 import { chooseProvider, onnxruntimeVersion, runStats } from "../api/engine/onnx/runtime.ts";
 import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/load.ts";
 import { generate } from "../api/engine/pipeline/text_to_image.ts";
@@ -76,7 +77,9 @@ const CPU_SMOKE_MODELS: BenchModel[] = [
   { name: "sdxl", size: 64, preset: "tiny_sdxl", sidecar: { unet_attention_heads: [2, 4, 8] }, anchor: null },
 ];
 
-const NO_CUDA_PREFIX = "bench gpu: no CUDA";
+const NO_PROVIDER_PREFIX = { cuda: "bench gpu: no CUDA", webgpu: "bench gpu: no WebGPU" } as const;
+const USAGE =
+  "usage: bun run bench gpu [--only sd15|sdxl] [--runs 3] [--steps 30] [--cache DIR] [--cpu | --provider cuda|webgpu]";
 
 const seconds = (ms: number, digits = 3) => (ms / 1000).toFixed(digits);
 
@@ -142,6 +145,7 @@ interface ModelResult {
 async function benchModel(
   model: BenchModel,
   provider: ExecutionProvider,
+  precision: "float32" | "float16" | undefined,
   cacheDir: string,
   runs: number,
   steps: number,
@@ -153,7 +157,10 @@ async function benchModel(
   if (entry.problem) throw new Error(`${path}: ${entry.problem}`);
   const loadStart = performance.now();
   // The GPU path's graphs (fused attention) on either provider: the --cpu smoke runs them in float32.
-  const pipeline = await loadOnnxPipeline(entry, provider, { attention: "fused" });
+  const pipeline = await loadOnnxPipeline(entry, provider, {
+    attention: "fused",
+    ...(precision ? { precision } : {}),
+  });
   const loadMs = performance.now() - loadStart;
   try {
     const built = pipeline.checkpointGraphs;
@@ -201,6 +208,11 @@ const describeGpu = (gpu: GpuInfo | null) =>
     ? "GPU: nvidia-smi gave no answer"
     : `GPU: ${gpu.name}, ${gpu.memoryTotalMiB} MiB, ${gpu.memoryUsedMiB ?? "?"} MiB in use, driver ${gpu.driverVersion}`;
 
+const describeVulkan = (device: VulkanDevice | null) =>
+  device === null
+    ? "adapter: vulkaninfo gave no answer"
+    : `adapter: ${device.name} (${device.type}), driver ${device.driver}, Vulkan ${device.apiVersion}`;
+
 export async function benchGpu(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -210,35 +222,47 @@ export async function benchGpu(argv: string[]): Promise<void> {
       steps: { type: "string" },
       cache: { type: "string", default: join(tmpdir(), "sdx-bench-gpu") },
       cpu: { type: "boolean", default: false },
+      provider: { type: "string", default: "cuda" },
     },
   });
+  const gpuProvider = values.provider;
+  if (gpuProvider !== "cuda" && gpuProvider !== "webgpu") {
+    console.error(`--provider must be cuda or webgpu; got "${gpuProvider}"\n${USAGE}`);
+    process.exitCode = 2;
+    return;
+  }
   const cpu = values.cpu;
   const runs = Math.max(1, Number(values.runs ?? (cpu ? 1 : 3)) || 1);
   const steps = Math.max(1, Number(values.steps ?? (cpu ? 3 : GENERATE_DEFAULTS.num_steps)) || 1);
   const models = (cpu ? CPU_SMOKE_MODELS : GPU_MODELS).filter((m) => !values.only || m.name === values.only);
   if (models.length === 0) {
-    console.error(
-      "usage: bun run bench gpu [--only sd15|sdxl] [--runs 3] [--steps 30] [--cache DIR] [--cpu]",
-    );
+    console.error(USAGE);
     process.exitCode = 2;
     return;
   }
 
   let provider: ExecutionProvider = "cpu";
+  let precision: "float32" | "float16" | undefined;
+  let precisionNote = "";
   if (!cpu) {
-    const choice = chooseProvider("auto");
-    if (choice.provider !== "cuda") {
-      console.log(`${NO_CUDA_PREFIX} (${choice.reason}); nothing measured`);
+    const choice = await chooseProvider(gpuProvider === "cuda" ? "auto" : "webgpu");
+    if (choice.provider !== gpuProvider) {
+      const reason = choice.fallbacks.find((f) => f.provider === gpuProvider)?.reason ?? choice.reason;
+      console.log(`${NO_PROVIDER_PREFIX[gpuProvider]} (${reason}); nothing measured`);
       return;
     }
-    provider = "cuda";
+    provider = gpuProvider;
+    precision = choice.float16 ? "float16" : "float32";
+    precisionNote = choice.float16Note ? ` (${choice.float16Note})` : "";
   }
   const cacheDir = cpu ? join(values.cache, "cpu-smoke") : values.cache;
   await mkdir(cacheDir, { recursive: true });
 
   const header = cpu
     ? "bench gpu --cpu: smoke of the GPU benchmark's code on the CPU provider, tiny random-weight models (not a measurement)"
-    : `bench gpu: onnxruntime-node ${onnxruntimeVersion}, CUDA provider; ${describeGpu(await gpuInfo({ cacheMs: 0 }))}`;
+    : provider === "webgpu"
+      ? `bench gpu: onnxruntime-node ${onnxruntimeVersion}, WebGPU provider, ${precision} graphs${precisionNote}; ${describeVulkan(await vulkanDevice())}`
+      : `bench gpu: onnxruntime-node ${onnxruntimeVersion}, CUDA provider; ${describeGpu(await gpuInfo({ cacheMs: 0 }))}`;
   console.log(header);
   console.log(
     `settings: ${steps} steps of ${GENERATE_DEFAULTS.scheduler_type}, CFG ${GENERATE_DEFAULTS.guidance_scale}, batch 1, ${runs} timed run(s) after one warm-up; cache ${cacheDir}`,
@@ -250,7 +274,7 @@ export async function benchGpu(argv: string[]): Promise<void> {
   let failed = false;
   for (const model of models) {
     try {
-      const result = await benchModel(model, provider, cacheDir, runs, steps);
+      const result = await benchModel(model, provider, precision, cacheDir, runs, steps);
       rows.push(...result.rows);
       notes.push(...result.notes);
       if (model.anchor) {
@@ -287,7 +311,8 @@ export async function benchGpu(argv: string[]): Promise<void> {
   ]);
   for (const line of summary) console.log(line);
   if (!cpu) {
-    console.log(describeGpu(await gpuInfo({ cacheMs: 0 })).replace("GPU:", "GPU after:"));
+    if (provider === "cuda")
+      console.log(describeGpu(await gpuInfo({ cacheMs: 0 })).replace("GPU:", "GPU after:"));
     console.log(
       "UNet it/s: denoising steps per second (one UNet call at CFG's batch 2 each); anchor s: the published time " +
         "scaled linearly to these steps; vs anchor < 1× beats it",

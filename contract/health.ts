@@ -41,6 +41,46 @@ export const HealthSchema = Type.Object({
     ],
     { description: "The NVIDIA GPU in use (from nvidia-smi) when the CUDA provider runs; null on the CPU." },
   ),
+  provider_fallbacks: Type.Array(
+    Type.Object({ provider: Enum(EXECUTION_PROVIDERS), reason: Type.String() }),
+    {
+      description:
+        "Providers passed over before the one in use, in the order tried (auto: cuda, webgpu, cpu), each with why; a GPU provider that failed to load a model is added with its error.",
+    },
+  ),
+  webgpu: Type.Union(
+    [
+      Type.Object({
+        adapter: Type.Union(
+          [
+            Type.Object({
+              name: Type.String({
+                examples: ["NVIDIA H100 80GB HBM3", "AMD Radeon RX 7900 XTX (RADV NAVI31)"],
+              }),
+              type: Type.String({
+                description: "Vulkan's device type: DISCRETE_GPU, INTEGRATED_GPU, CPU, …",
+              }),
+              driver: Type.String(),
+              vulkan_version: Type.String(),
+            }),
+            Type.Null(),
+          ],
+          {
+            description:
+              "The Vulkan device Dawn takes (from `vulkaninfo --summary`: a discrete GPU before an integrated one); null where vulkaninfo is not installed or lists none (macOS, Windows).",
+          },
+        ),
+        float16: Type.Boolean({
+          description: "Whether checkpoint graphs compute in float16 (the adapter has WebGPU's shader-f16).",
+        }),
+        note: Type.Union([Type.String(), Type.Null()], {
+          description: "Why the graphs stay float32, when they do.",
+        }),
+      }),
+      Type.Null(),
+    ],
+    { description: "The WebGPU adapter when the WebGPU provider runs; null otherwise." },
+  ),
   loaded_models: Type.Array(Type.String(), {
     description: "Models loaded now, most recently used first (at most --max-loaded-models).",
   }),

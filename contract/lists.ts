@@ -24,5 +24,5 @@ export const MODEL_FORMATS = ["onnx", "safetensors"] as const;
 export type ModelFormat = (typeof MODEL_FORMATS)[number];
 
 /** onnxruntime execution providers sdx runs on. */
-export const EXECUTION_PROVIDERS = ["cpu", "cuda"] as const;
+export const EXECUTION_PROVIDERS = ["cpu", "cuda", "webgpu"] as const;
 export type ExecutionProvider = (typeof EXECUTION_PROVIDERS)[number];

@@ -555,7 +555,7 @@ export interface components {
                 kind: ("sd1" | "sd2" | "sdxl") | null;
             } | null;
             /** @enum {string} */
-            execution_provider: "cpu" | "cuda";
+            execution_provider: "cpu" | "cuda" | "webgpu";
             /** @description sdx version. */
             version: string;
             onnxruntime_version: string;
@@ -569,6 +569,31 @@ export interface components {
                 /** @description Memory in use on the device by all processes; null where the driver does not say (MIG). */
                 memory_used_mib: number | null;
                 driver_version: string;
+            } | null;
+            /** @description Providers passed over before the one in use, in the order tried (auto: cuda, webgpu, cpu), each with why; a GPU provider that failed to load a model is added with its error. */
+            provider_fallbacks: {
+                /** @enum {string} */
+                provider: "cpu" | "cuda" | "webgpu";
+                reason: string;
+            }[];
+            /** @description The WebGPU adapter when the WebGPU provider runs; null otherwise. */
+            webgpu: {
+                /** @description The Vulkan device Dawn takes (from `vulkaninfo --summary`: a discrete GPU before an integrated one); null where vulkaninfo is not installed or lists none (macOS, Windows). */
+                adapter: {
+                    /**
+                     * @example NVIDIA H100 80GB HBM3
+                     * @example AMD Radeon RX 7900 XTX (RADV NAVI31)
+                     */
+                    name: string;
+                    /** @description Vulkan's device type: DISCRETE_GPU, INTEGRATED_GPU, CPU, … */
+                    type: string;
+                    driver: string;
+                    vulkan_version: string;
+                } | null;
+                /** @description Whether checkpoint graphs compute in float16 (the adapter has WebGPU's shader-f16). */
+                float16: boolean;
+                /** @description Why the graphs stay float32, when they do. */
+                note: string | null;
             } | null;
             /** @description Models loaded now, most recently used first (at most --max-loaded-models). */
             loaded_models: string[];

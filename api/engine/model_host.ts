@@ -9,6 +9,7 @@ import { Admission, AdmissionRefused, type RefusalReason, type Ticket } from "./
 import type { AttentionVariant } from "./checkpoint/attention_variant.ts";
 import { cacheDirOf, type ModelEntry, scanModelsDir } from "./model_folder.ts";
 import { modelHash } from "./model_hash.ts";
+import type { ProviderFallback } from "./onnx/runtime.ts";
 import { GenerationAborted, GenerationFailed } from "./pipeline/errors.ts";
 import { describeFolderAttention } from "./pipeline/folder_attention.ts";
 import type {
@@ -71,11 +72,18 @@ export interface ModelHostOptions {
   maxLoadedModels?: number;
   /**
    * One short generation at the native size right after the startup load, so the first request is not slow
-   * (onnxruntime's first-run allocations, cuDNN's algorithm search): "auto" (default) on CUDA only.
+   * (onnxruntime's first-run allocations, cuDNN's algorithm search, WebGPU's shader compiles): "auto" (default)
+   * on a GPU provider only.
    */
   warmUp?: WarmUpMode;
   /** How the UNet computes attention, for checkpoints and ONNX folders (default: by provider; see checkpoint/attention_variant.ts). */
   attention?: AttentionVariant;
+  /** Whether checkpoint graphs compute in float16 (default: on CUDA only; WebGPU where the adapter has shader-f16). */
+  float16?: boolean;
+  /** Why a GPU provider's graphs stay float32 (WebGPU without shader-f16), for /health. */
+  float16Note?: string | null;
+  /** The providers passed over at startup and why (chooseProvider's fallbacks), for /health. */
+  providerFallbacks?: readonly ProviderFallback[];
   /** Generations that run at once (default: SERVER_DEFAULTS). */
   concurrency?: number;
   /** Generations that may wait for a slot (default: SERVER_DEFAULTS); more are refused at once. */
@@ -153,6 +161,7 @@ export class ModelHost {
   private activeProvider: ExecutionProvider;
   /** Why the host runs on a different provider than it was given, when it does. */
   providerNote: string | null = null;
+  private fallback: ProviderFallback | null = null;
 
   readonly admission: Admission;
   /** The adapter folders' files (LoRAs, embeddings, VAEs). */
@@ -372,13 +381,23 @@ export class ModelHost {
   }
 
   private get loadOptions(): LoadOptions {
-    return this.options.attention ? { attention: this.options.attention } : {};
+    const precision =
+      this.options.float16 === undefined || this.activeProvider === "cpu"
+        ? {}
+        : { precision: this.options.float16 ? ("float16" as const) : ("float32" as const) };
+    return { ...(this.options.attention ? { attention: this.options.attention } : {}), ...precision };
+  }
+
+  /** The providers passed over, at startup and by a load that fell back to the CPU. */
+  get providerFallbacks(): ProviderFallback[] {
+    const startup = [...(this.options.providerFallbacks ?? [])];
+    return this.fallback ? [...startup, this.fallback] : startup;
   }
 
   /** Whether the startup load is followed by a warm-up generation. */
   private get warmsUp(): boolean {
     const mode = this.options.warmUp ?? "auto";
-    return mode === "on" || (mode === "auto" && this.activeProvider === "cuda");
+    return mode === "on" || (mode === "auto" && this.activeProvider !== "cpu");
   }
 
   private async loadModel(entry: ModelEntry, warmUp: boolean): Promise<LoadedModel> {
@@ -414,20 +433,19 @@ export class ModelHost {
     }
   }
 
-  /** Loads on the active provider; a CUDA provider that cannot start falls back to the CPU, once, saying why. */
+  /** Loads on the active provider; a GPU provider that cannot start falls back to the CPU, once, saying why. */
   private async loadOnWorker(worker: EngineWorker, entry: ModelEntry, warmUp: boolean) {
     try {
       return await worker.load(entry, this.activeProvider, warmUp, this.loadOptions);
     } catch (e) {
-      if (
-        this.activeProvider !== "cuda" ||
-        !/CUDA execution provider is not available/.test((e as Error).message)
-      )
+      const failed = this.activeProvider;
+      if (failed === "cpu" || !/(CUDA|WebGPU) execution provider is not available/.test((e as Error).message))
         throw e;
       this.activeProvider = "cpu";
+      this.fallback = { provider: failed, reason: (e as Error).message };
       this.providerNote = `fell back to the CPU: ${(e as Error).message}`;
       this.log(`sdx: execution provider cpu (${this.providerNote})`);
-      // "auto" warms up for CUDA only.
+      // "auto" warms up on a GPU only.
       return worker.load(
         entry,
         this.activeProvider,

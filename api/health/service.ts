@@ -1,7 +1,7 @@
 import type { Health } from "../../contract/index.ts";
 import { VERSION } from "../../lib/version.ts";
 import type { ModelHost } from "../engine/model_host.ts";
-import { gpuInfo } from "../engine/onnx/gpu_info.ts";
+import { gpuInfo, vulkanDevice } from "../engine/onnx/gpu_info.ts";
 import { onnxruntimeVersion } from "../engine/onnx/runtime.ts";
 
 /** The health body; `unhealthy` (answered 503) while draining or while a generation is stuck. */
@@ -9,6 +9,7 @@ export async function health(host: ModelHost): Promise<{ body: Health; unhealthy
   const state = host.state;
   const { admission } = host;
   const gpu = host.provider === "cuda" ? await gpuInfo() : null;
+  const vulkan = host.provider === "webgpu" ? await vulkanDevice() : null;
   const common = {
     gpu: gpu && {
       index: gpu.index,
@@ -17,6 +18,20 @@ export async function health(host: ModelHost): Promise<{ body: Health; unhealthy
       memory_used_mib: gpu.memoryUsedMiB,
       driver_version: gpu.driverVersion,
     },
+    provider_fallbacks: host.providerFallbacks,
+    webgpu:
+      host.provider === "webgpu"
+        ? {
+            adapter: vulkan && {
+              name: vulkan.name,
+              type: vulkan.type,
+              driver: vulkan.driver,
+              vulkan_version: vulkan.apiVersion,
+            },
+            float16: host.options.float16 === true,
+            note: host.options.float16Note ?? null,
+          }
+        : null,
     execution_provider: host.provider,
     version: VERSION,
     onnxruntime_version: onnxruntimeVersion,
@@ -40,7 +55,8 @@ export async function health(host: ModelHost): Promise<{ body: Health; unhealthy
   }
   if (state.status === "no_model")
     return { body: { status: "no_model", message: state.message, model: null, ...common }, unhealthy: false };
-  const note = host.providerNote ? ` The CUDA provider ${host.providerNote}.` : "";
+  const failed = host.providerFallbacks.at(-1);
+  const note = host.providerNote && failed ? ` The ${failed.provider} provider ${host.providerNote}.` : "";
   if (state.status === "ready") {
     return {
       body: {

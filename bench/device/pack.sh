@@ -4,6 +4,7 @@
 #   bun.xz               the Bun binary of this machine (BUN_BIN=... to choose another; linux x64)
 #   node_modules.tar.xz  the packages the benchmark loads at run time (onnxruntime-node with its linux-x64
 #                        binaries only, onnxruntime-common, sharp with its linux-x64 libvips, and sharp's deps)
+#   libvulkan1_*.deb     Debian's Vulkan loader (libvulkan.so.1), for the WebGPU run where the device has none
 # onnxruntime's CUDA provider libraries are not carried (~300 MB): bench/device/run.sh takes them from the
 # device's Python onnxruntime-gpu package (or SDX_ORT_CUDA_LIBS). Then, from this machine's session:
 #   run(command="bash bench/device/run.sh", carry=["bench/device/carry"])
@@ -40,6 +41,8 @@ echo "pack: $BUN_BIN ($("$BUN_BIN" --version)) -> bun.xz"
 xz -T0 -9e -c "$BUN_BIN" >"$OUT/bun.xz"
 echo "pack: node_modules (${#PACKAGES[@]} entries) -> node_modules.tar.xz"
 (cd "$ROOT" && tar -cf - "${PACKAGES[@]/#/node_modules/}") | xz -T0 -9e -c >"$OUT/node_modules.tar.xz"
+echo "pack: Debian's libvulkan1 (the Vulkan loader Dawn opens) -> libvulkan1_*.deb"
+(cd "$OUT" && apt-get download libvulkan1) || echo "pack: could not download libvulkan1; the WebGPU run needs the device's own loader" >&2
 {
   echo "bun $("$BUN_BIN" --version)"
   echo "onnxruntime-node $(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$NM/onnxruntime-node/package.json" | head -1)"

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (no internet, no Bun): unpacks bench/device/carry (made by bench/device/pack.sh), puts
 # onnxruntime's CUDA provider libraries beside onnxruntime-node's binding, and runs `bun run bench gpu` with the
-# arguments given (e.g. --only sd15). Output also goes to $OUT/bench_gpu.txt when $OUT is set (the device tool's
+# arguments given (e.g. --only sd15), once per provider in $SDX_BENCH_PROVIDERS (default "cuda webgpu": the CUDA
+# run, then the WebGPU one). Output also goes to $OUT/bench_gpu_<provider>.txt when $OUT is set (the device tool's
 # folder that comes back).
+#
+# WebGPU (Dawn on Vulkan) needs libvulkan.so.1 and the driver's Vulkan ICD: without a loader on the device, the
+# carried libvulkan1 .deb is unpacked under $WORK (not /) and put on LD_LIBRARY_PATH; the NVIDIA container ICD
+# (/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json) is named in VK_DRIVER_FILES when it is there.
 #
 # CUDA provider libraries (libonnxruntime_providers_cuda.so, libonnxruntime_providers_shared.so), first found of:
 #   1. already beside the binding;  2. $SDX_ORT_CUDA_LIBS (a folder);
@@ -73,7 +78,25 @@ elif [ -z "$source_dir" ]; then
 fi
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L
 
+if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+  deb=$(ls "$CARRY"/libvulkan1_*.deb 2>/dev/null | head -1)
+  if [ -n "$deb" ]; then
+    mkdir -p "$WORK/vulkan" && dpkg -x "$deb" "$WORK/vulkan"
+    export LD_LIBRARY_PATH="$WORK/vulkan/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    log "Vulkan loader unpacked from $(basename "$deb")"
+  else
+    log "no libvulkan.so.1 and none carried; the WebGPU run will say no WebGPU"
+  fi
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; fi
+
 cd "$ROOT" || exit 1
 out=${OUT:-$WORK}
-"$BUN" bench/index.ts gpu --cache "$WORK/cache" "$@" 2>&1 | tee "$out/bench_gpu.txt"
-exit "${PIPESTATUS[0]}"
+status=0
+for provider in ${SDX_BENCH_PROVIDERS:-cuda webgpu}; do
+  "$BUN" bench/index.ts gpu --provider "$provider" --cache "$WORK/cache" "$@" 2>&1 | tee "$out/bench_gpu_$provider.txt"
+  code=${PIPESTATUS[0]}
+  [ "$code" -ne 0 ] && status=$code
+done
+exit "$status"

@@ -114,9 +114,10 @@ describe("the UNet graph with fused attention", () => {
 });
 
 describe("choosing the variant", () => {
-  test("the provider picks fused for CUDA and plain for the CPU; by default float16 is fused", () => {
+  test("the provider picks fused for CUDA and WebGPU, plain for the CPU; by default float16 is fused", () => {
     expect(attentionForProvider("cuda")).toBe("fused");
     expect(attentionForProvider("cpu")).toBe("plain");
+    expect(attentionForProvider("webgpu")).toBe("fused");
     expect(resolveAttention(undefined, "float32")).toBe("plain");
     expect(resolveAttention(undefined, "float16")).toBe("fused");
     expect(resolveAttention("fused", "float32")).toBe("fused");

@@ -28,7 +28,7 @@ async function bench(...args: string[]): Promise<{ code: number; stdout: string;
   return { code, stdout, stderr };
 }
 
-const cuda = chooseProvider("auto").provider === "cuda";
+const cuda = (await chooseProvider("auto")).provider === "cuda";
 
 test.skipIf(cuda)("without CUDA it says so in one line and exits 0", async () => {
   const { code, stdout } = await bench();

@@ -28,7 +28,8 @@ const UP = loraInputNames("").up;
 /**
  * The feeds of every LoRA branch of `unet`, by the input names its session declares: `factors` where the set
  * has them, zeros of rank `zeroRank` elsewhere (the branch adds nothing). onnxruntime's CPU MatMul and Conv take
- * rank 0 (an empty product: zeros); CUDA gets rank 1, as zero-sized cuDNN convolutions were never tried.
+ * rank 0 (an empty product: zeros); GPU providers get rank 1, as zero-sized cuDNN and WebGPU convolutions were
+ * never tried.
  */
 export function loraFeeds(
   unet: Pick<OnnxModel, "inputs" | "path">,
@@ -99,6 +100,6 @@ export async function useWeightOverrides(
   }
   // Once LoRA-ready the UNet stays so: a set without UNet layers (or none) feeds zero-rank branches.
   if (components.unetLora !== null || set.unet.size > 0)
-    components.unetLora = loraFeeds(components.unet, set.unet, components.provider === "cuda" ? 1 : 0);
+    components.unetLora = loraFeeds(components.unet, set.unet, components.provider === "cpu" ? 0 : 1);
   components.adapterKey = key;
 }

@@ -4,7 +4,8 @@
  * - "plain": softmax(q·kᵀ/√d)·v spelled out with MatMul, Softmax and Transpose (opset 17), which every execution
  *   provider runs; the scores [batch, heads, tokens, tokens] are materialized.
  * - "fused": onnxruntime's contrib operator `MultiHeadAttention` (domain com.microsoft, operator set 1), which the
- *   CUDA provider runs with flash / memory-efficient attention kernels (no scores in memory) and the CPU provider
+ *   CUDA provider runs with flash / memory-efficient attention kernels (no scores in memory), the WebGPU provider
+ *   with its own shaders (contrib_ops/webgpu/bert), and the CPU provider
  *   also implements (float32; float16 through inserted casts), so the fused graph can be checked on a CPU.
  *
  * MultiHeadAttention's contract as used here (onnxruntime docs/ContribOperators.md): inputs `query`
@@ -18,6 +19,7 @@
  * kernel refuses it, the CUDA fast paths gained it late), and over 77 tokens attention is a negligible share of a
  * text encoder that runs once per request. The VAE's single-head mid-block attention stays plain too.
  */
+import type { ExecutionProvider } from "../../../contract/index.ts";
 import type { GraphBuilder } from "../onnx/graph_builder.ts";
 
 export const ATTENTION_VARIANTS = ["plain", "fused"] as const;
@@ -31,9 +33,13 @@ export function isAttentionVariant(value: string): value is AttentionVariant {
   return (ATTENTION_VARIANTS as readonly string[]).includes(value);
 }
 
-/** The variant an execution provider gets: fused attention on CUDA, the plain form on the CPU. */
-export function attentionForProvider(provider: "cpu" | "cuda"): AttentionVariant {
-  return provider === "cuda" ? "fused" : "plain";
+/**
+ * The variant an execution provider gets: fused attention on CUDA and WebGPU (onnxruntime's WebGPU contrib kernels
+ * register MultiHeadAttention for float32 and float16: contrib_ops/webgpu/bert/multihead_attention.cc), the plain form
+ * on the CPU.
+ */
+export function attentionForProvider(provider: ExecutionProvider): AttentionVariant {
+  return provider === "cpu" ? "plain" : "fused";
 }
 
 /**

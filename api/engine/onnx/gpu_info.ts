@@ -1,6 +1,5 @@
 /**
- * The NVIDIA GPU sdx runs on, for `/health` when the CUDA provider is in use: name, memory total and used, driver
- * version, read from `nvidia-smi` (which ships with the driver; onnxruntime-node exposes no device query). The
+ * The GPU sdx runs on, for `/health`. CUDA: the NVIDIA GPU's name, memory total and used, driver version, read from `nvidia-smi` (which ships with the driver; onnxruntime-node exposes no device query). The
  * answer is cached for a few seconds so that a busy health check does not spawn a process per request, and is
  * null whenever nvidia-smi is missing, fails, times out or prints nothing parseable.
  */
@@ -113,4 +112,83 @@ export function gpuInfo(options: GpuInfoOptions = {}): Promise<GpuInfo | null> {
   });
   cached = { at: now, key, value };
   return value;
+}
+
+/**
+ * The Vulkan device Dawn most likely takes for WebGPU, for `/health` when the WebGPU provider runs: onnxruntime-node
+ * exposes no adapter query, so the adapter is named from `vulkaninfo --summary` (Debian's vulkan-tools): Dawn's
+ * default power preference takes a discrete GPU before an integrated one before anything else (a CPU rasterizer).
+ */
+export interface VulkanDevice {
+  /** e.g. "NVIDIA H100 80GB HBM3", "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  name: string;
+  /** vulkaninfo's deviceType without its prefix: "DISCRETE_GPU", "INTEGRATED_GPU", "CPU", … */
+  type: string;
+  /** The driver's own words, e.g. "Mesa 22.3.6 (LLVM 15.0.6)" or "550.54.15". */
+  driver: string;
+  /** The Vulkan version the driver offers, e.g. "1.3.230". */
+  apiVersion: string;
+}
+
+const DEVICE_TYPE_ORDER = ["DISCRETE_GPU", "INTEGRATED_GPU", "VIRTUAL_GPU"];
+
+/** The devices in `vulkaninfo --summary` output (its "GPUn:" blocks of `key = value` lines). */
+export function parseVulkanSummary(output: string): VulkanDevice[] {
+  const devices: VulkanDevice[] = [];
+  let fields: Map<string, string> | null = null;
+  const flush = () => {
+    const name = fields?.get("deviceName");
+    if (fields && name) {
+      devices.push({
+        name,
+        type: (fields.get("deviceType") ?? "").replace(/^PHYSICAL_DEVICE_TYPE_/, ""),
+        driver: fields.get("driverInfo") || fields.get("driverVersion") || "",
+        apiVersion: fields.get("apiVersion") ?? "",
+      });
+    }
+  };
+  for (const line of output.split(/\r?\n/)) {
+    if (/^GPU\d+:\s*$/.test(line.trim())) {
+      flush();
+      fields = new Map();
+      continue;
+    }
+    const match = /^\s*(\w+)\s*=\s*(.*?)\s*$/.exec(line);
+    if (fields && match) fields.set(match[1] as string, match[2] as string);
+  }
+  flush();
+  return devices;
+}
+
+/** The device Dawn's default (high-performance) request picks among `devices`, or null when there is none. */
+export function preferredVulkanDevice(devices: readonly VulkanDevice[]): VulkanDevice | null {
+  const rank = (d: VulkanDevice) => {
+    const i = DEVICE_TYPE_ORDER.indexOf(d.type);
+    return i < 0 ? DEVICE_TYPE_ORDER.length : i;
+  };
+  return [...devices].sort((a, b) => rank(a) - rank(b))[0] ?? null;
+}
+
+let vulkanAnswer: Promise<VulkanDevice | null> | null = null;
+
+/** Forgets vulkaninfo's answer (tests). */
+export function clearVulkanDeviceCache(): void {
+  vulkanAnswer = null;
+}
+
+/**
+ * The Vulkan device behind the WebGPU adapter, or null when vulkaninfo is missing, fails or lists none. The devices
+ * do not change while the server runs, so vulkaninfo runs once (a test's own runner every time).
+ */
+export function vulkanDevice(
+  options: Pick<GpuInfoOptions, "run" | "timeoutMs" | "command"> = {},
+): Promise<VulkanDevice | null> {
+  const ask = async () => {
+    const run = options.run ?? spawnCommand;
+    const output = await run([options.command ?? "vulkaninfo", "--summary"], options.timeoutMs ?? 5000);
+    return output === null ? null : preferredVulkanDevice(parseVulkanSummary(output));
+  };
+  if (options.run || options.command) return ask();
+  vulkanAnswer ??= ask();
+  return vulkanAnswer;
 }

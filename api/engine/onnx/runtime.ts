@@ -8,6 +8,7 @@ import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { EXECUTION_PROVIDERS, type ExecutionProvider } from "../../../contract/index.ts";
 import { floatsToHalfBits, halfBitsToFloats } from "../half.ts";
+import { GraphBuilder } from "./graph_builder.ts";
 
 export interface ValueInfo {
   name: string;
@@ -89,13 +90,35 @@ export function cudaProviderOptions(deviceId = 0): ort.InferenceSession.Executio
 }
 
 /**
+ * The WebGPU execution provider's options (Dawn: Vulkan on Linux, Metal on macOS, D3D12 on Windows). onnxruntime-node
+ * 1.30's binding reads deviceId, preferredLayout, validationMode, the buffer cache modes, enableRobustness and
+ * forceCpuNodeNames (its session_options_helper.cc). Left at onnxruntime's defaults: deviceId (a WebGPU *context* id
+ * there, not a GPU index: ids above 0 need a caller-made Dawn instance and device), the preferred layout, validation
+ * and the buffer cache modes; graph capture, which only the session config could turn on, stays off (like CUDA
+ * graphs it needs fixed shapes; sdx's vary).
+ */
+export function webGpuProviderOptions(): ort.InferenceSession.ExecutionProviderConfig {
+  return { name: "webgpu" };
+}
+
+/**
  * The session options per provider. CPU: as sdx has always run it (level "all", onnxruntime's default arena and
- * threads). CUDA: the CUDA provider first with the CPU provider behind it for the few shape operators CUDA leaves
+ * threads). WebGPU: the WebGPU provider with the CPU behind it for the shape operators it leaves to the host,
+ * sequential execution (one queue), the CPU arena for those host tensors. CUDA: the CUDA provider first with the CPU provider behind it for the few shape operators CUDA leaves
  * to the host, level "all" (onnxruntime's CUDA fusions: LayerNorm, GELU, bias adds), the CPU arena for those host
  * tensors, memory patterns, sequential execution (one stream: parallel mode only adds host threads).
  */
 export function sessionOptionsFor(options: OnnxModelOptions): ort.InferenceSession.SessionOptions {
   const graphOptimizationLevel = options.optimizationLevel ?? "all";
+  if (options.provider === "webgpu") {
+    return {
+      executionProviders: [webGpuProviderOptions(), "cpu"],
+      graphOptimizationLevel,
+      enableCpuMemArena: true,
+      executionMode: "sequential",
+      intraOpNumThreads: options.intraOpThreads ?? 0,
+    };
+  }
   if (options.provider === "cuda") {
     return {
       executionProviders: [cudaProviderOptions(options.deviceId ?? 0), "cpu"],
@@ -131,6 +154,12 @@ export class OnnxModel {
       session = await ort.InferenceSession.create(path, sessionOptions);
     } catch (e) {
       const message = (e as Error).message;
+      if (options.provider === "webgpu" && WEBGPU_UNAVAILABLE.test(message)) {
+        throw new OnnxRunError(
+          `the WebGPU execution provider is not available (${message}): Dawn found no usable GPU adapter ` +
+            "(on Linux it needs libvulkan.so.1 and the GPU driver's Vulkan ICD); start with --provider cpu to run on the CPU",
+        );
+      }
       if (options.provider === "cuda" && /shared library|providers_cuda|providers_shared/i.test(message)) {
         throw new OnnxRunError(
           `the CUDA execution provider is not available (${message}): onnxruntime-node needs its CUDA 12 provider ` +
@@ -353,28 +382,159 @@ export function bindingDir(): string {
 export const PROVIDER_CHOICES = ["auto", ...EXECUTION_PROVIDERS] as const;
 export type ProviderChoice = (typeof PROVIDER_CHOICES)[number];
 
-/**
- * The execution provider to use and why: `auto` takes CUDA when an NVIDIA GPU is visible and onnxruntime-node's
- * CUDA provider libraries are installed beside its binding, the CPU otherwise. (Whether CUDA really loads is
- * known only when the first session is created; the model host falls back to the CPU then, saying so.)
- */
-export function chooseProvider(choice: ProviderChoice): { provider: ExecutionProvider; reason: string } {
-  if (choice === "cpu") return { provider: "cpu", reason: "requested with --provider cpu" };
+/** What onnxruntime or Dawn says when no WebGPU adapter (or device) can be had. */
+const WEBGPU_UNAVAILABLE = /WebGPU (adapter|device)|libvulkan|No supported adapters/i;
+
+/** A provider passed over on the way to the one in use, and why. */
+export interface ProviderFallback {
+  provider: ExecutionProvider;
+  reason: string;
+}
+
+export interface ChosenProvider {
+  provider: ExecutionProvider;
+  reason: string;
+  /** The providers tried first and passed over (auto's order: CUDA, WebGPU, CPU), each with its reason. */
+  fallbacks: ProviderFallback[];
+  /** Whether checkpoint graphs compute in float16 on this provider (CUDA; WebGPU where the adapter has shader-f16). */
+  float16: boolean;
+  /** WebGPU only: why the graphs stay float32, when they do. */
+  float16Note: string | null;
+}
+
+/** Whether CUDA looks usable, without loading it: an NVIDIA GPU visible and the provider libraries installed. */
+function cudaVisible(): { ok: boolean; reason: string } {
   const libs = ["libonnxruntime_providers_cuda.so", "libonnxruntime_providers_shared.so"];
   const missing = libs.filter((lib) => !existsSync(join(bindingDir(), lib)));
   const gpu = existsSync("/dev/nvidia0") || existsSync("/proc/driver/nvidia/version");
-  if (choice === "cuda") return { provider: "cuda", reason: "requested with --provider cuda" };
-  if (!gpu) return { provider: "cpu", reason: "no NVIDIA GPU is visible" };
+  if (!gpu) return { ok: false, reason: "no NVIDIA GPU is visible" };
   if (missing.length > 0) {
     return {
-      provider: "cpu",
+      ok: false,
       reason: `an NVIDIA GPU is visible but onnxruntime-node's CUDA provider libraries are not installed (${missing.join(", ")}; see the README)`,
     };
   }
+  return { ok: true, reason: "an NVIDIA GPU is visible and the CUDA provider libraries are installed" };
+}
+
+export type WebGpuProbe =
+  | { ok: true; shaderF16: boolean; f16Error: string | null }
+  | { ok: false; reason: string };
+
+/** A one-operator graph x·x + x over four values of `type`, as bytes. */
+function probeGraph(type: "float32" | "float16"): Uint8Array {
+  const g = new GraphBuilder(`webgpu_probe_${type}`);
+  const x = g.input("x", type, [4]);
+  g.output(g.node("Add", [g.node("Mul", [x, x]), x]), "y", type, [4]);
+  return g.toBytes();
+}
+
+/** Runs the probe graph of `type` on the WebGPU provider alone (no CPU fallback); null when the answer is right. */
+async function runProbe(type: "float32" | "float16"): Promise<string | null> {
+  const session = await ort.InferenceSession.create(probeGraph(type), {
+    executionProviders: [webGpuProviderOptions()],
+    extra: { session: { disable_cpu_ep_fallback: "1" } },
+  });
+  try {
+    const values = [0.5, -2, 3, 1.25];
+    const expected = values.map((v) => v * v + v); // exact in half precision too
+    const data = type === "float16" ? floatsToHalfBits(values) : Float32Array.from(values);
+    const result = await session.run({ x: new ort.Tensor(type, data, [4]) });
+    const got = Array.from(toFloat32(result.y as ort.Tensor));
+    return got.every((v, i) => v === expected[i]) ? null : `computed [${got}] for [${expected}]`;
+  } finally {
+    await session.release();
+  }
+}
+
+/**
+ * Whether a WebGPU adapter runs graphs here, and whether it computes float16 (WebGPU's optional `shader-f16`
+ * feature): onnxruntime-node exposes no adapter query, so the answer is the behaviour itself — a tiny float32
+ * graph, then a float16 one, on the WebGPU provider with the CPU fallback disabled, each checked against its exact
+ * result. The failure's message (Dawn's "No supported adapters", a missing libvulkan.so.1…) is the reason.
+ */
+export async function probeWebGpu(): Promise<WebGpuProbe> {
+  try {
+    const wrong = await runProbe("float32");
+    if (wrong !== null) return { ok: false, reason: `the WebGPU adapter ${wrong}` };
+  } catch (e) {
+    return { ok: false, reason: `no WebGPU adapter: ${firstLine((e as Error).message)}` };
+  }
+  try {
+    const wrong = await runProbe("float16");
+    return { ok: true, shaderF16: wrong === null, f16Error: wrong && `float16 ${wrong}` };
+  } catch (e) {
+    return { ok: true, shaderF16: false, f16Error: firstLine((e as Error).message) };
+  }
+}
+
+/** The sentence that says what failed, without onnxruntime's source location and check. */
+function firstLine(message: string): string {
+  const line = message.split("\n")[0] ?? message;
+  return (/ was false\. (.*)$/.exec(line)?.[1] ?? line).trim();
+}
+
+/** Where each provider stands, as a probe found it (tests pass their own). */
+export interface ProviderProbes {
+  cuda: () => { ok: boolean; reason: string };
+  webgpu: () => Promise<WebGpuProbe>;
+}
+
+const realProbes: ProviderProbes = { cuda: cudaVisible, webgpu: probeWebGpu };
+
+function onWebGpu(
+  probe: WebGpuProbe & { ok: true },
+  reason: string,
+  fallbacks: ProviderFallback[],
+): ChosenProvider {
   return {
-    provider: "cuda",
-    reason: "an NVIDIA GPU is visible and the CUDA provider libraries are installed",
+    provider: "webgpu",
+    reason,
+    fallbacks,
+    float16: probe.shaderF16,
+    float16Note: probe.shaderF16
+      ? null
+      : `the adapter does not compute float16 (shader-f16: ${probe.f16Error}); checkpoint graphs run in float32`,
   };
+}
+
+/**
+ * The execution provider to use and why. `auto` tries CUDA (an NVIDIA GPU visible and onnxruntime-node's CUDA
+ * provider libraries installed), then WebGPU (a probe graph runs on a Dawn adapter), then the CPU; each provider
+ * passed over is listed with its reason. An explicit `webgpu` whose probe fails runs on the CPU, saying why. (Whether
+ * CUDA really loads is known only when the first session is created; the model host falls back to the CPU then.)
+ */
+export async function chooseProvider(
+  choice: ProviderChoice,
+  probes: ProviderProbes = realProbes,
+): Promise<ChosenProvider> {
+  const plain = (provider: ExecutionProvider, reason: string, fallbacks: ProviderFallback[] = []) => ({
+    provider,
+    reason,
+    fallbacks,
+    float16: provider === "cuda",
+    float16Note: null,
+  });
+  if (choice === "cpu") return plain("cpu", "requested with --provider cpu");
+  if (choice === "cuda") return plain("cuda", "requested with --provider cuda");
+  const fallbacks: ProviderFallback[] = [];
+  if (choice === "auto") {
+    const cuda = probes.cuda();
+    if (cuda.ok) return plain("cuda", cuda.reason);
+    fallbacks.push({ provider: "cuda", reason: cuda.reason });
+  }
+  const webgpu = await probes.webgpu();
+  if (webgpu.ok) {
+    const reason =
+      choice === "webgpu" ? "requested with --provider webgpu" : "a WebGPU adapter runs the probe graph";
+    return onWebGpu(webgpu, reason, fallbacks);
+  }
+  fallbacks.push({ provider: "webgpu", reason: webgpu.reason });
+  const reason =
+    choice === "webgpu"
+      ? `--provider webgpu was requested but ${webgpu.reason}`
+      : fallbacks.map((f) => `${f.provider}: ${f.reason}`).join("; ");
+  return plain("cpu", reason, fallbacks);
 }
 
 export const onnxruntimeVersion: string = ort.env.versions.node ?? "unknown";

@@ -57,8 +57,9 @@ export async function loadOnnxPipeline(
   provider: ExecutionProvider,
   options: LoadOptions = {},
 ): Promise<PipelineComponents> {
-  // On CUDA the checkpoint's text encoder and UNet compute in float16, as diffusers runs SD on GPUs.
-  const precision = provider === "cuda" ? "float16" : "float32";
+  // On CUDA the checkpoint's text encoder and UNet compute in float16, as diffusers runs SD on GPUs (on WebGPU
+  // when the host found shader-f16).
+  const precision = options.precision ?? (provider === "cuda" ? "float16" : "float32");
   const attention = options.attention ?? attentionForProvider(provider);
   const built =
     entry.format === "safetensors" ? await prepareCheckpoint(entry.path, { precision, attention }) : null;

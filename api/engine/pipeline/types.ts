@@ -43,9 +43,14 @@ export interface LoadOptions {
   /**
    * How the UNet computes attention: for a checkpoint, in the graphs sdx builds; for an ONNX folder, "fused"
    * rewrites its UNet's attentions into MultiHeadAttention (pipeline/folder_attention.ts).
-   * Default: fused (MultiHeadAttention) on CUDA, plain on the CPU.
+   * Default: fused (MultiHeadAttention) on CUDA and WebGPU, plain on the CPU.
    */
   attention?: AttentionVariant;
+  /**
+   * The precision checkpoint graphs compute in. Default: float16 on CUDA, float32 elsewhere; the host asks for
+   * float16 on WebGPU when the adapter computes it (shader-f16).
+   */
+  precision?: "float32" | "float16";
 }
 
 export interface PipelineComponents {
