@@ -348,11 +348,13 @@ describe("sdx gen in a pseudo-terminal", () => {
     expect(bodies[0]?.preview).toEqual({ every: 1, method: "approx" });
     const kitty = new RegExp(`${ESC}_Ga=T,f=100,t=d,i=(\\d+),p=1,q=2,C=1,`, "g");
     const ids = [...screen.matchAll(kitty)].map((m) => m[1]);
-    // The server's previews of the first image (steps 1 and 2), the first image over them (the same id, drawn in
-    // place), the second image (a new one).
-    expect(ids).toHaveLength(4);
-    expect(ids.slice(0, 3)).toEqual([ids[0], ids[0], ids[0]]);
-    expect(ids[3]).not.toBe(ids[0]);
+    // The server's previews of the first image (steps 1 and 2; the view draws the newest one, so one or both), the
+    // first image over them (the same id, drawn in place), the second image (a new one).
+    expect(ids.length).toBeGreaterThanOrEqual(3);
+    expect(ids.length).toBeLessThanOrEqual(4);
+    const last = ids.length - 1;
+    expect(ids.slice(0, last)).toEqual(ids.slice(0, last).map(() => ids[0]));
+    expect(ids[last]).not.toBe(ids[0]);
     const plain = Bun.stripANSI(screen);
     expect(plain).toMatch(/image 1\/2: \S+\.png \(seed 4\)/);
     expect(plain).toMatch(/image 2\/2: \S+\.png \(seed 5\)/);
