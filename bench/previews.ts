@@ -10,7 +10,6 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { writeRandomCheckpoint } from "../api/engine/checkpoint/ldm_layout.ts";
 import { runStats } from "../api/engine/onnx/runtime.ts";
 import { encodePng } from "../api/engine/pipeline/image.ts";
 import { releasePipeline } from "../api/engine/pipeline/load.ts";
@@ -18,9 +17,9 @@ import { runPipeline } from "../api/engine/pipeline/run.ts";
 import type { GenerateInput } from "../api/engine/pipeline/types.ts";
 import { approxRgb, SD_APPROX, SDXL_APPROX } from "../api/engine/previews/approx.ts";
 import { loadTaesdDecoder } from "../api/engine/previews/taesd.ts";
-import { taesdDecoderShapes } from "../api/engine/previews/taesd_weights.ts";
 import { TorchGenerator } from "../api/engine/rng/torch_generator.ts";
 import { printTable } from "./engine.ts";
+import { writeRandomTaesdDecoder } from "./taesd.ts";
 import { textRun } from "./text_run.ts";
 
 /** Mean ms of `fn` over `n` calls, after `n / 10` unmeasured ones. */
@@ -36,11 +35,7 @@ export async function benchPreviews(argv: string[]): Promise<void> {
   const { width: size, numSteps: steps, scheduler } = input;
   const dir = await mkdtemp(join(tmpdir(), "sdx-bench-taesd-"));
   const taesdPath = join(dir, "taesd_decoder.safetensors");
-  await writeRandomCheckpoint(
-    taesdPath,
-    [...taesdDecoderShapes(4)].map(([key, shape]) => ({ key, shape, dtype: "float" as const })),
-    { dtype: "F32", seed: 1234 },
-  );
+  await writeRandomTaesdDecoder(taesdPath);
   const withPreviews: GenerateInput = {
     ...input,
     preview: { every: 1, method: "approx", decoderPath: null },

@@ -26,6 +26,15 @@ const ms = (x: number) => x.toFixed(1);
 const latentsOf = (h: number, w: number) =>
   Float32Array.from({ length: 4 * h * w }, (_, i) => 3 * Math.sin(i * 12.9898 + 1.7));
 
+/** A taesd.py decoder file of random float32 weights of the released shapes, as the benches decode with. */
+export async function writeRandomTaesdDecoder(path: string): Promise<void> {
+  await writeRandomCheckpoint(
+    path,
+    [...taesdDecoderShapes(4)].map(([key, shape]) => ({ key, shape, dtype: "float" as const })),
+    { dtype: "F32" },
+  );
+}
+
 async function timed(runs: number, run: () => Promise<unknown>): Promise<number> {
   await run(); // warm-up: onnxruntime plans the shapes on the first run
   const times: number[] = [];
@@ -51,11 +60,7 @@ export async function benchTaesd(argv: string[]): Promise<void> {
   await mkdir(dir, { recursive: true });
 
   const taesdFile = join(dir, "taesd_decoder.safetensors");
-  await writeRandomCheckpoint(
-    taesdFile,
-    [...taesdDecoderShapes(4)].map(([key, shape]) => ({ key, shape, dtype: "float" as const })),
-    { dtype: "F32" },
-  );
+  await writeRandomTaesdDecoder(taesdFile);
   const t0 = performance.now();
   const decoder = await loadTaesdDecoder(taesdFile, { provider: "cpu" });
   const firstUse = performance.now() - t0;

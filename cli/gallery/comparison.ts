@@ -52,7 +52,7 @@ export async function rebuildComparison(dir: string): Promise<RunRecord[]> {
 
 /**
  * The comparison of the runs of one `sdx gen --all-models`, made when the first run starts and redrawn in the
- * background as any of its runs changes. Failures are told to `warn` once and never stop the runs.
+ * background whenever one of its runs changes. Failures are told to `warn` once and never stop the runs.
  */
 export class Comparison {
   private dir: string | null = null;
