@@ -15,12 +15,33 @@
  * which equals MultiHeadAttention(Q, K, V, num_heads = H, scale). Every shape operand is evaluated symbolically
  * (Shape → Gather → Mul/Div/Cast → Unsqueeze → Concat, or constants) and must equal the form above; H is the
  * constant of the first Reshape. (X₂/H in the first Reshape also pins X to rank 3: its element count must match.)
- * A match that cannot be proven is left as it is. Nodes left without consumers are
- * removed afterwards (ONNX nodes have no side effects).
+ *
+ * The second form keeps the heads as an axis (4-D), as torch ≥ 2 exports diffusers' AttnProcessor2_0
+ * (attention_processor.py: view(batch, −1, heads, head_dim).transpose(1, 2), F.scaled_dot_product_attention,
+ * transpose(1, 2).reshape(batch, −1, heads·head_dim)) through torch/onnx/symbolic_opset14.py
+ * scaled_dot_product_attention (Transpose of the key's last two axes, then MatMul(q·√s, kᵀ·√s), Softmax(−1),
+ * MatMul with v; s = 1/√(q.size(−1)) from Shape/Slice/Cast/Sqrt/Div when not given), and as sdx's own plain
+ * checkpoint graphs spell it (unet_graph.ts: Reshape [0,0,H,d], Transpose [0,2,3,1] for the key, the 1/√d folded
+ * into to_q's weight, so the scale is 1):
+ *
+ *   split₄(X) = Transpose(Reshape(X, [B, X₁ | 0 | −1, H, d]), [0,2,1,3])                  → [b, H, n, d]
+ *   kᵀ        = Transpose(split₄(K), [0,1,3,2])  or  Transpose(Reshape(K, …), [0,2,3,1])  → [b, H, d, m]
+ *   scores    = MatMul(split₄(Q)·c…, kᵀ·c…)·c…       (Mul by, or Div by, scalar constants anywhere on the way)
+ *   O         = MatMul(Cast?(Softmax(Cast?(scores), axis −1)), split₄(V))                 → [b, H, s, d]
+ *   merge₄(O) = Reshape(Transpose(O, [0,2,1,3]), [B, O₂ | 0 | −1, H·d])                 → [b, s, H·d]
+ *
+ * with X's last dim proven H·d (d = X₂/H, or a constant d with X's last dim read from the weight of the Linear
+ * that made X), so −1 is X₁. B is axis 0 of Q, K, V, O or of a tensor they are a Linear of (AttnProcessor2_0
+ * takes the batch from encoder_hidden_states for all three splits): MultiHeadAttention refuses Q₀ ≠ K₀ ≠ V₀, so
+ * wherever it runs B is the batch. The constant factors multiply into one scale.
+ *
+ * A match that cannot be proven is left as it is. Nodes left without consumers are removed afterwards (ONNX nodes
+ * have no side effects).
  *
  * The graph is spliced at the byte level (proto.ts records where each graph field is): kept fields are copied as
- * they are, the merge Reshape is replaced by the MultiHeadAttention node, and initializers stored inline become
- * external data pointing into a hard link of the original file, so the rewritten model holds no copy of the weights.
+ * they are, the merge Reshape is replaced by the MultiHeadAttention node, and initializers stored inline (of
+ * INLINE_LIMIT bytes or more) become external data pointing into a hard link of the original file, so the
+ * rewritten model holds no copy of the weights.
  */
 import { CONTRIB_DOMAIN, CONTRIB_OPSET } from "../checkpoint/attention_variant.ts";
 import { type ElemType, elementTypeName } from "./dtypes.ts";
@@ -50,6 +71,8 @@ export interface AttentionScan {
 
 /** float32, int32, int64, float16, float64. */
 const CAST_NUMERIC = new Set([1, 6, 7, 10, 11]);
+/** float32, float16, float64, bfloat16. */
+const FLOAT_TYPES = new Set([1, 10, 11, 16]);
 
 /** A scalar of a shape computation: c · Π dims, a dim being `<tensor>#<axis>`. */
 interface Sym {
@@ -158,12 +181,15 @@ class Matcher {
     return parts;
   }
 
-  /** The target shape of a Reshape as symbols (a 0 copies the input's dim; a −1 is refused), or null. */
-  async reshapeTarget(reshape: OnnxNode): Promise<Sym[] | null> {
+  /**
+   * The target shape of a Reshape as symbols (a 0 copies the input's dim; a −1 is refused unless `inferred`,
+   * where it stays the constant −1 for the caller to prove), or null.
+   */
+  async reshapeTarget(reshape: OnnxNode, inferred = false): Promise<Sym[] | null> {
     const [input = "", shape = ""] = reshape.inputs;
     if ((reshape.attributes.get("allowzero")?.i ?? 0) !== 0) return null;
     const parts = await this.shapeOf(shape);
-    if (!parts || parts.some((p) => p.dims.length === 0 && p.c === -1)) return null;
+    if (!parts || (!inferred && parts.some((p) => p.dims.length === 0 && p.c === -1))) return null;
     return parts.map((p, i) => (p.dims.length === 0 && p.c === 0 ? dim(input, i) : p));
   }
 
@@ -223,6 +249,226 @@ class Matcher {
   }
 
   /**
+   * The static size of the last axis of `value`, or null: a graph input's declared size, a matrix's last column
+   * count through MatMul (nn.Linear: MatMul(x, Wᵀ) + bias), a broadcast operand's size above 1 through elementwise
+   * ops, a Transpose of a Reshape to constants.
+   */
+  async lastDim(value: string): Promise<number | null> {
+    const input = this.graph.inputs.find((i) => i.name === value);
+    if (input) {
+      const d = input.shape.at(-1);
+      return typeof d === "number" && d > 0 ? d : null;
+    }
+    const n = this.graph.producers.get(value);
+    if (n?.domain !== "") return null;
+    const [a = "", b = ""] = n.inputs;
+    switch (n.opType) {
+      case "Cast":
+        return CAST_NUMERIC.has(n.attributes.get("to")?.i ?? 0) ? this.lastDim(a) : null;
+      case "Identity":
+        return this.lastDim(a);
+      case "MatMul":
+        return this.matrixColumns(b);
+      case "Add":
+      case "Sub":
+      case "Mul":
+      case "Div":
+        for (const operand of [a, b]) {
+          const d = this.constantLast(operand) ?? (await this.lastDim(operand));
+          if (d !== null && d > 1) return d;
+        }
+        return null;
+      case "Transpose": {
+        const perm = n.attributes.get("perm")?.ints;
+        const reshape = this.producer(a, "Reshape");
+        const target = reshape ? await this.reshapeTarget(reshape, true) : null;
+        const last = perm && target?.length === perm.length ? target[perm.at(-1) as number] : undefined;
+        return last && last.dims.length === 0 && last.c > 0 ? last.c : null;
+      }
+      default:
+        return null;
+    }
+  }
+
+  /** The dims of a constant tensor (initializer or Constant node, maybe through Cast or Identity), or null. */
+  private constantDims(value: string): number[] | null {
+    const t =
+      this.graph.initializers.get(value) ?? this.producer(value, "Constant")?.attributes.get("value")?.t;
+    if (t) return t.dims;
+    const n = this.graph.producers.get(value);
+    return n?.domain === "" && (n.opType === "Cast" || n.opType === "Identity")
+      ? this.constantDims(n.inputs[0] as string)
+      : null;
+  }
+
+  /** The last axis of a constant tensor of rank ≥ 1, or null. */
+  private constantLast(value: string): number | null {
+    return this.constantDims(value)?.at(-1) ?? null;
+  }
+
+  /** The column count of a matrix of rank ≥ 2 (a weight, transposed, cast or scaled by a scalar), or null. */
+  private async matrixColumns(value: string): Promise<number | null> {
+    const dims = this.constantDims(value);
+    if (dims) return dims.length >= 2 ? (dims.at(-1) as number) : null;
+    const n = this.graph.producers.get(value);
+    if (n?.domain !== "") return null;
+    const [a = "", b = ""] = n.inputs;
+    if (n.opType === "Cast" || n.opType === "Identity") return this.matrixColumns(a);
+    if ((n.opType === "Mul" || n.opType === "Div") && (await this.scalarConstant(b)) !== null)
+      return this.matrixColumns(a);
+    if (n.opType === "Mul" && (await this.scalarConstant(a)) !== null) return this.matrixColumns(b);
+    if (n.opType !== "Transpose") return null;
+    const perm = n.attributes.get("perm")?.ints;
+    const w = this.constantDims(a);
+    return perm && w && perm.length === w.length && perm.length >= 2
+      ? (w[perm.at(-1) as number] as number)
+      : null;
+  }
+
+  /**
+   * The value of a scalar factor: a constant, or a computation of constants through Sqrt, Mul, Div, Reciprocal,
+   * float Casts and Slice(Shape(t), [−1], [end ≥ 2³¹]) of a tensor whose last dim `lastDim` proves (torch's
+   * _attention_scale: 1/√(query.size(−1))), or null.
+   */
+  async factor(value: string): Promise<number | null> {
+    const k = await this.scalarConstant(value);
+    if (k !== null) return k;
+    const n = this.graph.producers.get(value);
+    if (n?.domain !== "") return null;
+    const [a = "", b = ""] = n.inputs;
+    const x = await this.factorOperand(a);
+    if (x === null) return null;
+    switch (n.opType) {
+      case "Sqrt":
+        return x >= 0 ? Math.sqrt(x) : null;
+      case "Reciprocal":
+        return x !== 0 ? 1 / x : null;
+      case "Cast":
+        return FLOAT_TYPES.has(n.attributes.get("to")?.i ?? 0) ? x : null;
+      case "Mul":
+      case "Div": {
+        const y = await this.factorOperand(b);
+        if (y === null || (n.opType === "Div" && y === 0)) return null;
+        return n.opType === "Mul" ? x * y : x / y;
+      }
+      default:
+        return null;
+    }
+  }
+
+  /** A factor, or the last dim of a tensor read by Slice(Shape(t), [−1], [end]) along axis 0. */
+  private async factorOperand(value: string): Promise<number | null> {
+    const slice = this.producer(value, "Slice");
+    if (!slice) return this.factor(value);
+    const [shape = "", starts = "", ends = "", axes = "", steps = ""] = slice.inputs;
+    const source = this.producer(shape, "Shape");
+    const ok =
+      source !== null &&
+      source.attributes.size === 0 &&
+      (await this.scalarConstant(starts)) === -1 &&
+      ((await this.scalarConstant(ends)) ?? 0) >= 2 ** 31 - 1 &&
+      (axes === "" || (await this.scalarConstant(axes)) === 0) &&
+      (steps === "" || (await this.scalarConstant(steps)) === 1);
+    return ok ? this.lastDim(source.inputs[0] as string) : null;
+  }
+
+  /**
+   * `value` with constant factors peeled off (Mul by a factor on either side, Div by one): the tensor under them
+   * and the factors' names and ops, evaluated later by `scaleOf`.
+   */
+  async peel(value: string): Promise<{ base: string; factors: Array<{ value: string; div: boolean }> }> {
+    const factors: Array<{ value: string; div: boolean }> = [];
+    let base = value;
+    for (;;) {
+      const n = this.graph.producers.get(base);
+      if (n?.domain !== "" || (n.opType !== "Mul" && n.opType !== "Div")) break;
+      const [a = "", b = ""] = n.inputs;
+      if ((await this.factor(b)) !== null) {
+        factors.push({ value: b, div: n.opType === "Div" });
+        base = a;
+      } else if (n.opType === "Mul" && (await this.factor(a)) !== null) {
+        factors.push({ value: a, div: false });
+        base = b;
+      } else break;
+    }
+    return { base, factors };
+  }
+
+  /** The product of peeled factors, or null when one is zero or not finite. */
+  async scaleOf(factors: ReadonlyArray<{ value: string; div: boolean }>): Promise<number | null> {
+    let scale = 1;
+    for (const f of factors) {
+      const k = (await this.factor(f.value)) as number;
+      scale = f.div ? scale / k : scale * k;
+    }
+    return scale !== 0 && Number.isFinite(scale) ? scale : null;
+  }
+
+  /**
+   * The tensors whose axis 0 provably equals `value`'s: back through nn.Linear (MatMul by a matrix, then
+   * elementwise ops with a constant of rank ≤ 1), Cast and Identity.
+   */
+  async sameRows(value: string): Promise<Set<string>> {
+    const rows = new Set<string>();
+    let t: string | null = value;
+    while (t !== null && !rows.has(t)) {
+      rows.add(t);
+      const n = this.graph.producers.get(t);
+      const [a = "", b = ""] = n?.inputs ?? [];
+      t = null;
+      if (n?.domain !== "") break;
+      if (n.opType === "Cast" || n.opType === "Identity") t = a;
+      else if (n.opType === "MatMul" && (await this.matrixColumns(b)) !== null) t = a;
+      else if (["Add", "Sub", "Mul", "Div"].includes(n.opType)) {
+        const small = async (c: string) =>
+          (await this.scalarConstant(c)) !== null || this.constantDims(c)?.length === 1;
+        if (await small(b)) t = a;
+        else if (n.opType !== "Sub" && n.opType !== "Div" && (await small(a))) t = b;
+      }
+    }
+    return rows;
+  }
+
+  /**
+   * split₄(X) with X [b, n, H·d] and `perm` [0,2,1,3] (→ [b, H, n, d]) or [0,2,3,1] (→ [b, H, d, n]):
+   * Transpose(Reshape(X, [B, X₁ | 0 | −1, H, d]), perm), d a constant with X's last dim proven H·d or the symbol
+   * X₂/H. X, H, d and the batch operand B, which `match4` proves; the element count then leaves −1 = X₁.
+   */
+  async split4(
+    value: string,
+    perm: readonly number[],
+  ): Promise<{ x: string; heads: number; d: number | null; batch: Sym } | null> {
+    const inner = await this.transposed(value, perm);
+    const reshape = inner ? this.producer(inner, "Reshape") : null;
+    const s = reshape ? await this.reshapeTarget(reshape, true) : null;
+    if (!reshape || s?.length !== 4) return null;
+    const x = reshape.inputs[0] as string;
+    const [batch, n, h, d] = s as [Sym, Sym, Sym, Sym];
+    const heads = h.c;
+    if (h.dims.length > 0 || !Number.isInteger(heads) || heads < 1) return null;
+    if (!symEqual(n, dim(x, 1)) && !symEqual(n, sym(-1))) return null;
+    if (symEqual(d, sym(1 / heads, [`${x}#2`]))) return { x, heads, d: null, batch };
+    if (d.dims.length > 0 || !Number.isInteger(d.c) || d.c < 1) return null;
+    return (await this.lastDim(x)) === heads * d.c ? { x, heads, d: d.c, batch } : null;
+  }
+
+  /**
+   * merge₄(O) = Reshape(Transpose(O, [0,2,1,3]), [B, O₂ | 0 | −1, W]) ending in `anchor`, W = H·d (or V₂ when d is
+   * the symbol V₂/H): its batch operand B, or null.
+   */
+  async merge4(anchor: OnnxNode, o: string, heads: number, d: number | null, v: string): Promise<Sym | null> {
+    const t = this.producer(anchor.inputs[0] as string, "Transpose");
+    if (!t || (await this.transposed(anchor.inputs[0] as string, [0, 2, 1, 3])) !== o) return null;
+    const s = await this.reshapeTarget(anchor, true);
+    if (s?.length !== 3) return null;
+    const [batch, n, c] = s as [Sym, Sym, Sym];
+    const inner = t.outputs[0] as string;
+    const width = d === null ? symEqual(c, dim(v, 2)) : symEqual(c, sym(heads * d));
+    const tokens = symEqual(n, dim(inner, 1)) || symEqual(n, dim(o, 2)) || symEqual(n, sym(-1));
+    return width && tokens ? (symEqual(batch, dim(inner, 0)) ? dim(o, 0) : batch) : null;
+  }
+
+  /**
    * Whether `value` is provably zeros of exactly the scores' shape [q₀, q₁, k₁] (so adding it neither changes nor
    * broadcasts them): Mul(ConstantOfShape([q₀, q₁, k₁], finite), 0).
    */
@@ -243,18 +489,25 @@ class Matcher {
     return false;
   }
 
-  /** The scores' MatMul and scale behind a Softmax input, or null. */
-  async scores(value: string): Promise<{ matmul: OnnxNode; scale: number } | null> {
+  /**
+   * The scores behind a Softmax input: the MatMul, its two operands with their constant factors peeled off, and
+   * all factors (on the scores and on either operand). A Cast to float32 (softmax computed in float32) and, for
+   * the 3-D form, baddbmm's zero bias are stepped over.
+   */
+  async scores(value: string): Promise<{
+    matmul: OnnxNode;
+    q: string;
+    k: string;
+    factors: Array<{ value: string; div: boolean }>;
+  } | null> {
     let scaled = value;
-    const add = this.producer(value, "Add");
+    const cast = this.producer(value, "Cast");
+    if (cast && cast.attributes.get("to")?.i === 1) scaled = cast.inputs[0] as string;
+    const add = this.producer(scaled, "Add");
     if (add) {
       const [a = "", b = ""] = add.inputs;
       const operands = async (v: string) => {
-        const s = this.graph.producers.get(v);
-        const m =
-          s && (s.opType === "Mul" || s.opType === "Div")
-            ? s.inputs.map((i) => this.producer(i, "MatMul")).find(Boolean)
-            : null;
+        const m = this.producer((await this.peel(v)).base, "MatMul");
         const kT = m ? await this.transposed(m.inputs[1] as string, [0, 2, 1]) : null;
         return m && kT ? { q: m.inputs[0] as string, k: kT } : null;
       };
@@ -264,59 +517,90 @@ class Matcher {
       else if (right && (await this.zeros(a, right.q, right.k))) scaled = b;
       else return null;
     }
-    const n = this.graph.producers.get(scaled);
-    if (n?.domain !== "" || (n.opType !== "Mul" && n.opType !== "Div")) return null;
-    const [a = "", b = ""] = n.inputs;
-    const candidates =
-      n.opType === "Mul"
-        ? [
-            [a, b],
-            [b, a],
-          ]
-        : [[a, b]];
-    for (const [m = "", s = ""] of candidates) {
-      const matmul = this.producer(m, "MatMul");
-      const k = await this.scalarConstant(s);
-      if (matmul && k !== null && k !== 0 && Number.isFinite(k))
-        return { matmul, scale: n.opType === "Mul" ? k : 1 / k };
-    }
-    return null;
+    const outer = await this.peel(scaled);
+    const matmul = this.producer(outer.base, "MatMul");
+    if (!matmul) return null;
+    const q = await this.peel(matmul.inputs[0] as string);
+    const k = await this.peel(matmul.inputs[1] as string);
+    return { matmul, q: q.base, k: k.base, factors: [...outer.factors, ...q.factors, ...k.factors] };
   }
 
-  async match(
-    softmax: OnnxNode,
-    consumers: Map<string, OnnxNode[]>,
-    floatType: number,
-  ): Promise<AttentionMatch | null> {
+  /** The 3-D form: split₃ of Q, K (then Transpose [0,2,1]) and V, merge₃ of O. */
+  private async match3(
+    q: string,
+    k: string,
+    outMatmul: OnnxNode,
+    after: (value: string | undefined, op: string) => OnnxNode | undefined,
+  ): Promise<Omit<AttentionMatch, "scale"> | null> {
+    const inner = after(outMatmul.outputs[0], "Reshape");
+    const anchor = after(after(inner?.outputs[0], "Transpose")?.outputs[0], "Reshape");
+    if (!anchor) return null;
+    const merged = await this.merge(anchor);
+    const kT = await this.transposed(k, [0, 2, 1]);
+    const qs = await this.split(q);
+    const ks = kT ? await this.split(kT) : null;
+    const vs = await this.split(outMatmul.inputs[1] as string);
+    if (!merged || merged.o !== outMatmul.outputs[0] || !qs || !ks || !vs) return null;
+    if (![ks.heads, vs.heads, merged.heads].every((h) => h === qs.heads)) return null;
+    return { anchor, q: qs.x, k: ks.x, v: vs.x, heads: qs.heads };
+  }
+
+  /**
+   * The 4-D form: split₄ of Q and V, of K with [0,2,3,1] (or split₄ then Transpose [0,1,3,2]), merge₄ of O. Each
+   * batch operand must be axis 0 of Q, K, V or O (AttnProcessor2_0 takes it from encoder_hidden_states for all
+   * three projections): MultiHeadAttention requires Q₀ = K₀ = V₀ and refuses the inputs otherwise, so wherever
+   * it runs, every such operand is the batch.
+   */
+  private async match4(
+    q: string,
+    k: string,
+    outMatmul: OnnxNode,
+    after: (value: string | undefined, op: string) => OnnxNode | undefined,
+  ): Promise<Omit<AttentionMatch, "scale"> | null> {
+    const anchor = after(after(outMatmul.outputs[0], "Transpose")?.outputs[0], "Reshape");
+    if (!anchor) return null;
+    const qs = await this.split4(q, [0, 2, 1, 3]);
+    const kT = await this.transposed(k, [0, 1, 3, 2]);
+    const ks = (await this.split4(k, [0, 2, 3, 1])) ?? (kT ? await this.split4(kT, [0, 2, 1, 3]) : null);
+    const o = outMatmul.outputs[0] as string;
+    const vs = await this.split4(outMatmul.inputs[1] as string, [0, 2, 1, 3]);
+    if (!qs || !ks || !vs || ks.heads !== qs.heads || vs.heads !== qs.heads) return null;
+    // Q and K meet in the scores' MatMul, so they share d; V's d sets the output width.
+    if (qs.d !== null && ks.d !== null && qs.d !== ks.d) return null;
+    const merged = await this.merge4(anchor, o, vs.heads, vs.d, vs.x);
+    if (!merged) return null;
+    const rows = new Set([`${o}#0`]);
+    for (const s of [qs, ks, vs]) for (const t of await this.sameRows(s.x)) rows.add(`${t}#0`);
+    const isBatch = (b: Sym) => b.c === 1 && b.dims.length === 1 && rows.has(b.dims[0] as string);
+    if (![qs.batch, ks.batch, vs.batch, merged].every(isBatch)) return null;
+    return { anchor, q: qs.x, k: ks.x, v: vs.x, heads: qs.heads };
+  }
+
+  async match(softmax: OnnxNode, consumers: Map<string, OnnxNode[]>): Promise<AttentionMatch | null> {
     const axis = softmax.attributes.get("axis")?.i ?? -1;
-    if (axis !== -1 && axis !== 2) return null;
     const scores = await this.scores(softmax.inputs[0] as string);
     if (!scores) return null;
     let probs = softmax.outputs[0] as string;
     const next = consumers.get(probs) ?? [];
     const cast = next.length === 1 && next[0]?.opType === "Cast" ? next[0] : null;
     if (cast) {
-      if (cast.attributes.get("to")?.i !== floatType) return null;
+      // Back to the compute type (the MatMul with V fixes it; MultiHeadAttention computes in its inputs' type).
+      if (!FLOAT_TYPES.has(cast.attributes.get("to")?.i ?? 0)) return null;
       probs = cast.outputs[0] as string;
     }
     const outMatmul = (consumers.get(probs) ?? []).find(
       (c) => c.opType === "MatMul" && c.inputs[0] === probs,
     );
+    if (outMatmul?.domain !== "") return null;
     const after = (value: string | undefined, op: string) =>
       value === undefined
         ? undefined
         : (consumers.get(value) ?? []).find((c) => c.opType === op && c.domain === "");
-    const inner = after(outMatmul?.outputs[0], "Reshape");
-    const anchor = after(after(inner?.outputs[0], "Transpose")?.outputs[0], "Reshape");
-    if (!outMatmul || !anchor) return null;
-    const merged = await this.merge(anchor);
-    const kT = await this.transposed(scores.matmul.inputs[1] as string, [0, 2, 1]);
-    const q = await this.split(scores.matmul.inputs[0] as string);
-    const k = kT ? await this.split(kT) : null;
-    const v = await this.split(outMatmul.inputs[1] as string);
-    if (!merged || merged.o !== outMatmul.outputs[0] || !q || !k || !v) return null;
-    if (![k.heads, v.heads, merged.heads].every((h) => h === q.heads)) return null;
-    return { anchor, q: q.x, k: k.x, v: v.x, heads: q.heads, scale: scores.scale };
+    const found = axis === -1 || axis === 2 ? await this.match3(scores.q, scores.k, outMatmul, after) : null;
+    const fused =
+      found ?? (axis === -1 || axis === 3 ? await this.match4(scores.q, scores.k, outMatmul, after) : null);
+    const scale = fused ? await this.scaleOf(scores.factors) : null;
+    return fused && scale !== null ? { ...fused, scale } : null;
   }
 }
 
@@ -330,12 +614,11 @@ export async function findAttentions(graph: OnnxGraphSummary): Promise<Attention
       else consumers.set(i, [n]);
     }
   }
-  const floatType = graph.inputs.find((i) => i.name === "sample")?.elemType ?? 1;
   const matcher = new Matcher(graph);
   const softmaxes = graph.nodes.filter((n) => n.opType === "Softmax" && n.domain === "");
   const matches: AttentionMatch[] = [];
   for (const s of softmaxes) {
-    const m = await matcher.match(s, consumers, floatType);
+    const m = await matcher.match(s, consumers);
     if (m) matches.push(m);
   }
   return { attentions: softmaxes.length, matches };
@@ -366,6 +649,9 @@ function liveNodes(graph: OnnxGraphSummary, replaced: Map<OnnxNode, string[]>): 
   }
   return live;
 }
+
+/** Initializers below this many bytes are copied into the rewritten model rather than pointed at. */
+const INLINE_LIMIT = 4096;
 
 export interface FusedModel {
   bytes: Uint8Array;
@@ -433,7 +719,9 @@ export async function rewriteModel(
       const loc = t?.location;
       const typeName = t ? elementTypeName(t.dataType) : "unknown";
       const type = typeName === "unknown" ? null : (typeName as ElemType);
-      if (externalize && t && loc?.kind === "raw" && type) {
+      // Small tensors stay inline: onnxruntime reads shape operands (Reshape's) for shape inference only from
+      // inline data, and copying them costs nothing.
+      if (externalize && t && loc?.kind === "raw" && type && loc.length >= INLINE_LIMIT) {
         await flush();
         pieces.push(
           encodeExternalInitializerField(t.name, {

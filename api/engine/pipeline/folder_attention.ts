@@ -2,8 +2,9 @@
  * Fused attention for ONNX folders: the folder's UNet rewritten once into MultiHeadAttention
  * (onnx/fuse_attention.ts) and cached like checkpoint graphs, in `.sdx-cache/<folder>-unet-mha-<key>/` beside the
  * folder: the rewritten `unet.onnx`, a hard link of the original model file its inline weights point into, hard
- * links of its external data files, and a manifest. The key hashes the graph version and the names, sizes and
- * mtimes of the files in the UNet's folder, so a changed export gets a new rewrite. The original files are untouched.
+ * links of its external data files, and a manifest. The key hashes the graph and matcher versions and the names,
+ * sizes and mtimes of the files in the UNet's folder, so a changed export or matcher gets a new rewrite. The
+ * original files are untouched.
  */
 import { createHash } from "node:crypto";
 import { mkdir, readdir, stat } from "node:fs/promises";
@@ -17,6 +18,8 @@ import { readOnnxGraph, resolveExternalPath } from "../onnx/proto.ts";
 import { OnnxModel } from "../onnx/runtime.ts";
 
 const MANIFEST_FILE = "sdx_fused_unet.json";
+/** Bump when fuse_attention.ts matches or writes differently, so earlier rewrites (and refusals) are redone. */
+const MATCHER_VERSION = 2;
 const GRAPH_FILE = "unet.onnx";
 /** The hard link of the original model file, which the rewritten graph's inline initializers point into. */
 const SOURCE_LINK = "unet.source.onnx";
@@ -42,7 +45,7 @@ interface Manifest {
 }
 
 async function folderKey(unetDir: string): Promise<string> {
-  const hash = createHash("sha256").update(`${GRAPH_VERSION}:mha:`);
+  const hash = createHash("sha256").update(`${GRAPH_VERSION}:mha:${MATCHER_VERSION}:`);
   for (const name of (await readdir(unetDir)).sort()) {
     const info = await stat(join(unetDir, name));
     if (info.isFile()) hash.update(`${name}:${info.size}:${info.mtimeMs};`);
