@@ -30,8 +30,9 @@
  *   O         = MatMul(Cast?(Softmax(Cast?(scores), axis −1)), split₄(V))                 → [b, H, s, d]
  *   merge₄(O) = Reshape(Transpose(O, [0,2,1,3]), [B, O₂ | 0 | −1, H·d])                 → [b, s, H·d]
  *
- * with X's last dim proven H·d (d = X₂/H, or a constant d with X's last dim read from the weight of the Linear
- * that made X), so −1 is X₁. B is axis 0 of Q, K, V, O or of a tensor they are a Linear of (AttnProcessor2_0
+ * with X's last dim proven H·d, so −1 is X₁: d a constant with X's last dim read from the weight of the Linear
+ * that made X, or d = t₂/H with t = X, or for Q and K t ∈ {Q, K} (MultiHeadAttention refuses Q₂ ≠ K₂;
+ * AttnProcessor2_0 reads head_dim from the key for all three), or for V a t whose last dim equals V's. B is axis 0 of Q, K, V, O or of a tensor they are a Linear of (AttnProcessor2_0
  * takes the batch from encoder_hidden_states for all three splits): MultiHeadAttention refuses Q₀ ≠ K₀ ≠ V₀, so
  * wherever it runs B is the batch. The constant factors multiply into one scale.
  *
@@ -99,6 +100,8 @@ function dim(tensor: string, axis: number): Sym {
 
 class Matcher {
   private readonly consts = new Map<string, Float32Array | null>();
+  /** Last dims proven by a match (a split query's head size), which `lastDim` reads first. */
+  private readonly provenLast = new Map<string, number>();
 
   constructor(private readonly graph: OnnxGraphSummary) {}
 
@@ -254,6 +257,8 @@ class Matcher {
    * ops, a Transpose of a Reshape to constants.
    */
   async lastDim(value: string): Promise<number | null> {
+    const proven = this.provenLast.get(value);
+    if (proven !== undefined) return proven;
     const input = this.graph.inputs.find((i) => i.name === value);
     if (input) {
       const d = input.shape.at(-1);
@@ -328,15 +333,16 @@ class Matcher {
   /**
    * The value of a scalar factor: a constant, or a computation of constants through Sqrt, Mul, Div, Reciprocal,
    * float Casts and Slice(Shape(t), [−1], [end ≥ 2³¹]) of a tensor whose last dim `lastDim` proves (torch's
-   * _attention_scale: 1/√(query.size(−1))), or null.
+   * _attention_scale: 1/√(query.size(−1))), or null. With `shapesKnown` false (recognizing the form before the
+   * match is proven) a dim not yet known stands in as 1.
    */
-  async factor(value: string): Promise<number | null> {
+  async factor(value: string, shapesKnown = true): Promise<number | null> {
     const k = await this.scalarConstant(value);
     if (k !== null) return k;
     const n = this.graph.producers.get(value);
     if (n?.domain !== "") return null;
     const [a = "", b = ""] = n.inputs;
-    const x = await this.factorOperand(a);
+    const x = await this.factorOperand(a, shapesKnown);
     if (x === null) return null;
     switch (n.opType) {
       case "Sqrt":
@@ -347,7 +353,7 @@ class Matcher {
         return FLOAT_TYPES.has(n.attributes.get("to")?.i ?? 0) ? x : null;
       case "Mul":
       case "Div": {
-        const y = await this.factorOperand(b);
+        const y = await this.factorOperand(b, shapesKnown);
         if (y === null || (n.opType === "Div" && y === 0)) return null;
         return n.opType === "Mul" ? x * y : x / y;
       }
@@ -357,9 +363,9 @@ class Matcher {
   }
 
   /** A factor, or the last dim of a tensor read by Slice(Shape(t), [−1], [end]) along axis 0. */
-  private async factorOperand(value: string): Promise<number | null> {
+  private async factorOperand(value: string, shapesKnown: boolean): Promise<number | null> {
     const slice = this.producer(value, "Slice");
-    if (!slice) return this.factor(value);
+    if (!slice) return this.factor(value, shapesKnown);
     const [shape = "", starts = "", ends = "", axes = "", steps = ""] = slice.inputs;
     const source = this.producer(shape, "Shape");
     const ok =
@@ -369,7 +375,8 @@ class Matcher {
       ((await this.scalarConstant(ends)) ?? 0) >= 2 ** 31 - 1 &&
       (axes === "" || (await this.scalarConstant(axes)) === 0) &&
       (steps === "" || (await this.scalarConstant(steps)) === 1);
-    return ok ? this.lastDim(source.inputs[0] as string) : null;
+    if (!ok) return null;
+    return (await this.lastDim(source.inputs[0] as string)) ?? (shapesKnown ? null : 1);
   }
 
   /**
@@ -383,10 +390,10 @@ class Matcher {
       const n = this.graph.producers.get(base);
       if (n?.domain !== "" || (n.opType !== "Mul" && n.opType !== "Div")) break;
       const [a = "", b = ""] = n.inputs;
-      if ((await this.factor(b)) !== null) {
+      if ((await this.factor(b, false)) !== null) {
         factors.push({ value: b, div: n.opType === "Div" });
         base = a;
-      } else if (n.opType === "Mul" && (await this.factor(a)) !== null) {
+      } else if (n.opType === "Mul" && (await this.factor(a, false)) !== null) {
         factors.push({ value: a, div: false });
         base = b;
       } else break;
@@ -398,7 +405,8 @@ class Matcher {
   async scaleOf(factors: ReadonlyArray<{ value: string; div: boolean }>): Promise<number | null> {
     let scale = 1;
     for (const f of factors) {
-      const k = (await this.factor(f.value)) as number;
+      const k = await this.factor(f.value);
+      if (k === null) return null;
       scale = f.div ? scale / k : scale * k;
     }
     return scale !== 0 && Number.isFinite(scale) ? scale : null;
@@ -431,13 +439,14 @@ class Matcher {
 
   /**
    * split₄(X) with X [b, n, H·d] and `perm` [0,2,1,3] (→ [b, H, n, d]) or [0,2,3,1] (→ [b, H, d, n]):
-   * Transpose(Reshape(X, [B, X₁ | 0 | −1, H, d]), perm), d a constant with X's last dim proven H·d or the symbol
-   * X₂/H. X, H, d and the batch operand B, which `match4` proves; the element count then leaves −1 = X₁.
+   * Transpose(Reshape(X, [B, X₁ | 0 | −1, H, d]), perm), d a constant with X's last dim proven H·d, or the symbol
+   * t₂/H (AttnProcessor2_0's head_dim = key.shape[−1] // heads). X, H, d or t₂ (`width`) and the batch operand B,
+   * which `match4` proves; the element count then leaves −1 = X₁.
    */
   async split4(
     value: string,
     perm: readonly number[],
-  ): Promise<{ x: string; heads: number; d: number | null; batch: Sym } | null> {
+  ): Promise<{ x: string; heads: number; d: number | null; width: string | null; batch: Sym } | null> {
     const inner = await this.transposed(value, perm);
     const reshape = inner ? this.producer(inner, "Reshape") : null;
     const s = reshape ? await this.reshapeTarget(reshape, true) : null;
@@ -447,25 +456,25 @@ class Matcher {
     const heads = h.c;
     if (h.dims.length > 0 || !Number.isInteger(heads) || heads < 1) return null;
     if (!symEqual(n, dim(x, 1)) && !symEqual(n, sym(-1))) return null;
-    if (symEqual(d, sym(1 / heads, [`${x}#2`]))) return { x, heads, d: null, batch };
+    const width = d.dims.length === 1 && d.dims[0]?.endsWith("#2") ? (d.dims[0] as string) : null;
+    if (width && symEqual(d, sym(1 / heads, [width]))) return { x, heads, d: null, width, batch };
     if (d.dims.length > 0 || !Number.isInteger(d.c) || d.c < 1) return null;
-    return (await this.lastDim(x)) === heads * d.c ? { x, heads, d: d.c, batch } : null;
+    return (await this.lastDim(x)) === heads * d.c ? { x, heads, d: d.c, width: null, batch } : null;
   }
 
   /**
-   * merge₄(O) = Reshape(Transpose(O, [0,2,1,3]), [B, O₂ | 0 | −1, W]) ending in `anchor`, W = H·d (or V₂ when d is
-   * the symbol V₂/H): its batch operand B, or null.
+   * merge₄(O) = Reshape(Transpose(O, [0,2,1,3]), [B, O₂ | 0 | −1, W]) ending in `anchor`, W = H·d (or t₂ when d is
+   * the symbol t₂/H): its batch operand B, or null.
    */
-  async merge4(anchor: OnnxNode, o: string, heads: number, d: number | null, v: string): Promise<Sym | null> {
+  async merge4(anchor: OnnxNode, o: string, width: Sym): Promise<Sym | null> {
     const t = this.producer(anchor.inputs[0] as string, "Transpose");
     if (!t || (await this.transposed(anchor.inputs[0] as string, [0, 2, 1, 3])) !== o) return null;
     const s = await this.reshapeTarget(anchor, true);
     if (s?.length !== 3) return null;
     const [batch, n, c] = s as [Sym, Sym, Sym];
     const inner = t.outputs[0] as string;
-    const width = d === null ? symEqual(c, dim(v, 2)) : symEqual(c, sym(heads * d));
     const tokens = symEqual(n, dim(inner, 1)) || symEqual(n, dim(o, 2)) || symEqual(n, sym(-1));
-    return width && tokens ? (symEqual(batch, dim(inner, 0)) ? dim(o, 0) : batch) : null;
+    return symEqual(c, width) && tokens ? (symEqual(batch, dim(inner, 0)) ? dim(o, 0) : batch) : null;
   }
 
   /**
@@ -565,10 +574,23 @@ class Matcher {
     const o = outMatmul.outputs[0] as string;
     const vs = await this.split4(outMatmul.inputs[1] as string, [0, 2, 1, 3]);
     if (!qs || !ks || !vs || ks.heads !== qs.heads || vs.heads !== qs.heads) return null;
-    // Q and K meet in the scores' MatMul, so they share d; V's d sets the output width.
+    // Q and K meet in the scores' MatMul, so they share d; MultiHeadAttention refuses Q₂ ≠ K₂, so a d read from
+    // either is both's. V's d must be its own (or proven equal) and sets the output width.
     if (qs.d !== null && ks.d !== null && qs.d !== ks.d) return null;
-    const merged = await this.merge4(anchor, o, vs.heads, vs.d, vs.x);
+    const qk = [`${qs.x}#2`, `${ks.x}#2`];
+    if (![qs, ks].every((s) => s.width === null || qk.includes(s.width))) return null;
+    if (vs.width !== null && vs.width !== `${vs.x}#2`) {
+      const source = await this.lastDim(vs.width.slice(0, -2));
+      if (source === null || source !== (await this.lastDim(vs.x))) return null;
+    }
+    const width = vs.d !== null ? sym(vs.heads * vs.d) : sym(1, [vs.width as string]);
+    const merged = await this.merge4(anchor, o, width);
     if (!merged) return null;
+    // The query's head size, which torch's _attention_scale reads from the split query's shape: d, or t₂/H
+    // with t ∈ {Q, K} (3-D inputs of MultiHeadAttention, so t₂ is their last dim).
+    const widthOf = qs.width ? await this.lastDim(qs.width.slice(0, -2)) : null;
+    const headSize = qs.d ?? (widthOf !== null ? widthOf / qs.heads : null);
+    if (headSize !== null) this.provenLast.set(q, headSize);
     const rows = new Set([`${o}#0`]);
     for (const s of [qs, ks, vs]) for (const t of await this.sameRows(s.x)) rows.add(`${t}#0`);
     const isBatch = (b: Sym) => b.c === 1 && b.dims.length === 1 && rows.has(b.dims[0] as string);
