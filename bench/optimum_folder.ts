@@ -7,6 +7,8 @@
 import { cp, mkdir, readdir } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { linkWeights, prepareCheckpoint, WEIGHTS_FILE } from "../api/engine/checkpoint/build.ts";
+import { detectClip } from "../api/engine/checkpoint/clip_graph.ts";
+import { readSidecar, TEXT_ENCODER_PREFIXES } from "../api/engine/checkpoint/detect.ts";
 import { UNET_PREFIX } from "../api/engine/checkpoint/keys.ts";
 import { detectUNet } from "../api/engine/checkpoint/unet_graph.ts";
 import { detectVae } from "../api/engine/checkpoint/vae_graph.ts";
@@ -17,8 +19,9 @@ import { writeFileAtomic } from "../lib/fs/atomic.ts";
 const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
 
 /**
- * Writes the folder `dir` (which must not exist yet) from the checkpoint at `checkpointPath`; returns `dir`.
- * The checkpoint's graphs are built (or reused) in its own cache first.
+ * Writes the folder `dir` (which must not exist yet) from the checkpoint at `checkpointPath` (and its sidecar
+ * `<name>.json`, as the server reads it); returns `dir`. The checkpoint's graphs are built (or reused) in its own
+ * cache first.
  */
 export async function writeExportShapedFolder(checkpointPath: string, dir: string): Promise<string> {
   const { files, build } = await prepareCheckpoint(checkpointPath, {
@@ -42,7 +45,14 @@ export async function writeExportShapedFolder(checkpointPath: string, dir: strin
   // What model_folder.ts and load.ts read from the configs: the UNet's levels, sample size and context width
   // (family and size multiple), the VAE's levels, scaling factor and tile size.
   const weights = new CheckpointWeights(await readSafetensorsHeader(weightsPath), WEIGHTS_FILE);
-  const unet = detectUNet(weights, UNET_PREFIX);
+  const heads = (await readSidecar(checkpointPath.replace(/\.safetensors$/, ".json")))?.unet_attention_heads;
+  // SDXL's label_emb width depends on text encoder 2's projection (as build.ts's writeModelGraphs reads it).
+  const encoder2 = TEXT_ENCODER_PREFIXES[build.kind][1];
+  const pooledDim = encoder2 ? detectClip(weights, encoder2.prefix).projectionDim : null;
+  const unet = detectUNet(weights, UNET_PREFIX, {
+    ...(heads ? { headsPerLevel: heads } : {}),
+    ...(pooledDim !== null ? { admPooledDim: pooledDim } : {}),
+  });
   const vae = detectVae(weights);
   const vaeScale = 2 ** (files.vae.blocks - 1);
   const vaeConfig = {

@@ -102,6 +102,7 @@ class Matcher {
   private readonly consts = new Map<string, Float32Array | null>();
   /** Last dims proven by a match (a split query's head size), which `lastDim` reads first. */
   private readonly provenLast = new Map<string, number>();
+  private readonly lastDims = new Map<string, Promise<number | null>>();
 
   constructor(private readonly graph: OnnxGraphSummary) {}
 
@@ -259,6 +260,16 @@ class Matcher {
   async lastDim(value: string): Promise<number | null> {
     const proven = this.provenLast.get(value);
     if (proven !== undefined) return proven;
+    // Memoized: elementwise ops try both operands, and residual graphs reach a value along many paths.
+    let known = this.lastDims.get(value);
+    if (known === undefined) {
+      known = this.findLastDim(value);
+      this.lastDims.set(value, known);
+    }
+    return known;
+  }
+
+  private async findLastDim(value: string): Promise<number | null> {
     const input = this.graph.inputs.find((i) => i.name === value);
     if (input) {
       const d = input.shape.at(-1);
