@@ -12,6 +12,7 @@ import {
   type AttentionVariant,
   isAttentionVariant,
 } from "./engine/checkpoint/attention_variant.ts";
+import { WEIGHT_RESIDENCIES, type WeightResidency } from "./engine/checkpoint/weight_residency.ts";
 import { WARM_UP_MODES, type WarmUpMode } from "./engine/model_host.ts";
 import { PROVIDER_CHOICES, type ProviderChoice } from "./engine/onnx/runtime.ts";
 import {
@@ -33,8 +34,10 @@ export interface ServerConfig {
   host: string;
   port: number;
   provider: ProviderChoice;
-  /** Attention of the UNet (checkpoint graphs, ONNX folders' UNets); undefined: by provider (fused on CUDA and WebGPU, plain on CPU). */
+  /** Attention of the UNet (checkpoint graphs, ONNX folders' UNets); undefined: by provider. */
   attention: AttentionVariant | undefined;
+  /** Which float16 checkpoint weights float32 graphs keep as float32; undefined: by provider (lean on the CPU). */
+  residency: WeightResidency | undefined;
   /** A warm-up generation after the startup load: auto (GPU providers only), on, off. */
   warmUp: WarmUpMode;
   /** Models kept loaded at once; undefined: 1 on a GPU, 2 on the CPU. */
@@ -118,7 +121,10 @@ export const SERVER_USAGE = `Usage: bun api/index.ts [options]
   --max-image-pixels N  most pixels of an init image or mask, read from its header before decoding
                      (env SDX_MAX_IMAGE_PIXELS, default ${DEFAULT_LIMITS.imageMaxPixels})
   --attention MODE   how the UNet computes attention (graphs built from checkpoints, ONNX folders' UNets): auto | ${ATTENTION_VARIANTS.join(" | ")}
-                     (env SDX_ATTENTION, default auto: fused MultiHeadAttention on CUDA and WebGPU, plain on the CPU)
+                     (env SDX_ATTENTION, default auto: fused MultiHeadAttention on every provider)
+  --weights MODE     how a float16 checkpoint's weights are held by float32 graphs (the CPU's): auto | ${WEIGHT_RESIDENCIES.join(" | ")};
+                     lean keeps most as float16 (half the memory, sessions load in seconds), folded casts all to
+                     float32 at load (env SDX_WEIGHTS, default auto: lean on the CPU, folded on GPUs)
   --warm-up MODE     one short generation at the native size after the startup load, so the first request
                      is not slow: ${WARM_UP_MODES.join(" | ")} (env SDX_WARM_UP, default auto: on a GPU only)
   --max-loaded-models N  models kept loaded at once, least recently used unloaded first
@@ -188,6 +194,12 @@ export function readServerConfig(
       `--attention must be one of auto, ${ATTENTION_VARIANTS.join(", ")}; got "${attention}"`,
     );
   }
+  const residency = values.weights ?? fromEnv("SDX_WEIGHTS") ?? "auto";
+  if (residency !== "auto" && !WEIGHT_RESIDENCIES.includes(residency as WeightResidency)) {
+    throw new ConfigError(
+      `--weights must be one of auto, ${WEIGHT_RESIDENCIES.join(", ")}; got "${residency}"`,
+    );
+  }
   const warmUp = values["warm-up"] ?? fromEnv("SDX_WARM_UP") ?? "auto";
   if (!WARM_UP_MODES.includes(warmUp as WarmUpMode)) {
     throw new ConfigError(`--warm-up must be one of ${WARM_UP_MODES.join(", ")}; got "${warmUp}"`);
@@ -222,6 +234,7 @@ export function readServerConfig(
     model,
     warmUp: warmUp as WarmUpMode,
     attention: attention === "auto" ? undefined : attention,
+    residency: residency === "auto" ? undefined : (residency as WeightResidency),
     host: values.host ?? fromEnv("SDX_HOST") ?? D.host,
     port,
     provider: provider as ProviderChoice,
@@ -300,6 +313,7 @@ function parse(argv: string[]) {
       "max-loaded-models": { type: "string" },
       "warm-up": { type: "string" },
       attention: { type: "string" },
+      weights: { type: "string" },
       concurrency: { type: "string" },
       "max-queue": { type: "string" },
       "drain-timeout": { type: "string" },

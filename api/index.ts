@@ -58,6 +58,7 @@ async function main(): Promise<number | null> {
     model: config.model,
     warmUp: config.warmUp,
     ...(config.attention ? { attention: config.attention } : {}),
+    ...(config.residency ? { residency: config.residency } : {}),
     ...(config.maxLoadedModels !== undefined ? { maxLoadedModels: config.maxLoadedModels } : {}),
     concurrency: config.concurrency,
     maxQueue: config.maxQueue,

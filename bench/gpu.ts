@@ -19,25 +19,21 @@
  *   bun run bench gpu [--only sd15|sdxl] [--runs 3] [--steps 30] [--cache DIR] [--cpu | --provider cuda|webgpu]
  */
 
-import { mkdir, rename, stat } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import {
-  ldmTensors,
-  PRESETS,
-  type PresetName,
-  writeRandomCheckpoint,
-} from "../api/engine/checkpoint/ldm_layout.ts";
+import type { PresetName } from "../api/engine/checkpoint/ldm_layout.ts";
 import { inspectCheckpoint } from "../api/engine/model_folder.ts";
 import { type GpuInfo, gpuInfo, type VulkanDevice, vulkanDevice } from "../api/engine/onnx/gpu_info.ts";
 import { chooseProvider, onnxruntimeVersion, runStats } from "../api/engine/onnx/runtime.ts";
 import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/load.ts";
 import { generate } from "../api/engine/pipeline/text_to_image.ts";
-import type { GenerateInput, PipelineComponents } from "../api/engine/pipeline/types.ts";
+import type { PipelineComponents } from "../api/engine/pipeline/types.ts";
 import { warmUp } from "../api/engine/pipeline/warmup.ts";
 import { type ExecutionProvider, GENERATE_DEFAULTS } from "../contract/index.ts";
 import { printTable } from "./engine.ts";
+import { benchRequest, randomCheckpoint } from "./full_size.ts";
 
 /** A published figure to compare against: `seconds` for `steps` denoising steps at the same size and settings. */
 interface Anchor {
@@ -83,51 +79,6 @@ const USAGE =
 
 const seconds = (ms: number, digits = 3) => (ms / 1000).toFixed(digits);
 
-/**
- * The model's random-weight checkpoint in `cacheDir`, written once (a `.complete` marker beside it says the write
- * finished) and reused by later runs: SDXL's is 6.9 GB.
- */
-async function checkpointFor(model: BenchModel, cacheDir: string): Promise<{ path: string; note: string }> {
-  const arch = PRESETS[model.preset];
-  const path = join(cacheDir, `${model.preset}.safetensors`);
-  if (model.sidecar) await Bun.write(path.replace(/\.safetensors$/, ".json"), JSON.stringify(model.sidecar));
-  const done = `${path}.complete`;
-  if ((await Bun.file(done).exists()) && (await Bun.file(path).exists())) {
-    const bytes = (await stat(path)).size;
-    return {
-      path,
-      note: `preset ${model.preset} (${arch.mirrors}), random fp16 weights, ${(bytes / 1e9).toFixed(2)} GB (reused)`,
-    };
-  }
-  const partial = `${path}.partial`;
-  const started = performance.now();
-  const { bytes } = await writeRandomCheckpoint(partial, ldmTensors(arch), { arch });
-  await rename(partial, path);
-  await Bun.write(done, String(bytes));
-  return {
-    path,
-    note: `preset ${model.preset} (${arch.mirrors}), random fp16 weights, ${(bytes / 1e9).toFixed(2)} GB written in ${seconds(performance.now() - started, 1)} s`,
-  };
-}
-
-function requestFor(model: BenchModel, steps: number, seed: number): GenerateInput {
-  return {
-    prompt: "a lighthouse on a rocky coast at dawn, dramatic clouds, oil painting",
-    negativePrompt: "blurry, low quality",
-    promptSyntax: GENERATE_DEFAULTS.prompt_syntax,
-    seeds: [seed],
-    width: model.size,
-    height: model.size,
-    numSteps: steps,
-    guidanceScale: GENERATE_DEFAULTS.guidance_scale,
-    scheduler: GENERATE_DEFAULTS.scheduler_type,
-    schedulerOptions: {},
-    clipSkip: 1,
-    vaeSlicing: false,
-    vaeTiling: false,
-  };
-}
-
 /** What the graph folder's name says: precision and attention variant (…-fp16-mha-<key>). */
 function graphsOf(pipeline: PipelineComponents): string {
   const folder = basename(dirname(pipeline.files.unet));
@@ -151,7 +102,7 @@ async function benchModel(
   steps: number,
 ): Promise<ModelResult> {
   const notes: string[] = [];
-  const { path, note } = await checkpointFor(model, cacheDir);
+  const { path, note } = await randomCheckpoint(model.preset, cacheDir, model.sidecar);
   notes.push(`${model.name}: ${note}`);
   const entry = await inspectCheckpoint(model.name, path);
   if (entry.problem) throw new Error(`${path}: ${entry.problem}`);
@@ -177,7 +128,7 @@ async function benchModel(
     for (let run = 1; run <= runs; run++) {
       const before = { ...runStats };
       const started = performance.now();
-      const out = await generate(pipeline, requestFor(model, steps, 41 + run));
+      const out = await generate(pipeline, benchRequest(model.size, steps, 41 + run));
       const wall = performance.now() - started;
       const inside = runStats.ms - before.ms;
       times.push(wall);

@@ -1,4 +1,5 @@
 /** `bun run bench <name> [options]`: the benchmarks, each printing its figures as one table. */
+import { benchCpu } from "./cpu.ts";
 import { benchEngine } from "./engine.ts";
 import { benchGpu } from "./gpu.ts";
 import { benchLoad } from "./load.ts";
@@ -8,6 +9,7 @@ import { benchServe } from "./serve.ts";
 import { benchTaesd } from "./taesd.ts";
 
 const BENCHMARKS: Record<string, (argv: string[]) => Promise<void>> = {
+  cpu: benchCpu,
   engine: benchEngine,
   gpu: benchGpu,
   load: benchLoad,

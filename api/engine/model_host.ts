@@ -7,6 +7,7 @@ import { type AdapterKind, type ExecutionProvider, SERVER_DEFAULTS } from "../..
 import { AdapterCatalog, adapterFolders } from "./adapters/catalog.ts";
 import { Admission, AdmissionRefused, type RefusalReason, type Ticket } from "./admission.ts";
 import type { AttentionVariant } from "./checkpoint/attention_variant.ts";
+import type { WeightResidency } from "./checkpoint/weight_residency.ts";
 import { cacheDirOf, type ModelEntry, scanModelsDir } from "./model_folder.ts";
 import { modelHash } from "./model_hash.ts";
 import type { ProviderFallback } from "./onnx/runtime.ts";
@@ -78,6 +79,8 @@ export interface ModelHostOptions {
   warmUp?: WarmUpMode;
   /** How the UNet computes attention, for checkpoints and ONNX folders (default: by provider; see checkpoint/attention_variant.ts). */
   attention?: AttentionVariant;
+  /** Which float16 weights float32 checkpoint graphs keep as float32 (default: by provider; see checkpoint/weight_residency.ts). */
+  residency?: WeightResidency;
   /** Whether checkpoint graphs compute in float16 (default: on CUDA only; WebGPU where the adapter has shader-f16). */
   float16?: boolean;
   /** Why a GPU provider's graphs stay float32 (WebGPU without shader-f16), for /health. */
@@ -385,7 +388,11 @@ export class ModelHost {
       this.options.float16 === undefined || this.activeProvider === "cpu"
         ? {}
         : { precision: this.options.float16 ? ("float16" as const) : ("float32" as const) };
-    return { ...(this.options.attention ? { attention: this.options.attention } : {}), ...precision };
+    return {
+      ...(this.options.attention ? { attention: this.options.attention } : {}),
+      ...(this.options.residency ? { residency: this.options.residency } : {}),
+      ...precision,
+    };
   }
 
   /** The providers passed over, at startup and by a load that fell back to the CPU. */

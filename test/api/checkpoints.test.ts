@@ -88,7 +88,7 @@ describe("the models folder", () => {
   test("the graphs are cached beside the checkpoint, with the weights hard-linked rather than copied", async () => {
     const cacheRoot = join(dir, ".sdx-cache");
     const [cache] = (await readdir(cacheRoot)).filter((name) => name !== "hashes.json");
-    expect(cache).toMatch(/^tiny_sd15-fp32-[0-9a-f]{16}$/);
+    expect(cache).toMatch(/^tiny_sd15-fp32-mha-lean-[0-9a-f]{16}$/);
     const files = await readdir(join(cacheRoot, cache as string));
     expect(files).toEqual(
       expect.arrayContaining(["text_encoder.onnx", "unet.onnx", "vae_decoder.onnx", "weights.safetensors"]),

@@ -97,7 +97,7 @@ describe("with the tiny model", () => {
       num_steps: 1,
       scheduler_scale: 2,
       enable_attention_slicing: true,
-      enable_model_cpu_offload: true,
+      enable_sequential_cpu_offload: true,
     });
     const text = res.warnings.join("\n");
     expect(text).toContain("negative_prompt");

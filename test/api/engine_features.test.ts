@@ -119,6 +119,18 @@ describe("samplers", () => {
 });
 
 describe("memory switches and PNG metadata", () => {
+  test("model CPU offload on the CPU provider releases the idle stages and gives the same image", async () => {
+    const [kept, offloaded] = [
+      await client.generate(small),
+      await client.generate({ ...small, enable_model_cpu_offload: true }),
+    ];
+    expect(offloaded.metadata.memory.model_cpu_offload).toMatchObject({ requested: true, applied: true });
+    expect(offloaded.metadata.memory.model_cpu_offload.note).toContain("released");
+    expect(kept.metadata.memory.model_cpu_offload.applied).toBe(false);
+    expect(offloaded.warnings.join(" ")).not.toContain("enable_model_cpu_offload");
+    expect(offloaded.images[0]?.png).toEqual(kept.images[0]?.png);
+  });
+
   test("VAE tiling decodes a large image in tiles close to the untiled one, and metadata.memory says so", async () => {
     // The tiny VAE tiles at 256 px (32 latents): 320×256 is 40×32 latents, four overlapping tiles.
     const big: GenerateRequest = { ...small, width: 320, height: 256, num_steps: 2 };

@@ -69,7 +69,7 @@ describe("config", () => {
     expect(() => readServerConfig(["--concurrency", "0"], {})).toThrow("--concurrency must be an integer");
   });
 
-  test("model cache, warm-up and attention flags, variables and defaults", () => {
+  test("model cache, warm-up, attention and weights flags, variables and defaults", () => {
     expect(readServerConfig([], {})).toMatchObject({
       maxLoadedModels: undefined,
       warmUp: "auto",
@@ -81,6 +81,12 @@ describe("config", () => {
     expect(readServerConfig([], { SDX_ATTENTION: "auto" })).toMatchObject({ attention: undefined });
     expect(() => readServerConfig(["--attention", "flash"], {})).toThrow(
       '--attention must be one of auto, plain, fused; got "flash"',
+    );
+    expect(readServerConfig([], {})).toMatchObject({ residency: undefined });
+    expect(readServerConfig(["--weights", "folded"], {})).toMatchObject({ residency: "folded" });
+    expect(readServerConfig([], { SDX_WEIGHTS: "lean" })).toMatchObject({ residency: "lean" });
+    expect(() => readServerConfig(["--weights", "int8"], {})).toThrow(
+      '--weights must be one of auto, folded, lean; got "int8"',
     );
     expect(() => readServerConfig(["--max-loaded-models", "0"], {})).toThrow(
       "--max-loaded-models must be an integer of at least 1",

@@ -9,7 +9,7 @@ import { linkSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:
 import { copyFile, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { attentionForProvider, resolveAttention } from "../../api/engine/checkpoint/attention_variant.ts";
+import { DEFAULT_ATTENTION } from "../../api/engine/checkpoint/attention_variant.ts";
 import { prepareCheckpoint } from "../../api/engine/checkpoint/build.ts";
 import { UNET_PREFIX } from "../../api/engine/checkpoint/keys.ts";
 import { buildUNetGraph, detectUNet, type UNetConfig } from "../../api/engine/checkpoint/unet_graph.ts";
@@ -114,14 +114,8 @@ describe("the UNet graph with fused attention", () => {
 });
 
 describe("choosing the variant", () => {
-  test("the provider picks fused for CUDA and WebGPU, plain for the CPU; by default float16 is fused", () => {
-    expect(attentionForProvider("cuda")).toBe("fused");
-    expect(attentionForProvider("cpu")).toBe("plain");
-    expect(attentionForProvider("webgpu")).toBe("fused");
-    expect(resolveAttention(undefined, "float32")).toBe("plain");
-    expect(resolveAttention(undefined, "float16")).toBe("fused");
-    expect(resolveAttention("fused", "float32")).toBe("fused");
-    expect(resolveAttention("plain", "float16")).toBe("plain");
+  test("every provider gets fused attention unless told otherwise", () => {
+    expect(DEFAULT_ATTENTION).toBe("fused");
   });
 
   test("plain and fused graphs get their own cache folders, and each is reused", async () => {

@@ -19,7 +19,6 @@
  * kernel refuses it, the CUDA fast paths gained it late), and over 77 tokens attention is a negligible share of a
  * text encoder that runs once per request. The VAE's single-head mid-block attention stays plain too.
  */
-import type { ExecutionProvider } from "../../../contract/index.ts";
 import type { GraphBuilder } from "../onnx/graph_builder.ts";
 
 export const ATTENTION_VARIANTS = ["plain", "fused"] as const;
@@ -34,24 +33,13 @@ export function isAttentionVariant(value: string): value is AttentionVariant {
 }
 
 /**
- * The variant an execution provider gets: fused attention on CUDA and WebGPU (onnxruntime's WebGPU contrib kernels
- * register MultiHeadAttention for float32 and float16: contrib_ops/webgpu/bert/multihead_attention.cc), the plain form
- * on the CPU.
+ * The variant every provider gets unless told otherwise: fused. CUDA and WebGPU run it with their own kernels
+ * (onnxruntime's WebGPU contrib kernels register MultiHeadAttention for float32 and float16:
+ * contrib_ops/webgpu/bert/multihead_attention.cc); on the CPU it is both faster and leaner than the plain form at
+ * full size — the plain form materializes SD 1.5's 64×64-latent self-attention scores, 1 GB per call at CFG's
+ * batch 2 (`bun run bench cpu`, bench/README.md).
  */
-export function attentionForProvider(provider: ExecutionProvider): AttentionVariant {
-  return provider === "cpu" ? "plain" : "fused";
-}
-
-/**
- * The variant a build uses: the caller's, else by precision — float16 graphs are built for the CUDA provider
- * (loadOnnxPipeline asks for float16 exactly there), so they get fused attention.
- */
-export function resolveAttention(
-  requested: AttentionVariant | undefined,
-  precision: "float32" | "float16",
-): AttentionVariant {
-  return requested ?? (precision === "float16" ? "fused" : "plain");
-}
+export const DEFAULT_ATTENTION: AttentionVariant = "fused";
 
 /**
  * One com.microsoft MultiHeadAttention node: q [b, s, heads·d], k and v [b, l, heads·d] → [b, s, heads·d]. The

@@ -3,11 +3,12 @@
  *
  * onnxruntime accepts external-data locations only relative to the graph file's own folder (no absolute paths,
  * no `..`, no symlinks leaving it), so each checkpoint gets a cache folder beside it,
- * `.sdx-cache/<name>-<precision>[-mha]-<key>/`, holding a hard link to the .safetensors file (no copy of the
+ * `.sdx-cache/<name>-<precision>[-mha][-lean]-<key>/`, holding a hard link to the .safetensors file (no copy of the
  * weights) and the graphs that point into it, plus the tokenizer and scheduler configuration diffusers would use
- * for the family. The key hashes the file's size, mtime and header, the graph version, the precision and the
- * attention variant ("-mha": onnxruntime's fused MultiHeadAttention, see attention_variant.ts): a changed file gets new
- * graphs, and plain and fused graphs never share a folder.
+ * for the family. The key hashes the file's size, mtime and header, the graph version, the precision, the
+ * attention variant ("-mha": onnxruntime's fused MultiHeadAttention, see attention_variant.ts) and the weight
+ * residency ("-lean": float16 weights kept stored, see weight_residency.ts): a changed file gets new graphs, and graphs of
+ * different variants never share a folder.
  * The folder is built under a temporary name and renamed into place, so a half-built cache is never used.
  */
 
@@ -20,7 +21,7 @@ import { cacheDirOf } from "../model_folder.ts";
 import type { GraphBuilder } from "../onnx/graph_builder.ts";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../safetensors.ts";
 import type { SchedulerConfig } from "../schedulers/scheduler.ts";
-import { type AttentionVariant, resolveAttention } from "./attention_variant.ts";
+import { type AttentionVariant, DEFAULT_ATTENTION } from "./attention_variant.ts";
 import { buildClipGraph, detectClip } from "./clip_graph.ts";
 import {
   type CheckpointPredictionType,
@@ -32,13 +33,14 @@ import {
 import { UNET_PREFIX, VAE_PREFIX } from "./keys.ts";
 import { buildUNetGraph, detectUNet } from "./unet_graph.ts";
 import { buildVaeDecoderGraph, buildVaeEncoderGraph, detectVae } from "./vae_graph.ts";
+import { textEncoderKeepStored, unetKeepStored, type WeightResidency } from "./weight_residency.ts";
 import { CheckpointWeights, type ComputePrecision } from "./weights.ts";
 
 /**
  * Bump when the graphs sdx writes change (the LoRA-ready UNet and adapter-set graphs included: they live in the
  * same cache folder, whose name carries this version), so caches built by older versions are rebuilt.
  */
-export const GRAPH_VERSION = 4;
+export const GRAPH_VERSION = 5;
 
 /** The cache folder's hard link (or copy) of the .safetensors file, which the graphs' external data points into. */
 export const WEIGHTS_FILE = "weights.safetensors";
@@ -152,8 +154,9 @@ function cacheKey(
   header: SafetensorsHeader,
   precision: ComputePrecision,
   attention: AttentionVariant,
+  residency: WeightResidency,
 ): Promise<string> {
-  return fileCacheKey(path, header, [precision, attention]);
+  return fileCacheKey(path, header, [precision, attention, residency]);
 }
 
 /** A hard link keeps one copy of the weights; where the file system refuses one, the file is copied. */
@@ -220,11 +223,10 @@ export async function buildCacheFolder(
 
 export interface PrepareOptions {
   precision?: ComputePrecision;
-  /**
-   * How the UNet computes attention. Default: "fused" for float16 graphs (the CUDA path) and "plain" for float32
-   * ones (the CPU path); see attention_variant.ts.
-   */
+  /** How the UNet computes attention (attention_variant.ts); default DEFAULT_ATTENTION. */
   attention?: AttentionVariant;
+  /** Which weights onnxruntime keeps as float32 (weight_residency.ts); default "folded". Only float32 graphs differ. */
+  residency?: WeightResidency;
   log?: (line: string) => void;
 }
 
@@ -245,6 +247,7 @@ export interface CheckpointBuild {
   kind: ModelKind;
   precision: ComputePrecision;
   attention: AttentionVariant;
+  residency: WeightResidency;
 }
 
 type GraphName = "text_encoder" | "text_encoder_2" | "unet";
@@ -257,16 +260,17 @@ async function writeModelGraphs(
   dir: string,
   weights: CheckpointWeights,
   kind: ModelKind,
-  options: { attention: AttentionVariant; headsPerLevel?: number[]; loraSlots?: boolean },
+  options: GraphOptions & { loraSlots?: boolean },
   suffix = "",
   only?: ReadonlySet<GraphName>,
 ): Promise<void> {
   const wanted = (name: GraphName) => only === undefined || only.has(name);
+  const textWeights = weights.withKeepStored(textEncoderKeepStored(options.residency));
   const [encoder, encoder2] = TEXT_ENCODER_PREFIXES[kind];
   if (wanted("text_encoder")) {
     await writeGraph(
       join(dir, `text_encoder${suffix}.onnx`),
-      buildClipGraph(weights, detectClip(weights, encoder.prefix)),
+      buildClipGraph(textWeights, detectClip(textWeights, encoder.prefix)),
     );
   }
   let pooledDim: number | null = null;
@@ -274,7 +278,7 @@ async function writeModelGraphs(
     const clip2 = detectClip(weights, encoder2.prefix);
     pooledDim = clip2.projectionDim;
     if (wanted("text_encoder_2"))
-      await writeGraph(join(dir, `text_encoder_2${suffix}.onnx`), buildClipGraph(weights, clip2));
+      await writeGraph(join(dir, `text_encoder_2${suffix}.onnx`), buildClipGraph(textWeights, clip2));
   }
   if (wanted("unet")) {
     // SDXL's label_emb takes encoder 2's pooled embedding (its projection width) followed by the time ids.
@@ -284,7 +288,7 @@ async function writeModelGraphs(
     });
     await writeGraph(
       join(dir, `unet${suffix}.onnx`),
-      buildUNetGraph(weights, unetConfig, {
+      buildUNetGraph(weights.withKeepStored(unetKeepStored(unetConfig, options.residency)), unetConfig, {
         attention: options.attention,
         ...(options.loraSlots ? { loraSlots: true } : {}),
       }),
@@ -292,13 +296,21 @@ async function writeModelGraphs(
   }
 }
 
-/** How a built checkpoint's graphs are made again: its attention variant and its sidecar's heads per level. */
-async function graphOptions(
-  build: CheckpointBuild,
-): Promise<{ attention: AttentionVariant; headsPerLevel?: number[] }> {
+interface GraphOptions {
+  attention: AttentionVariant;
+  residency: WeightResidency;
+  headsPerLevel?: number[];
+}
+
+/** How a built checkpoint's graphs are made again: its variants and its sidecar's heads per level. */
+async function graphOptions(build: CheckpointBuild): Promise<GraphOptions> {
   const sidecar = await readSidecar(build.checkpointPath.replace(/\.safetensors$/, ".json"));
   const heads = sidecar?.unet_attention_heads;
-  return { attention: build.attention, ...(heads ? { headsPerLevel: heads } : {}) };
+  return {
+    attention: build.attention,
+    residency: build.residency,
+    ...(heads ? { headsPerLevel: heads } : {}),
+  };
 }
 
 /** Adapter sets whose graphs stay in a checkpoint's cache folder; older ones are deleted. */
@@ -399,19 +411,21 @@ export async function prepareCheckpoint(
   options: PrepareOptions = {},
 ): Promise<PreparedCheckpoint> {
   const precision = options.precision ?? "float32";
-  const attention = resolveAttention(options.attention, precision);
+  const attention = options.attention ?? DEFAULT_ATTENTION;
   const log = options.log ?? (() => undefined);
   const header = await readSafetensorsHeader(checkpointPath);
   const name = basename(checkpointPath).replace(/\.safetensors$/, "");
   const cacheRoot = cacheDirOf(dirname(checkpointPath));
-  const key = await cacheKey(checkpointPath, header, precision, attention);
-  const tag = `${precision === "float16" ? "fp16" : "fp32"}${attention === "fused" ? "-mha" : ""}`;
+  // Float16 graphs compute in the stored precision: nothing to keep apart.
+  const residency = precision === "float16" ? "folded" : (options.residency ?? "folded");
+  const key = await cacheKey(checkpointPath, header, precision, attention, residency);
+  const tag = `${precision === "float16" ? "fp16" : "fp32"}${attention === "fused" ? "-mha" : ""}${residency === "lean" ? "-lean" : ""}`;
   const dir = join(cacheRoot, `${name}-${tag}-${key}`);
   const manifestFile = Bun.file(join(dir, MANIFEST_FILE));
   if (await manifestFile.exists()) {
     const manifest = (await manifestFile.json()) as Manifest;
     if (manifest.graphVersion === GRAPH_VERSION) {
-      const build = { dir, checkpointPath, kind: manifest.kind, precision, attention };
+      const build = { dir, checkpointPath, kind: manifest.kind, precision, attention, residency };
       return { files: manifest.files, kind: manifest.kind, reused: true, buildMs: 0, attention, build };
     }
   }
@@ -435,6 +449,7 @@ export async function prepareCheckpoint(
     const encoder2 = TEXT_ENCODER_PREFIXES[kind][1];
     await writeModelGraphs(tmp, weights, kind, {
       attention,
+      residency,
       ...(sidecarHeads ? { headsPerLevel: sidecarHeads } : {}),
     });
     if (encoder2) await writeTokenizer(join(tmp, "tokenizer_2"), "!");
@@ -485,7 +500,7 @@ export async function prepareCheckpoint(
       reused: false,
       buildMs,
       attention,
-      build: { dir, checkpointPath, kind, precision, attention },
+      build: { dir, checkpointPath, kind, precision, attention, residency },
     };
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });

@@ -42,7 +42,19 @@ export class CheckpointWeights {
     readonly precision: ComputePrecision = "float32",
     /** Tensors read from an override file instead of the checkpoint. */
     readonly overrides: OverrideFile | null = null,
+    /**
+     * The checkpoint weights that stay in the file's precision in memory when it differs from the compute
+     * precision, cast in every run instead of once at load (GraphBuilder.external's `overridable`): float16
+     * weights take half the memory of their float32 copies, at the price of the cast and of onnxruntime's
+     * load-time weight layouts (NCHWc convolutions, prepacked matrices) for those layers. See weight_residency.ts.
+     */
+    readonly keepStored: ((key: string) => boolean) | null = null,
   ) {}
+
+  /** The same checkpoint with another choice of weights kept in the file's precision. */
+  withKeepStored(keepStored: ((key: string) => boolean) | null): CheckpointWeights {
+    return new CheckpointWeights(this.header, this.location, this.precision, this.overrides, keepStored);
+  }
 
   has(key: string): boolean {
     return this.header.tensors.has(key);
@@ -100,6 +112,7 @@ export class CheckpointWeights {
           dims: info.shape,
         },
         key,
+        stored !== this.precision && (this.keepStored?.(key) ?? false),
       );
     }
     if (stored !== this.precision) value = g.node("Cast", [value], { to: elementTypeCode(this.precision) });

@@ -46,9 +46,11 @@ export function memoryReport(
     },
     model_cpu_offload: {
       requested: p.enable_model_cpu_offload,
-      applied: p.enable_model_cpu_offload && !cpu && !p.enable_sequential_cpu_offload,
+      applied: p.enable_model_cpu_offload && (cpu || !p.enable_sequential_cpu_offload),
       note: cpu
-        ? "not applicable: the server runs on the CPU provider, so every stage's weights are in system memory already"
+        ? "only the running stage's sessions were kept: the others were released, their memory returned to the " +
+          "system, and are created again from the cached graphs when next needed (lower peak memory for about one " +
+          "session load per stage)"
         : p.enable_sequential_cpu_offload
           ? "superseded by sequential CPU offload: the whole generation ran on the CPU provider"
           : "only the running stage's session stayed on the GPU; the others were released and are recreated when needed",

@@ -164,11 +164,12 @@ async function checkRequest(
     image: prepared.image,
     hires: params.hires,
   };
+  // Model offload on the CPU provider releases the idle stages' sessions (their memory goes back to the system).
   const onGpu = host.provider !== "cpu";
   const offload: Offload =
     onGpu && params.enable_sequential_cpu_offload
       ? "sequential"
-      : onGpu && params.enable_model_cpu_offload
+      : params.enable_model_cpu_offload
         ? "model"
         : "none";
   return {

@@ -113,6 +113,8 @@ interface PendingInitializer {
   dims: readonly number[];
   raw?: Uint8Array;
   external?: ExternalTensor;
+  /** Also declared as a graph input (see GraphBuilder.external). */
+  overridable?: boolean;
 }
 
 interface ValueInfo {
@@ -179,10 +181,22 @@ export class GraphBuilder {
     return name;
   }
 
-  /** A tensor read from another file by onnxruntime at load time; `name` keeps the checkpoint's key readable. */
-  external(tensor: ExternalTensor, name?: string): string {
+  /**
+   * A tensor read from another file by onnxruntime at load time; `name` keeps the checkpoint's key readable.
+   * `overridable` also declares it as a graph input (ONNX IR ≥ 4: an initializer that is an input is a default
+   * a caller may replace), which onnxruntime therefore never treats as a constant: it neither folds the nodes
+   * computed from it (a Cast to float32) nor rewrites it at load, so it stays in memory as stored and those nodes
+   * run in every call. Sessions still list only the real inputs.
+   */
+  external(tensor: ExternalTensor, name?: string, overridable = false): string {
     const id = name ? this.claim(name) : this.fresh("weight");
-    this.initializers.push({ name: id, type: tensor.type, dims: tensor.dims, external: tensor });
+    this.initializers.push({
+      name: id,
+      type: tensor.type,
+      dims: tensor.dims,
+      external: tensor,
+      ...(overridable ? { overridable } : {}),
+    });
     return id;
   }
 
@@ -250,11 +264,15 @@ export class GraphBuilder {
     model.int(1, 8); // ir_version 8 (opset ≤ 18)
     model.str(2, "sdx");
     model.message(7, (g) => {
-      for (const n of this.nodes) g.message(1, (w) => writeNode(w, n));
+      for (const n of initializerNodesFirst(this.nodes, this.initializers))
+        g.message(1, (w) => writeNode(w, n));
       g.str(2, this.name);
       for (const t of this.initializers) g.message(5, (w) => writeInitializer(w, t));
       for (const v of this.inputs)
         g.message(11, (w) => w.str(1, v.name).message(2, (t) => writeShape(t, v.type, v.dims)));
+      for (const t of this.initializers)
+        if (t.overridable)
+          g.message(11, (w) => w.str(1, t.name).message(2, (s) => writeShape(s, t.type, t.dims)));
       for (const v of this.outputs)
         g.message(12, (w) => w.str(1, v.name).message(2, (t) => writeShape(t, v.type, v.dims)));
     });
@@ -263,6 +281,31 @@ export class GraphBuilder {
       model.message(8, (o) => o.str(1, domain).int(2, version));
     return model.finish();
   }
+}
+
+/**
+ * The nodes in the order the model lists them: first those computed from initializers alone (a weight's Cast,
+ * Reshape), then the rest, each group in the order built. onnxruntime runs a graph in the reverse-DFS order of its
+ * node indices (GraphViewer: from each output, the input with the higher index first), so a weight's Cast listed
+ * after the layer that feeds its consumer would run before that whole earlier part of the graph and hold its
+ * float32 result all that time; listed first, it runs just before its consumer. Folded casts are unaffected.
+ */
+function initializerNodesFirst(
+  nodes: readonly NodeSpec[],
+  initializers: readonly PendingInitializer[],
+): NodeSpec[] {
+  const constant = new Set(initializers.map((t) => t.name));
+  const first: NodeSpec[] = [];
+  const rest: NodeSpec[] = [];
+  for (const n of nodes) {
+    if (n.inputs.length > 0 && n.inputs.every((i) => i === "" || constant.has(i))) {
+      first.push(n);
+      for (const o of n.outputs) constant.add(o);
+    } else {
+      rest.push(n);
+    }
+  }
+  return [...first, ...rest];
 }
 
 function writeNode(w: Writer, n: NodeSpec): void {

@@ -102,8 +102,8 @@ export function webGpuProviderOptions(): ort.InferenceSession.ExecutionProviderC
 }
 
 /**
- * The session options per provider. CPU: as sdx has always run it (level "all", onnxruntime's default arena and
- * threads). WebGPU: the WebGPU provider with the CPU behind it for the shape operators it leaves to the host,
+ * The session options per provider. CPU: level "all", onnxruntime's default arena and threads, errors logged
+ * only. WebGPU: the WebGPU provider with the CPU behind it for the shape operators it leaves to the host,
  * sequential execution (one queue), the CPU arena for those host tensors. CUDA: the CUDA provider first with the CPU provider behind it for the few shape operators CUDA leaves
  * to the host, level "all" (onnxruntime's CUDA fusions: LayerNorm, GELU, bias adds), the CPU arena for those host
  * tensors, memory patterns, sequential execution (one stream: parallel mode only adds host threads).
@@ -133,6 +133,9 @@ export function sessionOptionsFor(options: OnnxModelOptions): ort.InferenceSessi
     executionProviders: ["cpu"],
     graphOptimizationLevel,
     intraOpNumThreads: options.intraOpThreads ?? 0,
+    // Errors only: onnxruntime warns once per weight that a graph keeps stored (GraphBuilder.external's
+    // `overridable`: "appears in graph inputs and will not be treated as constant"), hundreds of lines per model.
+    logSeverityLevel: 3,
   };
 }
 

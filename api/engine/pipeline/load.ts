@@ -5,8 +5,9 @@
 
 import { join } from "node:path";
 import type { ExecutionProvider } from "../../../contract/index.ts";
-import { attentionForProvider } from "../checkpoint/attention_variant.ts";
+import { DEFAULT_ATTENTION } from "../checkpoint/attention_variant.ts";
 import { type PipelineFiles, prepareCheckpoint } from "../checkpoint/build.ts";
+import { residencyForProvider } from "../checkpoint/weight_residency.ts";
 import type { ModelEntry } from "../model_folder.ts";
 import { findFinalLayerNorm } from "../onnx/final_layer_norm.ts";
 import { OnnxModel } from "../onnx/runtime.ts";
@@ -60,9 +61,12 @@ export async function loadOnnxPipeline(
   // On CUDA the checkpoint's text encoder and UNet compute in float16, as diffusers runs SD on GPUs (on WebGPU
   // when the host found shader-f16).
   const precision = options.precision ?? (provider === "cuda" ? "float16" : "float32");
-  const attention = options.attention ?? attentionForProvider(provider);
+  const attention = options.attention ?? DEFAULT_ATTENTION;
+  const residency = options.residency ?? residencyForProvider(provider);
   const built =
-    entry.format === "safetensors" ? await prepareCheckpoint(entry.path, { precision, attention }) : null;
+    entry.format === "safetensors"
+      ? await prepareCheckpoint(entry.path, { precision, attention, residency })
+      : null;
   const files = built ? built.files : await onnxFolderFiles(entry.path);
   // An ONNX folder's own UNet, rewritten into MultiHeadAttention when the fused form is asked for.
   const folderFused =

@@ -13,6 +13,7 @@ import type {
 } from "../../../contract/index.ts";
 import type { AttentionVariant } from "../checkpoint/attention_variant.ts";
 import type { CheckpointBuild, PipelineFiles } from "../checkpoint/build.ts";
+import type { WeightResidency } from "../checkpoint/weight_residency.ts";
 import type { FinalLayerNorm } from "../onnx/final_layer_norm.ts";
 import type { FeedValue, OnnxModel } from "../onnx/runtime.ts";
 import type { Conditioning } from "../prompt/encode.ts";
@@ -43,7 +44,7 @@ export interface LoadOptions {
   /**
    * How the UNet computes attention: for a checkpoint, in the graphs sdx builds; for an ONNX folder, "fused"
    * rewrites its UNet's attentions into MultiHeadAttention (pipeline/folder_attention.ts).
-   * Default: fused (MultiHeadAttention) on CUDA and WebGPU, plain on the CPU.
+   * Default: DEFAULT_ATTENTION (fused) on every provider.
    */
   attention?: AttentionVariant;
   /**
@@ -51,6 +52,11 @@ export interface LoadOptions {
    * float16 on WebGPU when the adapter computes it (shader-f16).
    */
   precision?: "float32" | "float16";
+  /**
+   * Which float16 weights of a checkpoint's float32 graphs onnxruntime keeps as float32 (checkpoint/weight_residency.ts).
+   * Default: "lean" on the CPU, "folded" on GPUs.
+   */
+  residency?: WeightResidency;
 }
 
 export interface PipelineComponents {
