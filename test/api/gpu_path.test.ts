@@ -118,7 +118,8 @@ describe("--attention", () => {
       }
       const caches = (await readdir(join(dir, ".sdx-cache"))).filter((f) => f !== "hashes.json");
       expect(caches).toEqual([
-        expect.stringMatching(attention === "fused" ? /^tiny-fp32-mha-/ : /^tiny-fp32-[0-9a-f]+$/),
+        // The CPU's lean weights: "-lean" after the attention tag.
+        expect.stringMatching(attention === "fused" ? /^tiny-fp32-mha-lean-/ : /^tiny-fp32-lean-[0-9a-f]+$/),
       ]);
     }
     const diff = await imageDiff(pngs[1] as Buffer, pngs[0] as Buffer);

@@ -1,20 +1,22 @@
 /**
- * Session options per execution provider: the CPU keeps the options sdx has always used; CUDA gets its provider
+ * Session options per execution provider: the CPU its defaults, warnings silenced; CUDA gets its provider
  * options (with the CPU provider behind it), the CPU arena, memory patterns and no CUDA graphs.
  */
 import { expect, test } from "bun:test";
 import { cudaProviderOptions, sessionOptionsFor } from "../../api/engine/onnx/runtime.ts";
 
-test("CPU: level all (or the one asked for), the CPU provider only, onnxruntime's default threads", () => {
+test("CPU: level all (or the one asked for), the CPU provider only, onnxruntime's default threads, errors logged", () => {
   expect(sessionOptionsFor({ provider: "cpu" })).toEqual({
     executionProviders: ["cpu"],
     graphOptimizationLevel: "all",
     intraOpNumThreads: 0,
+    logSeverityLevel: 3,
   });
   expect(sessionOptionsFor({ provider: "cpu", optimizationLevel: "disabled", intraOpThreads: 2 })).toEqual({
     executionProviders: ["cpu"],
     graphOptimizationLevel: "disabled",
     intraOpNumThreads: 2,
+    logSeverityLevel: 3,
   });
 });
 
