@@ -192,7 +192,11 @@ test("the precision the host asks for (float16 on WebGPU with shader-f16) decide
     // Loaded on the CPU provider, which runs these graphs too: only the build is under test (with the folded
     // weights a GPU provider's float32 graphs get).
     for (const precision of ["float16", "float32"] as const) {
-      const pipeline = await loadOnnxPipeline(entry, "cpu", { precision, attention: "fused", residency: "folded" });
+      const pipeline = await loadOnnxPipeline(entry, "cpu", {
+        precision,
+        attention: "fused",
+        residency: "folded",
+      });
       try {
         const folder = precision === "float16" ? "fp16" : "fp32";
         expect(pipeline.files.unet).toMatch(new RegExp(`/tiny-${folder}-mha-[0-9a-f]{16}/unet\\.onnx$`));
