@@ -9,7 +9,8 @@
  *   every call, except those of layers that run at the two highest resolutions: there a weight element is used at
  *   the most positions per call (4096 and 1024 latent pixels at 512², ×4 at 1024²), so the per-call cast and the
  *   lost kernel layouts cost the most, while those layers hold few of the parameters (SD 1.5: 15 %). The text
- *   encoders (77 tokens per call, once per request) keep every weight stored. Sessions load in about a second.
+ *   encoders (77 tokens per call, once per request) keep every weight stored. Sessions load in seconds; a step
+ *   costs about 8 % more than "folded" (SD 1.5, 512², 2 CPU cores) for 1.8 GiB less peak memory.
  *
  * Only float32 graphs are concerned: float16 graphs (CUDA, WebGPU with shader-f16) compute in the stored
  * precision, and float32 checkpoints have nothing to cast. The VAE stays folded in both: its layers run at up to
