@@ -285,10 +285,10 @@ export class GraphBuilder {
 
 /**
  * The nodes in the order the model lists them: first those computed from initializers alone (a weight's Cast,
- * Reshape), then the rest, each group in the order built. onnxruntime runs a graph in the reverse-DFS order of its
- * node indices (GraphViewer: from each output, the input with the higher index first), so a weight's Cast listed
- * after the layer that feeds its consumer would run before that whole earlier part of the graph and hold its
- * float32 result all that time; listed first, it runs just before its consumer. Folded casts are unaffected.
+ * Reshape), then the rest, each group in the order built. onnxruntime's default execution order follows the node
+ * indices (GraphViewer's reverse DFS from the outputs), and with the casts of kept weights listed where they were
+ * built it ran many of them early, holding their float32 results: with every SD 1.5 UNet weight kept, a call's
+ * transient memory was 1.14 GB so and 0.70 GB with them listed first. Casts that are folded at load are unaffected.
  */
 function initializerNodesFirst(
   nodes: readonly NodeSpec[],
