@@ -13,7 +13,7 @@
  *   (api/engine/checkpoint/attention_variant.ts, weight_residency.ts); `fused-lean` is the CPU default;
  * - an optimum-layout ONNX folder (`folder`, `folder-fused`): no exporter is at hand here (no torch), so the folder
  *   holds sdx's own plain float32 graphs laid out as optimum writes them (bench/optimum_folder.ts), and is loaded
- *   as any ONNX folder — as it is, then with its UNet rewritten into MultiHeadAttention at load
+ *   like every other ONNX folder — as it is, then with its UNet rewritten into MultiHeadAttention at load
  *   (api/engine/pipeline/folder_attention.ts).
  *
  * `--tiny` runs every variant on the tiny fixture model's shapes at 64×64 instead: a smoke test of this script (CI
@@ -36,7 +36,7 @@ import { Residency } from "../api/engine/pipeline/residency.ts";
 import { generate } from "../api/engine/pipeline/text_to_image.ts";
 import type { Stage } from "../api/engine/pipeline/types.ts";
 import { GENERATE_DEFAULTS } from "../contract/index.ts";
-import { printTable } from "./engine.ts";
+import { median, printTable } from "./engine.ts";
 import { benchRequest, randomCheckpoint } from "./full_size.ts";
 import { readMemory, resetPeakRss } from "./load.ts";
 import { writeExportShapedFolder } from "./optimum_folder.ts";
@@ -107,11 +107,6 @@ interface Result {
   /** Peak RSS while each stage ran (VmHWM reset as it began). */
   stagePeaks: Partial<Record<Stage, number>>;
 }
-
-const median = (values: readonly number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor((sorted.length - 1) / 2)] as number;
-};
 
 /** One variant, in this process: load, one generation, the figures on one line of stdout. */
 async function runVariant(

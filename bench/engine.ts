@@ -72,6 +72,12 @@ export async function benchEngine(argv: string[]): Promise<void> {
   console.log("target: strength 0.5 about half of text-to-image's denoising, plus one VAE encode");
 }
 
+/** The middle value (the lower of the two middle ones for an even count). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)] as number;
+}
+
 export function printTable(rows: string[][]): void {
   const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
   for (const [i, row] of rows.entries()) {

@@ -32,7 +32,7 @@ import { generate } from "../api/engine/pipeline/text_to_image.ts";
 import type { PipelineComponents } from "../api/engine/pipeline/types.ts";
 import { warmUp } from "../api/engine/pipeline/warmup.ts";
 import { type ExecutionProvider, GENERATE_DEFAULTS } from "../contract/index.ts";
-import { printTable } from "./engine.ts";
+import { median, printTable } from "./engine.ts";
 import { benchRequest, randomCheckpoint } from "./full_size.ts";
 
 /** A published figure to compare against: `seconds` for `steps` denoising steps at the same size and settings. */
@@ -147,8 +147,7 @@ async function benchModel(
         anchorSeconds === null ? "–" : `${(wall / 1000 / anchorSeconds).toFixed(2)}×`,
       ]);
     }
-    const sorted = [...times].sort((a, b) => a - b);
-    return { rows, notes, median: (sorted[Math.floor((sorted.length - 1) / 2)] as number) / 1000 };
+    return { rows, notes, median: median(times) / 1000 };
   } finally {
     await releasePipeline(pipeline);
   }

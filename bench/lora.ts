@@ -16,12 +16,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { applyAdapters } from "../api/engine/adapters/apply.ts";
 import { layerNames } from "../api/engine/adapters/layers.ts";
-import {
-  ldmTensors,
-  PRESETS,
-  type TensorSpec,
-  writeRandomCheckpoint,
-} from "../api/engine/checkpoint/ldm_layout.ts";
+import { PRESETS, type TensorSpec, writeRandomCheckpoint } from "../api/engine/checkpoint/ldm_layout.ts";
 import { inspectCheckpoint } from "../api/engine/model_folder.ts";
 import { type FeedValue, OnnxModel } from "../api/engine/onnx/runtime.ts";
 import { loadOnnxPipeline, releasePipeline } from "../api/engine/pipeline/load.ts";
@@ -29,6 +24,7 @@ import { Residency } from "../api/engine/pipeline/residency.ts";
 import type { AdapterInput } from "../api/engine/pipeline/types.ts";
 import { readSafetensorsHeader } from "../api/engine/safetensors.ts";
 import { printTable } from "./engine.ts";
+import { randomCheckpoint } from "./full_size.ts";
 
 const seconds = (ms: number) => (ms / 1000).toFixed(2);
 
@@ -55,9 +51,7 @@ export async function benchLora(argv: string[]): Promise<void> {
   const rank = Number(values.rank);
   const dir = values.cache;
   await mkdir(dir, { recursive: true });
-  const checkpoint = join(dir, "sd15.safetensors");
-  const arch = PRESETS.sd15;
-  await once(checkpoint, (p) => writeRandomCheckpoint(p, ldmTensors(arch), { arch }));
+  const { path: checkpoint } = await randomCheckpoint("sd15", dir);
   const header = await readSafetensorsHeader(checkpoint);
 
   // The LoRA: kohya names of the checkpoint's layers, down [r, in(, k, k)] and up [out, r(, 1, 1)].
@@ -114,7 +108,7 @@ export async function benchLora(argv: string[]): Promise<void> {
     rows.push([what, seconds(ms), (ms / loadMs).toFixed(2), String(cost?.sessionsCreated ?? 0)]);
   }
   console.log(
-    `lora: random SD 1.5 (${arch.mirrors}), CPU, a kohya LoRA of rank ${rank} on ${modules} layers (${(loraBytes / 1e6).toFixed(0)} MB)`,
+    `lora: random SD 1.5 (${PRESETS.sd15.mirrors}), CPU, a kohya LoRA of rank ${rank} on ${modules} layers (${(loraBytes / 1e6).toFixed(0)} MB)`,
   );
   printTable([["step", "s", "× model load", "sessions created"], ...rows]);
   console.log("target: the same set again costs 0; a switch costs less than loading the model");

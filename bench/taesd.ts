@@ -17,9 +17,8 @@ import { cacheDirOf } from "../api/engine/model_folder.ts";
 import { OnnxModel } from "../api/engine/onnx/runtime.ts";
 import { loadTaesdDecoder } from "../api/engine/previews/taesd.ts";
 import { taesdDecoderShapes } from "../api/engine/previews/taesd_weights.ts";
-import { printTable } from "./engine.ts";
+import { median, printTable } from "./engine.ts";
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const ms = (x: number) => x.toFixed(1);
 
 /** Latents of one image, [4, h, w], spread like a denoiser's (about ±3). */
